@@ -1,0 +1,114 @@
+/* sqz core: errors, file mapping, atomic output files, thread pool, progress, time.
+ *
+ * Conventions used by every module:
+ *  - Functions that can fail return SQZ_OK (0) or SQZ_ERR (-1) and write a one-line,
+ *    human-readable message into the caller's sqz_err: which file, which field, what was
+ *    expected. Library code never prints and never exits.
+ *  - The caller owns what a function allocates for it; each open or load function has a
+ *    matching close or free function that accepts a zeroed or partially filled object. */
+#ifndef SQZ_CORE_H
+#define SQZ_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum { SQZ_OK = 0, SQZ_ERR = -1 };
+
+typedef struct sqz_err {
+    char msg[1024];
+} sqz_err;
+
+/* Formats a message into err (if err is not NULL) and returns SQZ_ERR. */
+int sqz_fail(sqz_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Prepends "prefix: " to an existing message (used to add the file name one level up). */
+int sqz_fail_prefix(sqz_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Overflow-checked size arithmetic: return 0 on success, -1 when the result would not
+ * fit. Sizes come from files, so every product of them goes through these. */
+int sqz_mul_size(size_t a, size_t b, size_t *out);
+int sqz_add_size(size_t a, size_t b, size_t *out);
+
+/* ---- read-only file mapping ---- */
+typedef struct sqz_map {
+    const uint8_t *data; /* NULL for an empty file */
+    size_t size;
+    char *path; /* owned copy */
+} sqz_map;
+
+/* Maps path read-only. Errors name the path and the system error. */
+int sqz_map_open(sqz_map *m, const char *path, sqz_err *err);
+void sqz_map_close(sqz_map *m);
+
+/* Reads a whole (small) file into a NUL-terminated buffer the caller frees.
+ * Fails with a clear error when the file is larger than max_bytes. */
+int sqz_read_file(const char *path, size_t max_bytes, char **out, size_t *out_len, sqz_err *err);
+
+int sqz_path_is_dir(const char *path);
+int sqz_path_exists(const char *path);
+/* Joins dir and name with one '/' into a new string the caller frees (NULL on OOM). */
+char *sqz_path_join(const char *dir, const char *name);
+
+/* ---- output files written atomically: data goes to "<path>.tmp.<pid>" and is renamed
+ * onto path only by sqz_out_commit, so an interrupted run leaves no half file. ---- */
+typedef struct sqz_out {
+    FILE *f;
+    char *path;
+    char *tmp_path;
+} sqz_out;
+
+int sqz_out_open(sqz_out *o, const char *path, sqz_err *err);
+int sqz_out_write(sqz_out *o, const void *data, size_t n, sqz_err *err);
+/* Flushes, fsyncs, closes and renames. On failure the temporary file is removed. */
+int sqz_out_commit(sqz_out *o, sqz_err *err);
+/* Closes and removes the temporary file; safe on a committed or zeroed sqz_out. */
+void sqz_out_abort(sqz_out *o);
+
+/* ---- thread pool: a fixed set of workers running parallel-for loops ---- */
+typedef struct sqz_pool sqz_pool;
+
+/* fn handles indices [begin, end) on worker `thread` (0 <= thread < n_threads). */
+typedef void (*sqz_task_fn)(void *ctx, int64_t begin, int64_t end, int thread);
+
+/* n_threads <= 0 means the number of online CPUs. Returns NULL when threads cannot be
+ * created (err says why). */
+sqz_pool *sqz_pool_create(int n_threads, sqz_err *err);
+void sqz_pool_free(sqz_pool *p);
+int sqz_pool_threads(const sqz_pool *p);
+/* Splits [0, n) into chunks of at least `grain` items and runs them on all threads;
+ * returns when every chunk is done. p may be NULL (runs on the calling thread). */
+void sqz_pool_for(sqz_pool *p, int64_t n, int64_t grain, sqz_task_fn fn, void *ctx);
+
+/* ---- progress: a one-line bar with rate and ETA on a terminal, nothing otherwise ---- */
+typedef struct sqz_progress {
+    FILE *out;       /* NULL when quiet */
+    const char *label;
+    int64_t total;
+    int64_t done;
+    double t_start;
+    double t_last;
+    const char *unit; /* e.g. "tok" */
+} sqz_progress;
+
+/* Shows progress on stderr only when stderr is a terminal (or when force is set). */
+void sqz_progress_begin(sqz_progress *p, const char *label, int64_t total, const char *unit, int force);
+void sqz_progress_update(sqz_progress *p, int64_t done, const char *extra);
+void sqz_progress_end(sqz_progress *p);
+
+/* Monotonic seconds. */
+double sqz_now(void);
+
+/* IEEE half and bfloat16 conversions (round-to-nearest-even for the narrowing ones). */
+float sqz_f16_to_f32(uint16_t h);
+uint16_t sqz_f32_to_f16(float f);
+float sqz_bf16_to_f32(uint16_t h);
+uint16_t sqz_f32_to_bf16(float f);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

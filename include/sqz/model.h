@@ -1,0 +1,94 @@
+/* The Llama model: hyper-parameters, weights (pointers into mapped files, any readable
+ * type), and the CPU forward pass.
+ *
+ * Weights are never converted as a whole: the forward pass dequantizes one layer at a
+ * time into a scratch buffer (F32 tensors are used in place), so memory stays at the
+ * mapped file plus one layer in f32 plus the activations. */
+#ifndef SQZ_MODEL_H
+#define SQZ_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sqz/core.h"
+#include "sqz/io.h"
+#include "sqz/tensor.h"
+#include "sqz/tok.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* How q and k rows are laid out for rotary embeddings. Hugging Face checkpoints use
+ * rotate-half (pairs i and i + head_dim/2); GGUF "llama" files have the rows permuted by
+ * the converter so pairs are adjacent (2i, 2i+1), which is what ggml's normal mode reads. */
+typedef enum sqz_rope_mode { SQZ_ROPE_HALF = 0, SQZ_ROPE_ADJACENT = 1 } sqz_rope_mode;
+
+typedef struct sqz_llama_config {
+    int n_vocab;
+    int dim;            /* hidden size */
+    int n_layer;
+    int n_head;         /* query heads (of layer 0; per-layer values below) */
+    int n_head_kv;
+    int head_dim;
+    int n_ff;           /* FFN width (of layer 0) */
+    int n_ctx_train;    /* max_position_embeddings / context_length */
+    float rope_theta;
+    float norm_eps;
+    int tie_embeddings;
+    int bos_id, eos_id; /* -1 when absent */
+    int rope_mode;      /* sqz_rope_mode */
+    /* Per-layer shapes (n_layer each, owned). Equal to the scalars above for an unpruned
+     * model; 0 heads means no attention block, 0 FFN width no FFN block. */
+    int *layer_n_head;
+    int *layer_n_head_kv;
+    int *layer_n_ff;
+} sqz_llama_config;
+
+/* Fills cfg from the text of a Hugging Face config.json (LlamaForCausalLM). `path` is
+ * used in messages only. */
+int sqz_config_from_hf_json(sqz_llama_config *cfg, const char *json, size_t len, const char *path, sqz_err *err);
+/* Fills cfg from GGUF metadata (general.architecture "llama"; per-layer arrays allowed). */
+int sqz_config_from_gguf(sqz_llama_config *cfg, const sqz_gguf *g, sqz_err *err);
+void sqz_config_free(sqz_llama_config *cfg);
+
+typedef struct sqz_layer {
+    const sqz_tensor *attn_norm;             /* [dim] */
+    const sqz_tensor *wq, *wk, *wv, *wo;     /* ne = [dim, n_head*head_dim], ..., wo: [n_head*head_dim, dim] */
+    const sqz_tensor *ffn_norm;              /* [dim] */
+    const sqz_tensor *w_gate, *w_up, *w_down; /* gate/up: [dim, n_ff], down: [n_ff, dim] */
+} sqz_layer;
+
+typedef enum sqz_model_source { SQZ_SRC_HF = 1, SQZ_SRC_GGUF = 2 } sqz_model_source;
+
+typedef struct sqz_model {
+    sqz_llama_config cfg;
+    const sqz_tensor *tok_embd;  /* [dim, n_vocab] */
+    const sqz_tensor *out_norm;  /* [dim] */
+    const sqz_tensor *output;    /* [dim, n_vocab]; == tok_embd when tied */
+    sqz_layer *layers;           /* n_layer */
+    sqz_tokenizer *tok;          /* NULL when the model has none (load with need_tokenizer = 0) */
+    int source;                  /* sqz_model_source */
+    char *path;
+    sqz_hf hf;                   /* when source == SQZ_SRC_HF */
+    sqz_gguf gguf;               /* when source == SQZ_SRC_GGUF */
+} sqz_model;
+
+/* Loads a Hugging Face folder or a .gguf file. Checks every tensor's presence, type and
+ * shape against the config. need_tokenizer: fail when no tokenizer is found (otherwise
+ * m->tok stays NULL). */
+int sqz_model_load(sqz_model *m, const char *path, int need_tokenizer, sqz_err *err);
+void sqz_model_free(sqz_model *m);
+/* Number of parameters in all weight tensors (tied output counted once). */
+int64_t sqz_model_n_params(const sqz_model *m);
+
+/* Runs the model on n_tokens tokens at positions 0..n_tokens-1 (one causal sequence) and
+ * writes logits for positions [logits_from, n_tokens) into logits
+ * ((n_tokens - logits_from) * n_vocab floats, row-major). pool may be NULL. */
+int sqz_forward(const sqz_model *m, sqz_pool *pool, const int32_t *tokens, int64_t n_tokens,
+                int64_t logits_from, float *logits, sqz_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

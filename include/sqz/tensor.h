@@ -1,0 +1,80 @@
+/* Tensor metadata and the ggml type-traits table.
+ *
+ * Type ids are ggml's own (the values stored in GGUF files), so a tensor's type can be
+ * written to and read from GGUF without translation. Shapes use ggml order: ne[0] is the
+ * row length (the input dimension of a linear layer, contiguous in memory), ne[1] the
+ * number of rows. A Hugging Face weight of shape [out, in] has ne[0] = in, ne[1] = out. */
+#ifndef SQZ_TENSOR_H
+#define SQZ_TENSOR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sqz/core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum sqz_type {
+    SQZ_TYPE_F32 = 0,
+    SQZ_TYPE_F16 = 1,
+    SQZ_TYPE_Q4_0 = 2,
+    SQZ_TYPE_Q4_1 = 3,
+    SQZ_TYPE_Q5_0 = 6,
+    SQZ_TYPE_Q5_1 = 7,
+    SQZ_TYPE_Q8_0 = 8,
+    SQZ_TYPE_Q8_1 = 9,
+    SQZ_TYPE_Q2_K = 10,
+    SQZ_TYPE_Q3_K = 11,
+    SQZ_TYPE_Q4_K = 12,
+    SQZ_TYPE_Q5_K = 13,
+    SQZ_TYPE_Q6_K = 14,
+    SQZ_TYPE_Q8_K = 15,
+    SQZ_TYPE_IQ4_NL = 20,
+    SQZ_TYPE_BF16 = 30,
+    SQZ_TYPE_COUNT = 40 /* upper bound of ids the table knows about */
+} sqz_type;
+
+/* Dequantizes n values (n a multiple of block_size) from src into dst. */
+typedef void (*sqz_dequant_fn)(const void *src, float *dst, int64_t n);
+
+typedef struct sqz_type_traits {
+    const char *name;       /* ggml's name: "F32", "Q4_K", ... */
+    int64_t block_size;     /* values per block */
+    size_t block_bytes;     /* bytes per block */
+    sqz_dequant_fn dequantize; /* NULL when sqz cannot read this type yet */
+} sqz_type_traits;
+
+/* The traits of a type id, or NULL for an id sqz does not know. */
+const sqz_type_traits *sqz_type_get(int type);
+/* The type id for a name such as "Q4_K" (case-insensitive), or -1. */
+int sqz_type_from_name(const char *name);
+/* Bits per weight of a type (block_bytes * 8 / block_size). */
+double sqz_type_bpw(int type);
+/* Bytes of one row of n values; fails when n is not a multiple of the block size or the
+ * product overflows. */
+int sqz_type_row_bytes(int type, int64_t n, size_t *out, sqz_err *err);
+
+#define SQZ_MAX_DIMS 4
+
+typedef struct sqz_tensor {
+    char *name;             /* owned by the file object that holds the tensor */
+    int type;               /* sqz_type */
+    int n_dims;
+    int64_t ne[SQZ_MAX_DIMS]; /* ggml order; unused dims are 1 */
+    const void *data;       /* points into a mapped file (not owned) */
+    size_t nbytes;
+} sqz_tensor;
+
+/* Number of elements (product of ne); 0 when n_dims is 0 and no dims are set. */
+int64_t sqz_tensor_nelements(const sqz_tensor *t);
+
+/* Dequantizes rows [row0, row0 + n_rows) of a 2-D (or 1-D, one row) tensor into dst
+ * (n_rows * ne[0] floats). Fails for types without a dequantizer. */
+int sqz_tensor_rows_f32(const sqz_tensor *t, int64_t row0, int64_t n_rows, float *dst, sqz_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,30 @@
+/* Minimal test helpers: CHECK macros that count failures, and paths to test inputs. */
+#ifndef SQZ_TESTUTIL_H
+#define SQZ_TESTUTIL_H
+
+#include <stdio.h>
+#include <stdlib.h>
+
+extern int tu_failures;
+extern int tu_checks;
+
+#define CHECK(cond, ...)                                                        \
+    do {                                                                        \
+        tu_checks++;                                                            \
+        if (!(cond)) {                                                          \
+            tu_failures++;                                                      \
+            fprintf(stderr, "%s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, #cond); \
+            fprintf(stderr, __VA_ARGS__);                                       \
+            fprintf(stderr, "\n");                                              \
+        }                                                                       \
+    } while (0)
+
+/* Path of a file under $SQZ_SHARED / $SQZ_FIXTURES / $SQZ_TMP (malloc'd). The shared
+ * and fixtures folders must exist: a missing one is a test failure, not a skip. */
+char *tu_shared(const char *rel);
+char *tu_fixture(const char *rel);
+char *tu_tmp(const char *rel);
+/* Prints "<name>: N checks, M failed" and returns the process exit status. */
+int tu_done(const char *name);
+
+#endif
