@@ -1,3 +1,486 @@
-/* placeholder main until the CLI lands (owned by the model/eval/CLI work) */
+/* sqz: the command-line program. Each subcommand is a row of the COMMANDS table (name,
+ * function, one-line summary, full help); adding one is adding a row.
+ *
+ * Exit status: 0 on success, 1 on an error (one line "sqz: error: <message>" on stderr),
+ * 2 on a usage error (unknown flag, missing or invalid argument). */
+#include <errno.h>
 #include <stdio.h>
-int main(void) { fprintf(stderr, "sqz: not built yet\n"); return 1; }
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "sqz/core.h"
+#include "sqz/eval.h"
+#include "sqz/model.h"
+#include "sqz/tok.h"
+
+#define SQZ_VERSION "0.1.0"
+
+enum { EXIT_ERR = 1, EXIT_USAGE = 2 };
+
+/* Largest text file `sqz ppl` reads (WikiText-2 test is 1.3 MB). */
+#define MAX_TEXT_BYTES ((size_t)1 << 30)
+
+static int fail(const char *msg) {
+    fprintf(stderr, "sqz: error: %s\n", msg);
+    return EXIT_ERR;
+}
+
+static int usage_fail(const char *cmd, const char *fmt, const char *arg) {
+    fprintf(stderr, "sqz: error: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, " (see 'sqz help %s')\n", cmd);
+    return EXIT_USAGE;
+}
+
+/* ---------------------------------------------------------------- argument parsing */
+
+typedef struct {
+    const char *cmd;
+    int argc, i;
+    char **argv;
+} args;
+
+static int is_help(const char *a) { return !strcmp(a, "--help") || !strcmp(a, "-h"); }
+
+/* The value of option argv[i] ("--ctx N"); NULL (after a usage message) when missing. */
+static const char *opt_value(args *a) {
+    if (a->i + 1 >= a->argc) return NULL;
+    return a->argv[++a->i];
+}
+
+/* Parses a positive integer option value; returns 0 on success. */
+static int parse_pos_int(const char *s, long long max, long long *out) {
+    if (!s || !*s) return -1;
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end || v <= 0 || v > max) return -1;
+    *out = v;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- JSON output */
+
+static int write_json(const char *path, cJSON *root) {
+    char *text = cJSON_Print(root);
+    if (!text) return fail("out of memory while writing JSON");
+    sqz_out o;
+    sqz_err err;
+    int rc = 0;
+    if (sqz_out_open(&o, path, &err) || sqz_out_write(&o, text, strlen(text), &err) ||
+        sqz_out_write(&o, "\n", 1, &err) || sqz_out_commit(&o, &err)) {
+        sqz_out_abort(&o);
+        rc = fail(err.msg);
+    }
+    free(text);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- sqz info */
+
+static const char HELP_INFO[] =
+    "usage: sqz info MODEL [--json OUT]\n"
+    "\n"
+    "Describes a model (a Hugging Face folder or a .gguf file): architecture, source,\n"
+    "per-layer shapes (heads, key/value heads, head_dim, FFN width), parameter count,\n"
+    "tensor types (count and bytes per type), tokenizer, RoPE layout, context length.\n"
+    "\n"
+    "  --json OUT   also write the description as JSON to OUT\n";
+
+typedef struct {
+    int64_t count;
+    double bytes;
+} type_stat;
+
+static void add_tensor_stat(type_stat *st, const sqz_tensor *t) {
+    if (!t || t->type < 0 || t->type >= SQZ_TYPE_COUNT) return;
+    st[t->type].count++;
+    st[t->type].bytes += (double)t->nbytes;
+}
+
+static int cmd_info(args *a) {
+    const char *model = NULL, *json = NULL;
+    for (a->i = 0; a->i < a->argc; a->i++) {
+        const char *s = a->argv[a->i];
+        if (!strcmp(s, "--json")) {
+            if (!(json = opt_value(a))) return usage_fail(a->cmd, "%s needs a file name", s);
+        } else if (s[0] == '-' && s[1]) {
+            return usage_fail(a->cmd, "unknown option '%s'", s);
+        } else if (!model) {
+            model = s;
+        } else {
+            return usage_fail(a->cmd, "unexpected argument '%s'", s);
+        }
+    }
+    if (!model) return usage_fail(a->cmd, "%s", "missing MODEL");
+
+    sqz_model m;
+    sqz_err err;
+    if (sqz_model_load(&m, model, 0, &err)) return fail(err.msg);
+    const sqz_llama_config *c = &m.cfg;
+    const char *arch = "llama";
+    if (m.source == SQZ_SRC_GGUF) {
+        const sqz_gguf_kv *kv = sqz_gguf_find(&m.gguf, "general.architecture");
+        if (kv && kv->type == SQZ_GGUF_STRING) arch = kv->str;
+    }
+    type_stat st[SQZ_TYPE_COUNT];
+    memset(st, 0, sizeof st);
+    add_tensor_stat(st, m.tok_embd);
+    add_tensor_stat(st, m.out_norm);
+    if (m.output != m.tok_embd) add_tensor_stat(st, m.output);
+    for (int l = 0; l < c->n_layer; l++) {
+        const sqz_layer *L = &m.layers[l];
+        const sqz_tensor *ts[] = {L->attn_norm, L->wq, L->wk, L->wv, L->wo, L->ffn_norm, L->w_gate, L->w_up, L->w_down};
+        for (int i = 0; i < 9; i++) add_tensor_stat(st, ts[i]);
+    }
+    int64_t n_params = sqz_model_n_params(&m);
+    const sqz_vocab *voc = m.tok ? sqz_tok_vocab(m.tok) : NULL;
+    const char *rope = c->rope_mode == SQZ_ROPE_HALF ? "half (rotate_half, Hugging Face)" : "adjacent (GGUF llama)";
+    const char *src = m.source == SQZ_SRC_HF ? "hf" : "gguf";
+
+    printf("model:        %s\n", model);
+    printf("source:       %s\n", m.source == SQZ_SRC_HF ? "Hugging Face folder (safetensors)" : "GGUF file");
+    printf("architecture: %s\n", arch);
+    printf("parameters:   %lld (%.1f M)\n", (long long)n_params, (double)n_params / 1e6);
+    printf("hidden:       %d, layers %d, vocab %d, context length %d\n", c->dim, c->n_layer, c->n_vocab, c->n_ctx_train);
+    printf("rope:         %s, theta %g; rms norm eps %g; tied embeddings: %s\n", rope, (double)c->rope_theta,
+           (double)c->norm_eps, c->tie_embeddings ? "yes" : "no");
+    if (m.tok)
+        printf("tokenizer:    %s, vocab %d, bos %d, eos %d\n", sqz_tok_kind_name(m.tok), voc->n_tokens, voc->bos_id,
+               voc->eos_id);
+    else
+        printf("tokenizer:    none\n");
+    /* runs of identical layers on one line */
+    for (int l = 0; l < c->n_layer;) {
+        int e = l + 1;
+        while (e < c->n_layer && c->layer_n_head[e] == c->layer_n_head[l] &&
+               c->layer_n_head_kv[e] == c->layer_n_head_kv[l] && c->layer_n_ff[e] == c->layer_n_ff[l])
+            e++;
+        char range[32];
+        if (e - l > 1) snprintf(range, sizeof range, "layers %d-%d:", l, e - 1);
+        else snprintf(range, sizeof range, "layer %d:", l);
+        printf("%-14s heads %d, kv heads %d, head_dim %d, ffn %d\n", range, c->layer_n_head[l], c->layer_n_head_kv[l],
+               c->head_dim, c->layer_n_ff[l]);
+        l = e;
+    }
+    printf("tensor types:\n");
+    for (int t = 0; t < SQZ_TYPE_COUNT; t++) {
+        if (!st[t].count) continue;
+        const sqz_type_traits *tr = sqz_type_get(t);
+        printf("  %-6s %5lld tensors, %.0f bytes (%.2f MiB)\n", tr ? tr->name : "?", (long long)st[t].count, st[t].bytes,
+               st[t].bytes / 1048576.0);
+    }
+
+    int rc = 0;
+    if (json) {
+        cJSON *root = cJSON_CreateObject();
+        cJSON_AddStringToObject(root, "model", model);
+        cJSON_AddStringToObject(root, "source", src);
+        cJSON_AddStringToObject(root, "architecture", arch);
+        cJSON_AddNumberToObject(root, "n_params", (double)n_params);
+        cJSON_AddNumberToObject(root, "n_vocab", c->n_vocab);
+        cJSON_AddNumberToObject(root, "dim", c->dim);
+        cJSON_AddNumberToObject(root, "n_layer", c->n_layer);
+        cJSON_AddNumberToObject(root, "head_dim", c->head_dim);
+        cJSON_AddNumberToObject(root, "n_ctx_train", c->n_ctx_train);
+        cJSON_AddNumberToObject(root, "rope_theta", c->rope_theta);
+        cJSON_AddStringToObject(root, "rope_mode", c->rope_mode == SQZ_ROPE_HALF ? "half" : "adjacent");
+        cJSON_AddNumberToObject(root, "norm_eps", c->norm_eps);
+        cJSON_AddBoolToObject(root, "tied_embeddings", c->tie_embeddings);
+        cJSON *layers = cJSON_AddArrayToObject(root, "layers");
+        for (int l = 0; l < c->n_layer; l++) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddNumberToObject(o, "n_head", c->layer_n_head[l]);
+            cJSON_AddNumberToObject(o, "n_head_kv", c->layer_n_head_kv[l]);
+            cJSON_AddNumberToObject(o, "head_dim", c->head_dim);
+            cJSON_AddNumberToObject(o, "n_ff", c->layer_n_ff[l]);
+            cJSON_AddItemToArray(layers, o);
+        }
+        cJSON *types = cJSON_AddObjectToObject(root, "tensor_types");
+        for (int t = 0; t < SQZ_TYPE_COUNT; t++) {
+            if (!st[t].count) continue;
+            const sqz_type_traits *tr = sqz_type_get(t);
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddNumberToObject(o, "count", (double)st[t].count);
+            cJSON_AddNumberToObject(o, "bytes", st[t].bytes);
+            cJSON_AddItemToObject(types, tr ? tr->name : "?", o);
+        }
+        if (m.tok) {
+            cJSON *tk = cJSON_AddObjectToObject(root, "tokenizer");
+            cJSON_AddStringToObject(tk, "kind", sqz_tok_kind_name(m.tok));
+            cJSON_AddNumberToObject(tk, "n_vocab", voc->n_tokens);
+            cJSON_AddNumberToObject(tk, "bos_id", voc->bos_id);
+            cJSON_AddNumberToObject(tk, "eos_id", voc->eos_id);
+        } else {
+            cJSON_AddNullToObject(root, "tokenizer");
+        }
+        rc = write_json(json, root);
+        cJSON_Delete(root);
+    }
+    sqz_model_free(&m);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- sqz ppl */
+
+static const char HELP_PPL[] =
+    "usage: sqz ppl MODEL TEXT_FILE --ctx N [--protocol gptq|llamacpp] [--chunks K]\n"
+    "               [--threads T] [--json OUT]\n"
+    "\n"
+    "Perplexity of MODEL on a UTF-8 text file, tokenized with the model's tokenizer.\n"
+    "  --ctx N        window length in tokens (required)\n"
+    "  --protocol P   gptq (default): text tokenized once (BOS first if the vocab adds\n"
+    "                 one), non-overlapping windows,\n"
+    "                 every token but the first of each window scored;\n"
+    "                 llamacpp: as llama-perplexity, first token of each window replaced\n"
+    "                 by BOS when the vocab adds one, only the second half scored\n"
+    "  --chunks K     use only the first K windows (default: all)\n"
+    "  --threads T    worker threads (default: all CPUs)\n"
+    "  --json OUT     also write the result as JSON to OUT\n";
+
+/* Text checks: a readable, non-empty, non-binary file. Returns 0 or an exit code. */
+static int check_text(const char *path, const char *text, size_t len) {
+    char msg[1200];
+    if (len == 0) {
+        snprintf(msg, sizeof msg, "%s: text file is empty", path);
+        return fail(msg);
+    }
+    if (memchr(text, '\0', len)) {
+        snprintf(msg, sizeof msg, "%s: not a text file (contains NUL bytes)", path);
+        return fail(msg);
+    }
+    /* count bytes that are not part of a well-formed UTF-8 sequence */
+    size_t bad = 0;
+    const unsigned char *s = (const unsigned char *)text;
+    for (size_t i = 0; i < len;) {
+        unsigned char c = s[i];
+        size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+        int ok = n > 0 && i + n <= len;
+        for (size_t k = 1; ok && k < n; k++)
+            if ((s[i + k] & 0xC0) != 0x80) ok = 0;
+        if (ok) i += n;
+        else { bad++; i++; }
+    }
+    if (bad * 10 > len) {
+        snprintf(msg, sizeof msg, "%s: not a text file (%zu of %zu bytes are not valid UTF-8)", path, bad, len);
+        return fail(msg);
+    }
+    return 0;
+}
+
+static int cmd_ppl(args *a) {
+    const char *model = NULL, *text_path = NULL, *json = NULL, *protocol = "gptq";
+    long long ctx = 0, chunks = 0, threads = 0;
+    for (a->i = 0; a->i < a->argc; a->i++) {
+        const char *s = a->argv[a->i], *v;
+        if (!strcmp(s, "--json")) {
+            if (!(json = opt_value(a))) return usage_fail(a->cmd, "%s needs a file name", s);
+        } else if (!strcmp(s, "--protocol")) {
+            if (!(protocol = opt_value(a))) return usage_fail(a->cmd, "%s needs gptq or llamacpp", s);
+            if (strcmp(protocol, "gptq") && strcmp(protocol, "llamacpp"))
+                return usage_fail(a->cmd, "--protocol '%s': expected gptq or llamacpp", protocol);
+        } else if (!strcmp(s, "--ctx")) {
+            v = opt_value(a);
+            if (parse_pos_int(v, 1 << 24, &ctx))
+                return usage_fail(a->cmd, "--ctx '%s': expected a positive number of tokens", v ? v : "");
+        } else if (!strcmp(s, "--chunks")) {
+            v = opt_value(a);
+            if (parse_pos_int(v, 1LL << 40, &chunks))
+                return usage_fail(a->cmd, "--chunks '%s': expected a positive number", v ? v : "");
+        } else if (!strcmp(s, "--threads")) {
+            v = opt_value(a);
+            if (parse_pos_int(v, 1024, &threads))
+                return usage_fail(a->cmd, "--threads '%s': expected 1 to 1024", v ? v : "");
+        } else if (s[0] == '-' && s[1]) {
+            return usage_fail(a->cmd, "unknown option '%s'", s);
+        } else if (!model) {
+            model = s;
+        } else if (!text_path) {
+            text_path = s;
+        } else {
+            return usage_fail(a->cmd, "unexpected argument '%s'", s);
+        }
+    }
+    if (!model) return usage_fail(a->cmd, "%s", "missing MODEL");
+    if (!text_path) return usage_fail(a->cmd, "%s", "missing TEXT_FILE");
+    if (!ctx) return usage_fail(a->cmd, "%s", "--ctx N is required");
+    if (ctx < 2) return usage_fail(a->cmd, "--ctx %s: expected at least 2", "1");
+
+    sqz_err err;
+    char *text = NULL;
+    size_t text_len = 0;
+    if (sqz_read_file(text_path, MAX_TEXT_BYTES, &text, &text_len, &err)) return fail(err.msg);
+    int rc = check_text(text_path, text, text_len);
+    if (rc) {
+        free(text);
+        return rc;
+    }
+    sqz_model m;
+    if (sqz_model_load(&m, model, 1, &err)) {
+        free(text);
+        return fail(err.msg);
+    }
+    sqz_ppl_opts opts = {ctx, !strcmp(protocol, "llamacpp") ? SQZ_PPL_LLAMACPP : SQZ_PPL_GPTQ, chunks, 1};
+    const sqz_vocab *voc = sqz_tok_vocab(m.tok);
+    /* The text is tokenized once as the tokenizer does by default (as GPTQ's scripts and
+     * llama-perplexity do): BOS at the start only when the vocab adds one. */
+    int add_bos = voc->add_bos;
+    int32_t *ids = NULL;
+    int64_t n_ids = 0;
+    sqz_pool *pool = NULL;
+    sqz_ppl_result res;
+    double t_tok = sqz_now();
+    if (sqz_tok_encode(m.tok, text, text_len, add_bos, &ids, &n_ids, &err)) {
+        rc = fail(err.msg);
+        goto out;
+    }
+    t_tok = sqz_now() - t_tok;
+    if (n_ids < ctx * (opts.protocol == SQZ_PPL_LLAMACPP ? 2 : 1)) {
+        char msg[1200];
+        snprintf(msg, sizeof msg, "%s: the text has %lld tokens, too few for --ctx %lld%s", text_path, (long long)n_ids,
+                 ctx, opts.protocol == SQZ_PPL_LLAMACPP ? " with the llamacpp protocol (needs 2*ctx)" : "");
+        rc = fail(msg);
+        goto out;
+    }
+    if (!(pool = sqz_pool_create((int)threads, &err))) {
+        rc = fail(err.msg);
+        goto out;
+    }
+    if (sqz_perplexity(&m, pool, ids, n_ids, &opts, &res, &err)) {
+        rc = fail(err.msg);
+        goto out;
+    }
+    printf("perplexity (protocol %s, ctx %lld): %.4f +/- %.4f\n", protocol, ctx, res.ppl, res.ppl * res.nll_stderr);
+    printf("scored %lld tokens in %lld windows of %lld (text: %lld tokens)\n", (long long)res.n_scored,
+           (long long)res.n_windows, ctx, (long long)res.n_tokens);
+    printf("speed: %.1f tokens/s (%d threads, %.2f s; tokenizing %.2f s)\n", res.tokens_per_s, sqz_pool_threads(pool),
+           res.seconds, t_tok);
+    if (json) {
+        cJSON *root = cJSON_CreateObject();
+        cJSON_AddStringToObject(root, "model", model);
+        cJSON_AddStringToObject(root, "text", text_path);
+        cJSON_AddStringToObject(root, "protocol", protocol);
+        cJSON_AddNumberToObject(root, "ctx", (double)ctx);
+        cJSON_AddNumberToObject(root, "ppl", res.ppl);
+        cJSON_AddNumberToObject(root, "nll_mean", res.nll_mean);
+        cJSON_AddNumberToObject(root, "nll_stderr", res.nll_stderr);
+        cJSON_AddNumberToObject(root, "n_tokens", (double)res.n_tokens);
+        cJSON_AddNumberToObject(root, "n_windows", (double)res.n_windows);
+        cJSON_AddNumberToObject(root, "n_scored", (double)res.n_scored);
+        cJSON_AddNumberToObject(root, "seconds", res.seconds);
+        cJSON_AddNumberToObject(root, "tokens_per_s", res.tokens_per_s);
+        cJSON_AddNumberToObject(root, "threads", sqz_pool_threads(pool));
+        rc = write_json(json, root);
+        cJSON_Delete(root);
+    }
+out:
+    sqz_pool_free(pool);
+    free(ids);
+    free(text);
+    sqz_model_free(&m);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- BLAS kernels */
+
+/* From OpenBLAS (cblas.h is not on this program's include path). */
+char *openblas_get_corename(void);
+
+/* OpenBLAS picks its kernels from the CPU model at load time; on CPUs it does not know
+ * (new Xeons, virtual machines hiding the model) it falls back to "Prescott" (SSE3),
+ * which runs SGEMM 3-4x slower. The choice is made before main() and can only be changed
+ * through OPENBLAS_CORETYPE, so when the fallback is active on a CPU with AVX2/AVX-512 we
+ * run ourselves again with that variable set. The user's own OPENBLAS_CORETYPE wins. */
+static void fix_blas_kernels(char **argv) {
+    if (getenv("OPENBLAS_CORETYPE")) return;
+    const char *core = openblas_get_corename();
+    static const char *const generic[] = {"prescott", "core2", "penryn", "dunnington", "nehalem", "atom", "katmai",
+                                          "coppermine", "northwood", "banias", "unknown"};
+    int is_generic = !core;
+    for (size_t i = 0; core && i < sizeof generic / sizeof generic[0]; i++)
+        if (!strcasecmp(core, generic[i])) is_generic = 1;
+    if (!is_generic) return;
+    __builtin_cpu_init();
+    const char *better = NULL;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
+        better = "SkylakeX";
+    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        better = "Haswell";
+    if (!better) return;
+    setenv("OPENBLAS_CORETYPE", better, 1);
+    execv("/proc/self/exe", argv); /* returns only on failure: carry on with slow kernels */
+}
+
+/* ---------------------------------------------------------------- command table */
+
+typedef struct {
+    const char *name;
+    int (*fn)(args *a);
+    const char *summary;
+    const char *help;
+} command;
+
+static const command COMMANDS[] = {
+    {"info", cmd_info, "describe a model (shapes, types, tokenizer)", HELP_INFO},
+    {"ppl", cmd_ppl, "perplexity on a text file (GPTQ or llama.cpp protocol)", HELP_PPL},
+};
+#define N_COMMANDS ((int)(sizeof COMMANDS / sizeof COMMANDS[0]))
+
+static const command *find_command(const char *name) {
+    for (int i = 0; i < N_COMMANDS; i++)
+        if (!strcmp(COMMANDS[i].name, name)) return &COMMANDS[i];
+    return NULL;
+}
+
+static void print_usage(FILE *f) {
+    fprintf(f, "usage: sqz COMMAND [ARGS]   (sqz help COMMAND, sqz COMMAND --help)\n\ncommands:\n");
+    for (int i = 0; i < N_COMMANDS; i++) fprintf(f, "  %-8s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
+    fprintf(f, "  %-8s %s\n", "help", "help on a command");
+    fprintf(f, "\noptions: --help, --version\n");
+}
+
+int main(int argc, char **argv) {
+    fix_blas_kernels(argv);
+    if (argc < 2) {
+        print_usage(stderr);
+        return EXIT_USAGE;
+    }
+    const char *name = argv[1];
+    if (is_help(name)) {
+        print_usage(stdout);
+        return 0;
+    }
+    if (!strcmp(name, "--version")) {
+        printf("sqz %s\n", SQZ_VERSION);
+        return 0;
+    }
+    if (!strcmp(name, "help")) {
+        if (argc < 3) {
+            print_usage(stdout);
+            return 0;
+        }
+        const command *c = find_command(argv[2]);
+        if (!c) {
+            fprintf(stderr, "sqz: error: unknown command '%s' (see 'sqz --help')\n", argv[2]);
+            return EXIT_USAGE;
+        }
+        fputs(c->help, stdout);
+        return 0;
+    }
+    const command *c = find_command(name);
+    if (!c) {
+        fprintf(stderr, "sqz: error: unknown command '%s' (see 'sqz --help')\n", name);
+        return EXIT_USAGE;
+    }
+    for (int i = 2; i < argc; i++)
+        if (is_help(argv[i])) {
+            fputs(c->help, stdout);
+            return 0;
+        }
+    args a = {c->name, argc - 2, 0, argv + 2};
+    return c->fn(&a);
+}

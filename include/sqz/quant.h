@@ -1,0 +1,86 @@
+/* Quantizers into ggml's block formats: Q8_0, Q5_0, Q4_0, IQ4_NL (32-value blocks) and
+ * Q6_K, Q5_K, Q4_K, Q3_K, Q2_K (256-value super-blocks).
+ *
+ * The bytes written are ggml's exact block layouts (ggml-common.h), so llama.cpp and
+ * gguf-py dequantize them as sqz does (the dequantizers live in src/quant/types.c).
+ *
+ * Every block's scales (and mins) come from a search that minimizes the weighted squared
+ * error  sum_i w_i (x_i - xhat_i)^2  of the values as they will be dequantized (f16 super
+ * scales and integer sub-block scales included): candidate scales around max/|qmax|,
+ * each refined in closed form (least squares) for its fixed rounding, then the sub-block
+ * scales are fitted onto the super-block grid with a local search and the super scales
+ * refined in closed form again. w is a per-column importance (e.g. diag(H) of the
+ * layer's inputs, or llama.cpp's imatrix); NULL means uniform weights.
+ *
+ * For GPTQ-style use the search and the rounding are separate:
+ *   sqz_quant_block_params   fixes a block's scales from the current values;
+ *   sqz_quant_round_with_params  rounds one value of that block onto its grid;
+ *   sqz_quant_pack_block     writes the block's bytes from the chosen levels.
+ * sqz_quantize_row is exactly params + round every value + pack, block after block. */
+#ifndef SQZ_QUANT_H
+#define SQZ_QUANT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sqz/core.h"
+#include "sqz/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SQZ_QBLOCK_MAX 256 /* the largest block (a k-quant super-block) */
+#define SQZ_QSUB_MAX 16    /* the most sub-blocks with their own scale in one block */
+
+/* The fixed scales of one block, as stored and as used by the dequantizer.
+ * A value of sub-block j with integer level l dequantizes to
+ *     scale[j] * l - min[j]          (IQ4_NL: scale[0] * kvalues_iq4nl[l])
+ * computed in float exactly as ggml does, so xhat is bit-identical to llama.cpp's. */
+typedef struct sqz_qparams {
+    int type;          /* sqz_type */
+    int block_size;    /* 32 or 256 values */
+    int sub_size;      /* values sharing one scale: 32 or 16 */
+    int n_sub;         /* block_size / sub_size */
+    uint16_t d;        /* f16 bits of the (super-)scale */
+    uint16_t dmin;     /* f16 bits of the super-scale of the mins (Q2_K, Q4_K, Q5_K), else 0 */
+    int16_t sc[SQZ_QSUB_MAX]; /* integer sub-block scales (k-quants), as stored minus any offset */
+    int16_t m[SQZ_QSUB_MAX];  /* integer sub-block mins (Q2_K, Q4_K, Q5_K) */
+    float scale[SQZ_QSUB_MAX]; /* effective step of sub-block j: f16(d) * sc[j] (or f16(d)) */
+    float min[SQZ_QSUB_MAX];   /* effective offset of sub-block j: f16(dmin) * m[j] (or 0) */
+} sqz_qparams;
+
+/* 1 when sqz can quantize into type (the nine types above), else 0. */
+int sqz_quant_supported(int type);
+
+/* The range of integer levels l of a type: Q4_0 -8..7, Q5_0 -16..15, Q8_0 -127..127
+ * (ggml never writes -128, which some of its SIMD dot products mishandle), IQ4_NL 0..15
+ * (an index into the non-linear grid), Q2_K 0..3, Q3_K -4..3, Q4_K 0..15, Q5_K 0..31,
+ * Q6_K -32..31. Returns SQZ_ERR for an unsupported type. */
+int sqz_quant_level_range(int type, int *lmin, int *lmax, sqz_err *err);
+
+/* Fixes the scales of one block of p->block_size values x (block_size of the type: 32 or
+ * 256) by the weighted search described above. w: block_size non-negative importances, or
+ * NULL for uniform. Fails for an unsupported type or a non-finite x or w. */
+int sqz_quant_block_params(int type, const float *x, const float *w, sqz_qparams *p, sqz_err *err);
+
+/* Rounds value x at position i (0 <= i < block_size) of a block onto the block's grid:
+ * stores the level in *level and returns the dequantized value (bit-identical to what
+ * llama.cpp will compute). The nearest grid value is chosen, so for fixed scales this
+ * minimizes every weighted error term independently. */
+float sqz_quant_round_with_params(const sqz_qparams *p, int i, float x, int8_t *level);
+
+/* Writes one block in ggml's layout from the params and block_size levels (each within
+ * sqz_quant_level_range; out-of-range levels are clamped). dst receives the type's
+ * block_bytes. */
+void sqz_quant_pack_block(const sqz_qparams *p, const int8_t *levels, void *dst);
+
+/* Quantizes one row of n values (n a multiple of the type's block size) into dst, which
+ * must hold the row's bytes (sqz_type_row_bytes). weights: n per-column importances or
+ * NULL. Errors name the type, the row length or the offending column. */
+int sqz_quantize_row(int type, const float *x, void *dst, int64_t n, const float *weights, sqz_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

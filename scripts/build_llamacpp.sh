@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Build llama.cpp's command-line tools as sqz's independent reference
+# (perplexity, quantize, bench, tokenize, imatrix, simple generation).
+# The source comes from the PyPI source package of llama-cpp-python, which
+# vendors llama.cpp's full tree; nothing of it is ever committed
+# (it lives in a per-user cache outside the repository, so a fresh clone on the
+# same machine reuses the build instead of spending ~12 minutes on it again).
+#
+# Usage: scripts/build_llamacpp.sh            (idempotent; prints the bin dir)
+#        scripts/build_llamacpp.sh --check    (prints the bin dir if built, else exits 1)
+# Env:   JOBS (default 2), LLAMACPP_PY_VERSION (default 0.3.36),
+#        SQZ_CACHE (default ~/.cache/sqz), LLAMA_BIN (use these binaries instead)
+set -euo pipefail
+
+jobs="${JOBS:-2}"
+ver="${LLAMACPP_PY_VERSION:-0.3.36}"
+tp="${SQZ_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sqz}"
+src="$tp/llama.cpp-$ver"
+build="$src/build"
+bin="${LLAMA_BIN:-$build/bin}"
+
+# llama-completion is the classic generation CLI (llama-cli now needs the
+# server library); llama-simple is the minimal generation example.
+tools=(llama-bench llama-perplexity llama-quantize llama-completion
+       llama-simple llama-tokenize llama-imatrix)
+
+have_all() {
+    local t
+    for t in "${tools[@]}"; do
+        [[ -x "$bin/$t" ]] || return 1
+    done
+}
+
+if have_all; then
+    echo "$bin"
+    exit 0
+fi
+if [[ "${1:-}" == "--check" ]]; then
+    echo "build_llamacpp: llama.cpp tools not found in $bin: run scripts/build_llamacpp.sh" >&2
+    exit 1
+fi
+
+if [[ ! -f "$src/CMakeLists.txt" ]]; then
+    mkdir -p "$tp"
+    echo "build_llamacpp: fetching llama-cpp-python==$ver source package" >&2
+    python3 -m pip download --no-deps --no-binary :all: \
+        "llama-cpp-python==$ver" -d "$tp" >&2
+    tarball="$tp/llama_cpp_python-$ver.tar.gz"
+    [[ -f "$tarball" ]] || { echo "build_llamacpp: $tarball not found" >&2; exit 1; }
+    tmp="$(mktemp -d "$tp/extract.XXXXXX")"
+    tar -xzf "$tarball" -C "$tmp" "llama_cpp_python-$ver/vendor/llama.cpp"
+    rm -rf "$src"
+    mv "$tmp/llama_cpp_python-$ver/vendor/llama.cpp" "$src"
+    rm -rf "$tmp"
+fi
+
+# Release, static, CPU only, tuned for this machine (GGML_NATIVE), no
+# network code, no server, no tests.
+cmake -S "$src" -B "$build" \
+    -DCMAKE_BUILD_TYPE=Release \
+    -DBUILD_SHARED_LIBS=OFF \
+    -DGGML_NATIVE=ON \
+    -DGGML_CUDA=OFF -DGGML_VULKAN=OFF -DGGML_METAL=OFF -DGGML_OPENMP=ON \
+    -DLLAMA_OPENSSL=OFF \
+    -DLLAMA_BUILD_SERVER=OFF \
+    -DLLAMA_BUILD_APP=OFF \
+    -DLLAMA_BUILD_TESTS=OFF \
+    -DLLAMA_BUILD_EXAMPLES=ON \
+    -DLLAMA_BUILD_TOOLS=ON >&2
+
+cmake --build "$build" --config Release -j "$jobs" --target "${tools[@]}" >&2
+
+have_all || { echo "build_llamacpp: some tools are missing in $bin" >&2; exit 1; }
+echo "$bin"

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# sqz's full check (what .ci/run calls):
+#   1. dependencies (scripts/setup.sh --deps-only: quick when all is installed) and
+#      llama.cpp's tools, the second reference (scripts/build_llamacpp.sh);
+#   2. Release build in build/ and every test (ctest);
+#   3. Debug build with AddressSanitizer + UBSan in build-asan/ and the tests again,
+#      except those too slow there (see ASAN_SKIP below);
+#   4. the fuzz targets for FUZZ_SECONDS=15 each, when scripts/fuzz.sh exists.
+# Every stage runs even when an earlier one failed; the exit status is non-zero if any
+# stage failed. Meant to finish well under 20 minutes on 2 cores.
+# Env: JOBS (default 2), FUZZ_SECONDS (default 15),
+#      SQZ_BUILD / SQZ_BUILD_ASAN (build folders, default build / build-asan),
+#      SQZ_NO_LLAMACPP=1 (do not build llama.cpp; its comparison test then skips)
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+jobs="${JOBS:-2}"
+bdir="${SQZ_BUILD:-build}"
+adir="${SQZ_BUILD_ASAN:-build-asan}"
+failed=()
+say() { printf '\n== %s\n' "$*"; }
+stage() {  # stage NAME CMD...: run, remember a failure, go on
+    local name="$1"; shift
+    say "$name"
+    local t0=$SECONDS
+    if "$@"; then
+        echo "-- $name: ok ($((SECONDS - t0)) s)"
+    else
+        echo "-- $name: FAILED ($((SECONDS - t0)) s)"
+        failed+=("$name")
+    fi
+}
+
+# Tests left out of the sanitizer run, with the reason (a ctest -E regex). A test may
+# also carry the ctest label "asan_slow" (set in tests/CMakeLists.txt) to be left out.
+#   t_llamacpp_ref: ~95 s, almost all of it in llama.cpp's own llama-perplexity runs;
+#                   `sqz ppl` on the same model and text runs under ASan in test_ppl
+#                   and t_cli already.
+# (Measured on 2 busy cores: the sanitizer run takes ~4 min with everything in it.)
+ASAN_SKIP="^t_llamacpp_ref$"
+
+bash scripts/setup.sh --deps-only
+
+build_release() {
+    cmake -S . -B "$bdir" -DCMAKE_BUILD_TYPE=Release >/dev/null &&
+    cmake --build "$bdir" -j"$jobs"
+}
+# Only what the tests run (the CLI and the test programs): the benchmarks are built in
+# the Release stage and never run under the sanitizers.
+build_asan() {
+    cmake -S . -B "$adir" -DCMAKE_BUILD_TYPE=Debug -DSQZ_SANITIZE=ON >/dev/null || return 1
+    local targets
+    targets=$(cmake --build "$adir" --target help | awk '/^\.\.\. (sqz|test_[A-Za-z0-9_]+)$/ {print $2}')
+    # shellcheck disable=SC2086  # one word per target
+    cmake --build "$adir" -j"$jobs" --target $targets
+}
+ctest_asan() {
+    local args=(--test-dir "$adir" --output-on-failure -j"$jobs" -LE asan_slow)
+    [[ -z "$ASAN_SKIP" ]] || args+=(-E "$ASAN_SKIP")
+    ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:strict_string_checks=1" \
+    UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
+        ctest "${args[@]}"
+}
+
+# llama.cpp's tools are the second independent reference (tests/t_llamacpp_ref.sh);
+# scripts/build_llamacpp.sh is quick when they are already built (first time: minutes).
+# SQZ_NO_LLAMACPP=1 leaves them out and that test reports itself skipped.
+if [[ "${SQZ_NO_LLAMACPP:-0}" != 1 && -f scripts/build_llamacpp.sh ]]; then
+    stage "llama.cpp reference tools" bash scripts/build_llamacpp.sh
+fi
+stage "build (Release)" build_release
+if [[ ${#failed[@]} -eq 0 ]]; then
+    stage "tests (Release)" ctest --test-dir "$bdir" --output-on-failure -j"$jobs"
+fi
+stage "build (Debug, ASan+UBSan)" build_asan
+if [[ ! " ${failed[*]} " =~ "ASan+UBSan" ]]; then
+    stage "tests (ASan+UBSan)" ctest_asan
+fi
+if [[ -f scripts/fuzz.sh ]]; then
+    stage "fuzz (${FUZZ_SECONDS:-15} s per target)" env FUZZ_SECONDS="${FUZZ_SECONDS:-15}" bash scripts/fuzz.sh
+fi
+
+say "summary"
+if [[ ${#failed[@]} -gt 0 ]]; then
+    printf 'FAILED: %s\n' "${failed[@]}"
+    exit 1
+fi
+echo "all stages passed"

@@ -1,0 +1,407 @@
+/* The Llama forward pass on the CPU, read top to bottom like the paper:
+ *   embed → for each layer: RMSNorm → q,k,v → RoPE → causal GQA attention → o → residual
+ *                           → RMSNorm → SwiGLU MLP → residual
+ *         → final RMSNorm → output head.
+ * Linear layers are one SGEMM over the whole sequence (X[T×in] · Wᵀ), split by output
+ * columns over the thread pool with OpenBLAS itself single-threaded, so the pool is the
+ * only source of threads. F32 weights are used in place from the mapped file; any other
+ * type is dequantized one matrix at a time into a scratch buffer. */
+#include "sqz/model.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Rows of the output head dequantized at once when it is not F32. */
+#define HEAD_CHUNK_ROWS 4096
+/* Query rows per attention task: small enough to spread heads × blocks over threads and
+ * to skip the masked upper triangle block by block. */
+#define ATT_BLOCK 64
+
+/* ---------------------------------------------------------------- activations */
+
+typedef struct fwd_state {
+    int64_t T;          /* tokens in the sequence */
+    int n_threads;
+    float *x;           /* [T, dim] residual stream */
+    float *xb;          /* [T, dim] normed input of a block */
+    float *q;           /* [T, max q width] */
+    float *k, *v;       /* [T, max kv width] */
+    float *att;         /* [T, max q width] attention output before o */
+    float *hb, *hb2;    /* [T, max ffn] gate and up */
+    float *rope_cos, *rope_sin; /* [T, head_dim/2] */
+    float *scores;      /* n_threads × [ATT_BLOCK, T] */
+    float *wbuf;        /* dequantized weight scratch */
+    size_t wbuf_n;
+} fwd_state;
+
+static void state_free(fwd_state *s) {
+    free(s->x); free(s->xb); free(s->q); free(s->k); free(s->v); free(s->att);
+    free(s->hb); free(s->hb2); free(s->rope_cos); free(s->rope_sin); free(s->scores); free(s->wbuf);
+    memset(s, 0, sizeof *s);
+}
+
+/* malloc of a×b floats with an overflow check; NULL on failure (also for 0 elements,
+ * which callers never request). */
+static float *alloc_f32(int64_t a, int64_t b) {
+    size_t n, bytes;
+    if (a <= 0 || b <= 0) return malloc(sizeof(float));
+    if (sqz_mul_size((size_t)a, (size_t)b, &n) || sqz_mul_size(n, sizeof(float), &bytes)) return NULL;
+    return malloc(bytes);
+}
+
+static int needs_copy(const sqz_tensor *t) {
+    /* SGEMM wants float-aligned data; safetensors data need not be 4-byte aligned. */
+    return t->type != SQZ_TYPE_F32 || ((uintptr_t)t->data % sizeof(float)) != 0;
+}
+
+static int state_alloc(fwd_state *s, const sqz_model *m, int64_t T, int n_threads, sqz_err *err) {
+    const sqz_llama_config *c = &m->cfg;
+    int64_t qmax = 0, kvmax = 0, ffmax = 0;
+    size_t wmax = 0;
+    for (int l = 0; l < c->n_layer; l++) {
+        int64_t q = (int64_t)c->layer_n_head[l] * c->head_dim, kv = (int64_t)c->layer_n_head_kv[l] * c->head_dim;
+        if (q > qmax) qmax = q;
+        if (kv > kvmax) kvmax = kv;
+        if (c->layer_n_ff[l] > ffmax) ffmax = c->layer_n_ff[l];
+        const sqz_layer *L = &m->layers[l];
+        const sqz_tensor *ts[] = {L->wq, L->wk, L->wv, L->wo, L->w_gate, L->w_up, L->w_down};
+        for (int i = 0; i < 7; i++)
+            if (ts[i] && needs_copy(ts[i]) && (size_t)sqz_tensor_nelements(ts[i]) > wmax)
+                wmax = (size_t)sqz_tensor_nelements(ts[i]);
+    }
+    if (needs_copy(m->output)) {
+        size_t head = (size_t)HEAD_CHUNK_ROWS * (size_t)c->dim;
+        if (head > wmax) wmax = head;
+    }
+    s->T = T;
+    s->n_threads = n_threads;
+    s->x = alloc_f32(T, c->dim);
+    s->xb = alloc_f32(T, c->dim);
+    s->q = alloc_f32(T, qmax);
+    s->k = alloc_f32(T, kvmax);
+    s->v = alloc_f32(T, kvmax);
+    s->att = alloc_f32(T, qmax);
+    s->hb = alloc_f32(T, ffmax);
+    s->hb2 = alloc_f32(T, ffmax);
+    s->rope_cos = alloc_f32(T, c->head_dim / 2);
+    s->rope_sin = alloc_f32(T, c->head_dim / 2);
+    s->scores = alloc_f32((int64_t)n_threads * ATT_BLOCK, T);
+    s->wbuf_n = wmax;
+    s->wbuf = wmax ? alloc_f32((int64_t)wmax, 1) : NULL;
+    if (!s->x || !s->xb || !s->q || !s->k || !s->v || !s->att || !s->hb || !s->hb2 || !s->rope_cos ||
+        !s->rope_sin || !s->scores || (wmax && !s->wbuf))
+        return sqz_fail(err, "%s: forward: out of memory for %lld tokens", m->path, (long long)T);
+    return SQZ_OK;
+}
+
+/* ---------------------------------------------------------------- kernels */
+
+/* out = x / sqrt(mean(x²) + eps) * w; the sum of squares in double. */
+static void rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps) {
+    double ss = 0.0;
+    for (int64_t i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    float scale = (float)(1.0 / sqrt(ss / (double)n + (double)eps));
+    for (int64_t i = 0; i < n; i++) out[i] = x[i] * scale * w[i];
+}
+
+/* cos/sin of pos·θ^(-2i/d) for every position and pair, computed in double. */
+static void rope_table(float *cosv, float *sinv, int64_t T, int head_dim, double theta) {
+    int half = head_dim / 2;
+    for (int i = 0; i < half; i++) {
+        double freq = pow(theta, -2.0 * i / head_dim);
+        for (int64_t p = 0; p < T; p++) {
+            double a = (double)p * freq;
+            cosv[p * half + i] = (float)cos(a);
+            sinv[p * half + i] = (float)sin(a);
+        }
+    }
+}
+
+/* Rotates the n_heads heads of one token's q or k vector. HALF pairs (i, i + d/2) as
+ * Hugging Face's rotate_half; ADJACENT pairs (2i, 2i+1) as ggml's normal RoPE mode. */
+static void rope(float *vec, int n_heads, int head_dim, const float *cosv, const float *sinv, int mode) {
+    int half = head_dim / 2;
+    for (int h = 0; h < n_heads; h++) {
+        float *v = vec + (int64_t)h * head_dim;
+        for (int i = 0; i < half; i++) {
+            int a = mode == SQZ_ROPE_HALF ? i : 2 * i;
+            int b = mode == SQZ_ROPE_HALF ? i + half : 2 * i + 1;
+            float x0 = v[a], x1 = v[b];
+            v[a] = x0 * cosv[i] - x1 * sinv[i];
+            v[b] = x1 * cosv[i] + x0 * sinv[i];
+        }
+    }
+}
+
+/* In-place softmax over n values, max subtracted first. */
+static void softmax(float *x, int64_t n) {
+    float mx = x[0];
+    for (int64_t i = 1; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n; i++) {
+        x[i] = expf(x[i] - mx);
+        sum += x[i];
+    }
+    float inv = 1.0f / sum;
+    for (int64_t i = 0; i < n; i++) x[i] *= inv;
+}
+
+static float silu(float x) { return x / (1.0f + expf(-x)); }
+
+/* ---------------------------------------------------------------- weights */
+
+typedef struct {
+    const sqz_tensor *t;
+    int64_t row0;
+    float *dst;
+    int failed;
+} dequant_ctx;
+
+static void dequant_task(void *vctx, int64_t b, int64_t e, int thread) {
+    (void)thread;
+    dequant_ctx *c = vctx;
+    sqz_err err;
+    if (sqz_tensor_rows_f32(c->t, c->row0 + b, e - b, c->dst + b * c->t->ne[0], &err)) c->failed = 1;
+}
+
+/* Rows [row0, row0+n_rows) of t as f32: the mapped data itself for an aligned F32 tensor,
+ * otherwise dequantized (in parallel) into s->wbuf. */
+static const float *weight_rows(fwd_state *s, sqz_pool *pool, const sqz_tensor *t, int64_t row0, int64_t n_rows,
+                                sqz_err *err) {
+    if (!needs_copy(t)) return (const float *)t->data + row0 * t->ne[0];
+    dequant_ctx c = {t, row0, s->wbuf, 0};
+    sqz_pool_for(pool, n_rows, 16, dequant_task, &c);
+    if (c.failed) {
+        sqz_fail(err, "tensor '%s': cannot dequantize type %d", t->name, t->type);
+        return NULL;
+    }
+    return s->wbuf;
+}
+
+/* ---------------------------------------------------------------- matmul */
+
+typedef struct {
+    float *out;
+    const float *x, *w;
+    int64_t T, in, n_out, ldo;
+} matmul_ctx;
+
+static void matmul_task(void *vctx, int64_t b, int64_t e, int thread) {
+    (void)thread;
+    const matmul_ctx *c = vctx;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)c->T, (int)(e - b), (int)c->in, 1.0f, c->x,
+                (int)c->in, c->w + b * c->in, (int)c->in, 0.0f, c->out + b, (int)c->ldo);
+}
+
+/* out[T, n_out] (row stride ldo) = x[T, in] · w[n_out, in]ᵀ, output columns split over
+ * the pool. */
+static void matmul(sqz_pool *pool, int n_threads, float *out, int64_t ldo, const float *x, const float *w,
+                   int64_t T, int64_t in, int64_t n_out) {
+    matmul_ctx c = {out, x, w, T, in, n_out, ldo};
+    int64_t grain = (n_out + n_threads - 1) / n_threads;
+    grain = (grain + 15) / 16 * 16;
+    sqz_pool_for(pool, n_out, grain, matmul_task, &c);
+}
+
+/* y[T, rows of t] = x · tᵀ for a whole weight tensor. */
+static int linear(fwd_state *s, sqz_pool *pool, float *y, const float *x, const sqz_tensor *t, sqz_err *err) {
+    const float *w = weight_rows(s, pool, t, 0, t->ne[1], err);
+    if (!w) return SQZ_ERR;
+    matmul(pool, s->n_threads, y, t->ne[1], x, w, s->T, t->ne[0], t->ne[1]);
+    return SQZ_OK;
+}
+
+/* ---------------------------------------------------------------- attention */
+
+typedef struct {
+    fwd_state *s;
+    int n_head, n_head_kv, head_dim;
+    int64_t n_blocks;
+} att_ctx;
+
+/* One (head, block of query rows): scores = Q·Kᵀ/√d over the keys up to the block's
+ * last row, causal mask, softmax, then ·V. */
+static void attention_task(void *vctx, int64_t b, int64_t e, int thread) {
+    const att_ctx *c = vctx;
+    fwd_state *s = c->s;
+    int hd = c->head_dim;
+    int64_t qw = (int64_t)c->n_head * hd, kvw = (int64_t)c->n_head_kv * hd;
+    float *sc = s->scores + (int64_t)thread * ATT_BLOCK * s->T;
+    float scale = 1.0f / sqrtf((float)hd);
+    for (int64_t task = b; task < e; task++) {
+        int h = (int)(task / c->n_blocks);
+        int64_t r0 = (task % c->n_blocks) * ATT_BLOCK;
+        int64_t r1 = r0 + ATT_BLOCK < s->T ? r0 + ATT_BLOCK : s->T;
+        int64_t nq = r1 - r0, nk = r1; /* keys 0..r1-1 are the only ones any row can see */
+        int kvh = h / (c->n_head / c->n_head_kv);
+        const float *Q = s->q + r0 * qw + (int64_t)h * hd;
+        const float *K = s->k + (int64_t)kvh * hd;
+        const float *V = s->v + (int64_t)kvh * hd;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nq, (int)nk, hd, scale, Q, (int)qw, K, (int)kvw,
+                    0.0f, sc, (int)nk);
+        for (int64_t i = 0; i < nq; i++) {
+            float *row = sc + i * nk;
+            int64_t seen = r0 + i + 1;
+            softmax(row, seen);
+            for (int64_t j = seen; j < nk; j++) row[j] = 0.0f;
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nq, hd, (int)nk, 1.0f, sc, (int)nk, V, (int)kvw,
+                    0.0f, s->att + r0 * qw + (int64_t)h * hd, (int)qw);
+    }
+}
+
+/* ---------------------------------------------------------------- forward */
+
+typedef struct {
+    const sqz_model *m;
+    fwd_state *s;
+    const sqz_layer *L;
+    const float *norm_w; /* f32 norm weights of this block */
+    int n_head, n_head_kv;
+} rows_ctx;
+
+static void norm_task(void *vctx, int64_t b, int64_t e, int thread) {
+    (void)thread;
+    const rows_ctx *c = vctx;
+    int64_t dim = c->m->cfg.dim;
+    for (int64_t t = b; t < e; t++)
+        rmsnorm(c->s->xb + t * dim, c->s->x + t * dim, c->norm_w, dim, c->m->cfg.norm_eps);
+}
+
+static void rope_task(void *vctx, int64_t b, int64_t e, int thread) {
+    (void)thread;
+    const rows_ctx *c = vctx;
+    const sqz_llama_config *cfg = &c->m->cfg;
+    int hd = cfg->head_dim, half = hd / 2;
+    int64_t qw = (int64_t)c->n_head * hd, kvw = (int64_t)c->n_head_kv * hd;
+    for (int64_t t = b; t < e; t++) {
+        const float *cs = c->s->rope_cos + t * half, *sn = c->s->rope_sin + t * half;
+        rope(c->s->q + t * qw, c->n_head, hd, cs, sn, cfg->rope_mode);
+        rope(c->s->k + t * kvw, c->n_head_kv, hd, cs, sn, cfg->rope_mode);
+    }
+}
+
+typedef struct {
+    float *hb;
+    const float *hb2;
+} swiglu_ctx;
+
+static void swiglu_task(void *vctx, int64_t b, int64_t e, int thread) {
+    (void)thread;
+    const swiglu_ctx *c = vctx;
+    for (int64_t i = b; i < e; i++) c->hb[i] = silu(c->hb[i]) * c->hb2[i];
+}
+
+static void residual_add(float *x, const float *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++) x[i] += y[i];
+}
+
+/* Small vectors (norm weights) as f32, into a caller buffer of ne[0] floats. */
+static const float *vector_f32(const sqz_tensor *t, float *buf, sqz_err *err) {
+    if (!needs_copy(t)) return t->data;
+    if (sqz_tensor_rows_f32(t, 0, 1, buf, err)) return NULL;
+    return buf;
+}
+
+static int forward_layer(const sqz_model *m, fwd_state *s, sqz_pool *pool, int l, float *normbuf, sqz_err *err) {
+    const sqz_llama_config *c = &m->cfg;
+    const sqz_layer *L = &m->layers[l];
+    int64_t T = s->T, dim = c->dim;
+    int nh = c->layer_n_head[l], nkv = c->layer_n_head_kv[l], nff = c->layer_n_ff[l];
+    rows_ctx rc = {m, s, L, NULL, nh, nkv};
+
+    if (nh > 0) {
+        if (!(rc.norm_w = vector_f32(L->attn_norm, normbuf, err))) return SQZ_ERR;
+        sqz_pool_for(pool, T, 16, norm_task, &rc);
+        if (linear(s, pool, s->q, s->xb, L->wq, err)) return SQZ_ERR;
+        if (linear(s, pool, s->k, s->xb, L->wk, err)) return SQZ_ERR;
+        if (linear(s, pool, s->v, s->xb, L->wv, err)) return SQZ_ERR;
+        sqz_pool_for(pool, T, 16, rope_task, &rc);
+        att_ctx ac = {s, nh, nkv, c->head_dim, (T + ATT_BLOCK - 1) / ATT_BLOCK};
+        sqz_pool_for(pool, (int64_t)nh * ac.n_blocks, 1, attention_task, &ac);
+        if (linear(s, pool, s->xb, s->att, L->wo, err)) return SQZ_ERR;
+        residual_add(s->x, s->xb, T * dim);
+    }
+    if (nff > 0) {
+        if (!(rc.norm_w = vector_f32(L->ffn_norm, normbuf, err))) return SQZ_ERR;
+        sqz_pool_for(pool, T, 16, norm_task, &rc);
+        if (linear(s, pool, s->hb, s->xb, L->w_gate, err)) return SQZ_ERR;
+        if (linear(s, pool, s->hb2, s->xb, L->w_up, err)) return SQZ_ERR;
+        swiglu_ctx sc = {s->hb, s->hb2};
+        sqz_pool_for(pool, T * nff, 4096, swiglu_task, &sc);
+        if (linear(s, pool, s->xb, s->hb, L->w_down, err)) return SQZ_ERR;
+        residual_add(s->x, s->xb, T * dim);
+    }
+    return SQZ_OK;
+}
+
+static int embed(const sqz_model *m, fwd_state *s, const int32_t *tokens, sqz_err *err) {
+    const sqz_tensor *e = m->tok_embd;
+    int64_t dim = m->cfg.dim;
+    for (int64_t t = 0; t < s->T; t++) {
+        if (tokens[t] < 0 || tokens[t] >= m->cfg.n_vocab)
+            return sqz_fail(err, "%s: forward: token %d at position %lld outside the vocabulary [0, %d)", m->path,
+                            tokens[t], (long long)t, m->cfg.n_vocab);
+        if (!needs_copy(e))
+            memcpy(s->x + t * dim, (const float *)e->data + (int64_t)tokens[t] * dim, (size_t)dim * sizeof(float));
+        else if (sqz_tensor_rows_f32(e, tokens[t], 1, s->x + t * dim, err))
+            return SQZ_ERR;
+    }
+    return SQZ_OK;
+}
+
+/* Final norm and output head for rows [from, T); a non-F32 head in chunks of rows. */
+static int head(const sqz_model *m, fwd_state *s, sqz_pool *pool, int64_t from, float *logits, float *normbuf,
+                sqz_err *err) {
+    int64_t dim = m->cfg.dim, V = m->cfg.n_vocab, n = s->T - from;
+    if (n <= 0) return SQZ_OK;
+    const float *w = vector_f32(m->out_norm, normbuf, err);
+    if (!w) return SQZ_ERR;
+    for (int64_t t = from; t < s->T; t++)
+        rmsnorm(s->xb + (t - from) * dim, s->x + t * dim, w, dim, m->cfg.norm_eps);
+    int64_t chunk = needs_copy(m->output) ? HEAD_CHUNK_ROWS : V;
+    for (int64_t r0 = 0; r0 < V; r0 += chunk) {
+        int64_t nr = r0 + chunk < V ? chunk : V - r0;
+        const float *wr = weight_rows(s, pool, m->output, r0, nr, err);
+        if (!wr) return SQZ_ERR;
+        matmul(pool, s->n_threads, logits + r0, V, s->xb, wr, n, dim, nr);
+    }
+    return SQZ_OK;
+}
+
+int sqz_forward(const sqz_model *m, sqz_pool *pool, const int32_t *tokens, int64_t n_tokens, int64_t logits_from,
+                float *logits, sqz_err *err) {
+    if (n_tokens <= 0 || n_tokens > INT32_MAX / 2)
+        return sqz_fail(err, "%s: forward: %lld tokens (expected 1 .. %d)", m->path, (long long)n_tokens, INT32_MAX / 2);
+    if (logits_from < 0 || logits_from > n_tokens)
+        return sqz_fail(err, "%s: forward: logits_from %lld outside [0, %lld]", m->path, (long long)logits_from,
+                        (long long)n_tokens);
+    int n_threads = pool ? sqz_pool_threads(pool) : 1;
+    fwd_state s = {0};
+    float *normbuf = alloc_f32(m->cfg.dim, 1);
+    int rc = SQZ_ERR;
+    if (!normbuf) {
+        sqz_fail(err, "%s: forward: out of memory", m->path);
+        goto done;
+    }
+    if (state_alloc(&s, m, n_tokens, n_threads, err)) goto done;
+    /* The pool provides all parallelism; OpenBLAS threads on top would oversubscribe. */
+    int blas_threads = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+
+    rope_table(s.rope_cos, s.rope_sin, n_tokens, m->cfg.head_dim, m->cfg.rope_theta);
+    if (embed(m, &s, tokens, err)) goto restore;
+    for (int l = 0; l < m->cfg.n_layer; l++)
+        if (forward_layer(m, &s, pool, l, normbuf, err)) goto restore;
+    if (head(m, &s, pool, logits_from, logits, normbuf, err)) goto restore;
+    rc = SQZ_OK;
+restore:
+    openblas_set_num_threads(blas_threads);
+done:
+    state_free(&s);
+    free(normbuf);
+    return rc;
+}

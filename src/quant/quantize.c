@@ -1,0 +1,599 @@
+/* Quantizers into ggml's block formats, searching each block's scales for the smallest
+ * weighted squared error of the values as llama.cpp will dequantize them.
+ *
+ * The idea is llama.cpp's imatrix path (make_qx_quants, make_qkx3_quants, make_qp_quants
+ * in ggml-quants.c): try candidate scales around max/|qmax|, refit each in closed form
+ * for its fixed rounding. Two things are done differently, on purpose:
+ *  - every candidate is judged by the error after the scale has been stored (f16, or an
+ *    integer sub-block scale times an f16 super scale), not before;
+ *  - a k-quant's sub-block scales are not just rounded onto the super-block grid: each
+ *    sub-block tries its neighbouring integer scales (and mins) and keeps the best, and
+ *    the super scales are then refitted in closed form for the chosen integers.
+ * The weights are the caller's importances as given (uniform when NULL): the objective
+ * is exactly sum_i w_i (x_i - xhat_i)^2. Sums are accumulated in double. */
+#include "sqz/quant.h"
+
+#include <math.h>
+#include <string.h>
+
+/* The non-linear grid of IQ4_NL (a format constant of ggml's block_iq4_nl). */
+static const int8_t kvalues_iq4nl[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
+typedef struct qfmt {
+    int type;
+    int block, sub;   /* values per block and per scale */
+    int lmin, lmax;   /* integer levels */
+    int smin, smax;   /* integer sub-block scales of the k-quants */
+    int mmax;         /* integer sub-block mins are 0..mmax; 0 = the type has no mins */
+    int two_level;    /* k-quant: sub-block scales on an f16 super scale */
+    int nonlinear;    /* IQ4_NL: levels index kvalues_iq4nl */
+} qfmt;
+
+static const qfmt fmts[] = {
+    {SQZ_TYPE_Q4_0, 32, 32, -8, 7, 0, 0, 0, 0, 0},
+    {SQZ_TYPE_Q5_0, 32, 32, -16, 15, 0, 0, 0, 0, 0},
+    {SQZ_TYPE_Q8_0, 32, 32, -127, 127, 0, 0, 0, 0, 0},
+    {SQZ_TYPE_IQ4_NL, 32, 32, 0, 15, 0, 0, 0, 0, 1},
+    {SQZ_TYPE_Q2_K, 256, 16, 0, 3, 0, 15, 15, 1, 0},
+    {SQZ_TYPE_Q3_K, 256, 16, -4, 3, -32, 31, 0, 1, 0},
+    {SQZ_TYPE_Q4_K, 256, 32, 0, 15, 0, 63, 63, 1, 0},
+    {SQZ_TYPE_Q5_K, 256, 32, 0, 31, 0, 63, 63, 1, 0},
+    /* ggml's own Q6_K quantizer maps the largest sub-scale to -128; +128 does not fit */
+    {SQZ_TYPE_Q6_K, 256, 16, -32, 31, -128, 127, 0, 1, 0},
+};
+
+static const qfmt *fmt_of(int type) {
+    for (size_t i = 0; i < sizeof(fmts) / sizeof(fmts[0]); i++)
+        if (fmts[i].type == type) return &fmts[i];
+    return NULL;
+}
+
+static const char *type_name(int type) {
+    const sqz_type_traits *tt = sqz_type_get(type);
+    return tt ? tt->name : "?";
+}
+
+/* ---------------- rounding and error ---------------- */
+
+static float level_value(const qfmt *f, int l) { return f->nonlinear ? (float)kvalues_iq4nl[l] : (float)l; }
+
+/* The dequantized value, with ggml's float operations: (d*sc)*l - dmin*m. */
+static float recon(const qfmt *f, float step, float off, int l) {
+    if (f->nonlinear) return step * (float)kvalues_iq4nl[l];
+    return step * (float)l - off;
+}
+
+/* IQ4_NL's grid index nearest to t: the midpoints between neighbours decide. */
+static inline int nearest_iq4nl(float t) {
+    static const float mid[15] = {-115.5f, -93.5f, -74.0f, -57.0f, -42.0f, -28.5f, -16.0f, -4.5f,
+                                  7.0f,    19.0f,  31.5f,  45.5f,  61.0f,  79.0f,  101.0f};
+    int l = 0;
+    for (int step = 8; step > 0; step >>= 1) /* binary search over the 15 midpoints */
+        if (l + step <= 15 && t > mid[l + step - 1]) l += step;
+    return l;
+}
+
+/* The level nearest to x for xhat = step * v(l) - off, given inv = 1/step (0 when step
+ * is 0). Clamps before converting to int, so huge or NaN quotients cannot overflow. */
+static inline int round_level_inv(const qfmt *f, float x, float inv, float off) {
+    if (f->nonlinear) {
+        if (inv == 0.0f) return 8; /* every level gives 0; 8 is the one nearest 0 */
+        const float t = x * inv;
+        return t == t ? nearest_iq4nl(t) : 8;
+    }
+    if (inv == 0.0f) return f->lmin > 0 ? f->lmin : (f->lmax < 0 ? f->lmax : 0);
+    float t = (x + off) * inv;
+    if (!(t >= (float)f->lmin)) t = (float)f->lmin; /* also catches NaN */
+    if (t > (float)f->lmax) t = (float)f->lmax;
+    return (int)lrintf(t);
+}
+
+static inline float inverse(float step) { return step != 0.0f ? 1.0f / step : 0.0f; }
+
+static int round_level(const qfmt *f, float x, float step, float off) {
+    return round_level_inv(f, x, inverse(step), off);
+}
+
+/* Weighted squared error of n values for a fixed (step, off); the levels go to L. */
+static double sub_err(const qfmt *f, const float *x, const float *w, int n, float step, float off, int8_t *L) {
+    const float inv = inverse(step);
+    double e = 0.0;
+    for (int i = 0; i < n; i++) {
+        const int l = round_level_inv(f, x[i], inv, off);
+        L[i] = (int8_t)l;
+        const float d = x[i] - recon(f, step, off, l);
+        e += (double)(w[i] * d * d);
+    }
+    return e;
+}
+
+/* f32 -> f16 -> f32, saturating at the largest finite half so no scale becomes inf. */
+static float to_f16(float s) {
+    if (s > 65504.0f) s = 65504.0f;
+    if (s < -65504.0f) s = -65504.0f;
+    return sqz_f16_to_f32(sqz_f32_to_f16(s));
+}
+
+static float clampf(float v, float lo, float hi) {
+    if (!(v >= lo)) return lo;
+    return v > hi ? hi : v;
+}
+
+/* ---------------- one scale, no min (32-blocks; Q3_K/Q6_K sub-blocks) ---------------- */
+
+/* Least-squares scale for fixed levels: argmin_s sum w (x - s v(l))^2. */
+static float lsq_scale(const qfmt *f, const float *x, const float *w, int n, const int8_t *L) {
+    double sxl = 0.0, sll = 0.0;
+    for (int i = 0; i < n; i++) {
+        const double v = level_value(f, L[i]);
+        sxl += (double)w[i] * x[i] * v;
+        sll += (double)w[i] * v * v;
+    }
+    return sll > 0.0 ? (float)(sxl / sll) : 0.0f;
+}
+
+/* Searches the scale s of n values (xhat = s * v(l)); with f16 set, every candidate is
+ * judged with s rounded to f16 (the stored scale). For each candidate rounding the best
+ * scale and its error follow in closed form: s = Sxl/Sll, E = Sxx - 2 s Sxl + s^2 Sll.
+ * Returns s, levels in L, the error in *err. */
+static float fit_scale(const qfmt *f, const float *x, const float *w, int n, int f16, int8_t *L, double *err) {
+    int8_t Lt[SQZ_QBLOCK_MAX];
+    float amax = 0.0f, M = 0.0f;
+    double sxx = 0.0;
+    for (int i = 0; i < n; i++) {
+        if (fabsf(x[i]) > amax) amax = fabsf(x[i]), M = x[i];
+        sxx += (double)w[i] * x[i] * x[i];
+    }
+    double best = sxx; /* s = 0: everything rounds to 0 */
+    float s_best = 0.0f;
+    if (amax == 0.0f) {
+        sub_err(f, x, w, n, 0.0f, 0.0f, L);
+        *err = 0.0;
+        return 0.0f;
+    }
+    /* Map the largest |x| onto either end of the level range, at and around it. */
+    const float ends[2] = {level_value(f, f->lmin), level_value(f, f->lmax)};
+    for (int e = 0; e < 2; e++) {
+        const float E = ends[e];
+        if (fabsf(E) < 0.5f) continue;
+        const float step = fmaxf(0.1f, fabsf(E) / 80.0f);
+        for (int k = -12; k <= 12; k++) {
+            const float t = E + copysignf(step * (float)k, E);
+            if (fabsf(t) < 0.5f || (t > 0) != (E > 0)) continue;
+            const float inv = t / M;
+            float sxl = 0.0f, sll = 0.0f; /* n <= 32 terms: float is plenty to rank candidates */
+            for (int i = 0; i < n; i++) {
+                const float v = level_value(f, round_level_inv(f, x[i], inv, 0.0f));
+                sxl += w[i] * x[i] * v;
+                sll += w[i] * v * v;
+            }
+            if (!(sll > 0.0f)) continue;
+            float s = sxl / sll;
+            if (f16) s = to_f16(s);
+            if (s == 0.0f) continue;
+            const double ek = sxx - 2.0 * s * sxl + (double)s * s * sll;
+            if (ek < best) best = ek, s_best = s;
+        }
+    }
+    /* Re-round with the best scale, then alternate refit and re-round while it helps. */
+    best = sub_err(f, x, w, n, s_best, 0.0f, L);
+    for (int it = 0; it < 4 && s_best != 0.0f; it++) {
+        float s = lsq_scale(f, x, w, n, L);
+        if (f16) s = to_f16(s);
+        if (s == 0.0f || s == s_best) break;
+        const double ek = sub_err(f, x, w, n, s, 0.0f, Lt);
+        if (!(ek < best)) break;
+        best = ek, s_best = s, memcpy(L, Lt, (size_t)n);
+    }
+    *err = best;
+    return s_best;
+}
+
+/* ---------------- scale and min (Q2_K/Q4_K/Q5_K sub-blocks) ---------------- */
+
+/* Weighted least squares for x ~ s*l - off with off >= 0 (ggml's mins are subtracted and
+ * non-negative). Returns 0 when the fit is degenerate. */
+static int lsq_scale_min(const float *x, const float *w, int n, const int8_t *L, float *s, float *off) {
+    double sw = 0, sl = 0, sll = 0, sx = 0, sxl = 0;
+    for (int i = 0; i < n; i++) {
+        const double l = L[i], wi = w[i];
+        sw += wi, sl += wi * l, sll += wi * l * l, sx += wi * x[i], sxl += wi * x[i] * l;
+    }
+    const double D = sw * sll - sl * sl;
+    if (!(D > 0.0)) return 0;
+    double a = (sw * sxl - sx * sl) / D, b = (sll * sx - sl * sxl) / D; /* x ~ a l + b */
+    if (b > 0.0) b = 0.0, a = sll > 0.0 ? sxl / sll : 0.0;
+    if (!(a > 0.0)) return 0;
+    *s = (float)a;
+    *off = (float)-b;
+    return 1;
+}
+
+static void fit_scale_min(const qfmt *f, const float *x, const float *w, int n, float *s_out, float *off_out) {
+    int8_t L[SQZ_QBLOCK_MAX], Lt[SQZ_QBLOCK_MAX];
+    float mn = x[0], mx = x[0];
+    for (int i = 1; i < n; i++) mn = fminf(mn, x[i]), mx = fmaxf(mx, x[i]);
+    if (mn > 0.0f) mn = 0.0f;
+    if (!(mx > mn)) { /* all values equal mn <= 0: the min alone represents them */
+        *s_out = 0.0f, *off_out = -mn;
+        return;
+    }
+    double sxx = 0.0;
+    for (int i = 0; i < n; i++) sxx += (double)w[i] * x[i] * x[i];
+    float s_best = (mx - mn) / (float)f->lmax, off_best = -mn;
+    double best = sub_err(f, x, w, n, s_best, off_best, L);
+    for (int k = 0; k <= 20; k++) {
+        const float iscale = ((float)f->lmax - 1.0f + 0.1f * (float)k) / (mx - mn);
+        /* one pass of sums; the least-squares (s, off) and its error follow in closed form */
+        float sw = 0, sl = 0, sll = 0, sx = 0, sxl = 0;
+        for (int i = 0; i < n; i++) {
+            const float l = rintf(clampf((x[i] - mn) * iscale, 0.0f, (float)f->lmax)), wi = w[i];
+            sw += wi, sl += wi * l, sll += wi * l * l, sx += wi * x[i], sxl += wi * x[i] * l;
+        }
+        const float D = sw * sll - sl * sl;
+        if (!(D > 0.0f)) continue;
+        float a = (sw * sxl - sx * sl) / D, b = (sll * sx - sl * sxl) / D; /* x ~ a l + b */
+        if (b > 0.0f) b = 0.0f, a = sxl / sll;
+        if (!(a > 0.0f)) continue;
+        const double ek = sxx - 2.0 * a * sxl - 2.0 * b * sx + (double)a * a * sll + 2.0 * a * b * sl + (double)b * b * sw;
+        if (ek < best) best = ek, s_best = a, off_best = -b;
+    }
+    best = sub_err(f, x, w, n, s_best, off_best, L);
+    for (int it = 0; it < 4; it++) {
+        float s, off;
+        if (!lsq_scale_min(x, w, n, L, &s, &off)) break;
+        const double ek = sub_err(f, x, w, n, s, off, Lt);
+        if (!(ek < best)) break;
+        best = ek, s_best = s, off_best = off, memcpy(L, Lt, (size_t)n);
+    }
+    *s_out = s_best;
+    *off_out = off_best;
+}
+
+/* ---------------- k-quant super-blocks ---------------- */
+
+/* Up to 3 distinct integers around r, clamped to [lo, hi]. */
+static int int_candidates(float r, int lo, int hi, int *c) {
+    const int r0 = (int)lrintf(clampf(r, (float)lo, (float)hi));
+    int n = 0;
+    for (int d = -1; d <= 1; d++) {
+        int v = r0 + d;
+        if (v < lo || v > hi) continue;
+        c[n++] = v;
+    }
+    return n;
+}
+
+/* For fixed f16 super scales d and dmin, picks each sub-block's integer scale (and min)
+ * among the neighbours of its ideal s/d (off/dmin), with its levels; returns the error. */
+static double kq_eval(const qfmt *f, const float *x, const float *w, const float *s, const float *off, float d,
+                      float dmin, sqz_qparams *p, int8_t *L) {
+    int8_t Lt[32];
+    double total = 0.0;
+    const int nsub = f->block / f->sub;
+    for (int j = 0; j < nsub; j++) {
+        const float *xj = x + j * f->sub, *wj = w + j * f->sub;
+        int cs[3], cm[3] = {0}, ns, nm = 1;
+        if (d != 0.0f) {
+            ns = int_candidates(s[j] / d, f->smin, f->smax, cs);
+        } else {
+            cs[0] = 0, ns = 1;
+        }
+        if (f->mmax && dmin != 0.0f) nm = int_candidates(off[j] / dmin, 0, f->mmax, cm);
+        /* coordinate search: the scale with the nearest min first, then the other mins */
+        const int mid = nm == 3 ? 1 : (nm == 2 && off[j] / dmin - (float)cm[0] > 0.5f ? 1 : 0);
+        double best = INFINITY;
+        int ba = 0;
+        for (int pass = 0; pass < 2; pass++) {
+            for (int a = 0; a < ns; a++) {
+                for (int b = 0; b < nm; b++) {
+                    if (pass == 0 ? b != mid : (a != ba || b == mid)) continue;
+                    const float step = d * (float)cs[a], o = dmin * (float)cm[b];
+                    const double e = sub_err(f, xj, wj, f->sub, step, o, Lt);
+                    if (e < best) {
+                        best = e, ba = a;
+                        p->sc[j] = (int16_t)cs[a], p->m[j] = (int16_t)cm[b];
+                        p->scale[j] = step, p->min[j] = o;
+                        memcpy(L + j * f->sub, Lt, (size_t)f->sub);
+                    }
+                }
+            }
+        }
+        total += best;
+    }
+    return total;
+}
+
+static void set_super(sqz_qparams *p, float d, float dmin) {
+    p->d = sqz_f32_to_f16(d);
+    p->dmin = sqz_f32_to_f16(dmin);
+}
+
+static void kquant_params(const qfmt *f, const float *x, const float *w, sqz_qparams *p) {
+    float s[SQZ_QSUB_MAX] = {0}, off[SQZ_QSUB_MAX] = {0};
+    int8_t L[SQZ_QBLOCK_MAX];
+    const int nsub = f->block / f->sub;
+    for (int j = 0; j < nsub; j++) {
+        off[j] = 0.0f;
+        if (f->mmax) {
+            fit_scale_min(f, x + j * f->sub, w + j * f->sub, f->sub, &s[j], &off[j]);
+        } else {
+            double e;
+            s[j] = fit_scale(f, x + j * f->sub, w + j * f->sub, f->sub, 0, L, &e);
+        }
+    }
+    sqz_qparams cur = *p, bestp = *p;
+    int8_t Lb[SQZ_QBLOCK_MAX]; /* the levels of the best so far */
+    double best = INFINITY;
+    float bd = 0.0f, bdm = 0.0f;
+
+    if (!f->mmax) {
+        float S = 0.0f;
+        for (int j = 0; j < nsub; j++)
+            if (fabsf(s[j]) > fabsf(S)) S = s[j];
+        best = kq_eval(f, x, w, s, off, 0.0f, 0.0f, &bestp, Lb);
+        if (S != 0.0f) {
+            static const float ks[6] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f};
+            const int ends[2] = {f->smin, f->smax};
+            for (int e = 0; e < 2; e++) {
+                for (int k = 0; k < 6; k++) {
+                    const float t = (float)ends[e] - copysignf(ks[k], (float)ends[e]);
+                    const float d = to_f16(S / t);
+                    if (d == 0.0f) continue;
+                    const double ek = kq_eval(f, x, w, s, off, d, 0.0f, &cur, L);
+                    if (ek < best) best = ek, bestp = cur, bd = d, memcpy(Lb, L, sizeof(Lb));
+                }
+            }
+        }
+        /* Closed-form refit of d for the chosen integers a = sc * l, then re-pick. */
+        for (int it = 0; it < 3 && bd != 0.0f; it++) {
+            double sxa = 0, saa = 0;
+            for (int i = 0; i < f->block; i++) {
+                const double a = (double)bestp.sc[i / f->sub] * Lb[i];
+                sxa += (double)w[i] * x[i] * a, saa += (double)w[i] * a * a;
+            }
+            if (!(saa > 0.0)) break;
+            const float d = to_f16((float)(sxa / saa));
+            if (d == 0.0f || d == bd) break;
+            const double ek = kq_eval(f, x, w, s, off, d, 0.0f, &cur, L);
+            if (!(ek < best)) break;
+            best = ek, bestp = cur, bd = d, memcpy(Lb, L, sizeof(Lb));
+        }
+    } else {
+        float S = 0.0f, Mo = 0.0f;
+        for (int j = 0; j < nsub; j++) S = fmaxf(S, s[j]), Mo = fmaxf(Mo, off[j]);
+        static const float kd[4] = {0.0f, 0.5f, 1.0f, 2.0f}, km[2] = {0.0f, 1.0f};
+        for (int a = 0; a < 4; a++) {
+            const float d = S > 0.0f ? to_f16(S / ((float)f->smax - kd[a])) : 0.0f;
+            for (int b = 0; b < 2; b++) {
+                const float dm = Mo > 0.0f ? to_f16(Mo / ((float)f->mmax - km[b])) : 0.0f;
+                const double ek = kq_eval(f, x, w, s, off, d, dm, &cur, L);
+                if (ek < best) best = ek, bestp = cur, bd = d, bdm = dm, memcpy(Lb, L, sizeof(Lb));
+            }
+        }
+        /* Closed-form refit of (d, dmin) for the chosen integers: x ~ d*(sc*l) - dmin*m. */
+        for (int it = 0; it < 3; it++) {
+            double saa = 0, sab = 0, sbb = 0, sxa = 0, sxb = 0;
+            for (int i = 0; i < f->block; i++) {
+                const double a = (double)bestp.sc[i / f->sub] * Lb[i], b = -(double)bestp.m[i / f->sub], wi = w[i];
+                saa += wi * a * a, sab += wi * a * b, sbb += wi * b * b, sxa += wi * x[i] * a, sxb += wi * x[i] * b;
+            }
+            const double D = saa * sbb - sab * sab;
+            double d, dm;
+            if (D > 1e-30 * (saa * sbb + 1e-300)) {
+                d = (sxa * sbb - sxb * sab) / D, dm = (saa * sxb - sab * sxa) / D;
+            } else {
+                d = saa > 0.0 ? sxa / saa : 0.0, dm = 0.0;
+            }
+            if (dm < 0.0) dm = 0.0, d = saa > 0.0 ? sxa / saa : 0.0;
+            if (d < 0.0) d = 0.0;
+            const float fd = to_f16((float)d), fdm = to_f16((float)dm);
+            if (fd == bd && fdm == bdm) break;
+            const double ek = kq_eval(f, x, w, s, off, fd, fdm, &cur, L);
+            if (!(ek < best)) break;
+            best = ek, bestp = cur, bd = fd, bdm = fdm, memcpy(Lb, L, sizeof(Lb));
+        }
+    }
+    *p = bestp;
+    set_super(p, bd, bdm);
+    (void)best;
+}
+
+/* ---------------- public: params, rounding, packing ---------------- */
+
+int sqz_quant_supported(int type) { return fmt_of(type) != NULL; }
+
+int sqz_quant_level_range(int type, int *lmin, int *lmax, sqz_err *err) {
+    const qfmt *f = fmt_of(type);
+    if (!f) return sqz_fail(err, "quantize: type %s (id %d) is not supported", type_name(type), type);
+    *lmin = f->lmin;
+    *lmax = f->lmax;
+    return SQZ_OK;
+}
+
+int sqz_quant_block_params(int type, const float *x, const float *w, sqz_qparams *p, sqz_err *err) {
+    const qfmt *f = fmt_of(type);
+    if (!f) return sqz_fail(err, "quantize: type %s (id %d) is not supported", type_name(type), type);
+    float wb[SQZ_QBLOCK_MAX];
+    double wsum = 0.0;
+    for (int i = 0; i < f->block; i++) {
+        if (!isfinite(x[i])) return sqz_fail(err, "quantize %s: value %d of the block is not finite", type_name(type), i);
+        if (w && !(w[i] >= 0.0f && isfinite(w[i])))
+            return sqz_fail(err, "quantize %s: weight %d of the block is %g, expected a finite value >= 0",
+                            type_name(type), i, (double)w[i]);
+        wb[i] = w ? w[i] : 1.0f;
+        wsum += wb[i];
+    }
+    /* A tiny floor keeps zero-importance columns on a sensible grid (it breaks ties only);
+     * an all-zero weight block falls back to uniform. */
+    const float floor_w = wsum > 0.0 ? (float)(1e-6 * wsum / f->block) : 1.0f;
+    for (int i = 0; i < f->block; i++) wb[i] += floor_w;
+
+    memset(p, 0, sizeof(*p));
+    p->type = type;
+    p->block_size = f->block;
+    p->sub_size = f->sub;
+    p->n_sub = f->block / f->sub;
+    if (!f->two_level) {
+        int8_t L[SQZ_QBLOCK_MAX];
+        double e;
+        const float d = fit_scale(f, x, wb, f->block, 1, L, &e);
+        p->d = sqz_f32_to_f16(d);
+        p->scale[0] = sqz_f16_to_f32(p->d);
+        return SQZ_OK;
+    }
+    kquant_params(f, x, wb, p);
+    return SQZ_OK;
+}
+
+float sqz_quant_round_with_params(const sqz_qparams *p, int i, float x, int8_t *level) {
+    const qfmt *f = fmt_of(p->type);
+    if (!f || i < 0 || i >= p->block_size) {
+        *level = 0;
+        return 0.0f;
+    }
+    const int j = i / p->sub_size;
+    const int l = round_level(f, x, p->scale[j], p->min[j]);
+    *level = (int8_t)l;
+    return recon(f, p->scale[j], p->min[j], l);
+}
+
+static void put_f16(uint8_t *b, uint16_t h) {
+    b[0] = (uint8_t)(h & 0xFF);
+    b[1] = (uint8_t)(h >> 8);
+}
+
+/* The 8 six-bit (scale, min) pairs of Q4_K/Q5_K in 12 bytes: pairs 0..3 in the low 6 bits
+ * of bytes 0..3 (scale) and 4..7 (min); pairs 4..7 as nibbles of bytes 8..11 with their
+ * top 2 bits in the high bits of bytes 0..7. */
+static void pack_scale_min_k4(const sqz_qparams *p, uint8_t *s) {
+    memset(s, 0, 12);
+    for (int j = 0; j < 8; j++) {
+        const int sc = p->sc[j], m = p->m[j];
+        if (j < 4) {
+            s[j] |= (uint8_t)sc;
+            s[j + 4] |= (uint8_t)m;
+        } else {
+            s[j + 4] = (uint8_t)((sc & 0x0F) | ((m & 0x0F) << 4));
+            s[j - 4] |= (uint8_t)((sc >> 4) << 6);
+            s[j] |= (uint8_t)((m >> 4) << 6);
+        }
+    }
+}
+
+void sqz_quant_pack_block(const sqz_qparams *p, const int8_t *levels, void *dst) {
+    const qfmt *f = fmt_of(p->type);
+    if (!f) return;
+    uint8_t *b = dst;
+    int c[SQZ_QBLOCK_MAX];
+    for (int i = 0; i < f->block; i++) {
+        int l = levels[i];
+        c[i] = l < f->lmin ? f->lmin : (l > f->lmax ? f->lmax : l);
+    }
+    switch (p->type) {
+    case SQZ_TYPE_Q4_0: /* f16 d; qs[16]: value j in the low nibble of byte j, j+16 high */
+    case SQZ_TYPE_IQ4_NL: {
+        const int bias = p->type == SQZ_TYPE_Q4_0 ? 8 : 0;
+        put_f16(b, p->d);
+        for (int j = 0; j < 16; j++) b[2 + j] = (uint8_t)((c[j] + bias) | ((c[j + 16] + bias) << 4));
+        break;
+    }
+    case SQZ_TYPE_Q5_0: { /* f16 d; u32 qh (bit j = 5th bit of value j); qs[16] */
+        uint32_t qh = 0;
+        put_f16(b, p->d);
+        for (int j = 0; j < 32; j++) qh |= (uint32_t)(((c[j] + 16) >> 4) & 1) << j;
+        for (int k = 0; k < 4; k++) b[2 + k] = (uint8_t)(qh >> (8 * k));
+        for (int j = 0; j < 16; j++) b[6 + j] = (uint8_t)(((c[j] + 16) & 0x0F) | (((c[j + 16] + 16) & 0x0F) << 4));
+        break;
+    }
+    case SQZ_TYPE_Q8_0: /* f16 d; i8 qs[32] */
+        put_f16(b, p->d);
+        for (int j = 0; j < 32; j++) b[2 + j] = (uint8_t)(int8_t)c[j];
+        break;
+    case SQZ_TYPE_Q2_K: { /* scales[16] (scale | min<<4); qs[64]; f16 d; f16 dmin */
+        memset(b, 0, 84);
+        for (int j = 0; j < 16; j++) b[j] = (uint8_t)(p->sc[j] | (p->m[j] << 4));
+        /* value e: byte 32*(e/128) + e%32 of qs, bits 2*((e%128)/32) */
+        for (int e = 0; e < 256; e++) b[16 + 32 * (e / 128) + e % 32] |= (uint8_t)(c[e] << (2 * ((e % 128) / 32)));
+        put_f16(b + 80, p->d);
+        put_f16(b + 82, p->dmin);
+        break;
+    }
+    case SQZ_TYPE_Q3_K: { /* hmask[32]; qs[64]; scales[12]; f16 d */
+        memset(b, 0, 110);
+        for (int e = 0; e < 256; e++) {
+            const int u = c[e] + 4; /* 0..7: low 2 bits in qs, the 3rd in hmask */
+            b[32 + 32 * (e / 128) + e % 32] |= (uint8_t)((u & 3) << (2 * ((e % 128) / 32)));
+            b[e % 32] |= (uint8_t)(((u >> 2) & 1) << (e / 32));
+        }
+        uint8_t *s = b + 96;
+        for (int j = 0; j < 16; j++) {
+            const int v = p->sc[j] + 32;
+            if (j < 8)
+                s[j] |= (uint8_t)(v & 0x0F);
+            else
+                s[j - 8] |= (uint8_t)((v & 0x0F) << 4);
+            s[8 + j % 4] |= (uint8_t)((v >> 4) << (2 * (j / 4)));
+        }
+        put_f16(b + 108, p->d);
+        break;
+    }
+    case SQZ_TYPE_Q4_K: { /* f16 d; f16 dmin; scales[12]; qs[128] */
+        memset(b, 0, 144);
+        put_f16(b, p->d);
+        put_f16(b + 2, p->dmin);
+        pack_scale_min_k4(p, b + 4);
+        /* value e = 64g + 32t + l: nibble t of byte 32g + l */
+        for (int e = 0; e < 256; e++) b[16 + 32 * (e / 64) + e % 32] |= (uint8_t)(c[e] << (4 * ((e % 64) / 32)));
+        break;
+    }
+    case SQZ_TYPE_Q5_K: { /* f16 d; f16 dmin; scales[12]; qh[32]; qs[128] */
+        memset(b, 0, 176);
+        put_f16(b, p->d);
+        put_f16(b + 2, p->dmin);
+        pack_scale_min_k4(p, b + 4);
+        for (int e = 0; e < 256; e++) {
+            const int g = e / 64, t = (e % 64) / 32, l = e % 32;
+            b[48 + 32 * g + l] |= (uint8_t)((c[e] & 0x0F) << (4 * t));
+            b[16 + l] |= (uint8_t)(((c[e] >> 4) & 1) << (2 * g + t));
+        }
+        break;
+    }
+    case SQZ_TYPE_Q6_K: { /* ql[128]; qh[64]; i8 scales[16]; f16 d */
+        memset(b, 0, 210);
+        for (int e = 0; e < 256; e++) {
+            const int u = c[e] + 32, h = e / 128, g = (e % 128) / 32, l = e % 32;
+            /* groups 0,1 use the low nibbles of ql[64h + 32*(g&1) + l], groups 2,3 the high */
+            b[64 * h + 32 * (g & 1) + l] |= (uint8_t)((u & 0x0F) << (4 * (g >> 1)));
+            b[128 + 32 * h + l] |= (uint8_t)((u >> 4) << (2 * g));
+        }
+        for (int j = 0; j < 16; j++) b[192 + j] = (uint8_t)(int8_t)p->sc[j];
+        put_f16(b + 208, p->d);
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+int sqz_quantize_row(int type, const float *x, void *dst, int64_t n, const float *weights, sqz_err *err) {
+    const qfmt *f = fmt_of(type);
+    if (!f) return sqz_fail(err, "quantize: type %s (id %d) is not supported", type_name(type), type);
+    if (n < 0 || n % f->block != 0)
+        return sqz_fail(err, "quantize %s: row length %lld is not a multiple of the block size %d", type_name(type),
+                        (long long)n, f->block);
+    const sqz_type_traits *tt = sqz_type_get(type);
+    uint8_t *out = dst;
+    for (int64_t b = 0; b < n / f->block; b++) {
+        const float *xb = x + b * f->block;
+        const float *wb = weights ? weights + b * f->block : NULL;
+        sqz_qparams p;
+        if (sqz_quant_block_params(type, xb, wb, &p, err) != SQZ_OK)
+            return sqz_fail_prefix(err, "row columns [%lld, %lld)", (long long)(b * f->block),
+                                   (long long)((b + 1) * f->block));
+        int8_t L[SQZ_QBLOCK_MAX];
+        for (int i = 0; i < f->block; i++) sqz_quant_round_with_params(&p, i, xb[i], &L[i]);
+        sqz_quant_pack_block(&p, L, out + (size_t)b * tt->block_bytes);
+    }
+    return SQZ_OK;
+}

@@ -1,0 +1,348 @@
+/* The ggml type-traits table and the dequantizers.
+ *
+ * Block layouts follow ggml's ggml-common.h exactly (little-endian, packed), and each
+ * dequantizer performs the same float operations in the same order as ggml's reference
+ * dequantize_row_* so the results are bit-identical: a product d * sc is formed first,
+ * then multiplied by the integer quant, then the min is subtracted. Blocks are read
+ * through byte offsets and memcpy, never through casts, so unaligned tensor data
+ * (safetensors does not align) is fine. */
+#include "sqz/tensor.h"
+
+#include <string.h>
+#include <strings.h>
+
+#define QK_K 256
+
+static float rd_f16(const uint8_t *p) { return sqz_f16_to_f32((uint16_t)(p[0] | (p[1] << 8))); }
+
+static uint32_t rd_u32(const uint8_t *p) {
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+
+/* ---------------- plain floats ---------------- */
+
+static void dq_f32(const void *src, float *dst, int64_t n) { memcpy(dst, src, (size_t)n * sizeof(float)); }
+
+static void dq_f16(const void *src, float *dst, int64_t n) {
+    const uint8_t *p = src;
+    for (int64_t i = 0; i < n; i++) dst[i] = rd_f16(p + 2 * i);
+}
+
+static void dq_bf16(const void *src, float *dst, int64_t n) {
+    const uint8_t *p = src;
+    for (int64_t i = 0; i < n; i++) dst[i] = sqz_bf16_to_f32((uint16_t)(p[2 * i] | (p[2 * i + 1] << 8)));
+}
+
+/* ---------------- 32-value blocks ---------------- */
+
+/* block_q4_0: f16 d; u8 qs[16]. Low nibbles are values 0..15, high nibbles 16..31. */
+static void dq_q4_0(const void *src, float *dst, int64_t n) {
+    const uint8_t *b = src;
+    for (int64_t i = 0; i < n / 32; i++, b += 18, dst += 32) {
+        const float d = rd_f16(b);
+        const uint8_t *qs = b + 2;
+        for (int j = 0; j < 16; j++) {
+            dst[j] = (float)((qs[j] & 0x0F) - 8) * d;
+            dst[j + 16] = (float)((qs[j] >> 4) - 8) * d;
+        }
+    }
+}
+
+/* block_q4_1: f16 d, f16 m; u8 qs[16]. */
+static void dq_q4_1(const void *src, float *dst, int64_t n) {
+    const uint8_t *b = src;
+    for (int64_t i = 0; i < n / 32; i++, b += 20, dst += 32) {
+        const float d = rd_f16(b), m = rd_f16(b + 2);
+        const uint8_t *qs = b + 4;
+        for (int j = 0; j < 16; j++) {
+            dst[j] = (float)(qs[j] & 0x0F) * d + m;
+            dst[j + 16] = (float)(qs[j] >> 4) * d + m;
+        }
+    }
+}
+
+/* block_q5_0: f16 d; u32 qh (bit j = 5th bit of value j); u8 qs[16]. */
+static void dq_q5_0(const void *src, float *dst, int64_t n) {
+    const uint8_t *b = src;
+    for (int64_t i = 0; i < n / 32; i++, b += 22, dst += 32) {
+        const float d = rd_f16(b);
+        const uint32_t qh = rd_u32(b + 2);
+        const uint8_t *qs = b + 6;
+        for (int j = 0; j < 16; j++) {
+            const int h0 = (int)((qh >> j) & 1) << 4, h1 = (int)((qh >> (j + 16)) & 1) << 4;
+            dst[j] = (float)(((qs[j] & 0x0F) | h0) - 16) * d;
+            dst[j + 16] = (float)(((qs[j] >> 4) | h1) - 16) * d;
+        }
+    }
+}
+
+/* block_q5_1: f16 d, f16 m; u32 qh; u8 qs[16]. */
+static void dq_q5_1(const void *src, float *dst, int64_t n) {
+    const uint8_t *b = src;
+    for (int64_t i = 0; i < n / 32; i++, b += 24, dst += 32) {
+        const float d = rd_f16(b), m = rd_f16(b + 2);
+        const uint32_t qh = rd_u32(b + 4);
+        const uint8_t *qs = b + 8;
+        for (int j = 0; j < 16; j++) {
+            const int h0 = (int)((qh >> j) & 1) << 4, h1 = (int)((qh >> (j + 16)) & 1) << 4;
+            dst[j] = (float)((qs[j] & 0x0F) | h0) * d + m;
+            dst[j + 16] = (float)((qs[j] >> 4) | h1) * d + m;
+        }
+    }
+}
+
+/* block_q8_0: f16 d; i8 qs[32]. */
+static void dq_q8_0(const void *src, float *dst, int64_t n) {
+    const uint8_t *b = src;
+    for (int64_t i = 0; i < n / 32; i++, b += 34, dst += 32) {
+        const float d = rd_f16(b);
+        for (int j = 0; j < 32; j++) dst[j] = (float)(int8_t)b[2 + j] * d;
+    }
+}
+
+/* block_iq4_nl: f16 d; u8 qs[16] indexing a fixed non-linear 16-entry grid. */
+static const int8_t kvalues_iq4nl[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
+static void dq_iq4_nl(const void *src, float *dst, int64_t n) {
+    const uint8_t *b = src;
+    for (int64_t i = 0; i < n / 32; i++, b += 18, dst += 32) {
+        const float d = rd_f16(b);
+        const uint8_t *qs = b + 2;
+        for (int j = 0; j < 16; j++) {
+            dst[j] = d * (float)kvalues_iq4nl[qs[j] & 0x0F];
+            dst[j + 16] = d * (float)kvalues_iq4nl[qs[j] >> 4];
+        }
+    }
+}
+
+/* ---------------- 256-value super-blocks (k-quants) ---------------- */
+
+/* block_q2_K: u8 scales[16] (low nibble scale, high nibble min); u8 qs[64] (2 bits);
+ * f16 d; f16 dmin. Each 128 values use 32 bytes of qs, shifted by 0,2,4,6. */
+static void dq_q2_k(const void *src, float *dst, int64_t n) {
+    const uint8_t *b = src;
+    for (int64_t i = 0; i < n / QK_K; i++, b += 84) {
+        const uint8_t *sc = b, *q = b + 16;
+        const float d = rd_f16(b + 80), dmin = rd_f16(b + 82);
+        int is = 0;
+        for (int h = 0; h < 2; h++, q += 32) {
+            for (int shift = 0; shift < 8; shift += 2) {
+                for (int half = 0; half < 2; half++) {
+                    const uint8_t s = sc[is++];
+                    const float dl = d * (float)(s & 0x0F), ml = dmin * (float)(s >> 4);
+                    for (int l = 0; l < 16; l++) *dst++ = dl * (float)((q[l + 16 * half] >> shift) & 3) - ml;
+                }
+            }
+        }
+    }
+}
+
+/* block_q3_K: u8 hmask[32]; u8 qs[64]; u8 scales[12] (16 six-bit scales, offset 32); f16 d.
+ * Scale j: low 4 bits from byte j (j < 8) or the high nibble of byte j-8, high 2 bits
+ * from byte 8 + j%4 at bit 2*(j/4). A value loses 4 when its hmask bit is clear. */
+static void dq_q3_k(const void *src, float *dst, int64_t n) {
+    const uint8_t *b = src;
+    for (int64_t i = 0; i < n / QK_K; i++, b += 110) {
+        const uint8_t *hm = b, *q = b + 32, *s = b + 96;
+        const float d = rd_f16(b + 108);
+        int8_t scales[16];
+        for (int j = 0; j < 16; j++) {
+            const int lo = j < 8 ? (s[j] & 0x0F) : (s[j - 8] >> 4);
+            const int hi = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
+            scales[j] = (int8_t)((lo | (hi << 4)) - 32);
+        }
+        int is = 0;
+        uint8_t m = 1;
+        for (int h = 0; h < 2; h++, q += 32) {
+            for (int shift = 0; shift < 8; shift += 2, m <<= 1) {
+                for (int half = 0; half < 2; half++) {
+                    const float dl = d * (float)scales[is++];
+                    for (int l = 0; l < 16; l++) {
+                        const int k = l + 16 * half;
+                        const int v = ((q[k] >> shift) & 3) - ((hm[k] & m) ? 0 : 4);
+                        *dst++ = dl * (float)v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* The 8 six-bit (scale, min) pairs of Q4_K/Q5_K packed in 12 bytes. */
+static void scale_min_k4(int j, const uint8_t *q, int *sc, int *m) {
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4);
+        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+}
+
+/* block_q4_K: f16 d; f16 dmin; u8 scales[12]; u8 qs[128]. 64 values per 32 bytes. */
+static void dq_q4_k(const void *src, float *dst, int64_t n) {
+    const uint8_t *b = src;
+    for (int64_t i = 0; i < n / QK_K; i++, b += 144) {
+        const float d = rd_f16(b), dmin = rd_f16(b + 2);
+        const uint8_t *s = b + 4, *q = b + 16;
+        for (int is = 0; is < 8; is += 2, q += 32) {
+            int sc, m;
+            scale_min_k4(is, s, &sc, &m);
+            const float d1 = d * (float)sc, m1 = dmin * (float)m;
+            scale_min_k4(is + 1, s, &sc, &m);
+            const float d2 = d * (float)sc, m2 = dmin * (float)m;
+            for (int l = 0; l < 32; l++) *dst++ = d1 * (float)(q[l] & 0x0F) - m1;
+            for (int l = 0; l < 32; l++) *dst++ = d2 * (float)(q[l] >> 4) - m2;
+        }
+    }
+}
+
+/* block_q5_K: f16 d; f16 dmin; u8 scales[12]; u8 qh[32]; u8 qs[128]. */
+static void dq_q5_k(const void *src, float *dst, int64_t n) {
+    const uint8_t *b = src;
+    for (int64_t i = 0; i < n / QK_K; i++, b += 176) {
+        const float d = rd_f16(b), dmin = rd_f16(b + 2);
+        const uint8_t *s = b + 4, *qh = b + 16, *ql = b + 48;
+        uint8_t u1 = 1, u2 = 2;
+        for (int is = 0; is < 8; is += 2, ql += 32, u1 <<= 2, u2 <<= 2) {
+            int sc, m;
+            scale_min_k4(is, s, &sc, &m);
+            const float d1 = d * (float)sc, m1 = dmin * (float)m;
+            scale_min_k4(is + 1, s, &sc, &m);
+            const float d2 = d * (float)sc, m2 = dmin * (float)m;
+            for (int l = 0; l < 32; l++) *dst++ = d1 * (float)((ql[l] & 0x0F) + ((qh[l] & u1) ? 16 : 0)) - m1;
+            for (int l = 0; l < 32; l++) *dst++ = d2 * (float)((ql[l] >> 4) + ((qh[l] & u2) ? 16 : 0)) - m2;
+        }
+    }
+}
+
+/* block_q6_K: u8 ql[128]; u8 qh[64]; i8 scales[16]; f16 d. */
+static void dq_q6_k(const void *src, float *dst, int64_t n) {
+    const uint8_t *b = src;
+    for (int64_t i = 0; i < n / QK_K; i++, b += 210) {
+        const uint8_t *ql = b, *qh = b + 128;
+        const int8_t *sc = (const int8_t *)(b + 192);
+        const float d = rd_f16(b + 208);
+        for (int h = 0; h < 2; h++, ql += 64, qh += 32, sc += 8, dst += 128) {
+            for (int l = 0; l < 32; l++) {
+                const int is = l / 16;
+                const int q1 = ((ql[l] & 0x0F) | (((qh[l] >> 0) & 3) << 4)) - 32;
+                const int q2 = ((ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4)) - 32;
+                const int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+                const int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+                dst[l] = d * (float)sc[is] * (float)q1;
+                dst[l + 32] = d * (float)sc[is + 2] * (float)q2;
+                dst[l + 64] = d * (float)sc[is + 4] * (float)q3;
+                dst[l + 96] = d * (float)sc[is + 6] * (float)q4;
+            }
+        }
+    }
+}
+
+/* block_q8_K: f32 d; i8 qs[256]; i16 bsums[16] (the sums only serve dot products). */
+static void dq_q8_k(const void *src, float *dst, int64_t n) {
+    const uint8_t *b = src;
+    for (int64_t i = 0; i < n / QK_K; i++, b += 292, dst += QK_K) {
+        float d;
+        memcpy(&d, b, 4);
+        for (int j = 0; j < QK_K; j++) dst[j] = d * (float)(int8_t)b[4 + j];
+    }
+}
+
+/* Indexed by ggml type id; ids ggml retired stay empty (name NULL). Adding a format is
+ * adding a row; sizes are ggml's (checked against gguf-py's GGML_QUANT_SIZES). */
+static const sqz_type_traits type_table[SQZ_TYPE_COUNT] = {
+    [SQZ_TYPE_F32] = {.name = "F32", .block_size = 1, .block_bytes = 4, .dequantize = dq_f32},
+    [SQZ_TYPE_F16] = {.name = "F16", .block_size = 1, .block_bytes = 2, .dequantize = dq_f16},
+    [SQZ_TYPE_Q4_0] = {.name = "Q4_0", .block_size = 32, .block_bytes = 18, .dequantize = dq_q4_0},
+    [SQZ_TYPE_Q4_1] = {.name = "Q4_1", .block_size = 32, .block_bytes = 20, .dequantize = dq_q4_1},
+    [SQZ_TYPE_Q5_0] = {.name = "Q5_0", .block_size = 32, .block_bytes = 22, .dequantize = dq_q5_0},
+    [SQZ_TYPE_Q5_1] = {.name = "Q5_1", .block_size = 32, .block_bytes = 24, .dequantize = dq_q5_1},
+    [SQZ_TYPE_Q8_0] = {.name = "Q8_0", .block_size = 32, .block_bytes = 34, .dequantize = dq_q8_0},
+    [SQZ_TYPE_Q8_1] = {.name = "Q8_1", .block_size = 32, .block_bytes = 36, .dequantize = NULL},
+    [SQZ_TYPE_Q2_K] = {.name = "Q2_K", .block_size = QK_K, .block_bytes = 84, .dequantize = dq_q2_k},
+    [SQZ_TYPE_Q3_K] = {.name = "Q3_K", .block_size = QK_K, .block_bytes = 110, .dequantize = dq_q3_k},
+    [SQZ_TYPE_Q4_K] = {.name = "Q4_K", .block_size = QK_K, .block_bytes = 144, .dequantize = dq_q4_k},
+    [SQZ_TYPE_Q5_K] = {.name = "Q5_K", .block_size = QK_K, .block_bytes = 176, .dequantize = dq_q5_k},
+    [SQZ_TYPE_Q6_K] = {.name = "Q6_K", .block_size = QK_K, .block_bytes = 210, .dequantize = dq_q6_k},
+    [SQZ_TYPE_Q8_K] = {.name = "Q8_K", .block_size = QK_K, .block_bytes = 292, .dequantize = dq_q8_k},
+    [16] = {.name = "IQ2_XXS", .block_size = QK_K, .block_bytes = 66},
+    [17] = {.name = "IQ2_XS", .block_size = QK_K, .block_bytes = 74},
+    [18] = {.name = "IQ3_XXS", .block_size = QK_K, .block_bytes = 98},
+    [19] = {.name = "IQ1_S", .block_size = QK_K, .block_bytes = 50},
+    [SQZ_TYPE_IQ4_NL] = {.name = "IQ4_NL", .block_size = 32, .block_bytes = 18, .dequantize = dq_iq4_nl},
+    [21] = {.name = "IQ3_S", .block_size = QK_K, .block_bytes = 110},
+    [22] = {.name = "IQ2_S", .block_size = QK_K, .block_bytes = 82},
+    [23] = {.name = "IQ4_XS", .block_size = QK_K, .block_bytes = 136},
+    [24] = {.name = "I8", .block_size = 1, .block_bytes = 1},
+    [25] = {.name = "I16", .block_size = 1, .block_bytes = 2},
+    [26] = {.name = "I32", .block_size = 1, .block_bytes = 4},
+    [27] = {.name = "I64", .block_size = 1, .block_bytes = 8},
+    [28] = {.name = "F64", .block_size = 1, .block_bytes = 8},
+    [29] = {.name = "IQ1_M", .block_size = QK_K, .block_bytes = 56},
+    [SQZ_TYPE_BF16] = {.name = "BF16", .block_size = 1, .block_bytes = 2, .dequantize = dq_bf16},
+    [34] = {.name = "TQ1_0", .block_size = QK_K, .block_bytes = 54},
+    [35] = {.name = "TQ2_0", .block_size = QK_K, .block_bytes = 66},
+    [39] = {.name = "MXFP4", .block_size = 32, .block_bytes = 17},
+};
+
+const sqz_type_traits *sqz_type_get(int type) {
+    if (type < 0 || type >= SQZ_TYPE_COUNT || !type_table[type].name) return NULL;
+    return &type_table[type];
+}
+
+int sqz_type_from_name(const char *name) {
+    if (!name) return -1;
+    for (int t = 0; t < SQZ_TYPE_COUNT; t++) {
+        if (type_table[t].name && strcasecmp(type_table[t].name, name) == 0) return t;
+    }
+    return -1;
+}
+
+double sqz_type_bpw(int type) {
+    const sqz_type_traits *tt = sqz_type_get(type);
+    if (!tt) return 0.0;
+    return (double)tt->block_bytes * 8.0 / (double)tt->block_size;
+}
+
+int sqz_type_row_bytes(int type, int64_t n, size_t *out, sqz_err *err) {
+    const sqz_type_traits *tt = sqz_type_get(type);
+    if (!tt) return sqz_fail(err, "unknown tensor type id %d", type);
+    if (n < 0) return sqz_fail(err, "row length %lld is negative", (long long)n);
+    if (n % tt->block_size != 0)
+        return sqz_fail(err, "row length %lld is not a multiple of %s's block size %lld", (long long)n, tt->name,
+                        (long long)tt->block_size);
+    if (sqz_mul_size((size_t)(n / tt->block_size), tt->block_bytes, out) != 0)
+        return sqz_fail(err, "row of %lld %s values overflows size_t", (long long)n, tt->name);
+    return SQZ_OK;
+}
+
+int64_t sqz_tensor_nelements(const sqz_tensor *t) {
+    if (t->n_dims == 0 && t->ne[0] == 0 && t->ne[1] == 0 && t->ne[2] == 0 && t->ne[3] == 0) return 0;
+    int64_t n = 1;
+    for (int i = 0; i < SQZ_MAX_DIMS; i++) n *= t->ne[i]; /* parsers checked this product fits */
+    return n;
+}
+
+int sqz_tensor_rows_f32(const sqz_tensor *t, int64_t row0, int64_t n_rows, float *dst, sqz_err *err) {
+    const sqz_type_traits *tt = sqz_type_get(t->type);
+    const char *name = t->name ? t->name : "?";
+    if (!tt) return sqz_fail(err, "tensor '%s': unknown type id %d", name, t->type);
+    if (!tt->dequantize) return sqz_fail(err, "tensor '%s': type %s cannot be read yet", name, tt->name);
+    const int64_t ne0 = t->ne[0];
+    int64_t rows = 1;
+    for (int i = 1; i < SQZ_MAX_DIMS; i++) rows *= t->ne[i];
+    if (row0 < 0 || n_rows < 0 || row0 > rows || n_rows > rows - row0)
+        return sqz_fail(err, "tensor '%s': %lld rows from row %lld are outside its %lld rows", name,
+                        (long long)n_rows, (long long)row0, (long long)rows);
+    size_t rb, need, off;
+    if (sqz_type_row_bytes(t->type, ne0, &rb, err) != SQZ_OK) return sqz_fail_prefix(err, "tensor '%s'", name);
+    if (sqz_mul_size(rb, (size_t)(row0 + n_rows), &need) != 0 || need > t->nbytes)
+        return sqz_fail(err, "tensor '%s': %lld rows of %zu bytes exceed its %zu bytes", name,
+                        (long long)(row0 + n_rows), rb, t->nbytes);
+    if (n_rows == 0 || ne0 == 0) return SQZ_OK;
+    off = rb * (size_t)row0;
+    /* one call over contiguous rows: every row starts on a block boundary */
+    tt->dequantize((const uint8_t *)t->data + off, dst, n_rows * ne0);
+    return SQZ_OK;
+}

@@ -1,0 +1,299 @@
+#!/usr/bin/env python3
+"""Checks sqz's quantizers and GGUF writer against gguf-py (and llama.cpp's ggml, when its
+shared library is installed).
+
+usage: check_quant_gguf_py.py QUANT.gguf SPEC.gguf
+
+QUANT.gguf is written by `test_quantize --emit`: source rows (src.gauss, src.student: 16 x
+1024 f32, the second Student-t(3), heavy-tailed), per-column importances (weights), and
+for each type T and case (gauss, student, tw = student weighted by `weights`) sqz's
+quantized tensor q.T.case and sqz's own dequantization deq.T.case.
+
+1. Byte-exact: gguf-py's dequantizer applied to sqz's bytes must give exactly sqz's floats.
+2. Quality: RMSE (weighted RMSE for tw) of sqz vs gguf-py's own quantizer (the types it
+   has: Q8_0, Q5_0, Q4_0) and vs llama.cpp's ggml_quantize_chunk (all types; with the
+   weights as its imatrix for tw). sqz must be at or below gguf-py, and at or below
+   llama.cpp. A table of bits/weight and RMSE is printed.
+3. Writer: SPEC.gguf (`test_gguf_write --emit`) read by GGUFReader must hold exactly the
+   specification below (keys, types, values, tensor names, types, shapes, offsets, data).
+4. When llama.cpp's library is found, its own GGUF parser (gguf_init_from_file) must read
+   both files and see the same keys count, tensors, types and offsets.
+Exit status 0 when everything holds, 1 otherwise.
+"""
+import ctypes
+import glob
+import os
+import sys
+
+import numpy as np
+import gguf
+from gguf import GGMLQuantizationType as QT, GGUFReader, GGUFValueType as VT
+
+TYPES = ["Q8_0", "Q5_0", "Q4_0", "IQ4_NL", "Q6_K", "Q5_K", "Q4_K", "Q3_K", "Q2_K"]
+CASES = ["gauss", "student", "tw"]
+failures = []
+
+
+def fail(msg):
+    failures.append(msg)
+    print("FAIL: " + msg)
+
+
+def tensor_map(reader):
+    return {t.name: t for t in reader.tensors}
+
+
+def f32_rows(t):
+    """An F32 tensor as (rows, cols) numpy; gguf-py lists shapes in ggml order."""
+    ne = [int(x) for x in t.shape]
+    return np.asarray(t.data, dtype=np.float32).reshape(list(reversed(ne)) if len(ne) > 1 else ne)
+
+
+def load_ggml():
+    """libggml-base from llama-cpp-python (or $SQZ_GGML_LIB), or None."""
+    cands = [os.environ.get("SQZ_GGML_LIB", "")]
+    try:
+        import importlib.util
+        spec = importlib.util.find_spec("llama_cpp")
+        if spec and spec.origin:
+            cands += glob.glob(os.path.join(os.path.dirname(spec.origin), "lib", "libggml-base.so"))
+    except Exception:
+        pass
+    for c in cands:
+        if c and os.path.exists(c):
+            try:
+                lib = ctypes.CDLL(c)
+                lib.ggml_quantize_chunk.restype = ctypes.c_size_t
+                lib.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                                                    ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
+                return lib, c
+            except OSError:
+                continue
+    return None, None
+
+
+def ggml_quantize(lib, qt, x, imatrix):
+    rows, cols = x.shape
+    bs, bb = gguf.GGML_QUANT_SIZES[qt]
+    out = np.zeros(rows * (cols // bs) * bb, dtype=np.uint8)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    im = None if imatrix is None else np.ascontiguousarray(imatrix, dtype=np.float32)
+    n = lib.ggml_quantize_chunk(int(qt), x.ctypes.data, out.ctypes.data, 0, rows, cols,
+                                None if im is None else im.ctypes.data)
+    assert n == out.size, (n, out.size)
+    return gguf.quants.dequantize(out.reshape(rows, -1), qt).reshape(rows, cols)
+
+
+def wrmse(x, y, w):
+    d2 = (x.astype(np.float64) - y.astype(np.float64)) ** 2
+    if w is None:
+        return float(np.sqrt(d2.mean()))
+    ww = np.broadcast_to(w.astype(np.float64), x.shape)
+    return float(np.sqrt((d2 * ww).sum() / ww.sum()))
+
+
+def check_quant(path):
+    r = GGUFReader(path)
+    tm = tensor_map(r)
+    src = {"gauss": f32_rows(tm["src.gauss"]), "student": f32_rows(tm["src.student"])}
+    src["tw"] = src["student"]
+    w = np.asarray(tm["weights"].data, dtype=np.float32)
+    lib, libpath = load_ggml()
+    print(f"llama.cpp reference: {libpath or 'not found (llama-cpp-python not installed): gguf-py only'}")
+    hdr = f"{'type':7} {'bpw':>5}  {'case':8} {'exact':>5}  {'sqz rmse':>10} {'gguf-py':>10} {'llama.cpp':>10}  {'sqz/llama':>9}"
+    print(hdr)
+    print("-" * len(hdr))
+    for tname in TYPES:
+        qt = QT[tname]
+        bs, bb = gguf.GGML_QUANT_SIZES[qt]
+        bpw = bb * 8 / bs
+        for case in CASES:
+            x = src[case]
+            wc = w if case == "tw" else None
+            qten = tm.get(f"q.{tname}.{case}")
+            dten = tm.get(f"deq.{tname}.{case}")
+            if qten is None or dten is None:
+                fail(f"{tname}.{case}: tensors missing")
+                continue
+            if qten.tensor_type != qt:
+                fail(f"{tname}.{case}: tensor type {qten.tensor_type!r}, expected {qt!r}")
+                continue
+            rows, cols = x.shape
+            qbytes = np.asarray(qten.data, dtype=np.uint8).reshape(rows, -1)
+            if qbytes.shape[1] != cols // bs * bb:
+                fail(f"{tname}.{case}: {qbytes.shape[1]} bytes per row, expected {cols // bs * bb}")
+                continue
+            ref = gguf.quants.dequantize(qbytes, qt).reshape(rows, cols).astype(np.float32)
+            ours = f32_rows(dten)
+            exact = bool(np.array_equal(ref, ours))
+            if not exact:
+                bad = int((ref != ours).sum())
+                fail(f"{tname}.{case}: gguf-py's dequantization differs from sqz's in {bad} of {ref.size} values")
+            e_sqz = wrmse(x, ref, wc)
+            e_py = e_ll = None
+            try:
+                if case != "tw":  # gguf-py's quantizers take no importance weights
+                    qp = gguf.quants.quantize(x, qt)
+                    e_py = wrmse(x, gguf.quants.dequantize(qp, qt).reshape(rows, cols), None)
+            except (NotImplementedError, gguf.quants.QuantError):
+                pass
+            if lib is not None:
+                e_ll = wrmse(x, ggml_quantize(lib, qt, x, w if case == "tw" else None), wc)
+            fmt = lambda v: f"{v:10.6f}" if v is not None else f"{'-':>10}"
+            ratio = f"{e_sqz / e_ll:9.3f}" if e_ll else f"{'-':>9}"
+            print(f"{tname:7} {bpw:5.2f}  {case:8} {'yes' if exact else 'NO':>5}  {e_sqz:10.6f} {fmt(e_py)} {fmt(e_ll)}  {ratio}")
+            if e_py is not None and e_sqz > e_py:
+                fail(f"{tname}.{case}: sqz rmse {e_sqz:.6g} above gguf-py's {e_py:.6g}")
+            if e_ll is not None and e_sqz > e_ll:
+                fail(f"{tname}.{case}: sqz rmse {e_sqz:.6g} above llama.cpp's {e_ll:.6g}")
+
+
+# ---- the writer's specification (the same as tests/test_gguf_write.c) ----
+SPEC_KV = [
+    ("general.architecture", VT.STRING, "sqztest"),
+    ("general.alignment", VT.UINT32, 64),
+    ("t.u8", VT.UINT8, 200), ("t.i8", VT.INT8, -100), ("t.u16", VT.UINT16, 60000),
+    ("t.i16", VT.INT16, -30000), ("t.u32", VT.UINT32, 4000000000), ("t.i32", VT.INT32, -2000000000),
+    ("t.u64", VT.UINT64, 18000000000000000000), ("t.i64", VT.INT64, -9000000000000000000),
+    ("t.f32", VT.FLOAT32, 3.25), ("t.f64", VT.FLOAT64, -1.0e-300),
+    ("t.bool_t", VT.BOOL, True), ("t.bool_f", VT.BOOL, False),
+    ("t.str", VT.STRING, "h\u00e9llo w\u00f6rld \u2713"), ("t.empty_str", VT.STRING, ""),
+    ("t.arr_u8", (VT.ARRAY, VT.UINT8), [1, 2, 255]), ("t.arr_i8", (VT.ARRAY, VT.INT8), [-128, 0, 127]),
+    ("t.arr_u16", (VT.ARRAY, VT.UINT16), [0, 65535]), ("t.arr_i16", (VT.ARRAY, VT.INT16), [-32768, 32767]),
+    ("t.arr_u32", (VT.ARRAY, VT.UINT32), [0, 4294967295]), ("t.arr_i32", (VT.ARRAY, VT.INT32), [-2**31, 5]),
+    ("t.arr_u64", (VT.ARRAY, VT.UINT64), [0, 2**64 - 1]), ("t.arr_i64", (VT.ARRAY, VT.INT64), [-2**63, 2**63 - 1]),
+    ("t.arr_f32", (VT.ARRAY, VT.FLOAT32), [0.5, -1.5, float(np.float32(1e30))]),
+    ("t.arr_f64", (VT.ARRAY, VT.FLOAT64), [0.1, -2.5e-300]),
+    ("t.arr_bool", (VT.ARRAY, VT.BOOL), [True, False, True]),
+    ("t.arr_str", (VT.ARRAY, VT.STRING), ["a", "", "\u00fcn\u00ef", "tokenizer ggml"]),
+    ("t.arr_empty", (VT.ARRAY, VT.INT32), []),
+]
+SPEC_TENSORS = [  # name, type, ne (ggml order)
+    ("a.f32", QT.F32, [7]),
+    ("b.f16", QT.F16, [8, 3]),
+    ("c.q8_0", QT.Q8_0, [64, 2]),
+    ("d.q4_k", QT.Q4_K, [256, 2, 2]),
+    ("e.bias_of_a_rather_long_name_with_exactly_63_bytes_0123456789ab", QT.F32, [3]),
+]
+SPEC_ALIGN = 64
+
+
+def field_value(f):
+    vt = f.types[0]
+    if vt == VT.STRING:
+        return bytes(f.parts[f.data[0]]).decode("utf-8")
+    if vt == VT.ARRAY:
+        if len(f.types) < 2:
+            return []
+        if f.types[1] == VT.STRING:
+            return [bytes(f.parts[i]).decode("utf-8") for i in f.data]
+        return [f.parts[i][0].item() for i in f.data]
+    return f.parts[f.data[0]][0].item()
+
+
+def check_spec(path):
+    r = GGUFReader(path)
+    keys = [k for k in r.fields if not k.startswith("GGUF.")]
+    want = [k for k, _, _ in SPEC_KV]
+    if keys != want:
+        fail(f"writer: keys {keys} differ from {want}")
+    for key, vt, val in SPEC_KV:
+        f = r.fields.get(key)
+        if f is None:
+            continue
+        types = tuple(f.types)
+        exp_types = vt if isinstance(vt, tuple) else (vt,)
+        if vt == (VT.ARRAY, VT.INT32) and not val:
+            exp_types = (VT.ARRAY,)  # gguf-py records no element type for an empty array
+            types = types[:1]
+        if types != exp_types:
+            fail(f"writer: {key}: types {types}, expected {exp_types}")
+            continue
+        got = field_value(f)
+        if got != val:
+            fail(f"writer: {key}: value {got!r}, expected {val!r}")
+    if r.alignment != SPEC_ALIGN:
+        fail(f"writer: alignment {r.alignment}")
+    tm = tensor_map(r)
+    if [t.name for t in r.tensors] != [n for n, _, _ in SPEC_TENSORS]:
+        fail(f"writer: tensor names {[t.name for t in r.tensors]}")
+    off = 0
+    for i, (name, qt, ne) in enumerate(SPEC_TENSORS):
+        t = tm.get(name)
+        if t is None:
+            continue
+        bs, bb = gguf.GGML_QUANT_SIZES[qt]
+        nbytes = ne[0] // bs * bb * int(np.prod(ne[1:], dtype=np.int64))
+        if t.tensor_type != qt or [int(x) for x in t.shape] != ne:
+            fail(f"writer: {name}: type {t.tensor_type!r} shape {list(t.shape)}, expected {qt!r} {ne}")
+        if int(t.n_bytes) != nbytes:
+            fail(f"writer: {name}: {t.n_bytes} bytes, expected {nbytes}")
+        rel = int(t.data_offset) - int(r.data_offset)
+        if rel != off or int(t.data_offset) % SPEC_ALIGN:
+            fail(f"writer: {name}: offset {rel} (absolute {t.data_offset}), expected {off}")
+        pattern = ((np.arange(nbytes, dtype=np.int64) * 7 + i * 31 + 1) % 251).astype(np.uint8)
+        raw = np.frombuffer(r.data[int(t.data_offset):int(t.data_offset) + nbytes], dtype=np.uint8)
+        if not np.array_equal(raw, pattern):
+            fail(f"writer: {name}: data bytes differ")
+        off = (off + nbytes + SPEC_ALIGN - 1) // SPEC_ALIGN * SPEC_ALIGN
+    if len(r.data) != int(r.data_offset) + off:
+        fail(f"writer: file size {len(r.data)}, expected {int(r.data_offset) + off}")
+    print(f"writer: {len(SPEC_KV)} keys and {len(SPEC_TENSORS)} tensors checked with GGUFReader")
+
+
+class GgufInitParams(ctypes.Structure):
+    _fields_ = [("no_alloc", ctypes.c_bool), ("ctx", ctypes.c_void_p)]
+
+
+def check_ggml_reads(lib, path):
+    """llama.cpp's own GGUF parser (gguf_init_from_file) must accept the file and see the
+    same tensors at the same offsets as gguf-py."""
+    lib.gguf_init_from_file.restype = ctypes.c_void_p
+    lib.gguf_init_from_file.argtypes = [ctypes.c_char_p, GgufInitParams]
+    for fn, rt in (("gguf_get_n_kv", ctypes.c_int64), ("gguf_get_n_tensors", ctypes.c_int64),
+                   ("gguf_get_alignment", ctypes.c_size_t), ("gguf_get_data_offset", ctypes.c_size_t)):
+        getattr(lib, fn).restype = rt
+        getattr(lib, fn).argtypes = [ctypes.c_void_p]
+    lib.gguf_get_tensor_name.restype = ctypes.c_char_p
+    lib.gguf_get_tensor_name.argtypes = [ctypes.c_void_p, ctypes.c_int64]
+    lib.gguf_get_tensor_offset.restype = ctypes.c_size_t
+    lib.gguf_get_tensor_offset.argtypes = [ctypes.c_void_p, ctypes.c_int64]
+    lib.gguf_get_tensor_type.restype = ctypes.c_int
+    lib.gguf_get_tensor_type.argtypes = [ctypes.c_void_p, ctypes.c_int64]
+    lib.gguf_free.argtypes = [ctypes.c_void_p]
+    ctx = lib.gguf_init_from_file(path.encode(), GgufInitParams(True, None))
+    if not ctx:
+        fail(f"llama.cpp's gguf_init_from_file rejects {path}")
+        return
+    r = GGUFReader(path)
+    n_kv = sum(1 for k in r.fields if not k.startswith("GGUF."))
+    if lib.gguf_get_n_kv(ctx) != n_kv or lib.gguf_get_n_tensors(ctx) != len(r.tensors):
+        fail(f"llama.cpp sees {lib.gguf_get_n_kv(ctx)} keys / {lib.gguf_get_n_tensors(ctx)} tensors in {path}")
+    if lib.gguf_get_data_offset(ctx) != int(r.data_offset) or lib.gguf_get_alignment(ctx) != r.alignment:
+        fail(f"llama.cpp: data offset {lib.gguf_get_data_offset(ctx)} alignment {lib.gguf_get_alignment(ctx)}")
+    for i, t in enumerate(r.tensors):
+        name = lib.gguf_get_tensor_name(ctx, i).decode()
+        off = lib.gguf_get_tensor_offset(ctx, i)
+        if name != t.name or off != int(t.data_offset) - int(r.data_offset) or \
+                lib.gguf_get_tensor_type(ctx, i) != int(t.tensor_type):
+            fail(f"llama.cpp: tensor {i} is {name} at {off}, gguf-py: {t.name} at {int(t.data_offset) - int(r.data_offset)}")
+    lib.gguf_free(ctx)
+    print(f"llama.cpp's gguf parser reads {os.path.basename(path)}: {n_kv} keys, {len(r.tensors)} tensors")
+
+
+def main():
+    if len(sys.argv) != 3:
+        print(__doc__)
+        return 2
+    check_quant(sys.argv[1])
+    check_spec(sys.argv[2])
+    lib, _ = load_ggml()
+    if lib is not None:
+        for p in sys.argv[1:3]:
+            check_ggml_reads(lib, p)
+    print(f"check_quant_gguf_py: {'OK' if not failures else f'{len(failures)} failure(s)'}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

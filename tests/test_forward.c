@@ -1,0 +1,245 @@
+/* sqz_forward against transformers' logits (computed by the fixtures, never by sqz):
+ *  - stories260K as a Hugging Face folder vs ../shared/fixtures/stories260K (1 and 2 threads)
+ *  - every tests/fixtures/hf_tiny/<variant> (F32, F16, BF16, tied/untied, MHA/GQA, sharded)
+ *  - every tests/fixtures/stories260K/stories260K-<TYPE>.gguf (GGUF path, adjacent RoPE,
+ *    dequantized weights)
+ *  - the HF and GGUF F32 paths of stories260K agree with each other. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "sqz/model.h"
+#include "testutil.h"
+
+#define TOL 1e-3
+
+/* Reads a JSON file (NULL on failure, after a CHECK). */
+static cJSON *read_json(const char *path) {
+    char *text = NULL;
+    size_t len = 0;
+    sqz_err err;
+    if (sqz_read_file(path, 1 << 24, &text, &len, &err)) {
+        CHECK(0, "%s", err.msg);
+        return NULL;
+    }
+    cJSON *j = cJSON_ParseWithLength(text, len);
+    free(text);
+    CHECK(j != NULL, "%s: not JSON", path);
+    return j;
+}
+
+static int32_t *json_ids(const cJSON *arr, int64_t *n) {
+    *n = cJSON_GetArraySize(arr);
+    int32_t *ids = malloc((size_t)(*n > 0 ? *n : 1) * sizeof *ids);
+    for (int64_t i = 0; i < *n; i++) ids[i] = (int32_t)cJSON_GetArrayItem(arr, (int)i)->valuedouble;
+    return ids;
+}
+
+/* Reads n floats of a little-endian f32 file; NULL (after a CHECK) when the size differs. */
+static float *read_f32(const char *path, size_t n) {
+    char *buf = NULL;
+    size_t len = 0;
+    sqz_err err;
+    if (sqz_read_file(path, (size_t)1 << 31, &buf, &len, &err)) {
+        CHECK(0, "%s", err.msg);
+        return NULL;
+    }
+    if (len != n * sizeof(float)) {
+        CHECK(0, "%s: %zu bytes, expected %zu", path, len, n * sizeof(float));
+        free(buf);
+        return NULL;
+    }
+    return (float *)buf;
+}
+
+typedef struct {
+    double max_diff;
+    int64_t argmax_same;
+} cmp_result;
+
+static int64_t argmax(const float *x, int64_t n) {
+    int64_t b = 0;
+    for (int64_t i = 1; i < n; i++)
+        if (x[i] > x[b]) b = i;
+    return b;
+}
+
+static cmp_result compare(const float *a, const float *b, int64_t T, int64_t V) {
+    cmp_result r = {0, 0};
+    for (int64_t t = 0; t < T; t++) {
+        for (int64_t i = 0; i < V; i++) {
+            double d = fabs((double)a[t * V + i] - b[t * V + i]);
+            if (d > r.max_diff || isnan(d)) r.max_diff = isnan(d) ? INFINITY : d;
+        }
+        r.argmax_same += argmax(a + t * V, V) == argmax(b + t * V, V);
+    }
+    return r;
+}
+
+/* Runs the model on tokens and returns all logits (malloc'd), NULL on failure. */
+static float *run(const char *path, sqz_pool *pool, const int32_t *ids, int64_t T, int64_t *V_out) {
+    sqz_model m;
+    sqz_err err;
+    if (sqz_model_load(&m, path, 0, &err)) {
+        CHECK(0, "load %s: %s", path, err.msg);
+        return NULL;
+    }
+    int64_t V = m.cfg.n_vocab;
+    *V_out = V;
+    float *logits = malloc((size_t)(T * V) * sizeof(float));
+    int rc = sqz_forward(&m, pool, ids, T, 0, logits, &err);
+    CHECK(rc == SQZ_OK, "forward %s: %s", path, err.msg);
+    /* logits for a suffix must equal the same rows of the full run */
+    if (rc == SQZ_OK && T > 3) {
+        float *tail = malloc((size_t)(3 * V) * sizeof(float));
+        CHECK(sqz_forward(&m, pool, ids, T, T - 3, tail, &err) == SQZ_OK, "%s", err.msg);
+        cmp_result c = compare(tail, logits + (T - 3) * V, 3, V);
+        CHECK(c.max_diff <= 1e-5, "%s: logits_from = T-3 differs from the full run by %g", path, c.max_diff);
+        free(tail);
+    }
+    sqz_model_free(&m);
+    if (rc) {
+        free(logits);
+        return NULL;
+    }
+    return logits;
+}
+
+static int64_t g_T;
+static int32_t *g_ids;
+
+/* Checks one model against a reference logits file of T × V floats. */
+static float *check_model(const char *label, const char *model, const char *ref_path, const int32_t *ids, int64_t T,
+                          sqz_pool *pool, double tol) {
+    int64_t V = 0;
+    float *logits = run(model, pool, ids, T, &V);
+    if (!logits) return NULL;
+    float *ref = read_f32(ref_path, (size_t)(T * V));
+    if (ref) {
+        cmp_result c = compare(logits, ref, T, V);
+        printf("  %-34s max|d| %.3g  argmax %lld/%lld\n", label, c.max_diff, (long long)c.argmax_same, (long long)T);
+        CHECK(c.max_diff <= tol, "%s: max |logit diff| %g > %g", label, c.max_diff, tol);
+        CHECK(c.argmax_same == T, "%s: argmax differs at %lld of %lld positions", label,
+              (long long)(T - c.argmax_same), (long long)T);
+    }
+    free(ref);
+    return logits;
+}
+
+static void test_stories_hf(void) {
+    char *tok_path = tu_shared("models/stories260K/reference_greedy_tokens.json");
+    cJSON *j = read_json(tok_path);
+    free(tok_path);
+    if (!j) return;
+    g_ids = json_ids(j, &g_T);
+    cJSON_Delete(j);
+    CHECK(g_T == 201, "reference sequence has %lld tokens, expected 201", (long long)g_T);
+
+    char *model = tu_shared("models/stories260K");
+    char *ref = tu_shared("fixtures/stories260K/stories260K-logits.f32");
+    sqz_err err;
+    for (int threads = 1; threads <= 2; threads++) {
+        sqz_pool *pool = sqz_pool_create(threads, &err);
+        CHECK(pool != NULL, "%s", err.msg);
+        char label[64];
+        snprintf(label, sizeof label, "stories260K HF, %d thread%s", threads, threads > 1 ? "s" : "");
+        free(check_model(label, model, ref, g_ids, g_T, pool, TOL));
+        sqz_pool_free(pool);
+    }
+    /* pool == NULL runs on the calling thread */
+    free(check_model("stories260K HF, no pool", model, ref, g_ids, g_T, NULL, TOL));
+    free(model);
+    free(ref);
+}
+
+static void test_hf_tiny(sqz_pool *pool) {
+    const char *variants[] = {"gqa_tied_f32", "mha_untied_f32", "gqa_untied_f16", "gqa_tied_bf16", "gqa_sharded_f32"};
+    for (size_t v = 0; v < sizeof variants / sizeof variants[0]; v++) {
+        char rel[256];
+        snprintf(rel, sizeof rel, "hf_tiny/%s", variants[v]);
+        char *dir = tu_fixture(rel);
+        char *refj = sqz_path_join(dir, "reference.json");
+        cJSON *j = read_json(refj);
+        free(refj);
+        if (!j) {
+            free(dir);
+            continue;
+        }
+        int64_t T = 0;
+        int32_t *ids = json_ids(cJSON_GetObjectItem(j, "tokens"), &T);
+        const cJSON *lf = cJSON_GetObjectItem(j, "logits");
+        char *ref = sqz_path_join(dir, cJSON_IsString(lf) ? lf->valuestring : "logits.f32");
+        char label[96];
+        snprintf(label, sizeof label, "hf_tiny/%s", variants[v]);
+        free(check_model(label, dir, ref, ids, T, pool, TOL));
+        free(ref);
+        free(ids);
+        cJSON_Delete(j);
+        free(dir);
+    }
+}
+
+static void test_stories_gguf(sqz_pool *pool) {
+    const char *types[] = {"F32", "F16", "Q8_0", "Q4_0", "Q4_1"};
+    if (!g_ids) return;
+    float *hf = NULL;
+    int64_t V = 0;
+    char *hf_path = tu_shared("models/stories260K");
+    hf = run(hf_path, pool, g_ids, g_T, &V);
+    free(hf_path);
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+        char rel[128], rel_ref[128], label[96];
+        snprintf(rel, sizeof rel, "stories260K/stories260K-%s.gguf", types[i]);
+        snprintf(rel_ref, sizeof rel_ref, "stories260K/stories260K-%s.logits.f32", types[i]);
+        snprintf(label, sizeof label, "stories260K-%s.gguf", types[i]);
+        char *model = tu_fixture(rel), *ref = tu_fixture(rel_ref);
+        float *logits = check_model(label, model, ref, g_ids, g_T, pool, TOL);
+        if (logits && hf && !strcmp(types[i], "F32")) {
+            cmp_result c = compare(logits, hf, g_T, V);
+            printf("  %-34s max|d| %.3g\n", "stories260K HF vs GGUF F32", c.max_diff);
+            CHECK(c.max_diff <= 1e-4, "HF and GGUF F32 paths differ by %g (> 1e-4)", c.max_diff);
+        }
+        free(logits);
+        free(model);
+        free(ref);
+    }
+    free(hf);
+}
+
+static void test_errors(void) {
+    sqz_model m;
+    sqz_err err;
+    char *model = tu_shared("models/stories260K");
+    if (sqz_model_load(&m, model, 0, &err)) {
+        CHECK(0, "%s", err.msg);
+        free(model);
+        return;
+    }
+    float logits[512];
+    int32_t bad[2] = {1, 512};
+    CHECK(sqz_forward(&m, NULL, bad, 2, 1, logits, &err) == SQZ_ERR, "token 512 accepted (vocab 512)");
+    CHECK(strstr(err.msg, "512") != NULL, "message does not name the token: %s", err.msg);
+    CHECK(sqz_forward(&m, NULL, bad, 0, 0, logits, &err) == SQZ_ERR, "0 tokens accepted");
+    CHECK(sqz_forward(&m, NULL, bad, 1, 2, logits, &err) == SQZ_ERR, "logits_from beyond n_tokens accepted");
+    CHECK(sqz_model_n_params(&m) == 260032, "stories260K has %lld parameters, expected 260032",
+          (long long)sqz_model_n_params(&m));
+    sqz_model_free(&m);
+    CHECK(sqz_model_load(&m, model, 1, &err) == SQZ_ERR, "need_tokenizer accepted a folder without a tokenizer");
+    CHECK(strstr(err.msg, "tokenizer") != NULL, "message: %s", err.msg);
+    free(model);
+}
+
+int main(void) {
+    sqz_err err;
+    test_stories_hf();
+    test_errors();
+    sqz_pool *pool = sqz_pool_create(2, &err);
+    CHECK(pool != NULL, "%s", err.msg);
+    test_hf_tiny(pool);
+    test_stories_gguf(pool);
+    sqz_pool_free(pool);
+    free(g_ids);
+    return tu_done("test_forward");
+}
