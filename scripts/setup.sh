@@ -12,7 +12,7 @@
 # Usage: bash scripts/setup.sh [--deps-only]
 #   --deps-only   stop after steps 1-2 (scripts/test.sh calls it this way)
 # Env:   JOBS (parallel build jobs, default 2), SQZ_DEFAULT_MODEL (model for the main job),
-#        SQZ_SHARED (the shared data folder, default ../shared)
+#        SQZ_SHARED (the shared data folder, default ../shared), SQZ_BUILD (default build)
 # Safe to run again: each step is skipped when already done.
 set -euo pipefail
 
@@ -22,7 +22,7 @@ deps_only=0
 for arg in "$@"; do
     case "$arg" in
         --deps-only) deps_only=1 ;;
-        -h|--help) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "setup.sh: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -116,9 +116,10 @@ fi
 
 # ---- 3. build ----------------------------------------------------------------------
 cd "$root"
-say "build (Release) in build/"
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build build -j"$jobs"
+bdir="${SQZ_BUILD:-build}"
+say "build (Release) in $bdir/"
+cmake -S . -B "$bdir" -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build "$bdir" -j"$jobs"
 
 # ---- 4. main job -------------------------------------------------------------------
 model="$(bash scripts/default_model.sh)"
@@ -128,7 +129,7 @@ if [[ ! -f "$text" ]]; then
     # Without the shared data folder: a public-domain text shipped in the repo.
     text="$root/data/tinyshakespeare-head.txt"
 fi
-say "build/sqz info $model"
-build/sqz info "$model"
-say "build/sqz ppl $model $text --ctx 512 --chunks 8"
-build/sqz ppl "$model" "$text" --ctx 512 --chunks 8
+say "$bdir/sqz info $model"
+"$bdir/sqz" info "$model"
+say "$bdir/sqz ppl $model $text --ctx 512 --chunks 8"
+"$bdir/sqz" ppl "$model" "$text" --ctx 512 --chunks 8
