@@ -15,45 +15,6 @@
 
 #define TOL 1e-3
 
-/* Reads a JSON file (NULL on failure, after a CHECK). */
-static cJSON *read_json(const char *path) {
-    char *text = NULL;
-    size_t len = 0;
-    sqz_err err;
-    if (sqz_read_file(path, 1 << 24, &text, &len, &err)) {
-        CHECK(0, "%s", err.msg);
-        return NULL;
-    }
-    cJSON *j = cJSON_ParseWithLength(text, len);
-    free(text);
-    CHECK(j != NULL, "%s: not JSON", path);
-    return j;
-}
-
-static int32_t *json_ids(const cJSON *arr, int64_t *n) {
-    *n = cJSON_GetArraySize(arr);
-    int32_t *ids = malloc((size_t)(*n > 0 ? *n : 1) * sizeof *ids);
-    for (int64_t i = 0; i < *n; i++) ids[i] = (int32_t)cJSON_GetArrayItem(arr, (int)i)->valuedouble;
-    return ids;
-}
-
-/* Reads n floats of a little-endian f32 file; NULL (after a CHECK) when the size differs. */
-static float *read_f32(const char *path, size_t n) {
-    char *buf = NULL;
-    size_t len = 0;
-    sqz_err err;
-    if (sqz_read_file(path, (size_t)1 << 31, &buf, &len, &err)) {
-        CHECK(0, "%s", err.msg);
-        return NULL;
-    }
-    if (len != n * sizeof(float)) {
-        CHECK(0, "%s: %zu bytes, expected %zu", path, len, n * sizeof(float));
-        free(buf);
-        return NULL;
-    }
-    return (float *)buf;
-}
-
 typedef struct {
     double max_diff;
     int64_t argmax_same;
@@ -116,7 +77,7 @@ static float *check_model(const char *label, const char *model, const char *ref_
     int64_t V = 0;
     float *logits = run(model, pool, ids, T, &V);
     if (!logits) return NULL;
-    float *ref = read_f32(ref_path, (size_t)(T * V));
+    float *ref = tu_read_f32(ref_path, (size_t)(T * V));
     if (ref) {
         cmp_result c = compare(logits, ref, T, V);
         printf("  %-34s max|d| %.3g  argmax %lld/%lld\n", label, c.max_diff, (long long)c.argmax_same, (long long)T);
@@ -130,10 +91,10 @@ static float *check_model(const char *label, const char *model, const char *ref_
 
 static void test_stories_hf(void) {
     char *tok_path = tu_shared("models/stories260K/reference_greedy_tokens.json");
-    cJSON *j = read_json(tok_path);
+    cJSON *j = tu_read_json(tok_path);
     free(tok_path);
     if (!j) return;
-    g_ids = json_ids(j, &g_T);
+    g_ids = tu_json_ids(j, &g_T);
     cJSON_Delete(j);
     CHECK(g_T == 201, "reference sequence has %lld tokens, expected 201", (long long)g_T);
 
@@ -161,14 +122,14 @@ static void test_hf_tiny(sqz_pool *pool) {
         snprintf(rel, sizeof rel, "hf_tiny/%s", variants[v]);
         char *dir = tu_fixture(rel);
         char *refj = sqz_path_join(dir, "reference.json");
-        cJSON *j = read_json(refj);
+        cJSON *j = tu_read_json(refj);
         free(refj);
         if (!j) {
             free(dir);
             continue;
         }
         int64_t T = 0;
-        int32_t *ids = json_ids(cJSON_GetObjectItem(j, "tokens"), &T);
+        int32_t *ids = tu_json_ids(cJSON_GetObjectItem(j, "tokens"), &T);
         const cJSON *lf = cJSON_GetObjectItem(j, "logits");
         char *ref = sqz_path_join(dir, cJSON_IsString(lf) ? lf->valuestring : "logits.f32");
         char label[96];

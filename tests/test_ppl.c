@@ -16,43 +16,6 @@
 #include "sqz/tok.h"
 #include "testutil.h"
 
-static cJSON *read_json(const char *path) {
-    char *text = NULL;
-    size_t len = 0;
-    sqz_err err;
-    if (sqz_read_file(path, 1 << 26, &text, &len, &err)) {
-        CHECK(0, "%s", err.msg);
-        return NULL;
-    }
-    cJSON *j = cJSON_ParseWithLength(text, len);
-    free(text);
-    CHECK(j != NULL, "%s: not JSON", path);
-    return j;
-}
-
-static int32_t *json_ids(const cJSON *arr, int64_t *n) {
-    *n = cJSON_GetArraySize(arr);
-    int32_t *ids = malloc((size_t)(*n > 0 ? *n : 1) * sizeof *ids);
-    for (int64_t i = 0; i < *n; i++) ids[i] = (int32_t)cJSON_GetArrayItem(arr, (int)i)->valuedouble;
-    return ids;
-}
-
-static float *read_f32(const char *path, size_t n) {
-    char *buf = NULL;
-    size_t len = 0;
-    sqz_err err;
-    if (sqz_read_file(path, (size_t)1 << 31, &buf, &len, &err)) {
-        CHECK(0, "%s", err.msg);
-        return NULL;
-    }
-    if (len != n * sizeof(float)) {
-        CHECK(0, "%s: %zu bytes, expected %zu", path, len, n * sizeof(float));
-        free(buf);
-        return NULL;
-    }
-    return (float *)buf;
-}
-
 /* -log softmax(row)[target] in double (the test's own reference arithmetic). */
 static double ref_nll(const float *row, int64_t V, int32_t target) {
     double mx = row[0], s = 0.0;
@@ -73,15 +36,15 @@ static void test_stories(void) {
     char *ce_path = tu_shared("fixtures/stories260K/stories260K-logits.json");
     char *ref_path = tu_shared("fixtures/stories260K/stories260K-logits.f32");
     char *model = tu_shared("models/stories260K");
-    cJSON *tj = read_json(tok_path), *cj = read_json(ce_path);
-    float *ref = read_f32(ref_path, 201 * 512);
+    cJSON *tj = tu_read_json(tok_path), *cj = tu_read_json(ce_path);
+    float *ref = tu_read_f32(ref_path, 201 * 512);
     sqz_model m;
     sqz_err err;
     int loaded = sqz_model_load(&m, model, 0, &err) == SQZ_OK;
     CHECK(loaded, "%s", err.msg);
     if (tj && cj && ref && loaded) {
         int64_t T = 0;
-        int32_t *ids = json_ids(tj, &T);
+        int32_t *ids = tu_json_ids(tj, &T);
         double mean_ce = cJSON_GetObjectItem(cj, "mean_ce")->valuedouble;
         sqz_ppl_result r;
         sqz_ppl_opts o = {T, SQZ_PPL_GPTQ, 0, 0};
@@ -152,7 +115,7 @@ static void test_smollm2(sqz_pool *pool) {
     }
     char *ref_dir = tu_fixture("smollm2");
     char *ref_json = sqz_path_join(ref_dir, "reference.json");
-    cJSON *rj = read_json(ref_json);
+    cJSON *rj = tu_read_json(ref_json);
     sqz_model m;
     sqz_err err;
     int loaded = sqz_model_load(&m, path, 1, &err) == SQZ_OK;
@@ -166,14 +129,14 @@ static void test_smollm2(sqz_pool *pool) {
         int add_bos = cJSON_IsTrue(cJSON_GetObjectItem(rj, "add_bos"));
         cJSON_ArrayForEach(seq, seqs) {
             int64_t T = 0, np = 0;
-            int32_t *ids = json_ids(cJSON_GetObjectItem(seq, "tokens"), &T);
-            int32_t *am = json_ids(cJSON_GetObjectItem(seq, "argmax"), &np);
+            int32_t *ids = tu_json_ids(cJSON_GetObjectItem(seq, "tokens"), &T);
+            int32_t *am = tu_json_ids(cJSON_GetObjectItem(seq, "argmax"), &np);
             int32_t *pos = NULL;
             int64_t n_full = 0;
-            pos = json_ids(cJSON_GetObjectItem(seq, "full_positions"), &n_full);
+            pos = tu_json_ids(cJSON_GetObjectItem(seq, "full_positions"), &n_full);
             const cJSON *fl = cJSON_GetObjectItem(seq, "full_logits");
             char *fpath = sqz_path_join(ref_dir, cJSON_IsString(fl) ? fl->valuestring : "");
-            float *full = n_full > 0 ? read_f32(fpath, (size_t)(n_full * V)) : NULL;
+            float *full = n_full > 0 ? tu_read_f32(fpath, (size_t)(n_full * V)) : NULL;
             /* the tokenizer must give the reference's tokens for the reference's text */
             const cJSON *text = cJSON_GetObjectItem(seq, "text");
             if (cJSON_IsString(text)) {

@@ -1,6 +1,10 @@
 #include "testutil.h"
 
 #include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "sqz/core.h"
 #include <sys/stat.h>
 
 int tu_failures = 0;
@@ -29,4 +33,42 @@ char *tu_tmp(const char *rel) {
 int tu_done(const char *name) {
     printf("%s: %d checks, %d failed\n", name, tu_checks, tu_failures);
     return tu_failures ? 1 : 0;
+}
+
+cJSON *tu_read_json(const char *path) {
+    char *text = NULL;
+    size_t len = 0;
+    sqz_err err;
+    if (sqz_read_file(path, (size_t)1 << 26, &text, &len, &err)) {
+        CHECK(0, "%s", err.msg);
+        return NULL;
+    }
+    cJSON *j = cJSON_ParseWithLength(text, len);
+    free(text);
+    CHECK(j != NULL, "%s: not JSON", path);
+    return j;
+}
+
+int32_t *tu_json_ids(const cJSON *arr, int64_t *n) {
+    *n = cJSON_GetArraySize(arr);
+    int32_t *ids = malloc((size_t)(*n > 0 ? *n : 1) * sizeof *ids);
+    if (!ids) abort();
+    for (int64_t i = 0; i < *n; i++) ids[i] = (int32_t)cJSON_GetArrayItem(arr, (int)i)->valuedouble;
+    return ids;
+}
+
+float *tu_read_f32(const char *path, size_t n) {
+    char *buf = NULL;
+    size_t len = 0;
+    sqz_err err;
+    if (sqz_read_file(path, (size_t)1 << 31, &buf, &len, &err)) {
+        CHECK(0, "%s", err.msg);
+        return NULL;
+    }
+    if (len != n * sizeof(float)) {
+        CHECK(0, "%s: %zu bytes, expected %zu", path, len, n * sizeof(float));
+        free(buf);
+        return NULL;
+    }
+    return (float *)buf;
 }

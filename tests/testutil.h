@@ -3,7 +3,10 @@
 #define SQZ_TESTUTIL_H
 
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
+
+struct cJSON;
 
 extern int tu_failures;
 extern int tu_checks;
@@ -24,6 +27,12 @@ extern int tu_checks;
 char *tu_shared(const char *rel);
 char *tu_fixture(const char *rel);
 char *tu_tmp(const char *rel);
+/* Reads a JSON file; NULL (after a failed CHECK) when unreadable or not JSON. */
+struct cJSON *tu_read_json(const char *path);
+/* The integers of a JSON array as int32 ids (malloc'd); *n gets the count. */
+int32_t *tu_json_ids(const struct cJSON *arr, int64_t *n);
+/* Reads exactly n little-endian floats; NULL (after a failed CHECK) when the size differs. */
+float *tu_read_f32(const char *path, size_t n);
 /* Prints "<name>: N checks, M failed" and returns the process exit status. */
 int tu_done(const char *name);
 

@@ -88,6 +88,30 @@ int64_t sqz_model_n_params(const sqz_model *m);
 int sqz_forward(const sqz_model *m, sqz_pool *pool, const int32_t *tokens, int64_t n_tokens,
                 int64_t logits_from, float *logits, sqz_err *err);
 
+
+/* ---- the forward pass one layer at a time (calibration, sequential quantization) ----
+ * sqz_forward is embed + every layer + head through the same code. */
+
+/* Where a hook sees the input of a group of linear layers, [T, width] row-major. */
+typedef enum sqz_fwd_site {
+    SQZ_SITE_ATTN_IN = 0,     /* normed input of q, k, v: width dim */
+    SQZ_SITE_ATTN_O_IN = 1,   /* attention output, input of o: width n_head * head_dim */
+    SQZ_SITE_FFN_IN = 2,      /* normed input of gate, up: width dim */
+    SQZ_SITE_FFN_DOWN_IN = 3, /* silu(gate) * up, input of down: width n_ff */
+    SQZ_SITE_COUNT = 4
+} sqz_fwd_site;
+
+/* Called from the calling thread (the pool is idle); returns SQZ_OK or SQZ_ERR (err set). */
+typedef int (*sqz_fwd_hook)(void *ctx, int layer, int site, const float *x, int64_t n_tokens, int64_t width,
+                            sqz_err *err);
+
+/* x[n_tokens, dim] = the embeddings of tokens. */
+int sqz_forward_embed(const sqz_model *m, const int32_t *tokens, int64_t n_tokens, float *x, sqz_err *err);
+/* Runs block `layer` on the residual stream x[n_tokens, dim] in place (one causal
+ * sequence at positions 0..n_tokens-1). hook may be NULL; a hook error stops the layer. */
+int sqz_forward_layer(const sqz_model *m, sqz_pool *pool, int layer, float *x, int64_t n_tokens, sqz_fwd_hook hook,
+                      void *hook_ctx, sqz_err *err);
+
 #ifdef __cplusplus
 }
 #endif

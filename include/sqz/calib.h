@@ -1,0 +1,56 @@
+/* Calibration: random token windows and the input Gram matrices of every linear layer.
+ *
+ * H = XᵀX over the calibration tokens, per layer and per group of linear layers sharing
+ * an input (q/k/v, o, gate/up, down), accumulated in double. The model runs layer by
+ * layer over all windows (sqz_forward_layer), so memory is the windows' activations
+ * (nsamples · seqlen · dim floats) plus one layer's Grams; each finished layer is handed
+ * to a callback. The same windows give bit-identical Grams for any thread count. */
+#ifndef SQZ_CALIB_H
+#define SQZ_CALIB_H
+
+#include <stdint.h>
+
+#include "sqz/core.h"
+#include "sqz/model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Picks nsamples windows of seqlen consecutive tokens at random start positions in
+ * tokens[0..n_tokens) (splitmix64 from seed: same seed, same windows) into
+ * out[nsamples * seqlen]. Fails when the text is shorter than one window. */
+int sqz_calib_windows(const int32_t *tokens, int64_t n_tokens, int nsamples, int seqlen, uint64_t seed,
+                      int32_t *out, sqz_err *err);
+
+/* The Grams of one layer: g[site] is n[site] × n[site], Σ x xᵀ over all tokens (both
+ * triangles), NULL with n 0 when the layer has no such block (pruned heads or FFN). */
+typedef struct sqz_layer_grams {
+    int64_t n[SQZ_SITE_COUNT];
+    double *g[SQZ_SITE_COUNT];
+} sqz_layer_grams;
+
+/* Receives each layer's Grams once they are complete (the buffers are reused after the
+ * call returns). n_tokens is the token count: H = g / n_tokens. */
+typedef int (*sqz_calib_layer_fn)(void *ctx, int layer, const sqz_layer_grams *g, int64_t n_tokens, sqz_err *err);
+
+/* Runs the model on windows[nsamples * seqlen] (each window one sequence from position
+ * 0) layer by layer and calls fn for every layer in order. */
+int sqz_calib_run(const sqz_model *m, sqz_pool *pool, const int32_t *windows, int nsamples, int seqlen,
+                  sqz_calib_layer_fn fn, void *ctx, sqz_err *err);
+
+/* Every layer's Grams kept in memory (for small models and tests). */
+typedef struct sqz_model_grams {
+    int n_layer;
+    int64_t n_tokens;
+    sqz_layer_grams *layers; /* n_layer, owned */
+} sqz_model_grams;
+
+int sqz_calib_grams(const sqz_model *m, sqz_pool *pool, const int32_t *windows, int nsamples, int seqlen,
+                    sqz_model_grams *out, sqz_err *err);
+void sqz_calib_grams_free(sqz_model_grams *g);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,68 @@
+/* GPTQ (Frantar et al. 2022) into ggml's exact block formats.
+ *
+ * A linear layer's weight W (rows = output channels, cols = inputs, row-major f32) is
+ * quantized given H = XᵀX/T of its calibration inputs (cols × cols, double, both
+ * triangles filled). Columns are swept left to right with the upper Cholesky factor U
+ * of the dampened H⁻¹: each column is rounded onto its block's grid and its error,
+ * divided by U_ii, is spread over the later columns with row i of U (lazy batches, one
+ * DGEMM per batch for the columns after it; the sweep is in double).
+ *
+ * A quantization block's scales are fixed when the sweep reaches the block's first
+ * column, by sqz_quant_block_params on the current (error-updated) weights with
+ * diag(H) (dampened) of the block's columns as importance. Batches are 128 columns for
+ * 32-value blocks and 256 for super-blocks, so a block never straddles two batches and
+ * all of its columns hold their current values when its scales are chosen.
+ *
+ * Act-order: columns are swept by decreasing diag(H); the block scales are then fixed
+ * up front from the original W ("static groups"), so the blocks stay ggml blocks.
+ *
+ * Dead inputs (H_ii == 0) get H_ii = 1 and their weights are set to 0 before the sweep,
+ * as the reference implementation does. */
+#ifndef SQZ_GPTQ_H
+#define SQZ_GPTQ_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sqz/core.h"
+#include "sqz/quant.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct sqz_gptq_opts {
+    double percdamp; /* λ = percdamp · mean(diag H); <= 0 means 0.01 */
+    int act_order;   /* 1: sweep columns by decreasing diag(H), static groups */
+    int no_stats;    /* 1: skip the error statistics (they cost another rows·cols² MACs) */
+} sqz_gptq_opts;
+
+typedef struct sqz_gptq_stats {
+    double rel_weight_err; /* ‖W − Ŵ‖_F / ‖W‖_F */
+    double rel_output_err; /* tr((W−Ŵ) H (W−Ŵ)ᵀ) / tr(W H Wᵀ), with the caller's H */
+    double damp;           /* the λ added to diag(H) */
+    int64_t n_dead;        /* inputs with H_ii == 0 */
+    double seconds_factor; /* wall time of the Cholesky part */
+    double seconds_sweep;  /* wall time of the column sweep */
+} sqz_gptq_stats;
+
+/* Quantizes W (rows × cols) into `type` (sqz_quant_supported; cols a multiple of its
+ * block size). dst receives rows × sqz_type_row_bytes(type, cols) bytes, ggml's layout.
+ * Optional outputs (NULL to skip): what (rows × cols, the dequantized Ŵ, bit-identical to
+ * what ggml computes from dst), params (rows × cols/block_size, the block scales chosen,
+ * row-major by row then block), levels (rows × cols integer levels), stats.
+ * opts may be NULL (defaults). pool may be NULL. Fails for a bad type or shape,
+ * non-finite inputs, or an H that stays singular after dampening. */
+int sqz_gptq_quantize(int type, const float *W, int64_t rows, int64_t cols, const double *H,
+                      const sqz_gptq_opts *opts, sqz_pool *pool, void *dst, float *what, sqz_qparams *params,
+                      int8_t *levels, sqz_gptq_stats *stats, sqz_err *err);
+
+/* The error statistics of an approximation Ŵ of W under H (as in sqz_gptq_stats):
+ * relative Frobenius error and relative H-weighted output error, both in double. */
+int sqz_gptq_errors(const float *W, const float *what, int64_t rows, int64_t cols, const double *H,
+                    sqz_pool *pool, double *rel_weight_err, double *rel_output_err, sqz_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,172 @@
+/* Calibration windows and per-layer input Grams: see include/sqz/calib.h. */
+#include "sqz/calib.h"
+
+#include <cblas.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* splitmix64: a small, well-mixed generator whose whole state is one integer. */
+static uint64_t splitmix64(uint64_t *s) {
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+int sqz_calib_windows(const int32_t *tokens, int64_t n_tokens, int nsamples, int seqlen, uint64_t seed,
+                      int32_t *out, sqz_err *err) {
+    if (nsamples <= 0 || seqlen <= 0)
+        return sqz_fail(err, "calibration: nsamples %d and seqlen %d must both be >= 1", nsamples, seqlen);
+    if (n_tokens < seqlen)
+        return sqz_fail(err, "calibration: the text has %lld tokens, fewer than one window of seqlen %d",
+                        (long long)n_tokens, seqlen);
+    uint64_t s = seed;
+    uint64_t range = (uint64_t)(n_tokens - seqlen) + 1;
+    for (int i = 0; i < nsamples; i++) {
+        /* rejection keeps the start uniform: drop draws from the incomplete last range */
+        uint64_t limit = UINT64_MAX - UINT64_MAX % range, r;
+        do r = splitmix64(&s);
+        while (r >= limit);
+        memcpy(out + (int64_t)i * seqlen, tokens + r % range, (size_t)seqlen * sizeof(int32_t));
+    }
+    return SQZ_OK;
+}
+
+/* ---------------------------------------------------------------- Grams */
+
+typedef struct {
+    sqz_pool *pool;
+    sqz_layer_grams g;
+    double *xd;   /* the hooked activations in double */
+    size_t xd_n;
+} acc_ctx;
+
+typedef struct {
+    const double *x;
+    double *g;
+    int64_t T, w;
+} syrk_ctx;
+
+/* G[:, b:e] += Xᵀ X[:, b:e]: each thread owns whole output columns and every entry is
+ * one dot product over the tokens in order, so the thread count does not change a bit. */
+static void gram_task(void *vctx, int64_t b, int64_t e, int thread) {
+    (void)thread;
+    const syrk_ctx *c = vctx;
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)c->w, (int)(e - b), (int)c->T, 1.0, c->x, (int)c->w,
+                c->x + b, (int)c->w, 1.0, c->g + b, (int)c->w);
+}
+
+static int gram_hook(void *vctx, int layer, int site, const float *x, int64_t T, int64_t width, sqz_err *err) {
+    acc_ctx *a = vctx;
+    if (site < 0 || site >= SQZ_SITE_COUNT || a->g.n[site] != width)
+        return sqz_fail(err, "calibration: layer %d site %d: width %lld, expected %lld", layer, site, (long long)width,
+                        (long long)(site >= 0 && site < SQZ_SITE_COUNT ? a->g.n[site] : -1));
+    size_t n = (size_t)T * (size_t)width;
+    if (n > a->xd_n) {
+        double *p = realloc(a->xd, n * sizeof(double));
+        if (!p) return sqz_fail(err, "calibration: out of memory for %lld × %lld activations", (long long)T,
+                                (long long)width);
+        a->xd = p;
+        a->xd_n = n;
+    }
+    for (size_t i = 0; i < n; i++) a->xd[i] = x[i];
+    syrk_ctx c = {a->xd, a->g.g[site], T, width};
+    sqz_pool_for(a->pool, width, 16, gram_task, &c);
+    return SQZ_OK;
+}
+
+static void grams_free(sqz_layer_grams *g) {
+    for (int s = 0; s < SQZ_SITE_COUNT; s++) free(g->g[s]);
+    memset(g, 0, sizeof *g);
+}
+
+/* Widths of layer l's Grams; 0 for absent blocks. */
+static void layer_widths(const sqz_model *m, int l, int64_t n[SQZ_SITE_COUNT]) {
+    const sqz_llama_config *c = &m->cfg;
+    int nh = c->layer_n_head[l], nff = c->layer_n_ff[l];
+    n[SQZ_SITE_ATTN_IN] = nh > 0 ? c->dim : 0;
+    n[SQZ_SITE_ATTN_O_IN] = nh > 0 ? (int64_t)nh * c->head_dim : 0;
+    n[SQZ_SITE_FFN_IN] = nff > 0 ? c->dim : 0;
+    n[SQZ_SITE_FFN_DOWN_IN] = nff;
+}
+
+int sqz_calib_run(const sqz_model *m, sqz_pool *pool, const int32_t *windows, int nsamples, int seqlen,
+                  sqz_calib_layer_fn fn, void *ctx, sqz_err *err) {
+    if (nsamples <= 0 || seqlen <= 0)
+        return sqz_fail(err, "calibration: nsamples %d and seqlen %d must both be >= 1", nsamples, seqlen);
+    const int64_t dim = m->cfg.dim, T = (int64_t)nsamples * seqlen;
+    size_t nx, bytes;
+    if (sqz_mul_size((size_t)T, (size_t)dim, &nx) || sqz_mul_size(nx, sizeof(float), &bytes))
+        return sqz_fail(err, "calibration: %d × %d tokens × dim %lld overflows", nsamples, seqlen, (long long)dim);
+    float *X = malloc(bytes);
+    acc_ctx a = {pool, {{0}, {0}}, NULL, 0};
+    int rc = SQZ_ERR;
+    if (!X) {
+        sqz_fail(err, "calibration: out of memory for %zu bytes of activations", bytes);
+        goto done;
+    }
+    for (int s = 0; s < nsamples; s++)
+        if (sqz_forward_embed(m, windows + (int64_t)s * seqlen, seqlen, X + (int64_t)s * seqlen * dim, err)) goto done;
+    for (int l = 0; l < m->cfg.n_layer; l++) {
+        int64_t n[SQZ_SITE_COUNT];
+        layer_widths(m, l, n);
+        for (int s = 0; s < SQZ_SITE_COUNT; s++) {
+            if (n[s] != a.g.n[s]) {
+                free(a.g.g[s]);
+                a.g.g[s] = NULL;
+                a.g.n[s] = n[s];
+                if (n[s] > 0 && !(a.g.g[s] = malloc((size_t)(n[s] * n[s]) * sizeof(double)))) {
+                    sqz_fail(err, "calibration: out of memory for a %lld × %lld Gram", (long long)n[s],
+                             (long long)n[s]);
+                    goto done;
+                }
+            }
+            if (n[s] > 0) memset(a.g.g[s], 0, (size_t)(n[s] * n[s]) * sizeof(double));
+        }
+        for (int s = 0; s < nsamples; s++)
+            if (sqz_forward_layer(m, pool, l, X + (int64_t)s * seqlen * dim, seqlen, gram_hook, &a, err)) goto done;
+        if (fn(ctx, l, &a.g, T, err)) goto done;
+    }
+    rc = SQZ_OK;
+done:
+    free(X);
+    free(a.xd);
+    grams_free(&a.g);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- all in memory */
+
+static int keep_layer(void *ctx, int layer, const sqz_layer_grams *g, int64_t n_tokens, sqz_err *err) {
+    sqz_model_grams *out = ctx;
+    sqz_layer_grams *d = &out->layers[layer];
+    out->n_tokens = n_tokens;
+    for (int s = 0; s < SQZ_SITE_COUNT; s++) {
+        d->n[s] = g->n[s];
+        if (g->n[s] == 0) continue;
+        size_t bytes = (size_t)(g->n[s] * g->n[s]) * sizeof(double);
+        if (!(d->g[s] = malloc(bytes))) return sqz_fail(err, "calibration: out of memory for layer %d's Grams", layer);
+        memcpy(d->g[s], g->g[s], bytes);
+    }
+    return SQZ_OK;
+}
+
+int sqz_calib_grams(const sqz_model *m, sqz_pool *pool, const int32_t *windows, int nsamples, int seqlen,
+                    sqz_model_grams *out, sqz_err *err) {
+    memset(out, 0, sizeof *out);
+    out->layers = calloc((size_t)m->cfg.n_layer, sizeof *out->layers);
+    if (!out->layers) return sqz_fail(err, "calibration: out of memory");
+    out->n_layer = m->cfg.n_layer;
+    if (sqz_calib_run(m, pool, windows, nsamples, seqlen, keep_layer, out, err)) {
+        sqz_calib_grams_free(out);
+        return SQZ_ERR;
+    }
+    return SQZ_OK;
+}
+
+void sqz_calib_grams_free(sqz_model_grams *g) {
+    if (g->layers)
+        for (int l = 0; l < g->n_layer; l++) grams_free(&g->layers[l]);
+    free(g->layers);
+    memset(g, 0, sizeof *g);
+}
