@@ -66,11 +66,15 @@ static int state_alloc(fwd_state *s, const sqz_model *m, int64_t T, int n_thread
         if (q > qmax) qmax = q;
         if (kv > kvmax) kvmax = kv;
         if (c->layer_n_ff[l] > ffmax) ffmax = c->layer_n_ff[l];
+        /* q,k,v (and gate,up) are multiplied together, so their copies coexist. */
         const sqz_layer *L = &m->layers[l];
-        const sqz_tensor *ts[] = {L->wq, L->wk, L->wv, L->wo, L->w_gate, L->w_up, L->w_down};
-        for (int i = 0; i < 7; i++)
-            if (ts[i] && needs_copy(ts[i]) && (size_t)sqz_tensor_nelements(ts[i]) > wmax)
-                wmax = (size_t)sqz_tensor_nelements(ts[i]);
+        const sqz_tensor *groups[4][3] = {{L->wq, L->wk, L->wv}, {L->wo}, {L->w_gate, L->w_up}, {L->w_down}};
+        for (int g = 0; g < 4; g++) {
+            size_t need = 0;
+            for (int i = 0; i < 3; i++)
+                if (groups[g][i] && needs_copy(groups[g][i])) need += (size_t)sqz_tensor_nelements(groups[g][i]);
+            if (need > wmax) wmax = need;
+        }
     }
     if (needs_copy(m->output)) {
         size_t head = (size_t)HEAD_CHUNK_ROWS * (size_t)c->dim;
@@ -187,57 +191,83 @@ static void dequant_task(void *vctx, int64_t b, int64_t e, int thread) {
 }
 
 /* Rows [row0, row0+n_rows) of t as f32: the mapped data itself for an aligned F32 tensor,
- * otherwise dequantized (in parallel) into s->wbuf. */
-static const float *weight_rows(fwd_state *s, sqz_pool *pool, const sqz_tensor *t, int64_t row0, int64_t n_rows,
+ * otherwise dequantized (in parallel) into scratch. */
+static const float *weight_rows(float *scratch, sqz_pool *pool, const sqz_tensor *t, int64_t row0, int64_t n_rows,
                                 sqz_err *err) {
     if (!needs_copy(t)) return (const float *)t->data + row0 * t->ne[0];
-    dequant_ctx c = {t, row0, s->wbuf, 0};
+    dequant_ctx c = {t, row0, scratch, 0};
     sqz_pool_for(pool, n_rows, 16, dequant_task, &c);
     if (c.failed) {
         sqz_fail(err, "tensor '%s': cannot dequantize type %d", t->name, t->type);
         return NULL;
     }
-    return s->wbuf;
+    return scratch;
 }
 
 /* ---------------------------------------------------------------- matmul */
-
-typedef struct {
-    float *out;
-    const float *x, *w;
-    int64_t T, in, n_out, ldo;
-} matmul_ctx;
 
 /* Output columns go to SGEMM in fixed pieces, the same for any thread count: OpenBLAS
  * picks kernels by shape, so splitting by thread count would change the last bits of
  * the result with the number of threads (calibration Grams must not). */
 #define MATMUL_PIECE 64
+#define MATMUL_MAX 3
 
+/* Up to three products sharing one input x[T, in]: out_i[T, n_out_i] = x · w_iᵀ. They
+ * run as one parallel loop over all their pieces, so small ones (k, v) do not leave a
+ * thread idle. */
+typedef struct {
+    const float *x;
+    int64_t T, in;
+    int n;
+    float *out[MATMUL_MAX];
+    const float *w[MATMUL_MAX];
+    int64_t n_out[MATMUL_MAX];
+    int64_t ldo[MATMUL_MAX]; /* row stride of out */
+    int64_t first_piece[MATMUL_MAX + 1];
+} matmul_ctx;
+
+/* One SGEMM per piece. Merging neighbouring pieces into one wider call would pack x
+ * fewer times, but OpenBLAS's results then depend on the grouping, i.e. on the thread
+ * count (test_calib catches that: its Grams must be bit-identical for 1 and 3 threads). */
 static void matmul_task(void *vctx, int64_t b, int64_t e, int thread) {
     (void)thread;
     const matmul_ctx *c = vctx;
     for (int64_t p = b; p < e; p++) {
-        int64_t j0 = p * MATMUL_PIECE, n = c->n_out - j0 < MATMUL_PIECE ? c->n_out - j0 : MATMUL_PIECE;
+        int g = 0;
+        while (p >= c->first_piece[g + 1]) g++;
+        int64_t j0 = (p - c->first_piece[g]) * MATMUL_PIECE;
+        int64_t n = c->n_out[g] - j0 < MATMUL_PIECE ? c->n_out[g] - j0 : MATMUL_PIECE;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)c->T, (int)n, (int)c->in, 1.0f, c->x, (int)c->in,
-                    c->w + j0 * c->in, (int)c->in, 0.0f, c->out + j0, (int)c->ldo);
+                    c->w[g] + j0 * c->in, (int)c->in, 0.0f, c->out[g] + j0, (int)c->ldo[g]);
     }
 }
 
-/* out[T, n_out] (row stride ldo) = x[T, in] · w[n_out, in]ᵀ, output columns split over
- * the pool. */
-static void matmul(sqz_pool *pool, int n_threads, float *out, int64_t ldo, const float *x, const float *w,
-                   int64_t T, int64_t in, int64_t n_out) {
-    (void)n_threads;
-    matmul_ctx c = {out, x, w, T, in, n_out, ldo};
-    sqz_pool_for(pool, (n_out + MATMUL_PIECE - 1) / MATMUL_PIECE, 1, matmul_task, &c);
+static void matmul_run(sqz_pool *pool, matmul_ctx *c) {
+    sqz_pool_for(pool, c->first_piece[c->n], 1, matmul_task, c);
+}
+
+/* y_i[T, rows of t_i] = x · t_iᵀ for n (<= 3) weight tensors with the same row length;
+ * non-F32 weights are dequantized side by side into the scratch buffer first. */
+static int linear_group(fwd_state *s, sqz_pool *pool, const float *x, int n, float *const *y,
+                        const sqz_tensor *const *t, sqz_err *err) {
+    matmul_ctx c = {.x = x, .T = s->T, .in = t[0]->ne[0], .n = n};
+    float *scratch = s->wbuf;
+    for (int i = 0; i < n; i++) {
+        const float *w = weight_rows(scratch, pool, t[i], 0, t[i]->ne[1], err);
+        if (!w) return SQZ_ERR;
+        if (w == scratch) scratch += sqz_tensor_nelements(t[i]);
+        c.out[i] = y[i];
+        c.w[i] = w;
+        c.n_out[i] = c.ldo[i] = t[i]->ne[1];
+        c.first_piece[i + 1] = c.first_piece[i] + (c.n_out[i] + MATMUL_PIECE - 1) / MATMUL_PIECE;
+    }
+    matmul_run(pool, &c);
+    return SQZ_OK;
 }
 
 /* y[T, rows of t] = x · tᵀ for a whole weight tensor. */
 static int linear(fwd_state *s, sqz_pool *pool, float *y, const float *x, const sqz_tensor *t, sqz_err *err) {
-    const float *w = weight_rows(s, pool, t, 0, t->ne[1], err);
-    if (!w) return SQZ_ERR;
-    matmul(pool, s->n_threads, y, t->ne[1], x, w, s->T, t->ne[0], t->ne[1]);
-    return SQZ_OK;
+    return linear_group(s, pool, x, 1, &y, &t, err);
 }
 
 /* ---------------------------------------------------------------- attention */
@@ -346,9 +376,9 @@ static int forward_layer(const sqz_model *m, fwd_state *s, sqz_pool *pool, int l
         if (!(rc.norm_w = vector_f32(L->attn_norm, normbuf, err))) return SQZ_ERR;
         sqz_pool_for(pool, T, 16, norm_task, &rc);
         if (hook && hook(hook_ctx, l, SQZ_SITE_ATTN_IN, s->xb, T, dim, err)) return SQZ_ERR;
-        if (linear(s, pool, s->q, s->xb, L->wq, err)) return SQZ_ERR;
-        if (linear(s, pool, s->k, s->xb, L->wk, err)) return SQZ_ERR;
-        if (linear(s, pool, s->v, s->xb, L->wv, err)) return SQZ_ERR;
+        float *qkv_out[3] = {s->q, s->k, s->v};
+        const sqz_tensor *qkv_w[3] = {L->wq, L->wk, L->wv};
+        if (linear_group(s, pool, s->xb, 3, qkv_out, qkv_w, err)) return SQZ_ERR;
         sqz_pool_for(pool, T, 16, rope_task, &rc);
         att_ctx ac = {s, nh, nkv, c->head_dim, (T + ATT_BLOCK - 1) / ATT_BLOCK};
         sqz_pool_for(pool, (int64_t)nh * ac.n_blocks, 1, attention_task, &ac);
@@ -360,8 +390,9 @@ static int forward_layer(const sqz_model *m, fwd_state *s, sqz_pool *pool, int l
         if (!(rc.norm_w = vector_f32(L->ffn_norm, normbuf, err))) return SQZ_ERR;
         sqz_pool_for(pool, T, 16, norm_task, &rc);
         if (hook && hook(hook_ctx, l, SQZ_SITE_FFN_IN, s->xb, T, dim, err)) return SQZ_ERR;
-        if (linear(s, pool, s->hb, s->xb, L->w_gate, err)) return SQZ_ERR;
-        if (linear(s, pool, s->hb2, s->xb, L->w_up, err)) return SQZ_ERR;
+        float *gate_up_out[2] = {s->hb, s->hb2};
+        const sqz_tensor *gate_up_w[2] = {L->w_gate, L->w_up};
+        if (linear_group(s, pool, s->xb, 2, gate_up_out, gate_up_w, err)) return SQZ_ERR;
         swiglu_ctx sc = {s->hb, s->hb2};
         sqz_pool_for(pool, T * nff, 4096, swiglu_task, &sc);
         if (hook && hook(hook_ctx, l, SQZ_SITE_FFN_DOWN_IN, s->hb, T, nff, err)) return SQZ_ERR;
@@ -398,9 +429,11 @@ static int head(const sqz_model *m, fwd_state *s, sqz_pool *pool, int64_t from, 
     int64_t chunk = needs_copy(m->output) ? HEAD_CHUNK_ROWS : V;
     for (int64_t r0 = 0; r0 < V; r0 += chunk) {
         int64_t nr = r0 + chunk < V ? chunk : V - r0;
-        const float *wr = weight_rows(s, pool, m->output, r0, nr, err);
+        const float *wr = weight_rows(s->wbuf, pool, m->output, r0, nr, err);
         if (!wr) return SQZ_ERR;
-        matmul(pool, s->n_threads, logits + r0, V, s->xb, wr, n, dim, nr);
+        matmul_ctx c = {.x = s->xb, .T = n, .in = dim, .n = 1, .out = {logits + r0}, .w = {wr}, .n_out = {nr},
+                        .ldo = {V}, .first_piece = {0, (nr + MATMUL_PIECE - 1) / MATMUL_PIECE}};
+        matmul_run(pool, &c);
     }
     return SQZ_OK;
 }
