@@ -128,8 +128,11 @@ void sqz_pool_for(sqz_pool *p, int64_t n, int64_t grain, sqz_task_fn fn, void *c
         fn(ctx, 0, n, 0);
         return;
     }
-    /* About four chunks per thread balances uneven work without much locking. */
-    int64_t chunk = (n + 4 * (int64_t)p->n_threads - 1) / (4 * (int64_t)p->n_threads);
+    /* About four chunks per thread balances uneven work without much locking; a loop of
+     * few items (a handful of heavy SGEMM pieces) is handed out grain by grain instead,
+     * since there one item more or less on a thread is most of the imbalance. */
+    int64_t nt = p->n_threads;
+    int64_t chunk = n < 8 * nt * grain ? grain : (n + 4 * nt - 1) / (4 * nt);
     if (chunk < grain) chunk = grain;
     pthread_mutex_lock(&p->mu);
     p->fn = fn;

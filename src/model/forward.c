@@ -206,10 +206,13 @@ static const float *weight_rows(float *scratch, sqz_pool *pool, const sqz_tensor
 
 /* ---------------------------------------------------------------- matmul */
 
-/* Output columns go to SGEMM in fixed pieces, the same for any thread count: OpenBLAS
- * picks kernels by shape, so splitting by thread count would change the last bits of
- * the result with the number of threads (calibration Grams must not). */
-#define MATMUL_PIECE 64
+/* Products go to SGEMM in fixed tiles of MATMUL_ROWS tokens × MATMUL_COLS output columns,
+ * the same tiles for any thread count: OpenBLAS picks kernels by shape, so splitting by
+ * thread count would change the last bits of the result with the number of threads
+ * (calibration Grams must not). Tiles this size keep the re-packing of the shared input
+ * small next to the arithmetic (64-column strips re-packed x nine times per matrix). */
+#define MATMUL_ROWS 256
+#define MATMUL_COLS 192
 #define MATMUL_MAX 3
 
 /* Up to three products sharing one input x[T, in]: out_i[T, n_out_i] = x · w_iᵀ. They
@@ -226,20 +229,30 @@ typedef struct {
     int64_t first_piece[MATMUL_MAX + 1];
 } matmul_ctx;
 
-/* One SGEMM per piece. Merging neighbouring pieces into one wider call would pack x
- * fewer times, but OpenBLAS's results then depend on the grouping, i.e. on the thread
- * count (test_calib catches that: its Grams must be bit-identical for 1 and 3 threads). */
+/* One SGEMM per tile. Merging neighbouring tiles into one wider call would pack fewer
+ * times, but OpenBLAS's results then depend on the grouping, i.e. on the thread count
+ * (test_calib catches that: its Grams must be bit-identical for 1 and 3 threads). */
 static void matmul_task(void *vctx, int64_t b, int64_t e, int thread) {
     (void)thread;
     const matmul_ctx *c = vctx;
+    int64_t col_tiles[MATMUL_MAX];
+    for (int g = 0; g < c->n; g++) col_tiles[g] = (c->n_out[g] + MATMUL_COLS - 1) / MATMUL_COLS;
     for (int64_t p = b; p < e; p++) {
         int g = 0;
         while (p >= c->first_piece[g + 1]) g++;
-        int64_t j0 = (p - c->first_piece[g]) * MATMUL_PIECE;
-        int64_t n = c->n_out[g] - j0 < MATMUL_PIECE ? c->n_out[g] - j0 : MATMUL_PIECE;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)c->T, (int)n, (int)c->in, 1.0f, c->x, (int)c->in,
-                    c->w[g] + j0 * c->in, (int)c->in, 0.0f, c->out[g] + j0, (int)c->ldo[g]);
+        int64_t local = p - c->first_piece[g];
+        int64_t i0 = (local / col_tiles[g]) * MATMUL_ROWS, j0 = (local % col_tiles[g]) * MATMUL_COLS;
+        int64_t m = c->T - i0 < MATMUL_ROWS ? c->T - i0 : MATMUL_ROWS;
+        int64_t n = c->n_out[g] - j0 < MATMUL_COLS ? c->n_out[g] - j0 : MATMUL_COLS;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)n, (int)c->in, 1.0f, c->x + i0 * c->in,
+                    (int)c->in, c->w[g] + j0 * c->in, (int)c->in, 0.0f, c->out[g] + i0 * c->ldo[g] + j0,
+                    (int)c->ldo[g]);
     }
+}
+
+/* Tiles of a product: row tiles × column tiles. */
+static int64_t matmul_tiles(int64_t T, int64_t n_out) {
+    return ((T + MATMUL_ROWS - 1) / MATMUL_ROWS) * ((n_out + MATMUL_COLS - 1) / MATMUL_COLS);
 }
 
 static void matmul_run(sqz_pool *pool, matmul_ctx *c) {
@@ -259,7 +272,7 @@ static int linear_group(fwd_state *s, sqz_pool *pool, const float *x, int n, flo
         c.out[i] = y[i];
         c.w[i] = w;
         c.n_out[i] = c.ldo[i] = t[i]->ne[1];
-        c.first_piece[i + 1] = c.first_piece[i] + (c.n_out[i] + MATMUL_PIECE - 1) / MATMUL_PIECE;
+        c.first_piece[i + 1] = c.first_piece[i] + matmul_tiles(c.T, c.n_out[i]);
     }
     matmul_run(pool, &c);
     return SQZ_OK;
@@ -432,7 +445,7 @@ static int head(const sqz_model *m, fwd_state *s, sqz_pool *pool, int64_t from, 
         const float *wr = weight_rows(s->wbuf, pool, m->output, r0, nr, err);
         if (!wr) return SQZ_ERR;
         matmul_ctx c = {.x = s->xb, .T = n, .in = dim, .n = 1, .out = {logits + r0}, .w = {wr}, .n_out = {nr},
-                        .ldo = {V}, .first_piece = {0, (nr + MATMUL_PIECE - 1) / MATMUL_PIECE}};
+                        .ldo = {V}, .first_piece = {0, matmul_tiles(n, nr)}};
         matmul_run(pool, &c);
     }
     return SQZ_OK;
