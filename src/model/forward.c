@@ -35,11 +35,14 @@ typedef struct fwd_state {
     float *scores;      /* n_threads × [ATT_BLOCK, T] */
     float *wbuf;        /* dequantized weight scratch */
     size_t wbuf_n;
+    float *normbuf;     /* [dim] a norm's weights as f32 when stored otherwise */
+    int blas_threads;   /* OpenBLAS's thread count before the pass, restored after */
 } fwd_state;
 
 static void state_free(fwd_state *s) {
     free(s->x); free(s->xb); free(s->q); free(s->k); free(s->v); free(s->att);
     free(s->hb); free(s->hb2); free(s->rope_cos); free(s->rope_sin); free(s->scores); free(s->wbuf);
+    free(s->normbuf);
     memset(s, 0, sizeof *s);
 }
 
@@ -95,7 +98,8 @@ static int state_alloc(fwd_state *s, const sqz_model *m, int64_t T, int n_thread
     s->scores = alloc_f32((int64_t)n_threads * ATT_BLOCK, T);
     s->wbuf_n = wmax;
     s->wbuf = wmax ? alloc_f32((int64_t)wmax, 1) : NULL;
-    if (!s->x || !s->xb || !s->q || !s->k || !s->v || !s->att || !s->hb || !s->hb2 || !s->rope_cos ||
+    s->normbuf = alloc_f32(c->dim, 1);
+    if (!s->normbuf || !s->x || !s->xb || !s->q || !s->k || !s->v || !s->att || !s->hb || !s->hb2 || !s->rope_cos ||
         !s->rope_sin || !s->scores || (wmax && !s->wbuf))
         return sqz_fail(err, "%s: forward: out of memory for %lld tokens", m->path, (long long)T);
     return SQZ_OK;
@@ -377,7 +381,7 @@ static const float *vector_f32(const sqz_tensor *t, float *buf, sqz_err *err) {
 
 /* One transformer block on s->x. hook (may be NULL) sees the input of each group of
  * linear layers before it is used (sqz_fwd_site). */
-static int forward_layer(const sqz_model *m, fwd_state *s, sqz_pool *pool, int l, float *normbuf, sqz_fwd_hook hook,
+static int forward_layer(const sqz_model *m, fwd_state *s, sqz_pool *pool, int l, sqz_fwd_hook hook,
                          void *hook_ctx, sqz_err *err) {
     const sqz_llama_config *c = &m->cfg;
     const sqz_layer *L = &m->layers[l];
@@ -386,7 +390,7 @@ static int forward_layer(const sqz_model *m, fwd_state *s, sqz_pool *pool, int l
     rows_ctx rc = {m, s, L, NULL, nh, nkv};
 
     if (nh > 0) {
-        if (!(rc.norm_w = vector_f32(L->attn_norm, normbuf, err))) return SQZ_ERR;
+        if (!(rc.norm_w = vector_f32(L->attn_norm, s->normbuf, err))) return SQZ_ERR;
         sqz_pool_for(pool, T, 16, norm_task, &rc);
         if (hook && hook(hook_ctx, l, SQZ_SITE_ATTN_IN, s->xb, T, dim, err)) return SQZ_ERR;
         float *qkv_out[3] = {s->q, s->k, s->v};
@@ -400,7 +404,7 @@ static int forward_layer(const sqz_model *m, fwd_state *s, sqz_pool *pool, int l
         residual_add(s->x, s->xb, T * dim);
     }
     if (nff > 0) {
-        if (!(rc.norm_w = vector_f32(L->ffn_norm, normbuf, err))) return SQZ_ERR;
+        if (!(rc.norm_w = vector_f32(L->ffn_norm, s->normbuf, err))) return SQZ_ERR;
         sqz_pool_for(pool, T, 16, norm_task, &rc);
         if (hook && hook(hook_ctx, l, SQZ_SITE_FFN_IN, s->xb, T, dim, err)) return SQZ_ERR;
         float *gate_up_out[2] = {s->hb, s->hb2};
@@ -431,11 +435,10 @@ static int embed(const sqz_model *m, float *x, const int32_t *tokens, int64_t T,
 }
 
 /* Final norm and output head for rows [from, T); a non-F32 head in chunks of rows. */
-static int head(const sqz_model *m, fwd_state *s, sqz_pool *pool, int64_t from, float *logits, float *normbuf,
-                sqz_err *err) {
+static int head(const sqz_model *m, fwd_state *s, sqz_pool *pool, int64_t from, float *logits, sqz_err *err) {
     int64_t dim = m->cfg.dim, V = m->cfg.n_vocab, n = s->T - from;
     if (n <= 0) return SQZ_OK;
-    const float *w = vector_f32(m->out_norm, normbuf, err);
+    const float *w = vector_f32(m->out_norm, s->normbuf, err);
     if (!w) return SQZ_ERR;
     for (int64_t t = from; t < s->T; t++)
         rmsnorm(s->xb + (t - from) * dim, s->x + t * dim, w, dim, m->cfg.norm_eps);
@@ -451,47 +454,50 @@ static int head(const sqz_model *m, fwd_state *s, sqz_pool *pool, int64_t from, 
     return SQZ_OK;
 }
 
-int sqz_forward(const sqz_model *m, sqz_pool *pool, const int32_t *tokens, int64_t n_tokens, int64_t logits_from,
-                float *logits, sqz_err *err) {
-    if (n_tokens <= 0 || n_tokens > INT32_MAX / 2)
-        return sqz_fail(err, "%s: forward: %lld tokens (expected 1 .. %d)", m->path, (long long)n_tokens, INT32_MAX / 2);
-    if (logits_from < 0 || logits_from > n_tokens)
-        return sqz_fail(err, "%s: forward: logits_from %lld outside [0, %lld]", m->path, (long long)logits_from,
-                        (long long)n_tokens);
-    int n_threads = pool ? sqz_pool_threads(pool) : 1;
-    fwd_state s = {0};
-    float *normbuf = alloc_f32(m->cfg.dim, 1);
-    int rc = SQZ_ERR;
-    if (!normbuf) {
-        sqz_fail(err, "%s: forward: out of memory", m->path);
-        goto done;
-    }
-    if (state_alloc(&s, m, n_tokens, n_threads, err)) goto done;
-    /* The pool provides all parallelism; OpenBLAS threads on top would oversubscribe. */
-    int blas_threads = openblas_get_num_threads();
-    openblas_set_num_threads(1);
-
-    rope_table(s.rope_cos, s.rope_sin, n_tokens, m->cfg.head_dim, m->cfg.rope_theta);
-    if (embed(m, s.x, tokens, n_tokens, err)) goto restore;
-    for (int l = 0; l < m->cfg.n_layer; l++)
-        if (forward_layer(m, &s, pool, l, normbuf, NULL, NULL, err)) goto restore;
-    if (head(m, &s, pool, logits_from, logits, normbuf, err)) goto restore;
-    rc = SQZ_OK;
-restore:
-    openblas_set_num_threads(blas_threads);
-done:
-    state_free(&s);
-    free(normbuf);
-    return rc;
-}
-
-/* ---------------------------------------------------------------- per layer */
-
 static int check_tokens(const sqz_model *m, int64_t n_tokens, sqz_err *err) {
     if (n_tokens <= 0 || n_tokens > INT32_MAX / 2)
         return sqz_fail(err, "%s: forward: %lld tokens (expected 1 .. %d)", m->path, (long long)n_tokens, INT32_MAX / 2);
     return SQZ_OK;
 }
+
+/* Set-up shared by the whole-model and the per-layer entry points: buffers, RoPE table,
+ * and OpenBLAS single-threaded (the pool provides all parallelism; OpenBLAS threads on
+ * top would oversubscribe). fwd_end undoes it; it is safe after a failed fwd_begin. */
+static int fwd_begin(fwd_state *s, const sqz_model *m, sqz_pool *pool, int64_t n_tokens, sqz_err *err) {
+    memset(s, 0, sizeof *s);
+    s->blas_threads = -1;
+    if (check_tokens(m, n_tokens, err)) return SQZ_ERR;
+    if (state_alloc(s, m, n_tokens, pool ? sqz_pool_threads(pool) : 1, err)) return SQZ_ERR;
+    s->blas_threads = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+    rope_table(s->rope_cos, s->rope_sin, n_tokens, m->cfg.head_dim, m->cfg.rope_theta);
+    return SQZ_OK;
+}
+
+static void fwd_end(fwd_state *s) {
+    if (s->blas_threads > 0) openblas_set_num_threads(s->blas_threads);
+    state_free(s);
+}
+
+int sqz_forward(const sqz_model *m, sqz_pool *pool, const int32_t *tokens, int64_t n_tokens, int64_t logits_from,
+                float *logits, sqz_err *err) {
+    if (logits_from < 0 || logits_from > n_tokens)
+        return sqz_fail(err, "%s: forward: logits_from %lld outside [0, %lld]", m->path, (long long)logits_from,
+                        (long long)n_tokens);
+    fwd_state s;
+    int rc = SQZ_ERR;
+    if (fwd_begin(&s, m, pool, n_tokens, err)) goto done;
+    if (embed(m, s.x, tokens, n_tokens, err)) goto done;
+    for (int l = 0; l < m->cfg.n_layer; l++)
+        if (forward_layer(m, &s, pool, l, NULL, NULL, err)) goto done;
+    if (head(m, &s, pool, logits_from, logits, err)) goto done;
+    rc = SQZ_OK;
+done:
+    fwd_end(&s);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- per layer */
 
 int sqz_forward_embed(const sqz_model *m, const int32_t *tokens, int64_t n_tokens, float *x, sqz_err *err) {
     if (check_tokens(m, n_tokens, err)) return SQZ_ERR;
@@ -500,27 +506,15 @@ int sqz_forward_embed(const sqz_model *m, const int32_t *tokens, int64_t n_token
 
 int sqz_forward_layer(const sqz_model *m, sqz_pool *pool, int layer, float *x, int64_t n_tokens, sqz_fwd_hook hook,
                       void *hook_ctx, sqz_err *err) {
-    if (check_tokens(m, n_tokens, err)) return SQZ_ERR;
     if (layer < 0 || layer >= m->cfg.n_layer)
         return sqz_fail(err, "%s: forward: layer %d outside [0, %d)", m->path, layer, m->cfg.n_layer);
-    int n_threads = pool ? sqz_pool_threads(pool) : 1;
-    fwd_state s = {0};
-    float *normbuf = alloc_f32(m->cfg.dim, 1);
+    fwd_state s;
     int rc = SQZ_ERR;
-    if (!normbuf) {
-        sqz_fail(err, "%s: forward: out of memory", m->path);
-        goto done;
-    }
-    if (state_alloc(&s, m, n_tokens, n_threads, err)) goto done;
-    int blas_threads = openblas_get_num_threads();
-    openblas_set_num_threads(1);
-    rope_table(s.rope_cos, s.rope_sin, n_tokens, m->cfg.head_dim, m->cfg.rope_theta);
+    if (fwd_begin(&s, m, pool, n_tokens, err)) goto done;
     memcpy(s.x, x, (size_t)(n_tokens * m->cfg.dim) * sizeof(float));
-    rc = forward_layer(m, &s, pool, layer, normbuf, hook, hook_ctx, err);
+    rc = forward_layer(m, &s, pool, layer, hook, hook_ctx, err);
     if (rc == SQZ_OK) memcpy(x, s.x, (size_t)(n_tokens * m->cfg.dim) * sizeof(float));
-    openblas_set_num_threads(blas_threads);
 done:
-    state_free(&s);
-    free(normbuf);
+    fwd_end(&s);
     return rc;
 }
