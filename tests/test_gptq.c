@@ -22,31 +22,21 @@ static const int kTypes[] = {SQZ_TYPE_Q8_0, SQZ_TYPE_Q5_0, SQZ_TYPE_Q4_0, SQZ_TY
                              SQZ_TYPE_Q5_K, SQZ_TYPE_Q4_K, SQZ_TYPE_Q3_K, SQZ_TYPE_Q2_K};
 #define N_TYPES ((int)(sizeof(kTypes) / sizeof(kTypes[0])))
 
-static uint64_t rng_state = 0x243F6A8885A308D3ull;
-
-static double urand(void) { /* splitmix64 -> (0, 1) */
-    uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    return ((double)(z >> 11) + 0.5) / 9007199254740992.0;
-}
-
-static double gauss(void) { return sqrt(-2.0 * log(urand())) * cos(6.283185307179586 * urand()); }
+static tu_rng rng = {0x243F6A8885A308D3ull};
 
 /* W: Gaussian rows with a few heavy columns. H = XᵀX/T with X = Z·M + per-column scales,
  * M a random mixing with a strong shared component, so H has real off-diagonal mass. */
 static void make_problem(int64_t rows, int64_t cols, float *W, double *H) {
-    for (int64_t i = 0; i < rows * cols; i++) W[i] = (float)(0.02 * gauss() * (i % 17 == 0 ? 3.0 : 1.0));
+    for (int64_t i = 0; i < rows * cols; i++) W[i] = (float)(0.02 * tu_gauss(&rng) * (i % 17 == 0 ? 3.0 : 1.0));
     int64_t T = 2 * cols, k = cols / 4;
     double *Z = malloc((size_t)(T * k) * sizeof(double)), *M = malloc((size_t)(k * cols) * sizeof(double));
     double *X = malloc((size_t)(T * cols) * sizeof(double)), *sc = malloc((size_t)cols * sizeof(double));
-    for (int64_t i = 0; i < T * k; i++) Z[i] = gauss();
-    for (int64_t i = 0; i < k * cols; i++) M[i] = gauss();
-    for (int64_t j = 0; j < cols; j++) sc[j] = 0.2 + 2.0 * urand() * urand();
+    for (int64_t i = 0; i < T * k; i++) Z[i] = tu_gauss(&rng);
+    for (int64_t i = 0; i < k * cols; i++) M[i] = tu_gauss(&rng);
+    for (int64_t j = 0; j < cols; j++) sc[j] = 0.2 + 2.0 * tu_urand(&rng) * tu_urand(&rng);
     for (int64_t t = 0; t < T; t++)
         for (int64_t j = 0; j < cols; j++) {
-            double s = 0.3 * gauss();
+            double s = 0.3 * tu_gauss(&rng);
             for (int64_t a = 0; a < k; a++) s += Z[t * k + a] * M[a * cols + j] / sqrt((double)k);
             X[t * cols + j] = s * sc[j];
         }
@@ -132,7 +122,7 @@ static void test_identity(void) {
     const int64_t rows = 8, cols = 512;
     float *W = malloc((size_t)(rows * cols) * sizeof(float)), *w = malloc((size_t)cols * sizeof(float));
     double *H = calloc((size_t)(cols * cols), sizeof(double));
-    for (int64_t i = 0; i < rows * cols; i++) W[i] = (float)(0.02 * gauss());
+    for (int64_t i = 0; i < rows * cols; i++) W[i] = (float)(0.02 * tu_gauss(&rng));
     for (int64_t i = 0; i < cols; i++) {
         H[i * cols + i] = 1.0;
         w[i] = 1.01f; /* diag(H) + the dampening, as GPTQ's importance */
@@ -252,13 +242,13 @@ static int bench(int64_t rows, int64_t cols, int type) {
     size_t rb;
     if (!pool || !W || !H || sqz_type_row_bytes(type, cols, &rb, &err)) return 1;
     /* H = diagonal-dominant random SPD built cheaply: a low-rank part plus a diagonal */
-    for (int64_t i = 0; i < rows * cols; i++) W[i] = (float)(0.02 * gauss());
+    for (int64_t i = 0; i < rows * cols; i++) W[i] = (float)(0.02 * tu_gauss(&rng));
     int64_t k = 64;
     double *Z = malloc((size_t)(k * cols) * sizeof(double));
-    for (int64_t i = 0; i < k * cols; i++) Z[i] = gauss();
+    for (int64_t i = 0; i < k * cols; i++) Z[i] = tu_gauss(&rng);
     for (int64_t i = 0; i < cols; i++)
         for (int64_t j = i; j < cols; j++) {
-            double s = i == j ? 1.0 + urand() : 0.0;
+            double s = i == j ? 1.0 + tu_urand(&rng) : 0.0;
             for (int64_t a = 0; a < k; a++) s += Z[a * cols + i] * Z[a * cols + j] / (double)k;
             H[i * cols + j] = H[j * cols + i] = s;
         }

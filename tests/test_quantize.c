@@ -24,31 +24,21 @@ static const int kTypes[] = {SQZ_TYPE_Q8_0, SQZ_TYPE_Q5_0, SQZ_TYPE_Q4_0, SQZ_TY
 
 /* ---------------- random numbers ---------------- */
 
-static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-
-static double urand(void) { /* splitmix64 -> (0, 1) */
-    uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    return ((double)(z >> 11) + 0.5) / 9007199254740992.0;
-}
-
-static double gauss(void) { return sqrt(-2.0 * log(urand())) * cos(6.283185307179586 * urand()); }
+static tu_rng rng = {0x9E3779B97F4A7C15ull};
 
 /* Student-t with 3 degrees of freedom: heavy tails like real weight rows. */
 static double student3(void) {
-    const double z = gauss();
+    const double z = tu_gauss(&rng);
     double c = 0.0;
     for (int k = 0; k < 3; k++) {
-        const double g = gauss();
+        const double g = tu_gauss(&rng);
         c += g * g;
     }
     return z / sqrt(c / 3.0);
 }
 
 static void fill(float *x, int64_t n, int dist) {
-    for (int64_t i = 0; i < n; i++) x[i] = (float)(0.02 * (dist == 0 ? gauss() : student3()));
+    for (int64_t i = 0; i < n; i++) x[i] = (float)(0.02 * (dist == 0 ? tu_gauss(&rng) : student3()));
 }
 
 /* ---------------- helpers ---------------- */
@@ -244,7 +234,7 @@ static void test_fixed_params(void) {
         int lo, hi, bad = 0;
         sqz_quant_level_range(type, &lo, &hi, &err);
         for (int i = 0; i < tt->block_size; i++) {
-            const float v = x[i] + (float)(0.01 * gauss());
+            const float v = x[i] + (float)(0.01 * tu_gauss(&rng));
             int8_t l;
             const float r = sqz_quant_round_with_params(&p, i, v, &l);
             /* no other level of this sub-block is closer */
@@ -277,7 +267,7 @@ static int emit(const char *path) {
         src[d] = malloc(ROWS * COLS * sizeof(float));
         fill(src[d], (int64_t)ROWS * COLS, d);
     }
-    for (int i = 0; i < COLS; i++) wt[i] = (float)exp(1.5 * gauss()); /* log-normal importances */
+    for (int i = 0; i < COLS; i++) wt[i] = (float)exp(1.5 * tu_gauss(&rng)); /* log-normal importances */
     int ok = sqz_gguf_set_str(&w, "general.architecture", "sqztest", &err) == SQZ_OK &&
              sqz_gguf_set_u32(&w, "sqztest.rows", ROWS, &err) == SQZ_OK &&
              sqz_gguf_set_u32(&w, "sqztest.cols", COLS, &err) == SQZ_OK;

@@ -11,20 +11,10 @@
 #include "sqz/tok.h"
 #include "testutil.h"
 
-static char *slurp(const char *path, size_t *len) {
-    char *s = NULL;
-    sqz_err err;
-    if (sqz_read_file(path, (size_t)1 << 30, &s, len, &err)) {
-        fprintf(stderr, "%s\n", err.msg);
-        return NULL;
-    }
-    return s;
-}
-
 static int32_t *read_ids(const char *rel, int64_t *n) {
     char *p = tu_fixture(rel);
     size_t len = 0;
-    char *raw = slurp(p, &len);
+    char *raw = tu_slurp(p, &len);
     free(p);
     *n = 0;
     if (!raw) return NULL;
@@ -84,7 +74,7 @@ static void check_ids(const char *what, const sqz_tokenizer *t, const char *text
 static void run_cases(const char *what, const sqz_tokenizer *t, const char *rel, int spm) {
     char *p = tu_fixture(rel);
     size_t len = 0;
-    uint8_t *raw = (uint8_t *)slurp(p, &len);
+    uint8_t *raw = (uint8_t *)tu_slurp(p, &len);
     free(p);
     CHECK(raw != NULL, "%s: cannot read %s (run tests/py/make_tok_fixtures.py)", what, rel);
     if (!raw) return;
@@ -166,7 +156,7 @@ int main(void) {
     sqz_err err = {{0}};
     char *wpath = tu_shared("data/wikitext-2-raw-test.txt");
     size_t wlen = 0;
-    char *wiki = slurp(wpath, &wlen);
+    char *wiki = tu_slurp(wpath, &wlen);
     CHECK(wiki != NULL, "cannot read %s", wpath);
 
     /* SmolLM2 from its GGUF */

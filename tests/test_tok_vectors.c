@@ -9,16 +9,6 @@
 #include "sqz/tok.h"
 #include "testutil.h"
 
-static char *slurp(const char *path, size_t *len) {
-    char *s = NULL;
-    sqz_err err;
-    if (sqz_read_file(path, (size_t)1 << 30, &s, len, &err)) {
-        fprintf(stderr, "%s\n", err.msg);
-        return NULL;
-    }
-    return s;
-}
-
 /* Splits the .inp file on "\n__ggml_vocab_test__\n" as llama.cpp's test-tokenizer-0 does. */
 static int split_inputs(char *raw, size_t len, char ***items, size_t **lens) {
     static const char SEP[] = "\n__ggml_vocab_test__\n";
@@ -49,7 +39,7 @@ static void run_vectors(const char *name, int spm) {
     sqz_tokenizer *t = NULL;
     sqz_err err = {{0}};
     size_t ilen = 0, olen = 0;
-    char *inp = slurp(ipath, &ilen), *outs = slurp(opath, &olen);
+    char *inp = tu_slurp(ipath, &ilen), *outs = tu_slurp(opath, &olen);
     CHECK(inp && outs, "%s: cannot read the .inp/.out files", name);
     int rc = sqz_gguf_open(&g, gpath, &err);
     CHECK(rc == SQZ_OK, "%s", err.msg);

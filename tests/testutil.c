@@ -1,5 +1,6 @@
 #include "testutil.h"
 
+#include <math.h>
 #include <string.h>
 
 #include <cjson/cJSON.h>
@@ -71,4 +72,27 @@ float *tu_read_f32(const char *path, size_t n) {
         return NULL;
     }
     return (float *)buf;
+}
+
+char *tu_slurp(const char *path, size_t *len) {
+    char *s = NULL;
+    sqz_err err;
+    if (sqz_read_file(path, (size_t)1 << 30, &s, len, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        return NULL;
+    }
+    return s;
+}
+
+double tu_urand(tu_rng *r) {
+    uint64_t z = (r->state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return ((double)(z >> 11) + 0.5) / 9007199254740992.0;
+}
+
+double tu_gauss(tu_rng *r) {
+    double u1 = tu_urand(r), u2 = tu_urand(r);
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }

@@ -33,6 +33,17 @@ struct cJSON *tu_read_json(const char *path);
 int32_t *tu_json_ids(const struct cJSON *arr, int64_t *n);
 /* Reads exactly n little-endian floats; NULL (after a failed CHECK) when the size differs. */
 float *tu_read_f32(const char *path, size_t n);
+/* Reads a whole file (malloc'd, NUL-terminated; *len gets its size); prints the error and
+ * returns NULL when it cannot. */
+char *tu_slurp(const char *path, size_t *len);
+
+/* Deterministic random numbers for test data: splitmix64 with the state in the caller. */
+typedef struct tu_rng {
+    uint64_t state;
+} tu_rng;
+double tu_urand(tu_rng *r); /* uniform in (0, 1) */
+double tu_gauss(tu_rng *r); /* standard normal (Box-Muller) */
+
 /* Prints "<name>: N checks, M failed" and returns the process exit status. */
 int tu_done(const char *name);
 
