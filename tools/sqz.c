@@ -12,73 +12,13 @@
 
 #include <cjson/cJSON.h>
 
+#include "cli.h"
 #include "sqz/core.h"
 #include "sqz/eval.h"
 #include "sqz/model.h"
 #include "sqz/tok.h"
 
 #define SQZ_VERSION "0.1.0"
-
-enum { EXIT_ERR = 1, EXIT_USAGE = 2 };
-
-/* Largest text file `sqz ppl` reads (WikiText-2 test is 1.3 MB). */
-#define MAX_TEXT_BYTES ((size_t)1 << 30)
-
-static int fail(const char *msg) {
-    fprintf(stderr, "sqz: error: %s\n", msg);
-    return EXIT_ERR;
-}
-
-static int usage_fail(const char *cmd, const char *fmt, const char *arg) {
-    fprintf(stderr, "sqz: error: ");
-    fprintf(stderr, fmt, arg);
-    fprintf(stderr, " (see 'sqz help %s')\n", cmd);
-    return EXIT_USAGE;
-}
-
-/* ---------------------------------------------------------------- argument parsing */
-
-typedef struct {
-    const char *cmd;
-    int argc, i;
-    char **argv;
-} args;
-
-static int is_help(const char *a) { return !strcmp(a, "--help") || !strcmp(a, "-h"); }
-
-/* The value of option argv[i] ("--ctx N"); NULL (after a usage message) when missing. */
-static const char *opt_value(args *a) {
-    if (a->i + 1 >= a->argc) return NULL;
-    return a->argv[++a->i];
-}
-
-/* Parses a positive integer option value; returns 0 on success. */
-static int parse_pos_int(const char *s, long long max, long long *out) {
-    if (!s || !*s) return -1;
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || *end || v <= 0 || v > max) return -1;
-    *out = v;
-    return 0;
-}
-
-/* ---------------------------------------------------------------- JSON output */
-
-static int write_json(const char *path, cJSON *root) {
-    char *text = cJSON_Print(root);
-    if (!text) return fail("out of memory while writing JSON");
-    sqz_out o;
-    sqz_err err;
-    int rc = 0;
-    if (sqz_out_open(&o, path, &err) || sqz_out_write(&o, text, strlen(text), &err) ||
-        sqz_out_write(&o, "\n", 1, &err) || sqz_out_commit(&o, &err)) {
-        sqz_out_abort(&o);
-        rc = fail(err.msg);
-    }
-    free(text);
-    return rc;
-}
 
 /* ---------------------------------------------------------------- sqz info */
 
@@ -229,7 +169,7 @@ static int cmd_info(args *a) {
 
 static const char HELP_PPL[] =
     "usage: sqz ppl MODEL TEXT_FILE --ctx N [--protocol gptq|llamacpp] [--chunks K]\n"
-    "               [--threads T] [--json OUT]\n"
+    "               [--numerics exact|llamacpp] [--threads T] [--json OUT]\n"
     "\n"
     "Perplexity of MODEL on a UTF-8 text file, tokenized with the model's tokenizer.\n"
     "  --ctx N        window length in tokens (required)\n"
@@ -239,41 +179,16 @@ static const char HELP_PPL[] =
     "                 llamacpp: as llama-perplexity, first token of each window replaced\n"
     "                 by BOS when the vocab adds one, only the second half scored\n"
     "  --chunks K     use only the first K windows (default: all)\n"
+    "  --numerics N   exact (default): f32 activations; llamacpp: round activations\n"
+    "                 before each product with a quantized weight as llama.cpp's CPU\n"
+    "                 backend does (8-bit blocks), to reproduce its numbers on a file\n"
     "  --threads T    worker threads (default: all CPUs)\n"
     "  --json OUT     also write the result as JSON to OUT\n";
 
-/* Text checks: a readable, non-empty, non-binary file. Returns 0 or an exit code. */
-static int check_text(const char *path, const char *text, size_t len) {
-    char msg[1200];
-    if (len == 0) {
-        snprintf(msg, sizeof msg, "%s: text file is empty", path);
-        return fail(msg);
-    }
-    if (memchr(text, '\0', len)) {
-        snprintf(msg, sizeof msg, "%s: not a text file (contains NUL bytes)", path);
-        return fail(msg);
-    }
-    /* count bytes that are not part of a well-formed UTF-8 sequence */
-    size_t bad = 0;
-    const unsigned char *s = (const unsigned char *)text;
-    for (size_t i = 0; i < len;) {
-        unsigned char c = s[i];
-        size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-        int ok = n > 0 && i + n <= len;
-        for (size_t k = 1; ok && k < n; k++)
-            if ((s[i + k] & 0xC0) != 0x80) ok = 0;
-        if (ok) i += n;
-        else { bad++; i++; }
-    }
-    if (bad * 10 > len) {
-        snprintf(msg, sizeof msg, "%s: not a text file (%zu of %zu bytes are not valid UTF-8)", path, bad, len);
-        return fail(msg);
-    }
-    return 0;
-}
+
 
 static int cmd_ppl(args *a) {
-    const char *model = NULL, *text_path = NULL, *json = NULL, *protocol = "gptq";
+    const char *model = NULL, *text_path = NULL, *json = NULL, *protocol = "gptq", *numerics = "exact";
     long long ctx = 0, chunks = 0, threads = 0;
     for (a->i = 0; a->i < a->argc; a->i++) {
         const char *s = a->argv[a->i], *v;
@@ -283,6 +198,10 @@ static int cmd_ppl(args *a) {
             if (!(protocol = opt_value(a))) return usage_fail(a->cmd, "%s needs gptq or llamacpp", s);
             if (strcmp(protocol, "gptq") && strcmp(protocol, "llamacpp"))
                 return usage_fail(a->cmd, "--protocol '%s': expected gptq or llamacpp", protocol);
+        } else if (!strcmp(s, "--numerics")) {
+            if (!(numerics = opt_value(a))) return usage_fail(a->cmd, "%s needs exact or llamacpp", s);
+            if (strcmp(numerics, "exact") && strcmp(numerics, "llamacpp"))
+                return usage_fail(a->cmd, "--numerics '%s': expected exact or llamacpp", numerics);
         } else if (!strcmp(s, "--ctx")) {
             v = opt_value(a);
             if (parse_pos_int(v, 1 << 24, &ctx))
@@ -324,6 +243,7 @@ static int cmd_ppl(args *a) {
         free(text);
         return fail(err.msg);
     }
+    m.act_rounding = !strcmp(numerics, "llamacpp") ? SQZ_ACT_LLAMACPP : SQZ_ACT_EXACT;
     sqz_ppl_opts opts = {ctx, !strcmp(protocol, "llamacpp") ? SQZ_PPL_LLAMACPP : SQZ_PPL_GPTQ, chunks, 1};
     const sqz_vocab *voc = sqz_tok_vocab(m.tok);
     /* The text is tokenized once as the tokenizer does by default (as GPTQ's scripts and
@@ -364,6 +284,7 @@ static int cmd_ppl(args *a) {
         cJSON_AddStringToObject(root, "model", model);
         cJSON_AddStringToObject(root, "text", text_path);
         cJSON_AddStringToObject(root, "protocol", protocol);
+        cJSON_AddStringToObject(root, "numerics", numerics);
         cJSON_AddNumberToObject(root, "ctx", (double)ctx);
         cJSON_AddNumberToObject(root, "ppl", res.ppl);
         cJSON_AddNumberToObject(root, "nll_mean", res.nll_mean);
@@ -427,6 +348,7 @@ typedef struct {
 static const command COMMANDS[] = {
     {"info", cmd_info, "describe a model (shapes, types, tokenizer)", HELP_INFO},
     {"ppl", cmd_ppl, "perplexity on a text file (GPTQ or llama.cpp protocol)", HELP_PPL},
+    {"quantize", cmd_quantize, "quantize a model into a GGUF file (RTN or GPTQ, calibrated)", HELP_QUANTIZE},
 };
 #define N_COMMANDS ((int)(sizeof COMMANDS / sizeof COMMANDS[0]))
 

@@ -72,7 +72,15 @@ typedef struct sqz_model {
     char *path;
     sqz_hf hf;                   /* when source == SQZ_SRC_HF */
     sqz_gguf gguf;               /* when source == SQZ_SRC_GGUF */
+    /* SQZ_ACT_LLAMACPP: before each product with a quantized weight, round the
+     * activations as llama.cpp's CPU backend does (to Q8_0 blocks for Q4_0/Q5_0/Q8_0/
+     * IQ4_NL weights, Q8_1 for Q4_1/Q5_1, Q8_K for the k-quants, F16 for F16 weights),
+     * so sqz reproduces llama.cpp's numbers on a file; SQZ_ACT_EXACT (0, the default):
+     * f32 activations. Set by the caller after loading. */
+    int act_rounding;
 } sqz_model;
+
+enum { SQZ_ACT_EXACT = 0, SQZ_ACT_LLAMACPP = 1 };
 
 /* Loads a Hugging Face folder or a .gguf file. Checks every tensor's presence, type and
  * shape against the config. need_tokenizer: fail when no tokenizer is found (otherwise

@@ -1,5 +1,6 @@
-/* Quantizers into ggml's block formats: Q8_0, Q5_0, Q4_0, IQ4_NL (32-value blocks) and
- * Q6_K, Q5_K, Q4_K, Q3_K, Q2_K (256-value super-blocks).
+/* Quantizers into ggml's block formats: Q8_0, Q5_1, Q5_0, Q4_1, Q4_0, IQ4_NL (32-value
+ * blocks) and Q6_K, Q5_K, Q4_K, Q3_K, Q2_K (256-value super-blocks): the types whose
+ * sqz_type_traits.quantize is set in the type table (src/quant/types.c).
  *
  * The bytes written are ggml's exact block layouts (ggml-common.h), so llama.cpp and
  * gguf-py dequantize them as sqz does (the dequantizers live in src/quant/types.c).
@@ -16,7 +17,9 @@
  *   sqz_quant_block_params   fixes a block's scales from the current values;
  *   sqz_quant_round_with_params  rounds one value of that block onto its grid;
  *   sqz_quant_pack_block     writes the block's bytes from the chosen levels.
- * sqz_quantize_row is exactly params + round every value + pack, block after block. */
+ * sqz_quantize_row is exactly params + round every value + pack, block after block.
+ * sqz_convert_row writes any writable type: the float types F32/F16/BF16 by conversion,
+ * the quantized ones through sqz_quantize_row. */
 #ifndef SQZ_QUANT_H
 #define SQZ_QUANT_H
 
@@ -36,27 +39,32 @@ extern "C" {
 /* The fixed scales of one block, as stored and as used by the dequantizer.
  * A value of sub-block j with integer level l dequantizes to
  *     scale[j] * l - min[j]          (IQ4_NL: scale[0] * kvalues_iq4nl[l])
- * computed in float exactly as ggml does, so xhat is bit-identical to llama.cpp's. */
+ * computed in float exactly as ggml does, so xhat is bit-identical to llama.cpp's.
+ * Q4_1/Q5_1 dequantize to l * d + m with the block's min m added (m of either sign);
+ * min[0] holds -m, and d*l - (-m) equals d*l + m bit for bit. */
 typedef struct sqz_qparams {
     int type;          /* sqz_type */
     int block_size;    /* 32 or 256 values */
     int sub_size;      /* values sharing one scale: 32 or 16 */
     int n_sub;         /* block_size / sub_size */
     uint16_t d;        /* f16 bits of the (super-)scale */
-    uint16_t dmin;     /* f16 bits of the super-scale of the mins (Q2_K, Q4_K, Q5_K), else 0 */
+    uint16_t dmin;     /* f16 bits of the super-scale of the mins (Q2_K, Q4_K, Q5_K), of the
+                          block's min m (Q4_1, Q5_1: added, either sign), else 0 */
     int16_t sc[SQZ_QSUB_MAX]; /* integer sub-block scales (k-quants), as stored minus any offset */
     int16_t m[SQZ_QSUB_MAX];  /* integer sub-block mins (Q2_K, Q4_K, Q5_K) */
     float scale[SQZ_QSUB_MAX]; /* effective step of sub-block j: f16(d) * sc[j] (or f16(d)) */
-    float min[SQZ_QSUB_MAX];   /* effective offset of sub-block j: f16(dmin) * m[j] (or 0) */
+    float min[SQZ_QSUB_MAX];   /* effective offset of sub-block j: f16(dmin) * m[j]; Q4_1/Q5_1:
+                                  -f16(dmin); else 0 */
 } sqz_qparams;
 
-/* 1 when sqz can quantize into type (the nine types above), else 0. */
+/* 1 when sqz can quantize into type (the eleven types above: the type table's quantize
+ * flag), else 0. F32/F16/BF16 are writable (sqz_convert_row) but not quantized: 0. */
 int sqz_quant_supported(int type);
 
-/* The range of integer levels l of a type: Q4_0 -8..7, Q5_0 -16..15, Q8_0 -127..127
- * (ggml never writes -128, which some of its SIMD dot products mishandle), IQ4_NL 0..15
- * (an index into the non-linear grid), Q2_K 0..3, Q3_K -4..3, Q4_K 0..15, Q5_K 0..31,
- * Q6_K -32..31. Returns SQZ_ERR for an unsupported type. */
+/* The range of integer levels l of a type: Q4_0 -8..7, Q5_0 -16..15, Q4_1 0..15, Q5_1
+ * 0..31, Q8_0 -127..127 (ggml never writes -128, which some of its SIMD dot products
+ * mishandle), IQ4_NL 0..15 (an index into the non-linear grid), Q2_K 0..3, Q3_K -4..3,
+ * Q4_K 0..15, Q5_K 0..31, Q6_K -32..31. Returns SQZ_ERR for an unsupported type. */
 int sqz_quant_level_range(int type, int *lmin, int *lmax, sqz_err *err);
 
 /* Fixes the scales of one block of p->block_size values x (block_size of the type: 32 or
@@ -79,6 +87,14 @@ void sqz_quant_pack_block(const sqz_qparams *p, const int8_t *levels, void *dst)
  * must hold the row's bytes (sqz_type_row_bytes). weights: n per-column importances or
  * NULL. Errors name the type, the row length or the offending column. */
 int sqz_quantize_row(int type, const float *x, void *dst, int64_t n, const float *weights, sqz_err *err);
+
+/* Writes one row of n values into dst in any type sqz can write (the type table's
+ * from_float): F32 (a copy), F16 and BF16 (round to nearest even, as ggml converts; no
+ * value is rejected, |x| >= 65520 becomes an F16 inf) and every sqz_quant_supported type
+ * (sqz_quantize_row, with the weights). n must be a multiple of the type's block size; dst
+ * holds sqz_type_row_bytes bytes. Fails for a type sqz cannot write (e.g. Q8_K, IQ2_XXS)
+ * or as sqz_quantize_row does. */
+int sqz_convert_row(int type, const float *x, void *dst, int64_t n, const float *weights, sqz_err *err);
 
 #ifdef __cplusplus
 }

@@ -39,11 +39,21 @@ typedef enum sqz_type {
 /* Dequantizes n values (n a multiple of block_size) from src into dst. */
 typedef void (*sqz_dequant_fn)(const void *src, float *dst, int64_t n);
 
+/* Writes n values of x (n a multiple of block_size) into dst (the row's bytes, see
+ * sqz_type_row_bytes) in the layout of `type`. weights: n per-column importances or NULL
+ * (the float types ignore them). Returns SQZ_OK or SQZ_ERR with err set. */
+typedef int (*sqz_from_float_fn)(int type, const float *x, void *dst, int64_t n, const float *weights,
+                                 sqz_err *err);
+
 typedef struct sqz_type_traits {
     const char *name;       /* ggml's name: "F32", "Q4_K", ... */
     int64_t block_size;     /* values per block */
     size_t block_bytes;     /* bytes per block */
     sqz_dequant_fn dequantize; /* NULL when sqz cannot read this type yet */
+    sqz_from_float_fn from_float; /* NULL when sqz cannot write this type: F32/F16/BF16 convert,
+                                     the quantized types go through sqz_quantize_row */
+    int quantize;           /* 1: a block type sqz quantizes into by the weighted scale search
+                               (sqz_quant_supported, sqz_quant_block_params, GPTQ); else 0 */
 } sqz_type_traits;
 
 /* The traits of a type id, or NULL for an id sqz does not know. */

@@ -36,6 +36,7 @@ typedef struct fwd_state {
     float *wbuf;        /* dequantized weight scratch */
     size_t wbuf_n;
     float *normbuf;     /* [dim] a norm's weights as f32 when stored otherwise */
+    float *xr;          /* [T, max input width] activations rounded as llama.cpp does (act_rounding) */
     int blas_threads;   /* OpenBLAS's thread count before the pass, restored after */
 } fwd_state;
 
@@ -43,6 +44,7 @@ static void state_free(fwd_state *s) {
     free(s->x); free(s->xb); free(s->q); free(s->k); free(s->v); free(s->att);
     free(s->hb); free(s->hb2); free(s->rope_cos); free(s->rope_sin); free(s->scores); free(s->wbuf);
     free(s->normbuf);
+    free(s->xr);
     memset(s, 0, sizeof *s);
 }
 
@@ -99,6 +101,11 @@ static int state_alloc(fwd_state *s, const sqz_model *m, int64_t T, int n_thread
     s->wbuf_n = wmax;
     s->wbuf = wmax ? alloc_f32((int64_t)wmax, 1) : NULL;
     s->normbuf = alloc_f32(c->dim, 1);
+    if (m->act_rounding) {
+        int64_t inmax = c->dim > qmax ? c->dim : qmax;
+        if (ffmax > inmax) inmax = ffmax;
+        if (!(s->xr = alloc_f32(T, inmax))) return sqz_fail(err, "%s: forward: out of memory", m->path);
+    }
     if (!s->normbuf || !s->x || !s->xb || !s->q || !s->k || !s->v || !s->att || !s->hb || !s->hb2 || !s->rope_cos ||
         !s->rope_sin || !s->scores || (wmax && !s->wbuf))
         return sqz_fail(err, "%s: forward: out of memory for %lld tokens", m->path, (long long)T);
@@ -263,10 +270,92 @@ static void matmul_run(sqz_pool *pool, matmul_ctx *c) {
     sqz_pool_for(pool, c->first_piece[c->n], 1, matmul_task, c);
 }
 
+/* ---------------------------------------------------------------- llama.cpp's activation rounding */
+
+/* The type llama.cpp's CPU backend converts activations to before a dot product with a
+ * weight of type `type` (its vec_dot_type); -1 when it keeps them in f32. */
+static int act_type_of(int type) {
+    switch (type) {
+    case SQZ_TYPE_Q4_0: case SQZ_TYPE_Q5_0: case SQZ_TYPE_Q8_0: case SQZ_TYPE_IQ4_NL: return SQZ_TYPE_Q8_0;
+    case SQZ_TYPE_Q4_1: case SQZ_TYPE_Q5_1: return SQZ_TYPE_Q8_1;
+    case SQZ_TYPE_Q2_K: case SQZ_TYPE_Q3_K: case SQZ_TYPE_Q4_K: case SQZ_TYPE_Q5_K: case SQZ_TYPE_Q6_K:
+        return SQZ_TYPE_Q8_K;
+    case SQZ_TYPE_F16: return SQZ_TYPE_F16;
+    case SQZ_TYPE_BF16: return SQZ_TYPE_BF16;
+    default: return -1;
+    }
+}
+
+/* y = x rounded to `act` and back, n values (a multiple of the block). Q8_0/Q8_1: blocks
+ * of 32, d = amax/127 stored as f16, levels round(x/d); Q8_K: blocks of 256, scale
+ * -127/max (max the signed value of largest magnitude) kept in f32. */
+static void round_acts(int act, const float *x, float *y, int64_t n) {
+    if (act == SQZ_TYPE_F16) {
+        for (int64_t i = 0; i < n; i++) y[i] = sqz_f16_to_f32(sqz_f32_to_f16(x[i]));
+        return;
+    }
+    if (act == SQZ_TYPE_BF16) {
+        for (int64_t i = 0; i < n; i++) y[i] = sqz_bf16_to_f32(sqz_f32_to_bf16(x[i]));
+        return;
+    }
+    int64_t bs = act == SQZ_TYPE_Q8_K ? 256 : 32;
+    for (int64_t b = 0; b < n; b += bs) {
+        const float *xb = x + b;
+        float *yb = y + b;
+        float amax = 0.0f, max = 0.0f;
+        for (int64_t j = 0; j < bs; j++)
+            if (fabsf(xb[j]) > amax) amax = fabsf(xb[j]), max = xb[j];
+        if (act == SQZ_TYPE_Q8_K) {
+            if (amax == 0.0f) { memset(yb, 0, (size_t)bs * sizeof(float)); continue; }
+            const float iscale = -127.0f / max, d = 1.0f / iscale;
+            for (int64_t j = 0; j < bs; j++) {
+                float v = nearbyintf(iscale * xb[j]);
+                yb[j] = d * (v > 127.0f ? 127.0f : v);
+            }
+        } else {
+            const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+            const float dh = sqz_f16_to_f32(sqz_f32_to_f16(d));
+            for (int64_t j = 0; j < bs; j++) yb[j] = dh * roundf(xb[j] * id);
+        }
+    }
+}
+
+typedef struct {
+    int act;
+    const float *x;
+    float *y;
+    int64_t in;
+} round_ctx;
+
+static void round_task(void *vctx, int64_t b, int64_t e, int thread) {
+    (void)thread;
+    const round_ctx *c = vctx;
+    round_acts(c->act, c->x + b * c->in, c->y + b * c->in, (e - b) * c->in);
+}
+
+/* The input of a product with weights of type `type`: x itself, or x rounded into
+ * s->xr when act_rounding asks for llama.cpp's numerics. */
+static const float *product_input(fwd_state *s, sqz_pool *pool, const float *x, int64_t T, int64_t in, int type) {
+    int act = s->xr ? act_type_of(type) : -1;
+    if (act < 0 || (act != SQZ_TYPE_F16 && act != SQZ_TYPE_BF16 && in % (act == SQZ_TYPE_Q8_K ? 256 : 32))) return x;
+    round_ctx c = {act, x, s->xr, in};
+    sqz_pool_for(pool, T, 16, round_task, &c);
+    return s->xr;
+}
+
 /* y_i[T, rows of t_i] = x · t_iᵀ for n (<= 3) weight tensors with the same row length;
  * non-F32 weights are dequantized side by side into the scratch buffer first. */
 static int linear_group(fwd_state *s, sqz_pool *pool, const float *x, int n, float *const *y,
                         const sqz_tensor *const *t, sqz_err *err) {
+    if (s->xr) { /* llama.cpp's numerics: one rounded input per weight type */
+        for (int i = 1; i < n; i++)
+            if (act_type_of(t[i]->type) != act_type_of(t[0]->type)) {
+                for (int k = 0; k < n; k++)
+                    if (linear_group(s, pool, x, 1, &y[k], &t[k], err)) return SQZ_ERR;
+                return SQZ_OK;
+            }
+        x = product_input(s, pool, x, s->T, t[0]->ne[0], t[0]->type);
+    }
     matmul_ctx c = {.x = x, .T = s->T, .in = t[0]->ne[0], .n = n};
     float *scratch = s->wbuf;
     for (int i = 0; i < n; i++) {
@@ -442,12 +531,13 @@ static int head(const sqz_model *m, fwd_state *s, sqz_pool *pool, int64_t from, 
     if (!w) return SQZ_ERR;
     for (int64_t t = from; t < s->T; t++)
         rmsnorm(s->xb + (t - from) * dim, s->x + t * dim, w, dim, m->cfg.norm_eps);
+    const float *xin = s->xr ? product_input(s, pool, s->xb, n, dim, m->output->type) : s->xb;
     int64_t chunk = needs_copy(m->output) ? HEAD_CHUNK_ROWS : V;
     for (int64_t r0 = 0; r0 < V; r0 += chunk) {
         int64_t nr = r0 + chunk < V ? chunk : V - r0;
         const float *wr = weight_rows(s->wbuf, pool, m->output, r0, nr, err);
         if (!wr) return SQZ_ERR;
-        matmul_ctx c = {.x = s->xb, .T = n, .in = dim, .n = 1, .out = {logits + r0}, .w = {wr}, .n_out = {nr},
+        matmul_ctx c = {.x = xin, .T = n, .in = dim, .n = 1, .out = {logits + r0}, .w = {wr}, .n_out = {nr},
                         .ldo = {V}, .first_piece = {0, matmul_tiles(n, nr)}};
         matmul_run(pool, &c);
     }

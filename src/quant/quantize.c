@@ -10,7 +10,10 @@
  *    sub-block tries its neighbouring integer scales (and mins) and keeps the best, and
  *    the super scales are then refitted in closed form for the chosen integers.
  * The weights are the caller's importances as given (uniform when NULL): the objective
- * is exactly sum_i w_i (x_i - xhat_i)^2. Sums are accumulated in double. */
+ * is exactly sum_i w_i (x_i - xhat_i)^2. Sums are accumulated in double.
+ *
+ * Which types are quantized is the type table's decision (sqz_type_traits.quantize in
+ * src/quant/types.c); the table below only holds each format's level and scale ranges. */
 #include "sqz/quant.h"
 
 #include <math.h>
@@ -20,32 +23,36 @@
 static const int8_t kvalues_iq4nl[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 
 typedef struct qfmt {
-    int type;
-    int block, sub;   /* values per block and per scale */
+    int block, sub;   /* values per block and per scale; 0 = no quantizer for this id */
     int lmin, lmax;   /* integer levels */
     int smin, smax;   /* integer sub-block scales of the k-quants */
     int mmax;         /* integer sub-block mins are 0..mmax; 0 = the type has no mins */
     int two_level;    /* k-quant: sub-block scales on an f16 super scale */
     int nonlinear;    /* IQ4_NL: levels index kvalues_iq4nl */
+    int affine;       /* Q4_1/Q5_1: x = d*l + m, f16 d >= 0 and an f16 min m of either sign */
 } qfmt;
 
-static const qfmt fmts[] = {
-    {SQZ_TYPE_Q4_0, 32, 32, -8, 7, 0, 0, 0, 0, 0},
-    {SQZ_TYPE_Q5_0, 32, 32, -16, 15, 0, 0, 0, 0, 0},
-    {SQZ_TYPE_Q8_0, 32, 32, -127, 127, 0, 0, 0, 0, 0},
-    {SQZ_TYPE_IQ4_NL, 32, 32, 0, 15, 0, 0, 0, 0, 1},
-    {SQZ_TYPE_Q2_K, 256, 16, 0, 3, 0, 15, 15, 1, 0},
-    {SQZ_TYPE_Q3_K, 256, 16, -4, 3, -32, 31, 0, 1, 0},
-    {SQZ_TYPE_Q4_K, 256, 32, 0, 15, 0, 63, 63, 1, 0},
-    {SQZ_TYPE_Q5_K, 256, 32, 0, 31, 0, 63, 63, 1, 0},
+/* Indexed by type id. */
+static const qfmt fmts[SQZ_TYPE_COUNT] = {
+    [SQZ_TYPE_Q4_0] = {.block = 32, .sub = 32, .lmin = -8, .lmax = 7},
+    [SQZ_TYPE_Q4_1] = {.block = 32, .sub = 32, .lmin = 0, .lmax = 15, .affine = 1},
+    [SQZ_TYPE_Q5_0] = {.block = 32, .sub = 32, .lmin = -16, .lmax = 15},
+    [SQZ_TYPE_Q5_1] = {.block = 32, .sub = 32, .lmin = 0, .lmax = 31, .affine = 1},
+    [SQZ_TYPE_Q8_0] = {.block = 32, .sub = 32, .lmin = -127, .lmax = 127},
+    [SQZ_TYPE_IQ4_NL] = {.block = 32, .sub = 32, .lmin = 0, .lmax = 15, .nonlinear = 1},
+    [SQZ_TYPE_Q2_K] = {.block = 256, .sub = 16, .lmin = 0, .lmax = 3, .smax = 15, .mmax = 15, .two_level = 1},
+    [SQZ_TYPE_Q3_K] = {.block = 256, .sub = 16, .lmin = -4, .lmax = 3, .smin = -32, .smax = 31, .two_level = 1},
+    [SQZ_TYPE_Q4_K] = {.block = 256, .sub = 32, .lmin = 0, .lmax = 15, .smax = 63, .mmax = 63, .two_level = 1},
+    [SQZ_TYPE_Q5_K] = {.block = 256, .sub = 32, .lmin = 0, .lmax = 31, .smax = 63, .mmax = 63, .two_level = 1},
     /* ggml's own Q6_K quantizer maps the largest sub-scale to -128; +128 does not fit */
-    {SQZ_TYPE_Q6_K, 256, 16, -32, 31, -128, 127, 0, 1, 0},
+    [SQZ_TYPE_Q6_K] = {.block = 256, .sub = 16, .lmin = -32, .lmax = 31, .smin = -128, .smax = 127, .two_level = 1},
 };
 
+/* The format of a type the type table marks quantizable, else NULL. */
 static const qfmt *fmt_of(int type) {
-    for (size_t i = 0; i < sizeof(fmts) / sizeof(fmts[0]); i++)
-        if (fmts[i].type == type) return &fmts[i];
-    return NULL;
+    const sqz_type_traits *tt = sqz_type_get(type);
+    if (!tt || !tt->quantize || fmts[type].block == 0) return NULL;
+    return &fmts[type];
 }
 
 static const char *type_name(int type) {
@@ -57,7 +64,9 @@ static const char *type_name(int type) {
 
 static float level_value(const qfmt *f, int l) { return f->nonlinear ? (float)kvalues_iq4nl[l] : (float)l; }
 
-/* The dequantized value, with ggml's float operations: (d*sc)*l - dmin*m. */
+/* The dequantized value, with ggml's float operations: (d*sc)*l - dmin*m. Q4_1/Q5_1
+ * dequantize to l*d + m; off holds -m, and d*l - (-m) is d*l + m bit for bit (IEEE
+ * subtraction of a negation is the addition, signed zeros included). */
 static float recon(const qfmt *f, float step, float off, int l) {
     if (f->nonlinear) return step * (float)kvalues_iq4nl[l];
     return step * (float)l - off;
@@ -250,6 +259,75 @@ static void fit_scale_min(const qfmt *f, const float *x, const float *w, int n, 
     *off_out = off_best;
 }
 
+/* ---------------- scale and free min (Q4_1/Q5_1 blocks) ---------------- */
+
+/* Searches x ~ d*l + m, l in 0..lmax, d >= 0 and m of either sign, both stored as f16,
+ * like fit_scale: candidate roundings from (x - min)*iscale with iscale around lmax/range,
+ * for each the weighted least-squares (d, m), d rounded to f16 and m refitted for that
+ * d, then rounded to f16 too; the error of that stored pair follows in closed form for
+ * the candidate's levels. The best pair is then re-rounded, and refit / re-round
+ * alternate while the error falls. ggml's own min/max rounding (d = range/lmax, m = min)
+ * is the first candidate, so the result is never worse than it. Returns the f16 d and m
+ * as floats. */
+static void fit_affine(const qfmt *f, const float *x, const float *w, int n, float *d_out, float *m_out) {
+    int8_t L[SQZ_QBLOCK_MAX], Lt[SQZ_QBLOCK_MAX];
+    float mn = x[0], mx = x[0];
+    for (int i = 1; i < n; i++) mn = fminf(mn, x[i]), mx = fmaxf(mx, x[i]);
+    if (!(mx > mn)) { /* a constant block: the min alone */
+        *d_out = 0.0f, *m_out = to_f16(mn);
+        return;
+    }
+    double sw = 0, sx = 0, sxx = 0;
+    for (int i = 0; i < n; i++) sw += w[i], sx += (double)w[i] * x[i], sxx += (double)w[i] * x[i] * x[i];
+    const float lmax = (float)f->lmax;
+    float d_best = to_f16((mx - mn) / lmax), m_best = to_f16(mn);
+    double best = sub_err(f, x, w, n, d_best, -m_best, L);
+    float d_c = d_best, m_c = m_best;
+    double best_c = INFINITY;
+    for (int k = -18; k <= 18; k++) {
+        const float iscale = (lmax + 0.05f * (float)k) / (mx - mn);
+        double sl = 0, sll = 0, sxl = 0;
+        for (int i = 0; i < n; i++) {
+            const double l = rintf(clampf((x[i] - mn) * iscale, 0.0f, lmax)), wi = w[i];
+            sl += wi * l, sll += wi * l * l, sxl += wi * x[i] * l;
+        }
+        const double D = sw * sll - sl * sl;
+        if (!(D > 0.0)) continue;
+        const double a = (sw * sxl - sx * sl) / D;
+        if (!(a > 0.0)) continue;
+        const float d = to_f16((float)a);
+        if (d == 0.0f) continue;
+        const float m = to_f16((float)((sx - (double)d * sl) / sw));
+        const double ek = sxx - 2.0 * d * sxl - 2.0 * m * sx + (double)d * d * sll + 2.0 * (double)d * m * sl +
+                          (double)m * m * sw;
+        if (ek < best_c) best_c = ek, d_c = d, m_c = m;
+    }
+    /* the closed form is the error of the candidate's levels; re-rounding only lowers it */
+    if (best_c < INFINITY) {
+        const double ek = sub_err(f, x, w, n, d_c, -m_c, Lt);
+        if (ek < best) best = ek, d_best = d_c, m_best = m_c, memcpy(L, Lt, (size_t)n);
+    }
+    for (int it = 0; it < 4; it++) {
+        double sl = 0, sll = 0, sxl = 0;
+        for (int i = 0; i < n; i++) {
+            const double l = L[i], wi = w[i];
+            sl += wi * l, sll += wi * l * l, sxl += wi * x[i] * l;
+        }
+        const double D = sw * sll - sl * sl;
+        if (!(D > 0.0)) break;
+        const double a = (sw * sxl - sx * sl) / D;
+        if (!(a > 0.0)) break;
+        const float d = to_f16((float)a);
+        const float m = to_f16((float)((sx - (double)d * sl) / sw));
+        if (d == d_best && m == m_best) break;
+        const double ek = sub_err(f, x, w, n, d, -m, Lt);
+        if (!(ek < best)) break;
+        best = ek, d_best = d, m_best = m, memcpy(L, Lt, (size_t)n);
+    }
+    *d_out = d_best;
+    *m_out = m_best;
+}
+
 /* ---------------- k-quant super-blocks ---------------- */
 
 /* Up to 3 distinct integers around r, clamped to [lo, hi]. */
@@ -401,7 +479,10 @@ static void kquant_params(const qfmt *f, const float *x, const float *w, sqz_qpa
 
 /* ---------------- public: params, rounding, packing ---------------- */
 
-int sqz_quant_supported(int type) { return fmt_of(type) != NULL; }
+int sqz_quant_supported(int type) {
+    const sqz_type_traits *tt = sqz_type_get(type);
+    return tt && tt->quantize ? 1 : 0;
+}
 
 int sqz_quant_level_range(int type, int *lmin, int *lmax, sqz_err *err) {
     const qfmt *f = fmt_of(type);
@@ -434,6 +515,15 @@ int sqz_quant_block_params(int type, const float *x, const float *w, sqz_qparams
     p->block_size = f->block;
     p->sub_size = f->sub;
     p->n_sub = f->block / f->sub;
+    if (f->affine) {
+        float d, m;
+        fit_affine(f, x, wb, f->block, &d, &m);
+        p->d = sqz_f32_to_f16(d);
+        p->dmin = sqz_f32_to_f16(m); /* the block's min as stored (added) */
+        p->scale[0] = sqz_f16_to_f32(p->d);
+        p->min[0] = -sqz_f16_to_f32(p->dmin);
+        return SQZ_OK;
+    }
     if (!f->two_level) {
         int8_t L[SQZ_QBLOCK_MAX];
         double e;
@@ -498,12 +588,21 @@ void sqz_quant_pack_block(const sqz_qparams *p, const int8_t *levels, void *dst)
         for (int j = 0; j < 16; j++) b[2 + j] = (uint8_t)((c[j] + bias) | ((c[j + 16] + bias) << 4));
         break;
     }
-    case SQZ_TYPE_Q5_0: { /* f16 d; u32 qh (bit j = 5th bit of value j); qs[16] */
+    case SQZ_TYPE_Q4_1: /* f16 d; f16 m; qs[16] as Q4_0's, levels unbiased */
+        put_f16(b, p->d);
+        put_f16(b + 2, p->dmin);
+        for (int j = 0; j < 16; j++) b[4 + j] = (uint8_t)(c[j] | (c[j + 16] << 4));
+        break;
+    case SQZ_TYPE_Q5_0:   /* f16 d; u32 qh (bit j = 5th bit of value j); qs[16] */
+    case SQZ_TYPE_Q5_1: { /* f16 d; f16 m; u32 qh; qs[16], levels unbiased */
+        const int bias = p->type == SQZ_TYPE_Q5_0 ? 16 : 0, o = p->type == SQZ_TYPE_Q5_0 ? 2 : 4;
         uint32_t qh = 0;
         put_f16(b, p->d);
-        for (int j = 0; j < 32; j++) qh |= (uint32_t)(((c[j] + 16) >> 4) & 1) << j;
-        for (int k = 0; k < 4; k++) b[2 + k] = (uint8_t)(qh >> (8 * k));
-        for (int j = 0; j < 16; j++) b[6 + j] = (uint8_t)(((c[j] + 16) & 0x0F) | (((c[j + 16] + 16) & 0x0F) << 4));
+        if (p->type == SQZ_TYPE_Q5_1) put_f16(b + 2, p->dmin);
+        for (int j = 0; j < 32; j++) qh |= (uint32_t)(((c[j] + bias) >> 4) & 1) << j;
+        for (int k = 0; k < 4; k++) b[o + k] = (uint8_t)(qh >> (8 * k));
+        for (int j = 0; j < 16; j++)
+            b[o + 4 + j] = (uint8_t)(((c[j] + bias) & 0x0F) | (((c[j + 16] + bias) & 0x0F) << 4));
         break;
     }
     case SQZ_TYPE_Q8_0: /* f16 d; i8 qs[32] */
@@ -596,4 +695,14 @@ int sqz_quantize_row(int type, const float *x, void *dst, int64_t n, const float
         sqz_quant_pack_block(&p, L, out + (size_t)b * tt->block_bytes);
     }
     return SQZ_OK;
+}
+
+int sqz_convert_row(int type, const float *x, void *dst, int64_t n, const float *weights, sqz_err *err) {
+    const sqz_type_traits *tt = sqz_type_get(type);
+    if (!tt) return sqz_fail(err, "convert: unknown type id %d", type);
+    if (!tt->from_float) return sqz_fail(err, "convert: sqz cannot write type %s (id %d)", tt->name, type);
+    if (n < 0 || n % tt->block_size != 0)
+        return sqz_fail(err, "convert %s: row length %lld is not a multiple of the block size %lld", tt->name,
+                        (long long)n, (long long)tt->block_size);
+    return tt->from_float(type, x, dst, n, weights, err);
 }

@@ -3,13 +3,16 @@
  * Block layouts follow ggml's ggml-common.h exactly (little-endian, packed), and each
  * dequantizer performs the same float operations in the same order as ggml's reference
  * dequantize_row_* so the results are bit-identical: a product d * sc is formed first,
- * then multiplied by the integer quant, then the min is subtracted. Blocks are read
+ * then multiplied by the integer quant, then the min is subtracted (Q4_1/Q5_1: q * d + m,
+ * the block's min added). Blocks are read
  * through byte offsets and memcpy, never through casts, so unaligned tensor data
  * (safetensors does not align) is fine. */
 #include "sqz/tensor.h"
 
 #include <string.h>
 #include <strings.h>
+
+#include "sqz/quant.h"
 
 #define QK_K 256
 
@@ -31,6 +34,30 @@ static void dq_f16(const void *src, float *dst, int64_t n) {
 static void dq_bf16(const void *src, float *dst, int64_t n) {
     const uint8_t *p = src;
     for (int64_t i = 0; i < n; i++) dst[i] = sqz_bf16_to_f32((uint16_t)(p[2 * i] | (p[2 * i + 1] << 8)));
+}
+
+/* The writers of the float types (the quantized ones are sqz_quantize_row). F16 and BF16
+ * round to nearest even, as ggml's conversions do; nothing is rejected: NaN and inf pass
+ * through and |x| >= 65520 becomes an F16 inf, as in ggml. Weights are ignored. */
+static int wr_float(int type, const float *x, void *dst, int64_t n, const float *weights, sqz_err *err) {
+    (void)weights;
+    if (n < 0) return sqz_fail(err, "convert: row length %lld is negative", (long long)n);
+    uint8_t *p = dst;
+    switch (type) {
+    case SQZ_TYPE_F32:
+        if (n > 0) memcpy(dst, x, (size_t)n * sizeof(float));
+        return SQZ_OK;
+    case SQZ_TYPE_F16:
+    case SQZ_TYPE_BF16:
+        for (int64_t i = 0; i < n; i++) {
+            const uint16_t h = type == SQZ_TYPE_F16 ? sqz_f32_to_f16(x[i]) : sqz_f32_to_bf16(x[i]);
+            p[2 * i] = (uint8_t)(h & 0xFF);
+            p[2 * i + 1] = (uint8_t)(h >> 8);
+        }
+        return SQZ_OK;
+    default:
+        return sqz_fail(err, "convert: type id %d is not a float type", type);
+    }
 }
 
 /* ---------------- 32-value blocks ---------------- */
@@ -249,28 +276,33 @@ static void dq_q8_k(const void *src, float *dst, int64_t n) {
     }
 }
 
+/* The quantized types sqz writes: from_float is sqz_quantize_row, quantize is set. */
+#define QUANT .from_float = sqz_quantize_row, .quantize = 1
+
 /* Indexed by ggml type id; ids ggml retired stay empty (name NULL). Adding a format is
- * adding a row; sizes are ggml's (checked against gguf-py's GGML_QUANT_SIZES). */
+ * adding a row; sizes are ggml's (checked against gguf-py's GGML_QUANT_SIZES). A type is
+ * readable when it has a dequantizer, writable when it has from_float, and quantizable
+ * (scale search, GPTQ) when quantize is set; sqz_quant_supported reads that flag. */
 static const sqz_type_traits type_table[SQZ_TYPE_COUNT] = {
-    [SQZ_TYPE_F32] = {.name = "F32", .block_size = 1, .block_bytes = 4, .dequantize = dq_f32},
-    [SQZ_TYPE_F16] = {.name = "F16", .block_size = 1, .block_bytes = 2, .dequantize = dq_f16},
-    [SQZ_TYPE_Q4_0] = {.name = "Q4_0", .block_size = 32, .block_bytes = 18, .dequantize = dq_q4_0},
-    [SQZ_TYPE_Q4_1] = {.name = "Q4_1", .block_size = 32, .block_bytes = 20, .dequantize = dq_q4_1},
-    [SQZ_TYPE_Q5_0] = {.name = "Q5_0", .block_size = 32, .block_bytes = 22, .dequantize = dq_q5_0},
-    [SQZ_TYPE_Q5_1] = {.name = "Q5_1", .block_size = 32, .block_bytes = 24, .dequantize = dq_q5_1},
-    [SQZ_TYPE_Q8_0] = {.name = "Q8_0", .block_size = 32, .block_bytes = 34, .dequantize = dq_q8_0},
+    [SQZ_TYPE_F32] = {.name = "F32", .block_size = 1, .block_bytes = 4, .dequantize = dq_f32, .from_float = wr_float},
+    [SQZ_TYPE_F16] = {.name = "F16", .block_size = 1, .block_bytes = 2, .dequantize = dq_f16, .from_float = wr_float},
+    [SQZ_TYPE_Q4_0] = {.name = "Q4_0", .block_size = 32, .block_bytes = 18, .dequantize = dq_q4_0, QUANT},
+    [SQZ_TYPE_Q4_1] = {.name = "Q4_1", .block_size = 32, .block_bytes = 20, .dequantize = dq_q4_1, QUANT},
+    [SQZ_TYPE_Q5_0] = {.name = "Q5_0", .block_size = 32, .block_bytes = 22, .dequantize = dq_q5_0, QUANT},
+    [SQZ_TYPE_Q5_1] = {.name = "Q5_1", .block_size = 32, .block_bytes = 24, .dequantize = dq_q5_1, QUANT},
+    [SQZ_TYPE_Q8_0] = {.name = "Q8_0", .block_size = 32, .block_bytes = 34, .dequantize = dq_q8_0, QUANT},
     [SQZ_TYPE_Q8_1] = {.name = "Q8_1", .block_size = 32, .block_bytes = 36, .dequantize = NULL},
-    [SQZ_TYPE_Q2_K] = {.name = "Q2_K", .block_size = QK_K, .block_bytes = 84, .dequantize = dq_q2_k},
-    [SQZ_TYPE_Q3_K] = {.name = "Q3_K", .block_size = QK_K, .block_bytes = 110, .dequantize = dq_q3_k},
-    [SQZ_TYPE_Q4_K] = {.name = "Q4_K", .block_size = QK_K, .block_bytes = 144, .dequantize = dq_q4_k},
-    [SQZ_TYPE_Q5_K] = {.name = "Q5_K", .block_size = QK_K, .block_bytes = 176, .dequantize = dq_q5_k},
-    [SQZ_TYPE_Q6_K] = {.name = "Q6_K", .block_size = QK_K, .block_bytes = 210, .dequantize = dq_q6_k},
+    [SQZ_TYPE_Q2_K] = {.name = "Q2_K", .block_size = QK_K, .block_bytes = 84, .dequantize = dq_q2_k, QUANT},
+    [SQZ_TYPE_Q3_K] = {.name = "Q3_K", .block_size = QK_K, .block_bytes = 110, .dequantize = dq_q3_k, QUANT},
+    [SQZ_TYPE_Q4_K] = {.name = "Q4_K", .block_size = QK_K, .block_bytes = 144, .dequantize = dq_q4_k, QUANT},
+    [SQZ_TYPE_Q5_K] = {.name = "Q5_K", .block_size = QK_K, .block_bytes = 176, .dequantize = dq_q5_k, QUANT},
+    [SQZ_TYPE_Q6_K] = {.name = "Q6_K", .block_size = QK_K, .block_bytes = 210, .dequantize = dq_q6_k, QUANT},
     [SQZ_TYPE_Q8_K] = {.name = "Q8_K", .block_size = QK_K, .block_bytes = 292, .dequantize = dq_q8_k},
     [16] = {.name = "IQ2_XXS", .block_size = QK_K, .block_bytes = 66},
     [17] = {.name = "IQ2_XS", .block_size = QK_K, .block_bytes = 74},
     [18] = {.name = "IQ3_XXS", .block_size = QK_K, .block_bytes = 98},
     [19] = {.name = "IQ1_S", .block_size = QK_K, .block_bytes = 50},
-    [SQZ_TYPE_IQ4_NL] = {.name = "IQ4_NL", .block_size = 32, .block_bytes = 18, .dequantize = dq_iq4_nl},
+    [SQZ_TYPE_IQ4_NL] = {.name = "IQ4_NL", .block_size = 32, .block_bytes = 18, .dequantize = dq_iq4_nl, QUANT},
     [21] = {.name = "IQ3_S", .block_size = QK_K, .block_bytes = 110},
     [22] = {.name = "IQ2_S", .block_size = QK_K, .block_bytes = 82},
     [23] = {.name = "IQ4_XS", .block_size = QK_K, .block_bytes = 136},
@@ -280,11 +312,13 @@ static const sqz_type_traits type_table[SQZ_TYPE_COUNT] = {
     [27] = {.name = "I64", .block_size = 1, .block_bytes = 8},
     [28] = {.name = "F64", .block_size = 1, .block_bytes = 8},
     [29] = {.name = "IQ1_M", .block_size = QK_K, .block_bytes = 56},
-    [SQZ_TYPE_BF16] = {.name = "BF16", .block_size = 1, .block_bytes = 2, .dequantize = dq_bf16},
+    [SQZ_TYPE_BF16] = {.name = "BF16", .block_size = 1, .block_bytes = 2, .dequantize = dq_bf16,
+                       .from_float = wr_float},
     [34] = {.name = "TQ1_0", .block_size = QK_K, .block_bytes = 54},
     [35] = {.name = "TQ2_0", .block_size = QK_K, .block_bytes = 66},
     [39] = {.name = "MXFP4", .block_size = 32, .block_bytes = 17},
 };
+#undef QUANT
 
 const sqz_type_traits *sqz_type_get(int type) {
     if (type < 0 || type >= SQZ_TYPE_COUNT || !type_table[type].name) return NULL;

@@ -5,15 +5,23 @@ shared library is installed).
 usage: check_quant_gguf_py.py QUANT.gguf SPEC.gguf
 
 QUANT.gguf is written by `test_quantize --emit`: source rows (src.gauss, src.student: 16 x
-1024 f32, the second Student-t(3), heavy-tailed), per-column importances (weights), and
-for each type T and case (gauss, student, tw = student weighted by `weights`) sqz's
-quantized tensor q.T.case and sqz's own dequantization deq.T.case.
+1024 f32, the second Student-t(3), heavy-tailed; src.edge: edge values and random bit
+patterns for the float conversions), per-column importances (weights), and for each
+type T sqz writes and each case sqz's tensor q.T.case and sqz's own dequantization
+deq.T.case. The quantized types (every type in the type table with `quantize` set) have
+the cases gauss, student and tw (student weighted by `weights`); the float conversions
+F16 and BF16 have gauss, student and edge. The types are read from the file; each type
+of REQUIRED must be there.
 
-1. Byte-exact: gguf-py's dequantizer applied to sqz's bytes must give exactly sqz's floats.
+1. Byte-exact: gguf-py's dequantizer applied to sqz's bytes must give exactly sqz's floats
+   (bit for bit, NaNs included).
 2. Quality: RMSE (weighted RMSE for tw) of sqz vs gguf-py's own quantizer (the types it
-   has: Q8_0, Q5_0, Q4_0) and vs llama.cpp's ggml_quantize_chunk (all types; with the
-   weights as its imatrix for tw). sqz must be at or below gguf-py, and at or below
-   llama.cpp. A table of bits/weight and RMSE is printed.
+   has: Q8_0, Q5_1, Q5_0, Q4_1, Q4_0) and vs llama.cpp's ggml_quantize_chunk (all types;
+   with the weights as its imatrix for tw). sqz must be at or below gguf-py, and at or
+   below llama.cpp. A table of bits/weight and RMSE is printed.
+   The float conversions must instead give exactly gguf-py's bytes (numpy's float16
+   cast; gguf-py's BF16, ggml's round to nearest even) and llama.cpp's (edge included,
+   except llama.cpp's F16 of NaN, whose payload depends on the CPU's converter).
 3. Writer: SPEC.gguf (`test_gguf_write --emit`) read by GGUFReader must hold exactly the
    specification below (keys, types, values, tensor names, types, shapes, offsets, data).
 4. When llama.cpp's library is found, its own GGUF parser (gguf_init_from_file) must read
@@ -29,8 +37,11 @@ import numpy as np
 import gguf
 from gguf import GGMLQuantizationType as QT, GGUFReader, GGUFValueType as VT
 
-TYPES = ["Q8_0", "Q5_0", "Q4_0", "IQ4_NL", "Q6_K", "Q5_K", "Q4_K", "Q3_K", "Q2_K"]
-CASES = ["gauss", "student", "tw"]
+# what the file must hold at least: the quantized types and the float conversions
+REQUIRED = ["Q8_0", "Q6_K", "Q5_1", "Q5_0", "Q5_K", "Q4_1", "Q4_0", "IQ4_NL", "Q4_K", "Q3_K", "Q2_K", "F16", "BF16"]
+FLOAT_TYPES = {"F32", "F16", "BF16"}
+QCASES = ["gauss", "student", "tw"]
+FCASES = ["gauss", "student", "edge"]
 failures = []
 
 
@@ -92,10 +103,58 @@ def wrmse(x, y, w):
     return float(np.sqrt((d2 * ww).sum() / ww.sum()))
 
 
+def ggml_convert(lib, qt, x):
+    """llama.cpp's bytes for a float type (ggml_quantize_chunk converts F16/BF16 rows)."""
+    rows, cols = x.shape
+    bs, bb = gguf.GGML_QUANT_SIZES[qt]
+    out = np.zeros(rows * cols * bb, dtype=np.uint8)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    n = lib.ggml_quantize_chunk(int(qt), x.ctypes.data, out.ctypes.data, 0, rows, cols, None)
+    assert n == out.size, (n, out.size)
+    return out.reshape(rows, -1)
+
+
+def file_types(tm):
+    """The types of the q.T.case tensors, in decreasing bits per weight."""
+    names = {n.split(".")[1] for n in tm if n.startswith("q.")}
+    for req in REQUIRED:
+        if req not in names:
+            fail(f"{req}: no q.{req}.* tensors in the file")
+    known = [n for n in names if n in QT.__members__]
+    for n in sorted(names - set(known)):
+        fail(f"{n}: not a ggml type known to gguf-py")
+    return sorted(known, key=lambda n: (-gguf.GGML_QUANT_SIZES[QT[n]][1] * 8 / gguf.GGML_QUANT_SIZES[QT[n]][0], n))
+
+
+def check_float(tname, case, x, qbytes, ours, lib):
+    """F16/BF16: sqz's bytes must be gguf-py's (and llama.cpp's) exactly."""
+    qt = QT[tname]
+    with np.errstate(over="ignore", invalid="ignore"):
+        want = np.asarray(gguf.quants.quantize(x, qt)).view(np.uint8).reshape(qbytes.shape)
+    same_py = bool(np.array_equal(want, qbytes))
+    if not same_py:
+        bad = int((want.view(np.uint16) != qbytes.view(np.uint16)).sum())
+        fail(f"{tname}.{case}: {bad} values converted differently from gguf-py")
+    same_ll = None
+    if lib is not None:
+        ll = ggml_convert(lib, qt, x).view(np.uint16)
+        mine = qbytes.view(np.uint16)
+        diff = ll != mine
+        if tname == "F16":  # NaN payloads depend on the converter (F16C keeps them)
+            diff &= ~np.isnan(x)
+        same_ll = not bool(diff.any())
+        if not same_ll:
+            fail(f"{tname}.{case}: {int(diff.sum())} values converted differently from llama.cpp")
+    return same_py, same_ll
+
+
 def check_quant(path):
     r = GGUFReader(path)
     tm = tensor_map(r)
-    src = {"gauss": f32_rows(tm["src.gauss"]), "student": f32_rows(tm["src.student"])}
+    src = {k: f32_rows(tm[f"src.{k}"]) for k in ("gauss", "student", "edge") if f"src.{k}" in tm}
+    if len(src) != 3:
+        fail(f"source tensors: only {sorted(src)} in {path} (an old test_quantize?)")
+        return
     src["tw"] = src["student"]
     w = np.asarray(tm["weights"].data, dtype=np.float32)
     lib, libpath = load_ggml()
@@ -103,11 +162,11 @@ def check_quant(path):
     hdr = f"{'type':7} {'bpw':>5}  {'case':8} {'exact':>5}  {'sqz rmse':>10} {'gguf-py':>10} {'llama.cpp':>10}  {'sqz/llama':>9}"
     print(hdr)
     print("-" * len(hdr))
-    for tname in TYPES:
+    for tname in file_types(tm):
         qt = QT[tname]
         bs, bb = gguf.GGML_QUANT_SIZES[qt]
         bpw = bb * 8 / bs
-        for case in CASES:
+        for case in (FCASES if tname in FLOAT_TYPES else QCASES):
             x = src[case]
             wc = w if case == "tw" else None
             qten = tm.get(f"q.{tname}.{case}")
@@ -119,16 +178,23 @@ def check_quant(path):
                 fail(f"{tname}.{case}: tensor type {qten.tensor_type!r}, expected {qt!r}")
                 continue
             rows, cols = x.shape
-            qbytes = np.asarray(qten.data, dtype=np.uint8).reshape(rows, -1)
+            qbytes = np.ascontiguousarray(qten.data).view(np.uint8).reshape(rows, -1)  # F16 data comes as float16
             if qbytes.shape[1] != cols // bs * bb:
                 fail(f"{tname}.{case}: {qbytes.shape[1]} bytes per row, expected {cols // bs * bb}")
                 continue
             ref = gguf.quants.dequantize(qbytes, qt).reshape(rows, cols).astype(np.float32)
             ours = f32_rows(dten)
-            exact = bool(np.array_equal(ref, ours))
+            exact = bool(np.array_equal(ref.view(np.uint32), ours.view(np.uint32)))  # bits: NaNs too
             if not exact:
-                bad = int((ref != ours).sum())
+                bad = int((ref.view(np.uint32) != ours.view(np.uint32)).sum())
                 fail(f"{tname}.{case}: gguf-py's dequantization differs from sqz's in {bad} of {ref.size} values")
+            if tname in FLOAT_TYPES:
+                same_py, same_ll = check_float(tname, case, x, qbytes, ours, lib)
+                yn = lambda v: f"{'-':>10}" if v is None else f"{'same' if v else 'DIFFERENT':>10}"
+                e = f"{wrmse(x, ref, None):10.6f}" if case != "edge" else f"{'-':>10}"
+                print(f"{tname:7} {bpw:5.2f}  {case:8} {'yes' if exact else 'NO':>5}  {e} {yn(same_py)} {yn(same_ll)}"
+                      f"  {'bytes':>9}")
+                continue
             e_sqz = wrmse(x, ref, wc)
             e_py = e_ll = None
             try:

