@@ -5,10 +5,13 @@
 #      listed with the file's type and bytes; totals.file_bytes = the file's size;
 #      bpw = 8 file_bytes / n_params; the 576-wide rows fall back to Q5_0, ffn_down's
 #      1536-wide rows stay Q4_K; relative errors finite and < 0.5);
-#  (b) llama-perplexity on that file (ctx 256, 4 chunks, F32 KV cache) and `sqz ppl
-#      --protocol llamacpp` on it agree within 0.5% (llama.cpp also rounds the activations
-#      to 8 bits inside its Q4_K/Q5_0 dot products, sqz does not); and the quantized model
-#      is still a language model: its perplexity at most 1.25x the source model's;
+#  (b) `sqz ppl --protocol llamacpp` on that file (ctx 256, 4 chunks) against
+#      llama-perplexity (F32 KV cache) on the F32 expansion llama-quantize makes of it
+#      (llama.cpp's dequantizer on sqz's bytes, f32 arithmetic like sqz): within 0.1%;
+#      against llama-perplexity on the file itself: within 1.5% (llama.cpp also rounds
+#      the activations to 8 bits inside its Q4_K/Q5_0 dot products; that alone is ~1%
+#      here, see below); and the quantized model is still a language model: its
+#      perplexity at most 1.25x the source model's;
 #  (c) llama-completion (or llama-simple) generates 16 greedy tokens after
 #      "The capital of France is" from it;
 #  (d) determinism: the same quantize command (RTN with calibration, to keep the time
@@ -96,30 +99,59 @@ echo "  ($((SECONDS - t0)) s so far)"
 
 # ---------------------------------------------------------------- (b) perplexity
 # llama-perplexity prints "Final estimate: PPL = 12.3456 +/- 0.12345" on stderr.
-"$bin/llama-perplexity" -m "$q" -f "$text" -c 256 --chunks 4 -t 2 -ctk f32 -ctv f32 >"$tmp/llama-ppl.log" 2>&1 \
-    || bad "llama-perplexity on $q failed: see $tmp/llama-ppl.log"
-ref="$(sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p' "$tmp/llama-ppl.log" | tail -n 1)"
-[[ -n "$ref" ]] || bad "no 'Final estimate' in $tmp/llama-ppl.log"
+llama_ppl() {   # llama_ppl MODEL LOG -> the number, empty on failure
+    "$bin/llama-perplexity" -m "$1" -f "$text" -c 256 --chunks 4 -t 2 -ctk f32 -ctv f32 >"$2" 2>&1 \
+        || { echo "  llama-perplexity on $1 failed (exit status non-zero): see $2" >&2; return 0; }
+    sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p' "$2" | tail -n 1
+}
 ppl_of() {   # sqz ppl MODEL JSON -> the "ppl" number of the JSON
     "$sqz" ppl "$1" "$text" --ctx 256 --chunks 4 --protocol llamacpp --json "$2" >"$2.log" 2>&1 \
         || { echo "sqz ppl $1 failed: $(tail -n 2 "$2.log")" >&2; return 1; }
     python3 -c 'import json,sys; print(repr(float(json.load(open(sys.argv[1]))["ppl"])))' "$2"
 }
+ref="$(llama_ppl "$q" "$tmp/llama-ppl.log")"
+[[ -n "$ref" ]] || bad "no 'Final estimate' from llama-perplexity on $q (see $tmp/llama-ppl.log)"
+# the same weights expanded to F32 by llama.cpp's own dequantizer: the arithmetic of sqz
+ref32=""
+if [[ -x "$bin/llama-quantize" ]]; then
+    if "$bin/llama-quantize" --allow-requantize "$q" "$tmp/q-f32.gguf" F32 >"$tmp/llama-quantize.log" 2>&1; then
+        ref32="$(llama_ppl "$tmp/q-f32.gguf" "$tmp/llama-ppl-f32.log")"
+        [[ -n "$ref32" ]] || bad "no 'Final estimate' from llama-perplexity on the F32 expansion"
+    else
+        bad "llama-quantize could not expand $q to F32: $(tail -n 2 "$tmp/llama-quantize.log")"
+    fi
+    rm -f "$tmp/q-f32.gguf"
+else
+    echo "  (llama-quantize not built: the F32 expansion check is left out)"
+fi
 ours="$(ppl_of "$q" "$tmp/sqz-ppl.json")" || bad "sqz ppl on $q failed"
 base="$(ppl_of "$model" "$tmp/sqz-ppl-source.json")" || bad "sqz ppl on $model failed"
 echo "t_quantize_llamacpp: (b) wikitext-2 test, llama.cpp protocol, ctx 256, 4 chunks:"
-echo "  llama-perplexity (sqz's Q4_K file) = ${ref:-?}"
-echo "  sqz ppl          (sqz's Q4_K file) = ${ours:-?}"
-echo "  sqz ppl          (source Q4_1)     = ${base:-?}"
+echo "  llama-perplexity (sqz's Q4_K file, native)      = ${ref:-?}"
+echo "  llama-perplexity (its F32 expansion, llama.cpp) = ${ref32:-?}"
+echo "  sqz ppl          (sqz's Q4_K file)              = ${ours:-?}"
+echo "  sqz ppl          (source Q4_1)                  = ${base:-?}"
 if [[ -n "$ref" && -n "$ours" && -n "$base" ]]; then
-    python3 - "$ours" "$ref" "$base" <<'EOF' || bad "perplexity (see above)"
-import sys
-ours, ref, base = map(float, sys.argv[1:])
+    python3 - "$ours" "$ref" "$base" "${ref32:-nan}" <<'EOF' || bad "perplexity (see above)"
+import math, sys
+ours, ref, base, ref32 = map(float, sys.argv[1:])
+ok = True
+# Native: llama.cpp rounds the activations to 8 bits (Q8_0 / Q8_K) inside its Q5_0 and
+# Q4_K dot products, sqz computes in f32. On this model at ctx 256 x 4 chunks that alone
+# moves the perplexity by ~1%: llama.cpp's OWN Q4_K_S file of SmolLM2 gives 30.6019 native
+# vs 30.3026 on its F32 expansion (0.99%); sqz's RTN Q4_K file 30.1271 vs 29.8552 (0.90%).
+# So 0.5% cannot hold here; the limit is 1.5%, and the exact check is the F32 one below.
 rel = abs(ours - ref) / ref
+print(f"  |sqz - llama.cpp native| / llama.cpp = {rel:.5f} (limit 0.015)")
+ok &= rel <= 0.015
+if not math.isnan(ref32):
+    rel32 = abs(ours - ref32) / ref32
+    print(f"  |sqz - llama.cpp F32|    / llama.cpp = {rel32:.6f} (limit 0.001)")
+    ok &= rel32 <= 0.001
 ratio = ours / base
-print(f"  |sqz - llama.cpp| / llama.cpp = {rel:.5f} (limit 0.005)")
 print(f"  quantized / source perplexity = {ratio:.4f} (limit 1.25)")
-sys.exit(1 if not (rel <= 0.005 and ratio <= 1.25) else 0)
+ok &= ratio <= 1.25
+sys.exit(0 if ok else 1)
 EOF
 fi
 echo "  ($((SECONDS - t0)) s so far)"

@@ -2,6 +2,8 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <signal.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,4 +100,34 @@ int read_text(const char *path, char **text, size_t *len) {
         *text = NULL;
     }
     return rc;
+}
+
+/* The one piece of process-wide state of the CLI: the temporary name a signal handler
+ * must remove. Set once before the output is opened, read only by the handler. */
+static char g_tmp_path[4096];
+
+static void remove_tmp_and_die(int sig) {
+    if (g_tmp_path[0]) unlink(g_tmp_path); /* async-signal-safe */
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+int guard_output(const char *path) {
+    int n = snprintf(g_tmp_path, sizeof g_tmp_path, "%s.tmp.%ld", path, (long)getpid());
+    if (n < 0 || (size_t)n >= sizeof g_tmp_path) {
+        g_tmp_path[0] = '\0';
+        return fail("output path too long");
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = remove_tmp_and_die;
+    sigemptyset(&sa.sa_mask);
+    const int sigs[3] = {SIGINT, SIGTERM, SIGHUP};
+    for (int i = 0; i < 3; i++) {
+        struct sigaction old;
+        /* a signal the caller chose to ignore (nohup, background jobs) stays ignored */
+        if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler == SIG_IGN) continue;
+        sigaction(sigs[i], &sa, NULL);
+    }
+    return 0;
 }

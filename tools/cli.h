@@ -35,6 +35,11 @@ int check_text(const char *path, const char *text, size_t len);
 /* Reads and checks a text file; *text is malloc'd. Returns 0 or an exit code. */
 int read_text(const char *path, char **text, size_t *len);
 
+/* Removes the temporary file of an output being written to `path` (sqz_out's
+ * "<path>.tmp.<pid>") when the program is stopped by SIGINT, SIGTERM or SIGHUP, then
+ * dies of that signal as usual. One output at a time; returns 0 or an exit code. */
+int guard_output(const char *path);
+
 typedef int (*command_fn)(args *a);
 int cmd_quantize(args *a);
 extern const char HELP_QUANTIZE[];

@@ -284,6 +284,7 @@ int cmd_quantize(args *a) {
         rc = fail(err.msg);
         goto done;
     }
+    if ((rc = guard_output(out))) goto done;
     if (sqz_quantize_model(&m, out, &o, pool, &rep, &err)) {
         rc = fail(err.msg);
         goto done;
