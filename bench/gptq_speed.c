@@ -26,8 +26,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <unistd.h>
 
 #include <cblas.h>
 
@@ -124,30 +122,6 @@ static void rtn_task(void *vctx, int64_t b, int64_t e, int thread) {
         }
 }
 
-/* OpenBLAS picks its kernels from the CPU model at load time and falls back to slow
- * generic ones on CPUs it does not know; as in tools/sqz.c, run again with
- * OPENBLAS_CORETYPE set when that happened on a CPU with AVX2/AVX-512. */
-char *openblas_get_corename(void);
-static void fix_blas_kernels(char **argv) {
-    if (getenv("OPENBLAS_CORETYPE")) return;
-    const char *core = openblas_get_corename();
-    static const char *const generic[] = {"prescott", "core2", "penryn", "dunnington", "nehalem", "atom", "katmai",
-                                          "coppermine", "northwood", "banias", "unknown"};
-    int is_generic = !core;
-    for (size_t i = 0; core && i < sizeof generic / sizeof generic[0]; i++)
-        if (!strcasecmp(core, generic[i])) is_generic = 1;
-    if (!is_generic) return;
-    __builtin_cpu_init();
-    const char *better = NULL;
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
-        better = "SkylakeX";
-    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        better = "Haswell";
-    if (!better) return;
-    setenv("OPENBLAS_CORETYPE", better, 1);
-    execv("/proc/self/exe", argv);
-}
-
 static void usage(FILE *f) {
     fprintf(f,
             "usage: bench_gptq_speed [options]\n"
@@ -170,7 +144,7 @@ static int parse_int(const char *v, long long lo, long long hi, long long *out) 
 }
 
 int main(int argc, char **argv) {
-    fix_blas_kernels(argv);
+    sqz_blas_fix_kernels(argv);
     long long rows = 11008, cols = 4096, threads = 0, tokens = 0, seed = 1;
     const char *type_name = "Q4_K";
     int append = 1, act_order = 0;

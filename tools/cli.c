@@ -61,7 +61,7 @@ int write_json(const char *path, cJSON *root) {
 }
 
 /* Text checks: a readable, non-empty, non-binary file. Returns 0 or an exit code. */
-int check_text(const char *path, const char *text, size_t len) {
+static int check_text(const char *path, const char *text, size_t len) {
     char msg[1200];
     if (len == 0) {
         snprintf(msg, sizeof msg, "%s: text file is empty", path);

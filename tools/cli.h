@@ -30,9 +30,8 @@ const char *opt_value(args *a);
 int parse_pos_int(const char *s, long long max, long long *out);
 /* Writes root as JSON to path (atomically); returns 0 or an exit code. */
 int write_json(const char *path, cJSON *root);
-/* A readable, non-empty, non-binary UTF-8 text: returns 0 or an exit code. */
-int check_text(const char *path, const char *text, size_t len);
-/* Reads and checks a text file; *text is malloc'd. Returns 0 or an exit code. */
+/* Reads a text file and checks it is non-empty, non-binary UTF-8; *text is malloc'd.
+ * Returns 0 or an exit code. */
 int read_text(const char *path, char **text, size_t *len);
 
 /* Removes the temporary file of an output being written to `path` (sqz_out's

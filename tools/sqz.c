@@ -7,8 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
@@ -232,12 +230,8 @@ static int cmd_ppl(args *a) {
     sqz_err err;
     char *text = NULL;
     size_t text_len = 0;
-    if (sqz_read_file(text_path, MAX_TEXT_BYTES, &text, &text_len, &err)) return fail(err.msg);
-    int rc = check_text(text_path, text, text_len);
-    if (rc) {
-        free(text);
-        return rc;
-    }
+    int rc = read_text(text_path, &text, &text_len);
+    if (rc) return rc;
     sqz_model m;
     if (sqz_model_load(&m, model, 1, &err)) {
         free(text);
@@ -306,36 +300,6 @@ out:
     return rc;
 }
 
-/* ---------------------------------------------------------------- BLAS kernels */
-
-/* From OpenBLAS (cblas.h is not on this program's include path). */
-char *openblas_get_corename(void);
-
-/* OpenBLAS picks its kernels from the CPU model at load time; on CPUs it does not know
- * (new Xeons, virtual machines hiding the model) it falls back to "Prescott" (SSE3),
- * which runs SGEMM 3-4x slower. The choice is made before main() and can only be changed
- * through OPENBLAS_CORETYPE, so when the fallback is active on a CPU with AVX2/AVX-512 we
- * run ourselves again with that variable set. The user's own OPENBLAS_CORETYPE wins. */
-static void fix_blas_kernels(char **argv) {
-    if (getenv("OPENBLAS_CORETYPE")) return;
-    const char *core = openblas_get_corename();
-    static const char *const generic[] = {"prescott", "core2", "penryn", "dunnington", "nehalem", "atom", "katmai",
-                                          "coppermine", "northwood", "banias", "unknown"};
-    int is_generic = !core;
-    for (size_t i = 0; core && i < sizeof generic / sizeof generic[0]; i++)
-        if (!strcasecmp(core, generic[i])) is_generic = 1;
-    if (!is_generic) return;
-    __builtin_cpu_init();
-    const char *better = NULL;
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
-        better = "SkylakeX";
-    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        better = "Haswell";
-    if (!better) return;
-    setenv("OPENBLAS_CORETYPE", better, 1);
-    execv("/proc/self/exe", argv); /* returns only on failure: carry on with slow kernels */
-}
-
 /* ---------------------------------------------------------------- command table */
 
 typedef struct {
@@ -366,7 +330,7 @@ static void print_usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
-    fix_blas_kernels(argv);
+    sqz_blas_fix_kernels(argv);
     if (argc < 2) {
         print_usage(stderr);
         return EXIT_USAGE;

@@ -102,6 +102,15 @@ void sqz_progress_end(sqz_progress *p);
 /* Monotonic seconds. */
 double sqz_now(void);
 
+/* OpenBLAS picks its kernels from the CPU model at load time; on CPUs it does not know
+ * (new Xeons, virtual machines hiding the model) it falls back to "Prescott" (SSE3),
+ * which runs SGEMM 3-4x slower. The choice is made before main() and can only be
+ * changed through OPENBLAS_CORETYPE, so when the fallback is active on a CPU with
+ * AVX2/AVX-512 this sets that variable and re-executes the program (argv as given to
+ * main); otherwise, or if exec fails, it returns. The user's own OPENBLAS_CORETYPE
+ * wins. For programs' main() only: the library never calls it. */
+void sqz_blas_fix_kernels(char **argv);
+
 /* IEEE half and bfloat16 conversions (round-to-nearest-even for the narrowing ones). */
 float sqz_f16_to_f32(uint16_t h);
 uint16_t sqz_f32_to_f16(float f);

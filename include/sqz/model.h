@@ -113,6 +113,10 @@ typedef enum sqz_fwd_site {
 typedef int (*sqz_fwd_hook)(void *ctx, int layer, int site, const float *x, int64_t n_tokens, int64_t width,
                             sqz_err *err);
 
+/* out[n] = x / sqrt(mean(x²) + eps) · w, the sum of squares in double, exactly as the
+ * forward pass normalizes (out may be x). */
+void sqz_rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps);
+
 /* x[n_tokens, dim] = the embeddings of tokens. */
 int sqz_forward_embed(const sqz_model *m, const int32_t *tokens, int64_t n_tokens, float *x, sqz_err *err);
 /* Runs block `layer` on the residual stream x[n_tokens, dim] in place (one causal

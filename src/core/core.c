@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -282,4 +283,28 @@ uint16_t sqz_f32_to_bf16(float f) {
     if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 64); /* quiet nan */
     u += 0x7fff + ((u >> 16) & 1);
     return (uint16_t)(u >> 16);
+}
+
+/* ---------------------------------------------------------------- BLAS kernels */
+
+char *openblas_get_corename(void); /* OpenBLAS */
+
+void sqz_blas_fix_kernels(char **argv) {
+    if (getenv("OPENBLAS_CORETYPE")) return;
+    const char *core = openblas_get_corename();
+    static const char *const generic[] = {"prescott", "core2", "penryn", "dunnington", "nehalem", "atom", "katmai",
+                                          "coppermine", "northwood", "banias", "unknown"};
+    int is_generic = !core;
+    for (size_t i = 0; core && i < sizeof generic / sizeof generic[0]; i++)
+        if (!strcasecmp(core, generic[i])) is_generic = 1;
+    if (!is_generic) return;
+    __builtin_cpu_init();
+    const char *better = NULL;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
+        better = "SkylakeX";
+    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        better = "Haswell";
+    if (!better) return;
+    setenv("OPENBLAS_CORETYPE", better, 1);
+    execv("/proc/self/exe", argv); /* returns only on failure: carry on with slow kernels */
 }

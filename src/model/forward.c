@@ -115,7 +115,7 @@ static int state_alloc(fwd_state *s, const sqz_model *m, int64_t T, int n_thread
 /* ---------------------------------------------------------------- kernels */
 
 /* out = x / sqrt(mean(x²) + eps) * w; the sum of squares in double. */
-static void rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps) {
+void sqz_rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps) {
     double ss = 0.0;
     for (int64_t i = 0; i < n; i++) ss += (double)x[i] * x[i];
     float scale = (float)(1.0 / sqrt(ss / (double)n + (double)eps));
@@ -430,7 +430,7 @@ static void norm_task(void *vctx, int64_t b, int64_t e, int thread) {
     const rows_ctx *c = vctx;
     int64_t dim = c->m->cfg.dim;
     for (int64_t t = b; t < e; t++)
-        rmsnorm(c->s->xb + t * dim, c->s->x + t * dim, c->norm_w, dim, c->m->cfg.norm_eps);
+        sqz_rmsnorm(c->s->xb + t * dim, c->s->x + t * dim, c->norm_w, dim, c->m->cfg.norm_eps);
 }
 
 static void rope_task(void *vctx, int64_t b, int64_t e, int thread) {
@@ -530,7 +530,7 @@ static int head(const sqz_model *m, fwd_state *s, sqz_pool *pool, int64_t from, 
     const float *w = vector_f32(m->out_norm, s->normbuf, err);
     if (!w) return SQZ_ERR;
     for (int64_t t = from; t < s->T; t++)
-        rmsnorm(s->xb + (t - from) * dim, s->x + t * dim, w, dim, m->cfg.norm_eps);
+        sqz_rmsnorm(s->xb + (t - from) * dim, s->x + t * dim, w, dim, m->cfg.norm_eps);
     const float *xin = s->xr ? product_input(s, pool, s->xb, n, dim, m->output->type) : s->xb;
     int64_t chunk = needs_copy(m->output) ? HEAD_CHUNK_ROWS : V;
     for (int64_t r0 = 0; r0 < V; r0 += chunk) {

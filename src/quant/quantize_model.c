@@ -294,9 +294,9 @@ static int quantize_matrix(qm *q, int idx, const float *W, const double *H, uint
         if (!Wq) return sqz_fail(err, "quantize: out of memory for %s", t->name);
         deq_job dj = {t->type, dst, p->row_bytes, cols, Wq};
         sqz_pool_for(q->pool, rows, 64, deq_task, &dj);
-        t->rel_weight_err = rel_frobenius(W, Wq, rows * cols);
-        int rc = H ? sqz_gptq_errors(W, Wq, rows, cols, H, q->pool, &t->rel_weight_err, &t->rel_output_err, err)
-                   : SQZ_OK;
+        int rc = SQZ_OK;
+        if (H) rc = sqz_gptq_errors(W, Wq, rows, cols, H, q->pool, &t->rel_weight_err, &t->rel_output_err, err);
+        else t->rel_weight_err = rel_frobenius(W, Wq, rows * cols);
         free(Wq);
         if (rc) return SQZ_ERR;
     }
@@ -561,13 +561,7 @@ done:
 
 /* x ← rmsnorm(x) · w over T rows, as the forward pass computes it. */
 static void rmsnorm_rows(float *x, const float *w, int64_t T, int64_t dim, float eps) {
-    for (int64_t t = 0; t < T; t++) {
-        float *r = x + t * dim;
-        double ss = 0.0;
-        for (int64_t i = 0; i < dim; i++) ss += (double)r[i] * r[i];
-        float scale = (float)(1.0 / sqrt(ss / (double)dim + (double)eps));
-        for (int64_t i = 0; i < dim; i++) r[i] = r[i] * scale * w[i];
-    }
+    for (int64_t t = 0; t < T; t++) sqz_rmsnorm(x + t * dim, x + t * dim, w, dim, eps);
 }
 
 static int do_output(qm *q, sqz_err *err) {
@@ -630,7 +624,9 @@ done:
     return rc;
 }
 
-/* An untied embedding: RTN (a lookup table has no input Gram), rows in chunks. */
+/* An untied embedding: RTN (a lookup table has no input Gram), rows in chunks. In
+ * sequential mode the quantized stream's embeddings are taken from the rows as they are
+ * quantized. */
 static int do_embedding(qm *q, sqz_err *err) {
     const plan_tensor *p = &q->plan[q->idx_embd];
     const sqz_qtensor_report *t = &q->rep->tensors[q->idx_embd];
@@ -659,6 +655,12 @@ static int do_embedding(qm *q, sqz_err *err) {
             num += d * d;
             den += (double)W[i] * W[i];
         }
+        if (q->seq) /* the quantized stream starts from the quantized rows */
+            for (int64_t t = 0; t < q->T; t++) {
+                int64_t id = q->o->windows[t];
+                if (id >= r0 && id < r0 + nr)
+                    memcpy(q->xq + t * p->cols, Wq + (id - r0) * p->cols, (size_t)p->cols * sizeof(float));
+            }
         if (write_rows(q, p, dst, err)) goto done;
     }
     q->rep->tensors[q->idx_embd].rel_weight_err = den > 0 ? sqrt(num / den) : 0;
@@ -755,32 +757,7 @@ int sqz_quantize_model(const sqz_model *m, const char *out_path, const sqz_qmode
     sqz_progress_begin(&q.prog, "quantize", c->n_layer + 2, "step", 0);
     if (!opts->progress) q.prog.out = NULL;
     if (!q.tied && do_embedding(&q, err)) goto done;
-    if (q.seq) {
-        if (q.tied) {
-            if (q.xq != q.xo) memcpy(q.xq, q.xo, (size_t)q.T * (size_t)c->dim * sizeof(float));
-        } else {
-            /* quantized embedding rows for the quantized stream: re-read from the plan's
-             * written type by quantizing each window's rows again (same bytes) */
-            const plan_tensor *p = &q.plan[q.idx_embd];
-            int type = q.rep->tensors[q.idx_embd].type;
-            float *row = malloc((size_t)p->cols * sizeof(float));
-            uint8_t *qb = malloc(p->row_bytes);
-            if (!row || !qb) {
-                free(row); free(qb);
-                sqz_fail(err, "quantize: out of memory");
-                goto done;
-            }
-            int bad = 0;
-            for (int64_t t = 0; t < q.T && !bad; t++) {
-                int32_t id = opts->windows[t];
-                bad = sqz_tensor_rows_f32(p->src, id, 1, row, err) ||
-                      sqz_convert_row(type, row, qb, p->cols, NULL, err);
-                if (!bad) sqz_type_get(type)->dequantize(qb, q.xq + t * c->dim, p->cols);
-            }
-            free(row); free(qb);
-            if (bad) goto done;
-        }
-    }
+    if (q.seq && q.tied && q.xq != q.xo) memcpy(q.xq, q.xo, (size_t)q.T * (size_t)c->dim * sizeof(float));
     sqz_progress_update(&q.prog, 1, "embedding");
     char extra[64];
     for (int l = 0; l < c->n_layer; l++) {
