@@ -86,6 +86,9 @@ expect_error 2 "--seed|--calib" "${Q[@]}" "$model" -o "$OUT" --type Q4_K --seed 
 expect_error 2 "gptq|--calib" "${Q[@]}" "$model" -o "$OUT" --type Q4_K --method gptq
 expect_error 2 "--keep-output-type|--output-type" "${Q[@]}" "$model" -o "$OUT" --type Q4_K --keep-output-type --output-type Q8_0
 expect_error 2 "--damp|'2'" "${Q[@]}" "$model" -o "$OUT" --type Q4_K --calib "$calib" --damp 2
+expect_error 2 "--shrink|'1.5'" "${Q[@]}" "$model" -o "$OUT" --type Q4_K --calib "$calib" --shrink 1.5
+expect_error 2 "--shrink|'x'" "${Q[@]}" "$model" -o "$OUT" --type Q4_K --calib "$calib" --shrink x
+expect_error 2 "--shrink|--calib" "${Q[@]}" "$model" -o "$OUT" --type Q4_K --shrink 0.5
 expect_error 2 "--threads|'0'" "${Q[@]}" "$model" -o "$OUT" --type Q4_K --threads 0
 expect_error 2 "--method|gptx" "${Q[@]}" "$model" -o "$OUT" --type Q4_K --method gptx
 expect_error 2 "--frob" "${Q[@]}" "$model" -o "$OUT" --type Q4_K --frob

@@ -104,7 +104,7 @@ static void test_types(sqz_pool *pool) {
         CHECK(rtn(type, W, rows, cols, H, rq) == 0, "%s: rtn", name);
         CHECK(sqz_gptq_errors(W, rq, rows, cols, H, pool, &rw, &ro, &err) == 0, "%s", err.msg);
         for (int act = 0; act < 2; act++) {
-            sqz_gptq_opts o = {0.01, act, 0};
+            sqz_gptq_opts o = {0.01, act, 0, 0};
             sqz_gptq_stats st;
             int rc = sqz_gptq_quantize(type, W, rows, cols, H, &o, pool, dst, what, NULL, NULL, &st, &err);
             CHECK(rc == 0, "%s act %d: %s", name, act, err.msg);
@@ -146,6 +146,43 @@ static void test_identity(void) {
         for (int64_t r = 0; r < rows; r++) sqz_quantize_row(type, W + r * cols, b + r * rb, cols, w, &err);
         CHECK(memcmp(a, b, rb * (size_t)rows) == 0, "%s: identity H: GPTQ differs from RTN", sqz_type_get(type)->name);
         free(a); free(b);
+    }
+    free(W); free(w); free(H);
+}
+
+/* shrink = 1 leaves diag(H): no error feedback, and every block's scales come from the
+ * original row with diag(H) + damp as importance, so GPTQ is exactly RTN with those
+ * weights, even for a strongly correlated H. */
+static void test_shrink_one(sqz_pool *pool) {
+    const int64_t rows = 8, cols = 512;
+    float *W = malloc((size_t)(rows * cols) * sizeof(float)), *w = malloc((size_t)cols * sizeof(float));
+    double *H = malloc((size_t)(cols * cols) * sizeof(double));
+    make_problem(rows, cols, W, H);
+    double mean = 0;
+    for (int64_t i = 0; i < cols; i++) mean += H[i * cols + i];
+    double damp = 0.01 * mean / (double)cols;
+    for (int64_t i = 0; i < cols; i++) w[i] = (float)(H[i * cols + i] + damp);
+    for (int ti = 0; ti < N_TYPES; ti++) {
+        int type = kTypes[ti];
+        size_t rb;
+        sqz_err err;
+        sqz_type_row_bytes(type, cols, &rb, &err);
+        uint8_t *a = malloc(rb * (size_t)rows), *b = malloc(rb * (size_t)rows);
+        sqz_gptq_opts o = {0.01, 0, 1, 1.0};
+        CHECK(sqz_gptq_quantize(type, W, rows, cols, H, &o, pool, a, NULL, NULL, NULL, NULL, &err) == 0, "%s", err.msg);
+        for (int64_t r = 0; r < rows; r++) sqz_quantize_row(type, W + r * cols, b + r * rb, cols, w, &err);
+        CHECK(memcmp(a, b, rb * (size_t)rows) == 0, "%s: shrink 1: GPTQ differs from RTN with diag(H) + damp",
+              sqz_type_get(type)->name);
+        free(a); free(b);
+    }
+    sqz_err err;
+    uint8_t dst[8 * 512];
+    const double bad[3] = {-0.1, 1.5, NAN};
+    for (int i = 0; i < 3; i++) {
+        sqz_gptq_opts o = {0.01, 0, 1, bad[i]};
+        CHECK(sqz_gptq_quantize(SQZ_TYPE_Q4_0, W, 1, cols, H, &o, NULL, dst, NULL, NULL, NULL, NULL, &err) != 0,
+              "shrink %g must be refused", bad[i]);
+        CHECK(strstr(err.msg, "shrink") != NULL, "message: %s", err.msg);
     }
     free(W); free(w); free(H);
 }
@@ -210,7 +247,7 @@ static int emit(const char *dir) {
         float *what = malloc((size_t)(rows * cols) * sizeof(float));
         /* per row, per block, per sub-block: scale, min (floats) */
         float *sm = malloc((size_t)(rows * nblk * 2 * SQZ_QSUB_MAX) * sizeof(float));
-        sqz_gptq_opts o = {0.01, cases[ci].act, 0};
+        sqz_gptq_opts o = {0.01, cases[ci].act, 0, 0};
         sqz_gptq_stats st;
         if (sqz_gptq_quantize(type, W, rows, cols, H, &o, NULL, dst, what, P, L, &st, &err))
             return fprintf(stderr, "test_gptq --emit: %s\n", err.msg), 1;
@@ -289,6 +326,7 @@ int main(int argc, char **argv) {
     CHECK(pool != NULL, "pool: %s", err.msg);
     test_types(pool);
     test_identity();
+    test_shrink_one(pool);
     test_bad();
     sqz_pool_free(pool);
     return tu_done("test_gptq");

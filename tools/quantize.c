@@ -15,6 +15,7 @@ const char HELP_QUANTIZE[] =
     "usage: sqz quantize MODEL -o OUT.gguf --type T [--method rtn|gptq]\n"
     "                    [--calib TEXT_FILE] [--nsamples N] [--seqlen L] [--seed S]\n"
     "                    [--no-sequential | --target-original] [--act-order] [--damp F]\n"
+    "                    [--shrink F]\n"
     "                    [--output-type T | --keep-output-type] [--embd-type T]\n"
     "                    [--threads N] [--quiet] [--json REPORT]\n"
     "\n"
@@ -41,6 +42,9 @@ const char HELP_QUANTIZE[] =
     "                     see docs/architecture.md)\n"
     "  --act-order        GPTQ: columns by decreasing H_ii (static groups)\n"
     "  --damp F           GPTQ dampening, fraction of mean(diag H) (default 0.01)\n"
+    "  --shrink F         GPTQ: scale H's off-diagonal entries by 1-F before the sweep,\n"
+    "                     so a small calibration set is not overfitted (0: plain GPTQ,\n"
+    "                     1: no error feedback; default 0.75)\n"
     "  --output-type T    type of the output head (default: T); with a tied embedding\n"
     "                     this is the embedding's type too\n"
     "  --keep-output-type the output head keeps its source type and bytes\n"
@@ -76,6 +80,7 @@ static cJSON *report_json(const char *model, const char *out, const sqz_qmodel_o
     cJSON_AddBoolToObject(root, "target_original", o->windows && o->sequential && o->target_original);
     cJSON_AddBoolToObject(root, "act_order", o->act_order);
     cJSON_AddNumberToObject(root, "damp", o->percdamp);
+    cJSON_AddNumberToObject(root, "shrink", o->shrink);
     cJSON_AddNumberToObject(root, "threads", threads);
     if (calib) {
         cJSON *c = cJSON_AddObjectToObject(root, "calib");
@@ -152,7 +157,7 @@ int cmd_quantize(args *a) {
     int type = -1, output_type = -1, embd_type = -1, keep = 0, seq = 1, act = 0, quiet = 0, tgt = 0, rc;
     long long nsamples = 0, seqlen = 0, seed = 0, threads = 0;
     int seed_set = 0;
-    double damp = 0.01;
+    double damp = 0.01, shrink = 0.75;
     for (a->i = 0; a->i < a->argc; a->i++) {
         const char *s = a->argv[a->i], *v;
         if (!strcmp(s, "-o") || !strcmp(s, "--output")) {
@@ -190,6 +195,11 @@ int cmd_quantize(args *a) {
             char *end;
             if (!v || !*v || (damp = strtod(v, &end), *end) || !(damp > 0 && damp < 1))
                 return usage_fail(a->cmd, "--damp '%s': expected a number in (0, 1)", v ? v : "");
+        } else if (!strcmp(s, "--shrink")) {
+            v = opt_value(a);
+            char *end;
+            if (!v || !*v || (shrink = strtod(v, &end), *end) || !(shrink >= 0 && shrink <= 1))
+                return usage_fail(a->cmd, "--shrink '%s': expected a number in [0, 1]", v ? v : "");
         } else if (!strcmp(s, "--threads")) {
             v = opt_value(a);
             if (parse_pos_int(v, 1024, &threads))
@@ -221,9 +231,10 @@ int cmd_quantize(args *a) {
         return usage_fail(a->cmd, "%s", "--nsamples, --seqlen and --seed choose calibration windows: they need --calib");
     if (method && !strcmp(method, "gptq") && !calib)
         return usage_fail(a->cmd, "%s", "--method gptq needs calibration text (--calib FILE)");
-    if (!calib && (!seq || act || tgt || damp != 0.01))
+    if (!calib && (!seq || act || tgt || damp != 0.01 || shrink != 0.75))
         return usage_fail(a->cmd, "%s",
-                          "--no-sequential, --target-original, --act-order and --damp are GPTQ options: they need --calib");
+                          "--no-sequential, --target-original, --act-order, --damp and --shrink are GPTQ options: "
+                          "they need --calib");
     if (tgt && !seq) return usage_fail(a->cmd, "%s", "--target-original is a sequential mode: drop --no-sequential");
 
     sqz_qmodel_opts o;
@@ -238,6 +249,7 @@ int cmd_quantize(args *a) {
     o.target_original = tgt;
     o.act_order = act;
     o.percdamp = damp;
+    o.shrink = shrink;
     o.nsamples = nsamples ? (int)nsamples : 128;
     o.seqlen = seqlen ? (int)seqlen : 512;
     o.progress = !quiet;

@@ -52,12 +52,15 @@ typedef struct sqz_qmodel_opts {
     int target_original;  /* with sequential: the original model's outputs as targets (W*, see above) */
     int act_order;        /* GPTQ: columns by decreasing diag(H), static groups */
     double percdamp;      /* GPTQ dampening, fraction of mean(diag H); <= 0: 0.01 */
+    double shrink;        /* GPTQ: H's off-diagonal entries scaled by 1 − shrink (sqz_gptq_opts.shrink),
+                             in [0, 1]; default 0.75 (see include/sqz/gptq.h) */
     const int32_t *windows; /* nsamples × seqlen calibration tokens, or NULL (RTN without importance) */
     int nsamples, seqlen;
     int progress;         /* 1: a progress bar on stderr when it is a terminal */
 } sqz_qmodel_opts;
 
-/* Sets the defaults: Q4_K, RTN, no calibration, sequential on, percdamp 0.01. */
+/* Sets the defaults: Q4_K, RTN, no calibration, sequential on, percdamp 0.01, shrink
+ * 0.75. */
 void sqz_qmodel_opts_default(sqz_qmodel_opts *o);
 
 typedef struct sqz_qtensor_report {

@@ -233,6 +233,9 @@ int sqz_gptq_quantize(int type, const float *W, int64_t rows, int64_t cols, cons
                         tt->name, (long long)rows, (long long)cols, (long long)tt->block_size);
     sqz_gptq_opts o = opts ? *opts : (sqz_gptq_opts){0};
     double percdamp = o.percdamp > 0 ? o.percdamp : 0.01;
+    if (!(o.shrink >= 0 && o.shrink <= 1))
+        return sqz_fail(err, "gptq: shrink %g is outside [0, 1]", o.shrink);
+    const double keep = 1.0 - o.shrink;
     size_t row_bytes;
     if (sqz_type_row_bytes(type, cols, &row_bytes, err)) return SQZ_ERR;
     for (int64_t i = 0; i < rows * cols; i++)
@@ -285,7 +288,7 @@ int sqz_gptq_quantize(int type, const float *W, int64_t rows, int64_t cols, cons
         free(k);
     }
     for (int64_t i = 0; i < cols; i++)
-        for (int64_t j = 0; j < cols; j++) A[i * cols + j] = i == j ? diag[perm[i]] : H[perm[i] * cols + perm[j]];
+        for (int64_t j = 0; j < cols; j++) A[i * cols + j] = i == j ? diag[perm[i]] : keep * H[perm[i] * cols + perm[j]];
     if (chol_inverse_upper(A, cols, err)) goto done;
     for (int64_t i = 0; i < cols; i++) /* potrf left H⁻¹ below the diagonal: U is upper */
         for (int64_t j = 0; j < i; j++) A[i * cols + j] = 0.0;
@@ -306,6 +309,7 @@ int sqz_gptq_quantize(int type, const float *W, int64_t rows, int64_t cols, cons
     if (stats) {
         memset(stats, 0, sizeof *stats);
         stats->damp = damp;
+        stats->shrink = o.shrink;
         stats->n_dead = n_dead;
         stats->seconds_factor = t1 - t0;
         stats->seconds_sweep = t2 - t1;

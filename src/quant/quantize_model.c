@@ -274,7 +274,7 @@ static int quantize_matrix(qm *q, int idx, const float *W, const double *H, uint
     double t0 = sqz_now();
     int gptq = q->o->method == SQZ_QMETHOD_GPTQ && H && sqz_quant_supported(t->type);
     if (gptq) {
-        sqz_gptq_opts go = {q->o->percdamp, q->o->act_order, 0};
+        sqz_gptq_opts go = {q->o->percdamp, q->o->act_order, 0, q->o->shrink};
         sqz_gptq_stats st;
         if (sqz_gptq_quantize(t->type, W, rows, cols, H, &go, q->pool, dst, NULL, NULL, NULL, &st, err))
             return sqz_fail(err, "%s: %s", t->name, err->msg);
@@ -680,6 +680,7 @@ void sqz_qmodel_opts_default(sqz_qmodel_opts *o) {
     o->embd_type = -1;
     o->sequential = 1;
     o->percdamp = 0.01;
+    o->shrink = 0.75;
 }
 
 void sqz_qmodel_report_free(sqz_qmodel_report *r) {
@@ -700,6 +701,8 @@ static int check_opts(const sqz_model *m, const sqz_qmodel_opts *o, sqz_err *err
         return sqz_fail(err, "quantize: unknown method %d", o->method);
     if (o->method == SQZ_QMETHOD_GPTQ && !o->windows)
         return sqz_fail(err, "quantize: GPTQ needs calibration text (--calib)");
+    if (!(o->shrink >= 0 && o->shrink <= 1))
+        return sqz_fail(err, "quantize: shrink %g: expected a value in [0, 1]", o->shrink);
     if (o->windows && (o->nsamples <= 0 || o->seqlen <= 0))
         return sqz_fail(err, "quantize: nsamples %d and seqlen %d must both be >= 1", o->nsamples, o->seqlen);
     if (o->windows && o->seqlen > m->cfg.n_ctx_train && m->cfg.n_ctx_train > 0)
