@@ -23,11 +23,7 @@ static int kTypes[SQZ_TYPE_COUNT];
 static int N_TYPES;
 
 static void load_types(void) {
-    N_TYPES = 0;
-    for (int t = 0; t < SQZ_TYPE_COUNT; t++) {
-        const sqz_type_traits *tt = sqz_type_get(t);
-        if (tt && tt->quantize) kTypes[N_TYPES++] = t;
-    }
+    N_TYPES = tu_quant_types(kTypes);
     CHECK(N_TYPES >= 11, "only %d quantizable types in the table", N_TYPES);
 }
 
@@ -125,6 +121,23 @@ static void test_types(sqz_pool *pool) {
     free(W); free(H); free(what); free(rq);
 }
 
+/* GPTQ with options o must write exactly the bytes of RTN with per-column importance w,
+ * for every quantizable type: the cases below have no error feedback at all. */
+static void expect_gptq_is_rtn(const char *what, const float *W, int64_t rows, int64_t cols, const double *H,
+                               const sqz_gptq_opts *o, sqz_pool *pool, const float *w) {
+    for (int ti = 0; ti < N_TYPES; ti++) {
+        int type = kTypes[ti];
+        size_t rb;
+        sqz_err err;
+        sqz_type_row_bytes(type, cols, &rb, &err);
+        uint8_t *a = malloc(rb * (size_t)rows), *b = malloc(rb * (size_t)rows);
+        CHECK(sqz_gptq_quantize(type, W, rows, cols, H, o, pool, a, NULL, NULL, NULL, NULL, &err) == 0, "%s", err.msg);
+        for (int64_t r = 0; r < rows; r++) sqz_quantize_row(type, W + r * cols, b + r * rb, cols, w, &err);
+        CHECK(memcmp(a, b, rb * (size_t)rows) == 0, "%s: %s: GPTQ differs from RTN", sqz_type_get(type)->name, what);
+        free(a); free(b);
+    }
+}
+
 /* H = I: U is diagonal, nothing propagates, and every block's scales come from the
  * original row with uniform importance, so GPTQ is RTN with uniform weights. */
 static void test_identity(void) {
@@ -136,17 +149,7 @@ static void test_identity(void) {
         H[i * cols + i] = 1.0;
         w[i] = 1.01f; /* diag(H) + the dampening, as GPTQ's importance */
     }
-    for (int ti = 0; ti < N_TYPES; ti++) {
-        int type = kTypes[ti];
-        size_t rb;
-        sqz_err err;
-        sqz_type_row_bytes(type, cols, &rb, &err);
-        uint8_t *a = malloc(rb * (size_t)rows), *b = malloc(rb * (size_t)rows);
-        CHECK(sqz_gptq_quantize(type, W, rows, cols, H, NULL, NULL, a, NULL, NULL, NULL, NULL, &err) == 0, "%s", err.msg);
-        for (int64_t r = 0; r < rows; r++) sqz_quantize_row(type, W + r * cols, b + r * rb, cols, w, &err);
-        CHECK(memcmp(a, b, rb * (size_t)rows) == 0, "%s: identity H: GPTQ differs from RTN", sqz_type_get(type)->name);
-        free(a); free(b);
-    }
+    expect_gptq_is_rtn("identity H", W, rows, cols, H, NULL, NULL, w);
     free(W); free(w); free(H);
 }
 
@@ -162,19 +165,8 @@ static void test_shrink_one(sqz_pool *pool) {
     for (int64_t i = 0; i < cols; i++) mean += H[i * cols + i];
     double damp = 0.01 * mean / (double)cols;
     for (int64_t i = 0; i < cols; i++) w[i] = (float)(H[i * cols + i] + damp);
-    for (int ti = 0; ti < N_TYPES; ti++) {
-        int type = kTypes[ti];
-        size_t rb;
-        sqz_err err;
-        sqz_type_row_bytes(type, cols, &rb, &err);
-        uint8_t *a = malloc(rb * (size_t)rows), *b = malloc(rb * (size_t)rows);
-        sqz_gptq_opts o = {0.01, 0, 1, 1.0};
-        CHECK(sqz_gptq_quantize(type, W, rows, cols, H, &o, pool, a, NULL, NULL, NULL, NULL, &err) == 0, "%s", err.msg);
-        for (int64_t r = 0; r < rows; r++) sqz_quantize_row(type, W + r * cols, b + r * rb, cols, w, &err);
-        CHECK(memcmp(a, b, rb * (size_t)rows) == 0, "%s: shrink 1: GPTQ differs from RTN with diag(H) + damp",
-              sqz_type_get(type)->name);
-        free(a); free(b);
-    }
+    const sqz_gptq_opts one = {0.01, 0, 1, 1.0};
+    expect_gptq_is_rtn("shrink 1 (RTN with diag(H) + damp)", W, rows, cols, H, &one, pool, w);
     sqz_err err;
     uint8_t dst[8 * 512];
     const double bad[3] = {-0.1, 1.5, NAN};

@@ -27,11 +27,10 @@ static int kTypes[SQZ_TYPE_COUNT];
 static int N_TYPES;
 
 static void load_types(void) {
-    N_TYPES = 0;
-    for (int t = 0; t < SQZ_TYPE_COUNT; t++) {
+    N_TYPES = tu_quant_types(kTypes);
+    for (int i = 0; i < N_TYPES; i++) {
+        const int t = kTypes[i];
         const sqz_type_traits *tt = sqz_type_get(t);
-        if (!tt || !tt->quantize) continue;
-        kTypes[N_TYPES++] = t;
         sqz_err err = {{0}};
         int lo, hi;
         /* a quantizable type must be readable, writable through sqz_quantize_row, and known

@@ -6,6 +6,7 @@
 #include <cjson/cJSON.h>
 
 #include "sqz/core.h"
+#include "sqz/tensor.h"
 #include <sys/stat.h>
 
 int tu_failures = 0;
@@ -95,4 +96,13 @@ double tu_urand(tu_rng *r) {
 double tu_gauss(tu_rng *r) {
     double u1 = tu_urand(r), u2 = tu_urand(r);
     return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+int tu_quant_types(int *types) {
+    int n = 0;
+    for (int t = 0; t < SQZ_TYPE_COUNT; t++) {
+        const sqz_type_traits *tt = sqz_type_get(t);
+        if (tt && tt->quantize) types[n++] = t;
+    }
+    return n;
 }

@@ -44,6 +44,10 @@ typedef struct tu_rng {
 double tu_urand(tu_rng *r); /* uniform in (0, 1) */
 double tu_gauss(tu_rng *r); /* standard normal (Box-Muller) */
 
+/* The type ids whose type-table entry has `quantize` set, in id order, into types
+ * (room for SQZ_TYPE_COUNT); returns their count. */
+int tu_quant_types(int *types);
+
 /* Prints "<name>: N checks, M failed" and returns the process exit status. */
 int tu_done(const char *name);
 
