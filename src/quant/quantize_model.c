@@ -152,6 +152,10 @@ static int plan_build(qm *q, sqz_err *err) {
     const sqz_qmodel_opts *o = q->o;
     int out_type = o->output_type >= 0 ? o->output_type : o->type;
     int embd_type = o->embd_type >= 0 ? o->embd_type : o->type;
+    const int *tt = o->tensor_types; /* a per-tensor plan overrides the above where >= 0 */
+    int n_lin = c->n_layer * LIN_COUNT;
+    if (tt && tt[n_lin] >= 0) out_type = tt[n_lin];
+    if (tt && tt[n_lin + 1] >= 0) embd_type = tt[n_lin + 1];
     int perm = m->source == SQZ_SRC_HF; /* q/k rows to llama.cpp's adjacent-pair layout */
     int n_max = 3 + c->n_layer * 9;
     q->rep->tensors = calloc((size_t)n_max, sizeof *q->rep->tensors);
@@ -177,7 +181,8 @@ static int plan_build(qm *q, sqz_err *err) {
             }
             int heads = !perm ? 0 : i == LIN_Q ? c->layer_n_head[l] : i == LIN_K ? c->layer_n_head_kv[l] : 0;
             snprintf(name, sizeof name, "blk.%d.%s.weight", l, kLinName[i]);
-            if (add_tensor(q, NULL, name, layer_linear(L, i), ROLE_LINEAR, o->type, heads, 0, err)) return SQZ_ERR;
+            int type = tt && tt[l * LIN_COUNT + i] >= 0 ? tt[l * LIN_COUNT + i] : o->type;
+            if (add_tensor(q, NULL, name, layer_linear(L, i), ROLE_LINEAR, type, heads, 0, err)) return SQZ_ERR;
         }
     }
     if (add_tensor(q, &q->idx_out_norm, "output_norm.weight", m->out_norm, ROLE_NORM, SQZ_TYPE_F32, 0, 0, err))
@@ -696,6 +701,11 @@ static int check_opts(const sqz_model *m, const sqz_qmodel_opts *o, sqz_err *err
         const sqz_type_traits *tt = sqz_type_get(types[i]);
         if (!tt || !writable(types[i]))
             return sqz_fail(err, "quantize: %s %s cannot be written by sqz", what[i], tt ? tt->name : "(unknown)");
+    }
+    for (int i = 0; o->tensor_types && i < m->cfg.n_layer * LIN_COUNT + 2; i++) {
+        int t = o->tensor_types[i];
+        if (t >= 0 && (!sqz_type_get(t) || !writable(t)))
+            return sqz_fail(err, "quantize: plan entry %d: type id %d cannot be written by sqz", i, t);
     }
     if (o->method != SQZ_QMETHOD_RTN && o->method != SQZ_QMETHOD_GPTQ)
         return sqz_fail(err, "quantize: unknown method %d", o->method);

@@ -1,0 +1,78 @@
+/* The backward pass: cross-entropy loss of a token window and its gradient with respect
+ * to the output of every linear layer, on the CPU.
+ *
+ * Per window (one causal sequence of T tokens at positions 0..T-1):
+ *   loss_sum = Σ_{t=0}^{T-2} CE(logits_t, tok_{t+1})     (in double)
+ * and the gradients are those of scale · loss_sum (scale = 1/(T-1) gives the mean loss,
+ * what transformers computes with labels = input_ids).
+ *
+ * Memory: the forward pass keeps only each layer's input (the residual stream, n_layer ×
+ * T × dim floats) and recomputes a layer's activations when the backward sweep reaches
+ * it (activation checkpointing), so a window costs about two forward passes. Weights are
+ * used in place when F32, otherwise dequantized one layer at a time; the output head is
+ * dequantized once per context (n_vocab × dim floats).
+ *
+ * Weight gradients are not formed: a hook receives, per linear layer, its input x and
+ * the gradient g of its output (dL/dW = gᵀx), which is all a sensitivity estimate needs
+ * (s_j = Σ_t g_tj², diagonal Fisher Σ_t g_tj² x_ti²). */
+#ifndef SQZ_GRAD_H
+#define SQZ_GRAD_H
+
+#include <stdint.h>
+
+#include "sqz/core.h"
+#include "sqz/model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The weight matrices of the model, per layer and then the two global ones. */
+typedef enum sqz_linear_kind {
+    SQZ_LIN_Q = 0,
+    SQZ_LIN_K = 1,
+    SQZ_LIN_V = 2,
+    SQZ_LIN_O = 3,
+    SQZ_LIN_GATE = 4,
+    SQZ_LIN_UP = 5,
+    SQZ_LIN_DOWN = 6,
+    SQZ_LIN_PER_LAYER = 7, /* kinds 0..6 are per layer */
+    SQZ_LIN_OUTPUT = 7,    /* output head: x = final normed hidden state, g = dL/dlogits */
+    SQZ_LIN_EMBD = 8,      /* token embedding: x = NULL, g = dL/d(embedding output) */
+    SQZ_LIN_COUNT = 9
+} sqz_linear_kind;
+
+/* GGUF-style short name of a kind: attn_q … ffn_down, output, token_embd. */
+const char *sqz_linear_kind_name(int kind);
+/* The model's tensor of (layer, kind); layer is ignored for OUTPUT and EMBD. */
+const sqz_tensor *sqz_linear_tensor(const sqz_model *m, int layer, int kind);
+
+/* What a hook sees: rows [row0, row0 + n) of one window. The output head is reported in
+ * chunks of rows; every other site once per window with all T rows. */
+typedef struct sqz_grad_site {
+    int layer;             /* -1 for OUTPUT and EMBD */
+    int kind;              /* sqz_linear_kind */
+    const float *x;        /* [n, in] the linear's input (NULL for EMBD) */
+    const float *g;        /* [n, out] gradient of scale · loss_sum with respect to its output */
+    const int32_t *tokens; /* [n] the window's tokens at these rows */
+    int64_t row0, n, in, out;
+} sqz_grad_site;
+
+/* Called on the calling thread (the pool is idle); returns SQZ_OK or SQZ_ERR (err set). */
+typedef int (*sqz_grad_hook)(void *ctx, const sqz_grad_site *site, sqz_err *err);
+
+typedef struct sqz_grad sqz_grad;
+
+/* Buffers for windows of up to max_tokens tokens; dequantizes the output head. */
+int sqz_grad_create(sqz_grad **out, const sqz_model *m, sqz_pool *pool, int64_t max_tokens, sqz_err *err);
+void sqz_grad_free(sqz_grad *g);
+/* Forward and backward over one window. loss_sum (may be NULL) receives Σ CE over the
+ * T-1 scored positions; hook may be NULL (then only the loss is computed, backward
+ * skipped). */
+int sqz_grad_window(sqz_grad *g, const int32_t *tokens, int64_t n_tokens, double scale, sqz_grad_hook hook,
+                    void *hook_ctx, double *loss_sum, sqz_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,107 @@
+/* Predicting the loss change of every (weight matrix, type) option on one scale
+ * (DESIGN.md §4).
+ *
+ * For a linear layer z = W x, calibration inputs x_t and output gradients g_t = ∂L/∂z_t
+ * (L the sum of a window's token losses), a change δW of W raises the mean loss by about
+ *
+ *   grad-scaled:   ΔL ≈ ½/N Σ_j s_j δw_jᵀ H δw_j,   s_j = Σ_t g_tj²,  H = Σ_t x_t x_tᵀ / T
+ *   diagonal:      ΔL ≈ ½/N Σ_j Σ_i F_ji δw_ji²,   F_ji = Σ_t g_tj² x_ti²   (diagonal Fisher)
+ *   layer-local:   ΔL ≈ ½ Σ_j δw_jᵀ H δw_j          (s_j = 1: what GPTQ and imatrix minimize)
+ *
+ * N is the number of scored tokens. The gradient-scaled form makes errors of different
+ * layers comparable; the other two are the baselines it is judged against.
+ *
+ * A token embedding row v is looked up, not multiplied: its change δe_v moves the input
+ * of layer 0 at every position holding token v, so ΔL ≈ ½/N Σ_v e_v ‖δe_v‖² / dim with
+ * e_v = Σ_{t: tok_t = v} ‖∂L/∂x_t‖² (the isotropic form of the same Fisher term); with
+ * tied embeddings that part is added to the output head's.
+ *
+ * δW is what compress would write: GPTQ (with the given dampening and shrinkage) for the
+ * linear layers and the output head, round-to-nearest for an untied embedding, a plain
+ * conversion for F16. Two passes over the calibration windows: a backward pass (s_j,
+ * F, e_v, the output head's Gram) and the layer-by-layer Gram pass (sqz_calib_run), in
+ * whose callback every matrix of the layer is quantized into every candidate type and
+ * scored, so memory is one layer's Grams at a time (plus F when asked for: one float per
+ * weight).
+ *
+ * Statistics can come from one model and the weights from another (stats_model and
+ * weights_model): compress re-estimates s_j and H on the already compressed model while
+ * the options are always quantizations of the original weights. */
+#ifndef SQZ_SENSITIVITY_H
+#define SQZ_SENSITIVITY_H
+
+#include <stdint.h>
+
+#include "sqz/core.h"
+#include "sqz/model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SQZ_SENS_MAX_OPTIONS 16
+
+typedef struct sqz_sens_option {
+    int type;
+    uint64_t bytes;  /* the tensor's exact bytes in this type */
+    double dl_grad;  /* gradient-scaled prediction */
+    double dl_diag;  /* diagonal Fisher (NaN unless opts.diag_fisher) */
+    double dl_local; /* layer-local, s_j = 1 */
+    float *what;     /* Ŵ (rows × cols) when opts.keep asked for it, else NULL (owned) */
+} sqz_sens_option;
+
+/* Tensors are indexed as sqz_qmodel_opts.tensor_types: layer l's linear k (q, k, v, o,
+ * gate, up, down) at l·7 + k, the output head at n_layer·7 (a tied embedding is this one
+ * tensor), an untied embedding at n_layer·7 + 1. */
+typedef struct sqz_sens_tensor {
+    char name[64]; /* GGUF name (blk.3.attn_q.weight, output.weight, token_embd.weight) */
+    int layer;     /* -1 for the head and the embedding */
+    int kind;      /* sqz_linear_kind */
+    int64_t rows, cols;
+    int n_options; /* candidate types that fit the row length (F16 alone when none does) */
+    sqz_sens_option opt[SQZ_SENS_MAX_OPTIONS];
+} sqz_sens_tensor;
+
+typedef struct sqz_sens_opts {
+    const int32_t *windows; /* nsamples × seqlen calibration tokens */
+    int nsamples, seqlen;
+    const int *types;       /* candidate types (writable; each tensor keeps those its rows fit) */
+    int n_types;            /* <= SQZ_SENS_MAX_OPTIONS */
+    double percdamp;        /* GPTQ's, as compress will quantize (<= 0: 0.01) */
+    double shrink;          /* GPTQ's shrinkage (sqz_gptq_opts.shrink) */
+    int diag_fisher;        /* 1: also the diagonal-Fisher form (one float per weight) */
+    const int *keep;        /* n_keep pairs (tensor index, type): keep their Ŵ */
+    int n_keep;
+    int progress;           /* 1: a progress bar on a terminal */
+} sqz_sens_opts;
+
+typedef struct sqz_sens {
+    int n_tensors;
+    sqz_sens_tensor *t; /* owned */
+    double loss;        /* mean cross-entropy of stats_model on the windows */
+    int64_t n_scored;
+    double seconds_grad, seconds_quant;
+} sqz_sens;
+
+int sqz_sensitivity(const sqz_model *stats_model, const sqz_model *weights_model, sqz_pool *pool,
+                    const sqz_sens_opts *opts, sqz_sens *out, sqz_err *err);
+void sqz_sens_free(sqz_sens *s);
+/* Only the tensors and their options with exact bytes (no estimate: predictions are 0),
+ * e.g. to know the smallest and largest reachable sizes before any work. */
+int sqz_sens_options(const sqz_model *m, const int *types, int n_types, sqz_sens *out, sqz_err *err);
+/* Index of a tensor (as above) for (layer, kind); -1 when the model has no such tensor. */
+int sqz_sens_index(const sqz_model *m, int layer, int kind);
+/* Number of tensors: n_layer·7 + 1, + 1 with an untied embedding. */
+int sqz_sens_count(const sqz_model *m);
+
+/* Mean cross-entropy of m on windows (nsamples × seqlen tokens, each one sequence). */
+int sqz_mean_loss(const sqz_model *m, sqz_pool *pool, const int32_t *windows, int nsamples, int seqlen,
+                  double *loss, sqz_err *err);
+
+/* Spearman rank correlation of two series (average ranks for ties); NaN for n < 2. */
+double sqz_spearman(const double *a, const double *b, int n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

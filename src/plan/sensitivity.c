@@ -1,0 +1,478 @@
+/* Per-(tensor, type) loss-change predictions (see include/sqz/sensitivity.h). */
+#include "sqz/sensitivity.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sqz/calib.h"
+#include "sqz/gptq.h"
+#include "sqz/grad.h"
+#include "sqz/quant.h"
+
+int sqz_sens_count(const sqz_model *m) { return m->cfg.n_layer * SQZ_LIN_PER_LAYER + 1 + (m->output != m->tok_embd); }
+
+int sqz_sens_index(const sqz_model *m, int layer, int kind) {
+    if (kind == SQZ_LIN_OUTPUT) return m->cfg.n_layer * SQZ_LIN_PER_LAYER;
+    if (kind == SQZ_LIN_EMBD) return m->output == m->tok_embd ? -1 : m->cfg.n_layer * SQZ_LIN_PER_LAYER + 1;
+    if (layer < 0 || layer >= m->cfg.n_layer || kind < 0 || kind >= SQZ_LIN_PER_LAYER) return -1;
+    return layer * SQZ_LIN_PER_LAYER + kind;
+}
+
+void sqz_sens_free(sqz_sens *s) {
+    for (int i = 0; s->t && i < s->n_tensors; i++)
+        for (int o = 0; o < s->t[i].n_options; o++) free(s->t[i].opt[o].what);
+    free(s->t);
+    memset(s, 0, sizeof *s);
+}
+
+/* ---------------------------------------------------------------- gradient statistics */
+
+typedef struct {
+    const sqz_model *m;
+    int n;           /* tensors */
+    double **s;      /* [n][rows] Σ g² per output row (the head's by vocab row) */
+    float **F;       /* [n][rows × cols] diagonal Fisher, or NULL */
+    double *e_tok;   /* [n_vocab] Σ over positions holding token v of ‖∂L/∂x_t‖² */
+    float *Fe;       /* [n_vocab × dim] diagonal Fisher of the embedding rows, or NULL */
+    double *count;   /* [n_vocab] positions holding token v */
+    double *H_out;   /* [dim × dim] Σ of the head's inputs x xᵀ */
+    float *tmp;      /* scratch */
+    size_t tmp_n;
+    int64_t n_rows_out; /* tokens seen by the head */
+} stats;
+
+static int grow(stats *st, size_t n, sqz_err *err) {
+    if (n <= st->tmp_n) return SQZ_OK;
+    float *t = realloc(st->tmp, n * sizeof(float));
+    if (!t) return sqz_fail(err, "sensitivity: out of memory");
+    st->tmp = t;
+    st->tmp_n = n;
+    return SQZ_OK;
+}
+
+static int stats_hook(void *vctx, const sqz_grad_site *s, sqz_err *err) {
+    stats *st = vctx;
+    int64_t n = s->n;
+    if (s->kind == SQZ_LIN_EMBD) {
+        int64_t dim = s->out;
+        for (int64_t t = 0; t < n; t++) {
+            double q = 0.0;
+            const float *g = s->g + t * dim;
+            for (int64_t i = 0; i < dim; i++) q += (double)g[i] * g[i];
+            st->e_tok[s->tokens[t]] += q;
+            st->count[s->tokens[t]] += 1.0;
+            if (st->Fe)
+                for (int64_t i = 0; i < dim; i++) st->Fe[(int64_t)s->tokens[t] * dim + i] += g[i] * g[i];
+        }
+        return SQZ_OK;
+    }
+    int idx = sqz_sens_index(st->m, s->layer, s->kind);
+    double *sj = st->s[idx];
+    for (int64_t t = 0; t < n; t++) {
+        const float *g = s->g + t * s->out;
+        for (int64_t j = 0; j < s->out; j++) sj[j] += (double)g[j] * g[j];
+    }
+    if (s->kind == SQZ_LIN_OUTPUT) { /* the head's Gram: its calibration inputs are the final states */
+        if (grow(st, (size_t)(s->in * s->in), err)) return SQZ_ERR;
+        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)s->in, (int)n, 1.0f, s->x, (int)s->in, 0.0f, st->tmp,
+                    (int)s->in);
+        for (int64_t a = 0; a < s->in; a++)
+            for (int64_t b = a; b < s->in; b++) {
+                st->H_out[a * s->in + b] += st->tmp[a * s->in + b];
+                if (b != a) st->H_out[b * s->in + a] += st->tmp[a * s->in + b];
+            }
+        st->n_rows_out += n;
+    }
+    if (st->F[idx]) { /* F += (g²)ᵀ (x²) */
+        size_t need = (size_t)(n * (s->out + s->in));
+        if (grow(st, need, err)) return SQZ_ERR;
+        float *g2 = st->tmp, *x2 = st->tmp + n * s->out;
+        for (int64_t i = 0; i < n * s->out; i++) g2[i] = s->g[i] * s->g[i];
+        for (int64_t i = 0; i < n * s->in; i++) x2[i] = s->x[i] * s->x[i];
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)s->out, (int)s->in, (int)n, 1.0f, g2, (int)s->out,
+                    x2, (int)s->in, 1.0f, st->F[idx], (int)s->in);
+    }
+    return SQZ_OK;
+}
+
+static void stats_free(stats *st) {
+    for (int i = 0; st->s && i < st->n; i++) free(st->s[i]);
+    for (int i = 0; st->F && i < st->n; i++) free(st->F[i]);
+    free(st->s); free(st->F); free(st->e_tok); free(st->Fe); free(st->count); free(st->H_out); free(st->tmp);
+    memset(st, 0, sizeof *st);
+}
+
+static const sqz_tensor *tensor_at(const sqz_model *m, int idx) {
+    int per = m->cfg.n_layer * SQZ_LIN_PER_LAYER;
+    if (idx < per) return sqz_linear_tensor(m, idx / SQZ_LIN_PER_LAYER, idx % SQZ_LIN_PER_LAYER);
+    return idx == per ? m->output : m->tok_embd;
+}
+
+static int stats_collect(stats *st, const sqz_model *m, sqz_pool *pool, const sqz_sens_opts *o, double *loss,
+                         int64_t *n_scored, sqz_err *err) {
+    memset(st, 0, sizeof *st);
+    st->m = m;
+    st->n = sqz_sens_count(m);
+    int64_t V = m->cfg.n_vocab, dim = m->cfg.dim;
+    st->s = calloc((size_t)st->n, sizeof *st->s);
+    st->F = calloc((size_t)st->n, sizeof *st->F);
+    st->e_tok = calloc((size_t)V, sizeof(double));
+    st->count = calloc((size_t)V, sizeof(double));
+    st->H_out = calloc((size_t)(dim * dim), sizeof(double));
+    if (!st->s || !st->F || !st->e_tok || !st->count || !st->H_out) return sqz_fail(err, "sensitivity: out of memory");
+    for (int i = 0; i < st->n; i++) {
+        const sqz_tensor *t = tensor_at(m, i);
+        if (i == st->n - 1 && m->output != m->tok_embd) continue; /* the untied embedding: e_tok */
+        if (!(st->s[i] = calloc((size_t)t->ne[1], sizeof(double)))) return sqz_fail(err, "sensitivity: out of memory");
+        if (o->diag_fisher && !(st->F[i] = calloc((size_t)sqz_tensor_nelements(t), sizeof(float))))
+            return sqz_fail(err, "sensitivity: out of memory for the diagonal Fisher (one float per weight)");
+    }
+    if (o->diag_fisher && !(st->Fe = calloc((size_t)(V * dim), sizeof(float))))
+        return sqz_fail(err, "sensitivity: out of memory");
+    sqz_grad *g = NULL;
+    if (sqz_grad_create(&g, m, pool, o->seqlen, err)) return SQZ_ERR;
+    sqz_progress prog;
+    sqz_progress_begin(&prog, "gradients", o->nsamples, "windows", 0);
+    if (!o->progress) prog.out = NULL;
+    double total = 0.0;
+    int rc = SQZ_OK;
+    for (int w = 0; w < o->nsamples && rc == SQZ_OK; w++) {
+        double l = 0.0;
+        rc = sqz_grad_window(g, o->windows + (int64_t)w * o->seqlen, o->seqlen, 1.0, stats_hook, st, &l, err);
+        total += l;
+        sqz_progress_update(&prog, w + 1, NULL);
+    }
+    sqz_progress_end(&prog);
+    sqz_grad_free(g);
+    *n_scored = (int64_t)o->nsamples * (o->seqlen - 1);
+    *loss = total / (double)*n_scored;
+    return rc;
+}
+
+/* ---------------------------------------------------------------- scoring options */
+
+typedef struct {
+    const double *H;
+    const float *D; /* δW rows × cols */
+    int64_t cols;
+    double *E;      /* [rows] δw_jᵀ H δw_j */
+} quad_ctx;
+
+static void quad_task(void *vctx, int64_t b, int64_t e, int thread) {
+    (void)thread;
+    const quad_ctx *c = vctx;
+    double *d = malloc((size_t)c->cols * 2 * sizeof(double));
+    if (!d) {
+        for (int64_t j = b; j < e; j++) c->E[j] = NAN;
+        return;
+    }
+    double *y = d + c->cols;
+    for (int64_t j = b; j < e; j++) {
+        for (int64_t i = 0; i < c->cols; i++) d[i] = c->D[j * c->cols + i];
+        cblas_dsymv(CblasRowMajor, CblasUpper, (int)c->cols, 1.0, c->H, (int)c->cols, d, 1, 0.0, y, 1);
+        double q = 0.0;
+        for (int64_t i = 0; i < c->cols; i++) q += d[i] * y[i];
+        c->E[j] = q;
+    }
+    free(d);
+}
+
+typedef struct {
+    int type;
+    const float *W;
+    float *what;
+    uint8_t *dst;
+    size_t row_bytes;
+    int64_t cols;
+    int failed;
+    sqz_err err;
+} conv_ctx;
+
+/* Round-to-nearest (or a float conversion) row by row, then back to f32. */
+static void conv_task(void *vctx, int64_t b, int64_t e, int thread) {
+    (void)thread;
+    conv_ctx *c = vctx;
+    const sqz_type_traits *tt = sqz_type_get(c->type);
+    for (int64_t r = b; r < e && !c->failed; r++) {
+        uint8_t *d = c->dst + (size_t)r * c->row_bytes;
+        if (sqz_convert_row(c->type, c->W + r * c->cols, d, c->cols, NULL, &c->err)) c->failed = 1;
+        else tt->dequantize(d, c->what + r * c->cols, c->cols);
+    }
+}
+
+typedef struct {
+    const sqz_model *sm, *wm; /* statistics, weights */
+    sqz_pool *pool;
+    const sqz_sens_opts *o;
+    stats *st;
+    sqz_sens *out;
+    sqz_progress prog;
+    int64_t N; /* scored tokens */
+} score_ctx;
+
+static int keep_what(const sqz_sens_opts *o, int idx, int type) {
+    for (int i = 0; i < o->n_keep; i++)
+        if (o->keep[2 * i] == idx && o->keep[2 * i + 1] == type) return 1;
+    return 0;
+}
+
+/* Fills the options of tensor idx from its weights W and its input Gram H (Σ x xᵀ / T;
+ * NULL for an untied embedding). */
+static int score_tensor(score_ctx *c, int idx, const double *H, sqz_err *err) {
+    const sqz_sens_opts *o = c->o;
+    sqz_sens_tensor *t = &c->out->t[idx];
+    const sqz_tensor *src = tensor_at(c->wm, idx);
+    int64_t rows = t->rows, cols = t->cols, n = rows * cols;
+    int tied = c->wm->output == c->wm->tok_embd, is_embd = t->kind == SQZ_LIN_EMBD;
+    int has_embd_part = is_embd || (tied && t->kind == SQZ_LIN_OUTPUT);
+    float *W = malloc((size_t)n * sizeof(float)), *what = malloc((size_t)n * sizeof(float));
+    float *D = malloc((size_t)n * sizeof(float));
+    double *E = malloc((size_t)rows * sizeof(double));
+    uint8_t *dst = NULL;
+    int rc = SQZ_ERR;
+    if (!W || !what || !D || !E) {
+        sqz_fail(err, "sensitivity: out of memory for %s", t->name);
+        goto done;
+    }
+    if (sqz_tensor_rows_f32(src, 0, rows, W, err)) goto done;
+    for (int k = 0; k < t->n_options; k++) {
+        sqz_sens_option *op = &t->opt[k];
+        free(dst);
+        if (!(dst = malloc((size_t)op->bytes))) {
+            sqz_fail(err, "sensitivity: out of memory for %s", t->name);
+            goto done;
+        }
+        if (H && sqz_quant_supported(op->type)) {
+            sqz_gptq_opts go = {o->percdamp, 0, 1, o->shrink};
+            if (sqz_gptq_quantize(op->type, W, rows, cols, H, &go, c->pool, dst, what, NULL, NULL, NULL, err)) {
+                sqz_fail_prefix(err, "%s: ", t->name);
+                goto done;
+            }
+        } else {
+            conv_ctx cc = {op->type, W, what, dst, (size_t)(op->bytes / (uint64_t)rows), cols, 0, {{0}}};
+            sqz_pool_for(c->pool, rows, 16, conv_task, &cc);
+            if (cc.failed) {
+                sqz_fail(err, "%s: %s", t->name, cc.err.msg);
+                goto done;
+            }
+        }
+        for (int64_t i = 0; i < n; i++) D[i] = W[i] - what[i];
+        double grad = 0.0, local = 0.0, diag = 0.0;
+        if (!is_embd) {
+            quad_ctx qc = {H, D, cols, E};
+            sqz_pool_for(c->pool, rows, 8, quad_task, &qc);
+            const double *s = c->st->s[idx];
+            for (int64_t j = 0; j < rows; j++) {
+                grad += s[j] * E[j];
+                local += E[j];
+            }
+            const float *F = c->st->F[idx];
+            if (F)
+                for (int64_t i = 0; i < n; i++) diag += (double)F[i] * D[i] * D[i];
+        }
+        if (has_embd_part) { /* the lookup rows (see the header) */
+            double eg = 0.0, el = 0.0, ed = 0.0;
+            for (int64_t v = 0; v < rows; v++) {
+                if (c->st->count[v] == 0) continue;
+                double q = 0.0;
+                for (int64_t i = 0; i < cols; i++) q += (double)D[v * cols + i] * D[v * cols + i];
+                eg += c->st->e_tok[v] * q / (double)cols;
+                el += c->st->count[v] / (double)c->N * q;
+                if (c->st->Fe)
+                    for (int64_t i = 0; i < cols; i++)
+                        ed += (double)c->st->Fe[v * cols + i] * D[v * cols + i] * D[v * cols + i];
+            }
+            grad += eg;
+            local += el;
+            diag += ed;
+        }
+        op->dl_grad = 0.5 * grad / (double)c->N;
+        op->dl_local = 0.5 * local;
+        op->dl_diag = o->diag_fisher ? 0.5 * diag / (double)c->N : NAN;
+        if (!isfinite(op->dl_grad) || !isfinite(op->dl_local)) {
+            sqz_fail(err, "sensitivity: %s in %s: prediction is not finite", t->name, sqz_type_get(op->type)->name);
+            goto done;
+        }
+        if (keep_what(o, idx, op->type)) {
+            if (!(op->what = malloc((size_t)n * sizeof(float)))) {
+                sqz_fail(err, "sensitivity: out of memory");
+                goto done;
+            }
+            memcpy(op->what, what, (size_t)n * sizeof(float));
+        }
+    }
+    rc = SQZ_OK;
+done:
+    free(W); free(what); free(D); free(E); free(dst);
+    return rc;
+}
+
+static const int kSiteOf[SQZ_LIN_PER_LAYER] = {SQZ_SITE_ATTN_IN, SQZ_SITE_ATTN_IN, SQZ_SITE_ATTN_IN, SQZ_SITE_ATTN_O_IN,
+                                               SQZ_SITE_FFN_IN,  SQZ_SITE_FFN_IN,  SQZ_SITE_FFN_DOWN_IN};
+
+static int layer_cb(void *vctx, int layer, const sqz_layer_grams *g, int64_t n_tokens, sqz_err *err) {
+    score_ctx *c = vctx;
+    double *H = NULL;
+    int64_t hn = 0;
+    int rc = SQZ_OK;
+    for (int k = 0; k < SQZ_LIN_PER_LAYER && rc == SQZ_OK; k++) {
+        int site = kSiteOf[k];
+        int64_t w = g->n[site];
+        if (!g->g[site] || w == 0) continue;
+        if (w * w > hn) {
+            free(H);
+            if (!(H = malloc((size_t)(w * w) * sizeof(double)))) return sqz_fail(err, "sensitivity: out of memory");
+            hn = w * w;
+        }
+        for (int64_t i = 0; i < w * w; i++) H[i] = g->g[site][i] / (double)n_tokens;
+        rc = score_tensor(c, layer * SQZ_LIN_PER_LAYER + k, H, err);
+    }
+    free(H);
+    sqz_progress_update(&c->prog, layer + 1, NULL);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- the whole estimate */
+
+int sqz_sens_options(const sqz_model *m, const int *types, int n_types, sqz_sens *out, sqz_err *err) {
+    memset(out, 0, sizeof *out);
+    out->n_tensors = sqz_sens_count(m);
+    if (!(out->t = calloc((size_t)out->n_tensors, sizeof *out->t))) return sqz_fail(err, "sensitivity: out of memory");
+    int tied = m->output == m->tok_embd;
+    for (int i = 0; i < out->n_tensors; i++) {
+        sqz_sens_tensor *t = &out->t[i];
+        const sqz_tensor *src = tensor_at(m, i);
+        int per = m->cfg.n_layer * SQZ_LIN_PER_LAYER;
+        t->layer = i < per ? i / SQZ_LIN_PER_LAYER : -1;
+        t->kind = i < per ? i % SQZ_LIN_PER_LAYER : i == per ? SQZ_LIN_OUTPUT : SQZ_LIN_EMBD;
+        if (i < per) snprintf(t->name, sizeof t->name, "blk.%d.%s.weight", t->layer, sqz_linear_kind_name(t->kind));
+        else snprintf(t->name, sizeof t->name, "%s", (i == per && !tied) ? "output.weight" : "token_embd.weight");
+        t->rows = src->ne[1];
+        t->cols = src->ne[0];
+        for (int k = 0; k < n_types; k++) {
+            const sqz_type_traits *tt = sqz_type_get(types[k]);
+            size_t rb;
+            if (!tt || !tt->from_float || !tt->dequantize)
+                return sqz_fail(err, "sensitivity: candidate type %d cannot be written and read back", types[k]);
+            if (t->cols % tt->block_size) continue;
+            if (sqz_type_row_bytes(types[k], t->cols, &rb, err)) return SQZ_ERR;
+            sqz_sens_option *op = &t->opt[t->n_options++];
+            op->type = types[k];
+            op->bytes = (uint64_t)rb * (uint64_t)t->rows;
+            op->dl_diag = NAN;
+        }
+        if (t->n_options == 0) { /* rows no candidate fits stay F16, as llama-quantize's last fallback */
+            size_t rb;
+            if (sqz_type_row_bytes(SQZ_TYPE_F16, t->cols, &rb, err)) return SQZ_ERR;
+            t->opt[0].type = SQZ_TYPE_F16;
+            t->opt[0].bytes = (uint64_t)rb * (uint64_t)t->rows;
+            t->opt[0].dl_diag = NAN;
+            t->n_options = 1;
+        }
+    }
+    return SQZ_OK;
+}
+
+int sqz_sensitivity(const sqz_model *sm, const sqz_model *wm, sqz_pool *pool, const sqz_sens_opts *o, sqz_sens *out,
+                    sqz_err *err) {
+    memset(out, 0, sizeof *out);
+    if (o->n_types < 1 || o->n_types > SQZ_SENS_MAX_OPTIONS)
+        return sqz_fail(err, "sensitivity: %d candidate types (expected 1 .. %d)", o->n_types, SQZ_SENS_MAX_OPTIONS);
+    if (!o->windows || o->nsamples < 1 || o->seqlen < 2)
+        return sqz_fail(err, "sensitivity: needs calibration windows of at least 2 tokens");
+    if (sm->cfg.n_layer != wm->cfg.n_layer || sm->cfg.dim != wm->cfg.dim || sm->cfg.n_vocab != wm->cfg.n_vocab ||
+        (sm->output == sm->tok_embd) != (wm->output == wm->tok_embd))
+        return sqz_fail(err, "sensitivity: %s and %s do not have the same shapes", sm->path, wm->path);
+    if (sqz_sens_options(wm, o->types, o->n_types, out, err)) goto fail;
+    stats st;
+    double t0 = sqz_now();
+    if (stats_collect(&st, sm, pool, o, &out->loss, &out->n_scored, err)) {
+        stats_free(&st);
+        goto fail;
+    }
+    out->seconds_grad = sqz_now() - t0;
+    t0 = sqz_now();
+    score_ctx c = {sm, wm, pool, o, &st, out, {0}, out->n_scored};
+    sqz_progress_begin(&c.prog, "options", sm->cfg.n_layer + 1, "layers", 0);
+    if (!o->progress) c.prog.out = NULL;
+    int rc = sqz_calib_run(sm, pool, o->windows, o->nsamples, o->seqlen, layer_cb, &c, err);
+    if (rc == SQZ_OK) {
+        int64_t dim = sm->cfg.dim;
+        for (int64_t i = 0; i < dim * dim; i++) st.H_out[i] /= (double)st.n_rows_out;
+        rc = score_tensor(&c, sqz_sens_index(wm, -1, SQZ_LIN_OUTPUT), st.H_out, err);
+    }
+    if (rc == SQZ_OK && wm->output != wm->tok_embd) rc = score_tensor(&c, sqz_sens_index(wm, -1, SQZ_LIN_EMBD), NULL, err);
+    sqz_progress_update(&c.prog, sm->cfg.n_layer + 1, NULL);
+    sqz_progress_end(&c.prog);
+    stats_free(&st);
+    out->seconds_quant = sqz_now() - t0;
+    if (rc == SQZ_OK) return SQZ_OK;
+fail:
+    sqz_sens_free(out);
+    return SQZ_ERR;
+}
+
+/* ---------------------------------------------------------------- measuring */
+
+int sqz_mean_loss(const sqz_model *m, sqz_pool *pool, const int32_t *windows, int nsamples, int seqlen, double *loss,
+                  sqz_err *err) {
+    sqz_grad *g = NULL;
+    if (sqz_grad_create(&g, m, pool, seqlen, err)) return SQZ_ERR;
+    double total = 0.0;
+    int rc = SQZ_OK;
+    for (int w = 0; w < nsamples && rc == SQZ_OK; w++) {
+        double l = 0.0;
+        rc = sqz_grad_window(g, windows + (int64_t)w * seqlen, seqlen, 1.0, NULL, NULL, &l, err);
+        total += l;
+    }
+    sqz_grad_free(g);
+    *loss = total / ((double)nsamples * (seqlen - 1));
+    return rc;
+}
+
+static int cmp_idx(const void *a, const void *b, void *ctx) {
+    const double *v = ctx;
+    double x = v[*(const int *)a], y = v[*(const int *)b];
+    return x < y ? -1 : x > y ? 1 : 0;
+}
+
+static void ranks(const double *v, int n, double *r, int *idx) {
+    for (int i = 0; i < n; i++) idx[i] = i;
+    qsort_r(idx, (size_t)n, sizeof *idx, cmp_idx, (void *)v);
+    for (int i = 0; i < n;) {
+        int j = i;
+        while (j + 1 < n && v[idx[j + 1]] == v[idx[i]]) j++;
+        for (int k = i; k <= j; k++) r[idx[k]] = 0.5 * (i + j) + 1;
+        i = j + 1;
+    }
+}
+
+double sqz_spearman(const double *a, const double *b, int n) {
+    if (n < 2) return NAN;
+    double *ra = malloc((size_t)n * 2 * sizeof(double));
+    int *idx = malloc((size_t)n * sizeof(int));
+    if (!ra || !idx) {
+        free(ra);
+        free(idx);
+        return NAN;
+    }
+    double *rb = ra + n;
+    ranks(a, n, ra, idx);
+    ranks(b, n, rb, idx);
+    double ma = 0, mb = 0;
+    for (int i = 0; i < n; i++) ma += ra[i], mb += rb[i];
+    ma /= n;
+    mb /= n;
+    double sab = 0, saa = 0, sbb = 0;
+    for (int i = 0; i < n; i++) {
+        sab += (ra[i] - ma) * (rb[i] - mb);
+        saa += (ra[i] - ma) * (ra[i] - ma);
+        sbb += (rb[i] - mb) * (rb[i] - mb);
+    }
+    free(ra);
+    free(idx);
+    return saa > 0 && sbb > 0 ? sab / sqrt(saa * sbb) : NAN;
+}

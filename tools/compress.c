@@ -1,0 +1,967 @@
+/* sqz sensitivity and sqz compress: predicted loss changes of every (tensor, type)
+ * option, and mixed precision under a byte budget from them (DESIGN.md §4-§5). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "report_html.h"
+#include "sqz/calib.h"
+#include "sqz/core.h"
+#include "sqz/eval.h"
+#include "sqz/gguf_write.h"
+#include "sqz/grad.h"
+#include "sqz/model.h"
+#include "sqz/plan.h"
+#include "sqz/quant.h"
+#include "sqz/quantize_model.h"
+#include "sqz/sensitivity.h"
+#include "sqz/tok.h"
+
+/* Candidate types of a plan: every block type llama.cpp's CPU backend runs, and F16. */
+static const char *const kDefaultTypes = "Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0,Q4_0,Q4_1,Q5_0,Q5_1,IQ4_NL,F16";
+
+static const char *type_name(int t) { return sqz_type_get(t) ? sqz_type_get(t)->name : "?"; }
+
+static int parse_types(const char *cmd, const char *list, int *types, int *n) {
+    char buf[512];
+    if (!list || strlen(list) >= sizeof buf) return usage_fail(cmd, "--types '%s': expected a comma-separated list", list ? list : "");
+    strcpy(buf, list);
+    *n = 0;
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+        int t = sqz_type_from_name(tok);
+        const sqz_type_traits *tt = t >= 0 ? sqz_type_get(t) : NULL;
+        if (!tt || !tt->from_float || !tt->dequantize || t == SQZ_TYPE_F32)
+            return usage_fail(cmd, "--types: '%s' is not a type sqz writes (Q2_K Q3_K Q4_K Q5_K Q6_K Q8_0 Q4_0 Q4_1 "
+                                   "Q5_0 Q5_1 IQ4_NL F16 BF16)", tok);
+        if (*n >= SQZ_SENS_MAX_OPTIONS) return usage_fail(cmd, "--types: more than %s types", "16");
+        types[(*n)++] = t;
+    }
+    if (*n == 0) return usage_fail(cmd, "--types '%s': no type given", list);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- calibration tokens */
+
+typedef struct {
+    const char *path;            /* text, or a .json array of token ids (models without a tokenizer) */
+    long long nsamples, seqlen, seed, heldout;
+    int32_t *ids;
+    int64_t n_ids;
+    int32_t *windows, *held;     /* nsamples × seqlen from the first part, heldout × seqlen from the rest */
+} calib_set;
+
+static int ends_with(const char *s, const char *suf) {
+    size_t a = strlen(s), b = strlen(suf);
+    return a >= b && !strcmp(s + a - b, suf);
+}
+
+/* Reads the calibration tokens and cuts the windows: the last tenth of the tokens (at
+ * least one window) is kept apart for held-out measurements. */
+static int calib_load(calib_set *c, const sqz_model *m) {
+    char msg[1400];
+    sqz_err err;
+    char *text = NULL;
+    size_t len = 0;
+    int rc;
+    if (ends_with(c->path, ".json")) {
+        if (sqz_read_file(c->path, MAX_TEXT_BYTES, &text, &len, &err)) return fail(err.msg);
+        cJSON *root = cJSON_Parse(text), *arr = root;
+        free(text);
+        if (root && cJSON_IsObject(root)) arr = cJSON_GetObjectItem(root, "tokens");
+        if (!cJSON_IsArray(arr) || cJSON_GetArraySize(arr) == 0) {
+            cJSON_Delete(root);
+            snprintf(msg, sizeof msg, "%s: expected a JSON array of token ids (or an object with \"tokens\")", c->path);
+            return fail(msg);
+        }
+        c->n_ids = cJSON_GetArraySize(arr);
+        c->ids = malloc((size_t)c->n_ids * sizeof(int32_t));
+        int64_t i = 0;
+        const cJSON *it;
+        cJSON_ArrayForEach(it, arr) {
+            double v = cJSON_GetNumberValue(it);
+            if (!cJSON_IsNumber(it) || v < 0 || v >= m->cfg.n_vocab || v != floor(v)) {
+                snprintf(msg, sizeof msg, "%s: entry %lld is not a token id in [0, %d)", c->path, (long long)i,
+                         m->cfg.n_vocab);
+                cJSON_Delete(root);
+                return fail(msg);
+            }
+            c->ids[i++] = (int32_t)v;
+        }
+        cJSON_Delete(root);
+    } else {
+        if ((rc = read_text(c->path, &text, &len))) return rc;
+        if (!m->tok) {
+            free(text);
+            snprintf(msg, sizeof msg, "%s has no tokenizer: give --calib a .json array of token ids", m->path);
+            return fail(msg);
+        }
+        rc = sqz_tok_encode(m->tok, text, len, 0, &c->ids, &c->n_ids, &err);
+        free(text);
+        if (rc) return fail(err.msg);
+    }
+    int64_t L = c->seqlen, held_len = c->n_ids / 10 > L ? c->n_ids / 10 : L, cal_len = c->n_ids - held_len;
+    if (cal_len < L) {
+        snprintf(msg, sizeof msg, "%s: %lld calibration tokens: need at least two windows of --seqlen %lld (one "
+                 "for calibration, one held out)", c->path, (long long)c->n_ids, (long long)L);
+        return fail(msg);
+    }
+    c->windows = malloc((size_t)(c->nsamples * L) * sizeof(int32_t));
+    c->held = malloc((size_t)(c->heldout * L) * sizeof(int32_t));
+    if (!c->windows || !c->held) return fail("out of memory for the calibration windows");
+    if (sqz_calib_windows(c->ids, cal_len, (int)c->nsamples, (int)L, (uint64_t)c->seed, c->windows, &err) ||
+        sqz_calib_windows(c->ids + cal_len, held_len, (int)c->heldout, (int)L, (uint64_t)c->seed + 1, c->held, &err))
+        return fail(err.msg);
+    return 0;
+}
+
+static void calib_free(calib_set *c) {
+    free(c->ids);
+    free(c->windows);
+    free(c->held);
+}
+
+/* Shared option parsing of the calibration flags; returns 1 when argv[i] was one. */
+static int calib_flag(args *a, calib_set *c, int *rc) {
+    const char *s = a->argv[a->i], *v;
+    long long *dst = NULL, max = 1 << 20;
+    if (!strcmp(s, "--calib")) {
+        if (!(c->path = opt_value(a))) *rc = usage_fail(a->cmd, "%s needs a text file", s);
+        return 1;
+    }
+    if (!strcmp(s, "--nsamples")) dst = &c->nsamples;
+    else if (!strcmp(s, "--seqlen")) dst = &c->seqlen, max = 1 << 20;
+    else if (!strcmp(s, "--heldout")) dst = &c->heldout;
+    else if (!strcmp(s, "--seed")) {
+        v = opt_value(a);
+        char *end;
+        if (!v || !*v || (c->seed = strtoll(v, &end, 10), *end) || c->seed < 0)
+            *rc = usage_fail(a->cmd, "--seed '%s': expected a number >= 0", v ? v : "");
+        return 1;
+    } else return 0;
+    v = opt_value(a);
+    if (parse_pos_int(v, max, dst)) *rc = usage_fail(a->cmd, "%s: expected a positive number", s);
+    return 1;
+}
+
+/* ---------------------------------------------------------------- sqz sensitivity */
+
+const char HELP_SENSITIVITY[] =
+    "usage: sqz sensitivity MODEL --calib FILE [--nsamples N] [--seqlen L] [--seed S]\n"
+    "                       [--types LIST] [--validate K] [--heldout N] [--no-diag]\n"
+    "                       [--damp F] [--shrink F] [--threads N] [--quiet] [--json OUT]\n"
+    "\n"
+    "Predicts, for every weight matrix and candidate type, how much the model's mean\n"
+    "cross-entropy rises when that matrix alone is quantized (GPTQ, as compress does):\n"
+    "  grad   ½/N Σ_j s_j δw_jᵀ H δw_j, s_j = Σ_t g_tj² from the backward pass\n"
+    "  diag   ½/N Σ F_ji δw_ji², the diagonal Fisher\n"
+    "  local  ½ Σ_j δw_jᵀ H δw_j (s_j = 1, layer-local as GPTQ/imatrix)\n"
+    "  --calib FILE    calibration text, or a .json array of token ids; its last tenth\n"
+    "                  is held out for --validate\n"
+    "  --nsamples N    calibration windows (default 16)   --seqlen L  tokens each (512)\n"
+    "  --types LIST    candidate types (default " "Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0,Q4_0,Q4_1,\n"
+    "                  Q5_0,Q5_1,IQ4_NL,F16; each tensor keeps the ones its rows fit)\n"
+    "  --validate K    apply K random (tensor, quantized type) options one at a time,\n"
+    "                  measure the true loss change on held-out windows and print the\n"
+    "                  Spearman rank correlation of each form\n"
+    "  --heldout N     held-out windows for --validate (default 4)\n"
+    "  --no-diag       skip the diagonal Fisher (it holds one float per weight)\n"
+    "  --json OUT      every prediction (and measurement) as JSON\n";
+
+/* Replaces tensor idx of m by an F32 tensor over `data` (the caller keeps the original
+ * in *saved_* and restores it with restore_tensor). */
+typedef struct {
+    int idx;
+    sqz_tensor tmp;
+    const sqz_tensor *orig_a, *orig_b;
+} swap_t;
+
+static const sqz_tensor **slot_of(sqz_model *m, int idx, const sqz_tensor ***second) {
+    int per = m->cfg.n_layer * SQZ_LIN_PER_LAYER;
+    *second = NULL;
+    if (idx < per) {
+        sqz_layer *L = &m->layers[idx / SQZ_LIN_PER_LAYER];
+        const sqz_tensor **s[SQZ_LIN_PER_LAYER] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        return s[idx % SQZ_LIN_PER_LAYER];
+    }
+    if (idx == per) {
+        if (m->output == m->tok_embd) *second = &m->tok_embd;
+        return &m->output;
+    }
+    return &m->tok_embd;
+}
+
+static void swap_in(sqz_model *m, swap_t *s, int idx, const float *data) {
+    const sqz_tensor **b, **a = slot_of(m, idx, &b);
+    s->idx = idx;
+    s->orig_a = *a;
+    s->orig_b = b ? *b : NULL;
+    s->tmp = **a;
+    s->tmp.type = SQZ_TYPE_F32;
+    s->tmp.data = data;
+    s->tmp.nbytes = (size_t)sqz_tensor_nelements(*a) * sizeof(float);
+    *a = &s->tmp;
+    if (b) *b = &s->tmp;
+}
+
+static void swap_out(sqz_model *m, swap_t *s) {
+    const sqz_tensor **b, **a = slot_of(m, s->idx, &b);
+    *a = s->orig_a;
+    if (b) *b = s->orig_b;
+}
+
+static double cost_of(const sqz_sens_option *o, int form) {
+    return form == 0 ? o->dl_grad : form == 1 ? o->dl_diag : o->dl_local;
+}
+
+int cmd_sensitivity(args *a) {
+    const char *model = NULL, *json = NULL, *types_arg = kDefaultTypes;
+    calib_set cs = {NULL, 16, 512, 0, 4, NULL, 0, NULL, NULL};
+    long long validate = 0, threads = 0;
+    int quiet = 0, diag = 1, rc = 0;
+    double damp = 0.01, shrink = 0.75;
+    for (a->i = 0; a->i < a->argc; a->i++) {
+        const char *s = a->argv[a->i], *v;
+        char *end;
+        if (calib_flag(a, &cs, &rc)) {
+            if (rc) return rc;
+        } else if (!strcmp(s, "--json")) {
+            if (!(json = opt_value(a))) return usage_fail(a->cmd, "%s needs a file name", s);
+        } else if (!strcmp(s, "--types")) {
+            if (!(types_arg = opt_value(a))) return usage_fail(a->cmd, "%s needs a list", s);
+        } else if (!strcmp(s, "--validate")) {
+            v = opt_value(a);
+            if (parse_pos_int(v, 100000, &validate)) return usage_fail(a->cmd, "--validate '%s': expected a count", v ? v : "");
+        } else if (!strcmp(s, "--threads")) {
+            v = opt_value(a);
+            if (parse_pos_int(v, 1024, &threads)) return usage_fail(a->cmd, "--threads '%s': expected 1 to 1024", v ? v : "");
+        } else if (!strcmp(s, "--damp")) {
+            v = opt_value(a);
+            if (!v || !*v || (damp = strtod(v, &end), *end) || !(damp > 0 && damp < 1))
+                return usage_fail(a->cmd, "--damp '%s': expected a number in (0, 1)", v ? v : "");
+        } else if (!strcmp(s, "--shrink")) {
+            v = opt_value(a);
+            if (!v || !*v || (shrink = strtod(v, &end), *end) || !(shrink >= 0 && shrink <= 1))
+                return usage_fail(a->cmd, "--shrink '%s': expected a number in [0, 1]", v ? v : "");
+        } else if (!strcmp(s, "--no-diag")) {
+            diag = 0;
+        } else if (!strcmp(s, "--quiet")) {
+            quiet = 1;
+        } else if (s[0] == '-' && s[1]) {
+            return usage_fail(a->cmd, "unknown option '%s'", s);
+        } else if (!model) {
+            model = s;
+        } else {
+            return usage_fail(a->cmd, "unexpected argument '%s'", s);
+        }
+    }
+    if (!model) return usage_fail(a->cmd, "%s", "missing MODEL");
+    if (!cs.path) return usage_fail(a->cmd, "%s", "--calib FILE is required (the gradients come from it)");
+    int types[SQZ_SENS_MAX_OPTIONS], n_types = 0;
+    if ((rc = parse_types(a->cmd, types_arg, types, &n_types))) return rc;
+
+    sqz_err err;
+    sqz_model m;
+    if (sqz_model_load(&m, model, 0, &err)) return fail(err.msg);
+    sqz_pool *pool = NULL;
+    sqz_sens sens;
+    memset(&sens, 0, sizeof sens);
+    int *keep = NULL, n_keep = 0;
+    double *meas = NULL;
+    cJSON *root = NULL;
+    if ((rc = calib_load(&cs, &m))) goto done;
+    if (!(pool = sqz_pool_create((int)threads, &err))) {
+        rc = fail(err.msg);
+        goto done;
+    }
+    /* the options to validate, drawn before the estimate so their Ŵ are kept */
+    if (validate) {
+        sqz_sens shape;
+        if (sqz_sens_options(&m, types, n_types, &shape, &err)) {
+            rc = fail(err.msg);
+            goto done;
+        }
+        int total = 0;
+        for (int i = 0; i < shape.n_tensors; i++)
+            for (int k = 0; k < shape.t[i].n_options; k++) total += sqz_quant_supported(shape.t[i].opt[k].type);
+        int *all = malloc((size_t)total * 2 * sizeof(int));
+        keep = malloc((size_t)(validate < total ? validate : total) * 2 * sizeof(int));
+        int j = 0;
+        for (int i = 0; i < shape.n_tensors; i++)
+            for (int k = 0; k < shape.t[i].n_options; k++)
+                if (sqz_quant_supported(shape.t[i].opt[k].type)) all[2 * j] = i, all[2 * j + 1] = shape.t[i].opt[k].type, j++;
+        uint64_t st = (uint64_t)cs.seed * 0x9E3779B97F4A7C15ull + 12345;
+        for (int i = total - 1; i > 0; i--) { /* Fisher-Yates with splitmix64 */
+            st += 0x9E3779B97F4A7C15ull;
+            uint64_t z = st;
+            z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+            z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+            z ^= z >> 31;
+            int r = (int)(z % (uint64_t)(i + 1));
+            int t0 = all[2 * i], t1 = all[2 * i + 1];
+            all[2 * i] = all[2 * r], all[2 * i + 1] = all[2 * r + 1];
+            all[2 * r] = t0, all[2 * r + 1] = t1;
+        }
+        n_keep = (int)(validate < total ? validate : total);
+        memcpy(keep, all, (size_t)n_keep * 2 * sizeof(int));
+        free(all);
+        sqz_sens_free(&shape);
+    }
+    sqz_sens_opts so = {cs.windows, (int)cs.nsamples, (int)cs.seqlen, types, n_types, damp, shrink, diag, keep,
+                        n_keep, !quiet};
+    if (sqz_sensitivity(&m, &m, pool, &so, &sens, &err)) {
+        rc = fail(err.msg);
+        goto done;
+    }
+    printf("sensitivity of %s: mean loss %.5f on %lld calibration tokens (gradients %.1f s, options %.1f s)\n", model,
+           sens.loss, (long long)sens.n_scored, sens.seconds_grad, sens.seconds_quant);
+    printf("%-28s %-7s %12s %12s %12s %12s\n", "tensor", "type", "bytes", "dL grad", "dL diag", "dL local");
+    for (int i = 0; i < sens.n_tensors; i++)
+        for (int k = 0; k < sens.t[i].n_options; k++) {
+            const sqz_sens_option *o = &sens.t[i].opt[k];
+            printf("%-28s %-7s %12llu %12.4e %12.4e %12.4e\n", sens.t[i].name, type_name(o->type),
+                   (unsigned long long)o->bytes, o->dl_grad, o->dl_diag, o->dl_local);
+        }
+    double rho[3] = {NAN, NAN, NAN};
+    if (n_keep) {
+        double base;
+        if (sqz_mean_loss(&m, pool, cs.held, (int)cs.heldout, (int)cs.seqlen, &base, &err)) {
+            rc = fail(err.msg);
+            goto done;
+        }
+        meas = calloc((size_t)n_keep * 4, sizeof(double));
+        sqz_progress prog;
+        sqz_progress_begin(&prog, "validate", n_keep, "options", 0);
+        if (quiet) prog.out = NULL;
+        for (int i = 0; i < n_keep; i++) {
+            const sqz_sens_tensor *t = &sens.t[keep[2 * i]];
+            const sqz_sens_option *o = NULL;
+            for (int k = 0; k < t->n_options; k++)
+                if (t->opt[k].type == keep[2 * i + 1]) o = &t->opt[k];
+            swap_t sw;
+            swap_in(&m, &sw, keep[2 * i], o->what);
+            double l;
+            int r = sqz_mean_loss(&m, pool, cs.held, (int)cs.heldout, (int)cs.seqlen, &l, &err);
+            swap_out(&m, &sw);
+            if (r) {
+                rc = fail(err.msg);
+                goto done;
+            }
+            meas[i] = l - base;
+            for (int f = 0; f < 3; f++) meas[n_keep * (f + 1) + i] = cost_of(o, f);
+            sqz_progress_update(&prog, i + 1, NULL);
+        }
+        sqz_progress_end(&prog);
+        printf("\nvalidation: %d options applied one at a time, loss change on %lld held-out tokens (base loss %.5f)\n",
+               n_keep, cs.heldout * (cs.seqlen - 1), base);
+        printf("%-28s %-7s %12s %12s %12s %12s\n", "tensor", "type", "measured", "grad", "diag", "local");
+        for (int i = 0; i < n_keep; i++)
+            printf("%-28s %-7s %12.4e %12.4e %12.4e %12.4e\n", sens.t[keep[2 * i]].name, type_name(keep[2 * i + 1]),
+                   meas[i], meas[n_keep + i], meas[2 * n_keep + i], meas[3 * n_keep + i]);
+        for (int f = 0; f < 3; f++) rho[f] = sqz_spearman(meas, meas + n_keep * (f + 1), n_keep);
+        printf("Spearman rank correlation with the measured change: grad %.4f  diag %.4f  local %.4f\n", rho[0],
+               rho[1], rho[2]);
+    }
+    if (json) {
+        root = cJSON_CreateObject();
+        cJSON_AddStringToObject(root, "model", model);
+        cJSON_AddNumberToObject(root, "loss", sens.loss);
+        cJSON_AddNumberToObject(root, "calib_tokens", (double)sens.n_scored);
+        cJSON *arr = cJSON_AddArrayToObject(root, "tensors");
+        for (int i = 0; i < sens.n_tensors; i++) {
+            cJSON *t = cJSON_CreateObject(), *ops = NULL;
+            cJSON_AddStringToObject(t, "name", sens.t[i].name);
+            cJSON_AddNumberToObject(t, "layer", sens.t[i].layer);
+            cJSON_AddStringToObject(t, "kind", sqz_linear_kind_name(sens.t[i].kind));
+            ops = cJSON_AddArrayToObject(t, "options");
+            for (int k = 0; k < sens.t[i].n_options; k++) {
+                const sqz_sens_option *o = &sens.t[i].opt[k];
+                cJSON *oj = cJSON_CreateObject();
+                cJSON_AddStringToObject(oj, "type", type_name(o->type));
+                cJSON_AddNumberToObject(oj, "bytes", (double)o->bytes);
+                cJSON_AddNumberToObject(oj, "dl_grad", o->dl_grad);
+                if (isfinite(o->dl_diag)) cJSON_AddNumberToObject(oj, "dl_diag", o->dl_diag);
+                else cJSON_AddNullToObject(oj, "dl_diag");
+                cJSON_AddNumberToObject(oj, "dl_local", o->dl_local);
+                cJSON_AddItemToArray(ops, oj);
+            }
+            cJSON_AddItemToArray(arr, t);
+        }
+        if (n_keep) {
+            cJSON *v = cJSON_AddObjectToObject(root, "validation");
+            cJSON *sp = cJSON_AddObjectToObject(v, "spearman");
+            const char *fn[3] = {"grad", "diag", "local"};
+            for (int f = 0; f < 3; f++) {
+                if (isfinite(rho[f])) cJSON_AddNumberToObject(sp, fn[f], rho[f]);
+                else cJSON_AddNullToObject(sp, fn[f]);
+            }
+            cJSON *pts = cJSON_AddArrayToObject(v, "options");
+            for (int i = 0; i < n_keep; i++) {
+                cJSON *p = cJSON_CreateObject();
+                cJSON_AddStringToObject(p, "tensor", sens.t[keep[2 * i]].name);
+                cJSON_AddStringToObject(p, "type", type_name(keep[2 * i + 1]));
+                cJSON_AddNumberToObject(p, "measured", meas[i]);
+                for (int f = 0; f < 3; f++) {
+                    double x = meas[n_keep * (f + 1) + i];
+                    if (isfinite(x)) cJSON_AddNumberToObject(p, fn[f], x);
+                    else cJSON_AddNullToObject(p, fn[f]);
+                }
+                cJSON_AddItemToArray(pts, p);
+            }
+        }
+        rc = write_json(json, root);
+    }
+done:
+    cJSON_Delete(root);
+    free(meas);
+    free(keep);
+    sqz_sens_free(&sens);
+    sqz_pool_free(pool);
+    calib_free(&cs);
+    sqz_model_free(&m);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- sqz compress */
+
+const char HELP_COMPRESS[] =
+    "usage: sqz compress MODEL -o OUT.gguf (--target-bpw B | --target-size SIZE)\n"
+    "                    --calib FILE [--nsamples N] [--seqlen L] [--seed S] [--heldout N]\n"
+    "                    [--rounds R] [--types LIST] [--eval TEXT] [--eval-ctx C]\n"
+    "                    [--eval-chunks K] [--measure K] [--damp F] [--shrink F]\n"
+    "                    [--threads N] [--quiet] [--json REPORT] [--html REPORT.html]\n"
+    "\n"
+    "Mixed precision under an exact size budget. Each round: estimate every (tensor,\n"
+    "type) option's loss change from gradients (see 'sqz help sensitivity'), choose one\n"
+    "type per weight matrix (embedding and output head included) minimizing the total\n"
+    "predicted change within the budget (a multiple-choice knapsack: Lagrangian\n"
+    "bisection + greedy fill), quantize with sequential GPTQ, measure perplexity on\n"
+    "held-out calibration windows. Rounds after the first re-estimate the gradients and\n"
+    "input statistics on the previous round's compressed model. The round with the\n"
+    "lowest held-out perplexity is written to OUT (via a temporary file).\n"
+    "  --target-bpw B     budget in bits per weight of the whole file (8 * bytes / params)\n"
+    "  --target-size S    budget in bytes; suffixes K M G (10^3..), KiB MiB GiB (2^10..)\n"
+    "  --calib FILE       calibration text (or a .json array of token ids); its last\n"
+    "                     tenth is held out for the per-round perplexity\n"
+    "  --nsamples N       calibration windows (default 16), --seqlen L tokens (512)\n"
+    "  --heldout N        held-out windows (default 4)\n"
+    "  --rounds R         estimate -> allocate -> quantize rounds (default 1)\n"
+    "  --types LIST       candidate types (default Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0,Q4_0,\n"
+    "                     Q4_1,Q5_0,Q5_1,IQ4_NL,F16; a tensor keeps the ones its rows fit)\n"
+    "  --eval TEXT        also perplexity on TEXT after each round (GPTQ protocol,\n"
+    "                     --eval-ctx 512, --eval-chunks 8 windows)\n"
+    "  --measure K        after the last round, apply K of the chosen tensors alone to the\n"
+    "                     original model and measure their loss change (for the report)\n"
+    "  --json REPORT      plan, predictions, bytes and perplexity per round\n"
+    "  --html REPORT      the same as a self-contained page (inline SVG)\n";
+
+/* Bytes from "123", "1.5G", "800MiB"...; 0 on success, -1 with unknown units. */
+static int parse_size(const char *s, double *out) {
+    if (!s || !*s) return -1;
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || !(v > 0)) return -1;
+    static const struct { const char *u; double f; } units[] = {
+        {"", 1}, {"B", 1}, {"K", 1e3}, {"KB", 1e3}, {"M", 1e6}, {"MB", 1e6}, {"G", 1e9}, {"GB", 1e9},
+        {"KiB", 1024.0}, {"MiB", 1048576.0}, {"GiB", 1073741824.0}};
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
+        if (!strcmp(end, units[i].u)) {
+            *out = floor(v * units[i].f);
+            return 0;
+        }
+    return -1;
+}
+
+typedef struct {
+    int round;
+    double predicted, heldout_ppl, eval_ppl, seconds;
+    uint64_t tensor_bytes, file_bytes;
+    double bpw;
+} round_info;
+
+/* Bytes every plan has, an upper bound: the norms (F32), the GGUF header (the
+ * metadata serialized exactly as the writer will, the tensor descriptions) and one
+ * alignment's padding per tensor. The first written file then gives the exact figure. */
+static int fixed_bytes(const sqz_model *m, uint64_t *out, sqz_err *err) {
+    sqz_gguf_writer w;
+    sqz_gguf_writer_init(&w);
+    if (sqz_model_write_gguf_meta(m, &w, 7, err)) {
+        sqz_gguf_writer_free(&w);
+        return SQZ_ERR;
+    }
+    uint64_t header = 24 + w.kv_len, align = w.alignment ? w.alignment : 32, n_tensors = 0;
+    sqz_gguf_writer_free(&w);
+    char name[96];
+    for (int l = 0; l < m->cfg.n_layer; l++)
+        for (int k = 0; k < 9; k++) { /* 7 linears + 2 norms: blk.L.<name>.weight, 2-D at most */
+            static const char *const nm[9] = {"attn_norm", "attn_q", "attn_k", "attn_v", "attn_output",
+                                              "ffn_norm", "ffn_gate", "ffn_up", "ffn_down"};
+            header += 8 + (uint64_t)snprintf(name, sizeof name, "blk.%d.%s.weight", l, nm[k]) + 4 + 16 + 4 + 8;
+            n_tensors++;
+        }
+    header += 3 * (8 + 20 + 4 + 16 + 4 + 8);
+    n_tensors += 3;
+    *out = (uint64_t)m->cfg.dim * 4 * (uint64_t)(1 + 2 * m->cfg.n_layer) + header + align * (n_tensors + 1);
+    return SQZ_OK;
+}
+
+static cJSON *num_or_null(double v) { return isfinite(v) ? cJSON_CreateNumber(v) : cJSON_CreateNull(); }
+
+int cmd_compress(args *a) {
+    const char *model = NULL, *out = NULL, *json = NULL, *html = NULL, *types_arg = kDefaultTypes, *eval = NULL;
+    const char *size_arg = NULL, *bpw_arg = NULL;
+    calib_set cs = {NULL, 16, 512, 0, 4, NULL, 0, NULL, NULL};
+    long long rounds = 1, threads = 0, eval_ctx = 512, eval_chunks = 8, measure = 0;
+    int quiet = 0, rc = 0;
+    double damp = 0.01, shrink = 0.75;
+    for (a->i = 0; a->i < a->argc; a->i++) {
+        const char *s = a->argv[a->i], *v;
+        char *end;
+        if (calib_flag(a, &cs, &rc)) {
+            if (rc) return rc;
+        } else if (!strcmp(s, "-o") || !strcmp(s, "--output")) {
+            if (!(out = opt_value(a))) return usage_fail(a->cmd, "%s needs a file name", s);
+        } else if (!strcmp(s, "--json")) {
+            if (!(json = opt_value(a))) return usage_fail(a->cmd, "%s needs a file name", s);
+        } else if (!strcmp(s, "--html")) {
+            if (!(html = opt_value(a))) return usage_fail(a->cmd, "%s needs a file name", s);
+        } else if (!strcmp(s, "--eval")) {
+            if (!(eval = opt_value(a))) return usage_fail(a->cmd, "%s needs a text file", s);
+        } else if (!strcmp(s, "--types")) {
+            if (!(types_arg = opt_value(a))) return usage_fail(a->cmd, "%s needs a list", s);
+        } else if (!strcmp(s, "--target-bpw")) {
+            if (!(bpw_arg = opt_value(a))) return usage_fail(a->cmd, "%s needs a number", s);
+        } else if (!strcmp(s, "--target-size")) {
+            if (!(size_arg = opt_value(a))) return usage_fail(a->cmd, "%s needs a size", s);
+        } else if (!strcmp(s, "--rounds") || !strcmp(s, "--threads") || !strcmp(s, "--eval-ctx") ||
+                   !strcmp(s, "--eval-chunks") || !strcmp(s, "--measure")) {
+            long long *dst = !strcmp(s, "--rounds") ? &rounds : !strcmp(s, "--threads") ? &threads
+                           : !strcmp(s, "--eval-ctx") ? &eval_ctx : !strcmp(s, "--measure") ? &measure : &eval_chunks;
+            v = opt_value(a);
+            if (parse_pos_int(v, !strcmp(s, "--rounds") ? 16 : 1 << 20, dst))
+                return usage_fail(a->cmd, "%s: expected a positive number", s);
+        } else if (!strcmp(s, "--damp")) {
+            v = opt_value(a);
+            if (!v || !*v || (damp = strtod(v, &end), *end) || !(damp > 0 && damp < 1))
+                return usage_fail(a->cmd, "--damp '%s': expected a number in (0, 1)", v ? v : "");
+        } else if (!strcmp(s, "--shrink")) {
+            v = opt_value(a);
+            if (!v || !*v || (shrink = strtod(v, &end), *end) || !(shrink >= 0 && shrink <= 1))
+                return usage_fail(a->cmd, "--shrink '%s': expected a number in [0, 1]", v ? v : "");
+        } else if (!strcmp(s, "--quiet")) {
+            quiet = 1;
+        } else if (s[0] == '-' && s[1]) {
+            return usage_fail(a->cmd, "unknown option '%s'", s);
+        } else if (!model) {
+            model = s;
+        } else {
+            return usage_fail(a->cmd, "unexpected argument '%s'", s);
+        }
+    }
+    if (!model) return usage_fail(a->cmd, "%s", "missing MODEL");
+    if (!out) return usage_fail(a->cmd, "%s", "missing -o OUT.gguf");
+    if (!!size_arg == !!bpw_arg) return usage_fail(a->cmd, "%s", "give exactly one of --target-bpw B and --target-size SIZE");
+    if (!cs.path) return usage_fail(a->cmd, "%s", "--calib FILE is required (the plan is estimated from it)");
+    double target_bpw = NAN, target_size = NAN;
+    if (bpw_arg) {
+        char *end;
+        target_bpw = strtod(bpw_arg, &end);
+        if (*end || !(target_bpw > 0 && target_bpw <= 64))
+            return usage_fail(a->cmd, "--target-bpw '%s': expected bits per weight in (0, 64]", bpw_arg);
+    } else if (parse_size(size_arg, &target_size)) {
+        return usage_fail(a->cmd, "--target-size '%s': expected a number of bytes with an optional unit B, K, KB, M, "
+                                  "MB, G, GB, KiB, MiB or GiB", size_arg);
+    }
+    int types[SQZ_SENS_MAX_OPTIONS], n_types = 0;
+    if ((rc = parse_types(a->cmd, types_arg, types, &n_types))) return rc;
+
+    sqz_err err;
+    char msg[1600];
+    sqz_model m, rm;
+    int have_rm = 0;
+    if (sqz_model_load(&m, model, 0, &err)) return fail(err.msg);
+    sqz_pool *pool = NULL;
+    sqz_sens sens, shape;
+    memset(&sens, 0, sizeof sens);
+    memset(&shape, 0, sizeof shape);
+    round_info *ri = calloc((size_t)rounds, sizeof *ri);
+    int *plan = NULL, *best_plan = NULL, *choice = NULL, best = -1;
+    sqz_alloc_item *items = NULL;
+    char **paths = calloc((size_t)rounds, sizeof *paths);
+    int32_t *eval_ids = NULL;
+    int64_t n_eval = 0;
+    cJSON *root = NULL;
+    double *best_pred = NULL, *measured = NULL;
+    if (!ri || !paths) {
+        rc = fail("out of memory");
+        goto done;
+    }
+
+    /* sizes first: a budget outside what the model allows fails before any work */
+    if (sqz_sens_options(&m, types, n_types, &shape, &err)) {
+        rc = fail(err.msg);
+        goto done;
+    }
+    int64_t n_params = sqz_model_n_params(&m);
+    uint64_t fixed;
+    if (fixed_bytes(&m, &fixed, &err)) {
+        rc = fail(err.msg);
+        goto done;
+    }
+    uint64_t min_b = fixed, max_b = fixed;
+    for (int i = 0; i < shape.n_tensors; i++) {
+        uint64_t lo = UINT64_MAX, hi = 0;
+        for (int k = 0; k < shape.t[i].n_options; k++) {
+            lo = shape.t[i].opt[k].bytes < lo ? shape.t[i].opt[k].bytes : lo;
+            hi = shape.t[i].opt[k].bytes > hi ? shape.t[i].opt[k].bytes : hi;
+        }
+        min_b += lo;
+        max_b += hi;
+    }
+    uint64_t budget = bpw_arg ? (uint64_t)floor(target_bpw * (double)n_params / 8.0) : (uint64_t)target_size;
+    double bpw_of = 8.0 / (double)n_params;
+    if (budget < min_b) {
+        snprintf(msg, sizeof msg, "budget of %llu bytes (%.3f bpw) is below the smallest reachable size: minimum "
+                 "%llu bytes (%.3f bpw), every tensor at its smallest candidate type",
+                 (unsigned long long)budget, budget * bpw_of, (unsigned long long)min_b, min_b * bpw_of);
+        rc = fail(msg);
+        goto done;
+    }
+    if (budget >= max_b)
+        fprintf(stderr, "sqz: note: budget of %llu bytes (%.3f bpw) is above the unquantized size, %llu bytes (%.3f "
+                "bpw, every tensor at its largest candidate type); writing the best file that fits\n",
+                (unsigned long long)budget, budget * bpw_of, (unsigned long long)max_b, max_b * bpw_of);
+
+    if ((rc = calib_load(&cs, &m))) goto done;
+    if (eval) {
+        char *text = NULL;
+        size_t len = 0;
+        if ((rc = read_text(eval, &text, &len))) goto done;
+        if (!m.tok) {
+            free(text);
+            rc = fail("--eval needs a model with a tokenizer");
+            goto done;
+        }
+        int r = sqz_tok_encode(m.tok, text, len, sqz_tok_vocab(m.tok)->add_bos, &eval_ids, &n_eval, &err);
+        free(text);
+        if (r) {
+            rc = fail(err.msg);
+            goto done;
+        }
+    }
+    if (!(pool = sqz_pool_create((int)threads, &err))) {
+        rc = fail(err.msg);
+        goto done;
+    }
+    if ((rc = guard_output(out))) goto done;
+    int n_t = shape.n_tensors, n_plan = m.cfg.n_layer * SQZ_LIN_PER_LAYER + 2;
+    plan = malloc((size_t)n_plan * sizeof(int));
+    best_plan = malloc((size_t)n_plan * sizeof(int));
+    choice = malloc((size_t)n_t * sizeof(int));
+    items = calloc((size_t)n_t, sizeof *items);
+    best_pred = calloc((size_t)n_t, sizeof(double));
+    sqz_alloc_option *opts = calloc((size_t)n_t * SQZ_SENS_MAX_OPTIONS, sizeof *opts);
+    if (!plan || !best_plan || !choice || !items || !best_pred || !opts) {
+        free(opts);
+        rc = fail("out of memory");
+        goto done;
+    }
+    double base_held = NAN, base_eval = NAN;
+    {
+        double l;
+        if (sqz_mean_loss(&m, pool, cs.held, (int)cs.heldout, (int)cs.seqlen, &l, &err)) {
+            free(opts);
+            rc = fail(err.msg);
+            goto done;
+        }
+        base_held = exp(l);
+    }
+    sqz_ppl_opts po = {eval_ctx, SQZ_PPL_GPTQ, eval_chunks, 0};
+    if (eval) {
+        sqz_ppl_result pr;
+        if (sqz_perplexity(&m, pool, eval_ids, n_eval, &po, &pr, &err)) {
+            free(opts);
+            rc = fail(err.msg);
+            goto done;
+        }
+        base_eval = pr.ppl;
+    }
+    printf("compress %s: %lld weights, budget %llu bytes (%.3f bpw; reachable %.3f .. %.3f bpw); held-out "
+           "perplexity of the model %.4f%s\n", model, (long long)n_params, (unsigned long long)budget,
+           budget * bpw_of, min_b * bpw_of, max_b * bpw_of, base_held, "");
+    for (int r = 0; r < rounds; r++) {
+        double t0 = sqz_now();
+        const sqz_model *stats_m = have_rm ? &rm : &m;
+        sqz_sens_opts so = {cs.windows, (int)cs.nsamples, (int)cs.seqlen, types, n_types, damp, shrink, 0, NULL, 0,
+                            !quiet};
+        sqz_sens_free(&sens);
+        if (sqz_sensitivity(stats_m, &m, pool, &so, &sens, &err)) {
+            free(opts);
+            rc = fail(err.msg);
+            goto done;
+        }
+        for (int i = 0; i < n_t; i++) {
+            items[i].n_options = sens.t[i].n_options;
+            items[i].options = opts + (size_t)i * SQZ_SENS_MAX_OPTIONS;
+            for (int k = 0; k < sens.t[i].n_options; k++) {
+                opts[(size_t)i * SQZ_SENS_MAX_OPTIONS + k].bytes = sens.t[i].opt[k].bytes;
+                opts[(size_t)i * SQZ_SENS_MAX_OPTIONS + k].cost = sens.t[i].opt[k].dl_grad;
+            }
+        }
+        /* room for the tensors: the budget less the fixed part; if the written file
+         * still comes out larger (an underestimated header), shrink by the excess */
+        sqz_qmodel_report rep;
+        memset(&rep, 0, sizeof rep);
+        sqz_alloc_result ar;
+        for (int attempt = 0;; attempt++) {
+            uint64_t room = budget > fixed ? budget - fixed : 0;
+            if (sqz_alloc_solve(items, n_t, room, choice, &ar, &err)) {
+                free(opts);
+                snprintf(msg, sizeof msg, "round %d: %s", r + 1, err.msg);
+                rc = fail(msg);
+                goto done;
+            }
+            for (int i = 0; i < n_plan; i++) plan[i] = -1;
+            for (int i = 0; i < n_t; i++) plan[i] = sens.t[i].opt[choice[i]].type;
+            char path[4200];
+            snprintf(path, sizeof path, "%s.round%d.tmp.%ld", out, r + 1, (long)getpid());
+            if (!paths[r]) {
+                char inner[4300];
+                snprintf(inner, sizeof inner, "%s.tmp.%ld", path, (long)getpid());
+                if ((rc = guard_extra(path)) || (rc = guard_extra(inner)) || !(paths[r] = strdup(path))) {
+                    free(opts);
+                    if (!rc) rc = fail("out of memory");
+                    goto done;
+                }
+            }
+            sqz_qmodel_opts qo;
+            sqz_qmodel_opts_default(&qo);
+            qo.type = SQZ_TYPE_Q8_0;
+            qo.method = SQZ_QMETHOD_GPTQ;
+            qo.windows = cs.windows;
+            qo.nsamples = (int)cs.nsamples;
+            qo.seqlen = (int)cs.seqlen;
+            qo.percdamp = damp;
+            qo.shrink = shrink;
+            qo.progress = !quiet;
+            qo.tensor_types = plan;
+            sqz_qmodel_report_free(&rep);
+            if (sqz_quantize_model(&m, paths[r], &qo, pool, &rep, &err)) {
+                free(opts);
+                rc = fail(err.msg);
+                goto done;
+            }
+            uint64_t exact_fixed = rep.file_bytes - ar.bytes;
+            if (rep.file_bytes <= budget || attempt >= 2) {
+                fixed = exact_fixed;
+                if (rep.file_bytes > budget) {
+                    sqz_qmodel_report_free(&rep);
+                    free(opts);
+                    snprintf(msg, sizeof msg, "round %d: the file came out at %llu bytes, above the budget",
+                             r + 1, (unsigned long long)rep.file_bytes);
+                    rc = fail(msg);
+                    goto done;
+                }
+                break;
+            }
+            fixed = exact_fixed + (rep.file_bytes - budget);
+        }
+        ri[r].round = r + 1;
+        ri[r].predicted = ar.cost;
+        ri[r].tensor_bytes = rep.tensor_bytes;
+        ri[r].file_bytes = rep.file_bytes;
+        ri[r].bpw = rep.file_bytes * bpw_of;
+        sqz_qmodel_report_free(&rep);
+        /* measure the round's file as written */
+        if (have_rm) sqz_model_free(&rm);
+        have_rm = 0;
+        if (sqz_model_load(&rm, paths[r], 0, &err)) {
+            free(opts);
+            rc = fail(err.msg);
+            goto done;
+        }
+        have_rm = 1;
+        double l;
+        if (sqz_mean_loss(&rm, pool, cs.held, (int)cs.heldout, (int)cs.seqlen, &l, &err)) {
+            free(opts);
+            rc = fail(err.msg);
+            goto done;
+        }
+        ri[r].heldout_ppl = exp(l);
+        ri[r].eval_ppl = NAN;
+        if (eval) {
+            sqz_ppl_result pr;
+            if (sqz_perplexity(&rm, pool, eval_ids, n_eval, &po, &pr, &err)) {
+                free(opts);
+                rc = fail(err.msg);
+                goto done;
+            }
+            ri[r].eval_ppl = pr.ppl;
+        }
+        ri[r].seconds = sqz_now() - t0;
+        printf("round %d: predicted dL %.5f, %llu bytes (%.4f bpw), held-out perplexity %.4f", r + 1,
+               ri[r].predicted, (unsigned long long)ri[r].file_bytes, ri[r].bpw, ri[r].heldout_ppl);
+        if (eval) printf(", %s perplexity %.4f", eval, ri[r].eval_ppl);
+        printf(" (%.1f s)\n", ri[r].seconds);
+        fflush(stdout);
+        if (best < 0 || ri[r].heldout_ppl < ri[best].heldout_ppl) {
+            if (best >= 0) unlink(paths[best]);
+            best = r;
+            memcpy(best_plan, plan, (size_t)n_plan * sizeof(int));
+            for (int i = 0; i < n_t; i++) best_pred[i] = sens.t[i].opt[choice[i]].dl_grad;
+        } else {
+            unlink(paths[r]);
+        }
+    }
+    free(opts);
+    /* --measure: chosen tensors of the best file, alone in the original model */
+    if (measure) {
+        if (have_rm) sqz_model_free(&rm);
+        have_rm = 0;
+        if (sqz_model_load(&rm, paths[best], 0, &err)) {
+            rc = fail(err.msg);
+            goto done;
+        }
+        have_rm = 1;
+        measured = malloc((size_t)n_t * sizeof(double));
+        int *order = malloc((size_t)n_t * sizeof(int));
+        double base;
+        if (!measured || !order || sqz_mean_loss(&m, pool, cs.held, (int)cs.heldout, (int)cs.seqlen, &base, &err)) {
+            free(order);
+            rc = fail(measured && order ? err.msg : "out of memory");
+            goto done;
+        }
+        for (int i = 0; i < n_t; i++) measured[i] = NAN, order[i] = i;
+        for (int i = 1; i < n_t; i++) /* by predicted change; then evenly spaced picks */
+            for (int j = i; j > 0 && best_pred[order[j]] < best_pred[order[j - 1]]; j--) {
+                int t = order[j];
+                order[j] = order[j - 1];
+                order[j - 1] = t;
+            }
+        int k_n = (int)(measure < n_t ? measure : n_t);
+        for (int k = 0; k < k_n; k++) {
+            int i = order[k_n > 1 ? (int)((int64_t)k * (n_t - 1) / (k_n - 1)) : n_t - 1];
+            int per = m.cfg.n_layer * SQZ_LIN_PER_LAYER;
+            const sqz_tensor *qt = i < per ? sqz_linear_tensor(&rm, i / SQZ_LIN_PER_LAYER, i % SQZ_LIN_PER_LAYER)
+                                           : i == per ? rm.output : rm.tok_embd;
+            int64_t n = sqz_tensor_nelements(qt);
+            float *w = malloc((size_t)n * sizeof(float));
+            if (!w || sqz_tensor_rows_f32(qt, 0, qt->ne[1], w, &err)) {
+                free(w);
+                free(order);
+                rc = fail(w ? err.msg : "out of memory");
+                goto done;
+            }
+            swap_t sw;
+            swap_in(&m, &sw, i, w);
+            double l;
+            int r2 = sqz_mean_loss(&m, pool, cs.held, (int)cs.heldout, (int)cs.seqlen, &l, &err);
+            swap_out(&m, &sw);
+            free(w);
+            if (r2) {
+                free(order);
+                rc = fail(err.msg);
+                goto done;
+            }
+            measured[i] = l - base;
+        }
+        free(order);
+    }
+    /* the best round becomes OUT */
+    if (rename(paths[best], out)) {
+        snprintf(msg, sizeof msg, "%s: cannot rename %s into place", out, paths[best]);
+        rc = fail(msg);
+        goto done;
+    }
+    printf("wrote %s: round %d, %llu bytes, %.4f bits per weight, held-out perplexity %.4f (model %.4f)\n", out,
+           best + 1, (unsigned long long)ri[best].file_bytes, ri[best].bpw, ri[best].heldout_ppl, base_held);
+    if (json || html) {
+        root = cJSON_CreateObject();
+        cJSON_AddStringToObject(root, "model", model);
+        cJSON_AddStringToObject(root, "output", out);
+        cJSON_AddNumberToObject(root, "n_params", (double)n_params);
+        cJSON_AddNumberToObject(root, "budget_bytes", (double)budget);
+        cJSON_AddNumberToObject(root, "budget_bpw", budget * bpw_of);
+        cJSON_AddNumberToObject(root, "min_bytes", (double)min_b);
+        cJSON_AddNumberToObject(root, "max_bytes", (double)max_b);
+        cJSON *cj = cJSON_AddObjectToObject(root, "calib");
+        cJSON_AddStringToObject(cj, "file", cs.path);
+        cJSON_AddNumberToObject(cj, "nsamples", (double)cs.nsamples);
+        cJSON_AddNumberToObject(cj, "seqlen", (double)cs.seqlen);
+        cJSON_AddNumberToObject(cj, "heldout_nsamples", (double)cs.heldout);
+        cJSON_AddNumberToObject(cj, "seed", (double)cs.seed);
+        cJSON_AddNumberToObject(root, "damp", damp);
+        cJSON_AddNumberToObject(root, "shrink", shrink);
+        cJSON_AddItemToObject(root, "base_heldout_ppl", num_or_null(base_held));
+        cJSON_AddItemToObject(root, "base_eval_ppl", num_or_null(base_eval));
+        cJSON *rs = cJSON_AddArrayToObject(root, "rounds");
+        for (int r = 0; r < rounds; r++) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddNumberToObject(o, "round", ri[r].round);
+            cJSON_AddNumberToObject(o, "predicted_dL", ri[r].predicted);
+            cJSON_AddNumberToObject(o, "tensor_bytes", (double)ri[r].tensor_bytes);
+            cJSON_AddNumberToObject(o, "file_bytes", (double)ri[r].file_bytes);
+            cJSON_AddNumberToObject(o, "bpw", ri[r].bpw);
+            cJSON_AddItemToObject(o, "heldout_ppl", num_or_null(ri[r].heldout_ppl));
+            cJSON_AddItemToObject(o, "eval_ppl", num_or_null(ri[r].eval_ppl));
+            cJSON_AddNumberToObject(o, "seconds", ri[r].seconds);
+            cJSON_AddItemToArray(rs, o);
+        }
+        cJSON_AddNumberToObject(root, "best_round", best + 1);
+        cJSON *ts = cJSON_AddArrayToObject(root, "tensors");
+        for (int i = 0; i < n_t; i++) {
+            const sqz_sens_tensor *t = &sens.t[i];
+            cJSON *o = cJSON_CreateObject();
+            int ch = 0;
+            for (int k = 0; k < t->n_options; k++)
+                if (t->opt[k].type == best_plan[i]) ch = k;
+            cJSON_AddStringToObject(o, "name", t->name);
+            cJSON_AddNumberToObject(o, "layer", t->layer);
+            cJSON_AddStringToObject(o, "kind", sqz_linear_kind_name(t->kind));
+            cJSON_AddStringToObject(o, "type", type_name(best_plan[i]));
+            cJSON_AddNumberToObject(o, "n_params", (double)(t->rows * t->cols));
+            cJSON_AddNumberToObject(o, "bytes", (double)t->opt[ch].bytes);
+            cJSON_AddNumberToObject(o, "bpw", 8.0 * (double)t->opt[ch].bytes / (double)(t->rows * t->cols));
+            cJSON_AddNumberToObject(o, "predicted_dL", best_pred[i]);
+            cJSON_AddItemToObject(o, "measured_dL", measured ? num_or_null(measured[i]) : cJSON_CreateNull());
+            cJSON *os = cJSON_AddArrayToObject(o, "options");
+            for (int k = 0; k < t->n_options; k++) {
+                cJSON *op = cJSON_CreateObject();
+                cJSON_AddStringToObject(op, "type", type_name(t->opt[k].type));
+                cJSON_AddNumberToObject(op, "bytes", (double)t->opt[k].bytes);
+                cJSON_AddNumberToObject(op, "predicted_dL", t->opt[k].dl_grad);
+                cJSON_AddItemToArray(os, op);
+            }
+            cJSON_AddItemToArray(ts, o);
+        }
+        if (json && (rc = write_json(json, root))) goto done;
+        if (html && report_html_write(root, html, msg, sizeof msg)) {
+            rc = fail(msg);
+            goto done;
+        }
+    }
+done:
+    for (int r = 0; paths && r < rounds; r++) {
+        if (paths[r] && (rc || r != best)) unlink(paths[r]);
+        free(paths[r]);
+    }
+    free(paths);
+    cJSON_Delete(root);
+    free(measured);
+    free(best_pred);
+    free(ri);
+    free(plan);
+    free(best_plan);
+    free(choice);
+    free(items);
+    free(eval_ids);
+    sqz_sens_free(&sens);
+    sqz_sens_free(&shape);
+    sqz_pool_free(pool);
+    calib_free(&cs);
+    if (have_rm) sqz_model_free(&rm);
+    sqz_model_free(&m);
+    return rc;
+}
