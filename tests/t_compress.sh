@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# sqz compress on stories260K (calibration from its token ids, candidate types that fit
+# 64/172-wide rows): the file never exceeds the budget and its size is what the report
+# says; the tensors in the file (read by gguf-py) have the plan's types; two rounds are
+# reported with finite held-out perplexities; --html writes a self-contained page;
+# llama.cpp loads the file and runs it (llama-bench: prompt + generation); the same
+# inputs give the same bytes. Then bad input: a budget below the smallest reachable size
+# states that minimum; one above the unquantized size says so and writes a file that
+# fits; unknown --target-size units are rejected; an interrupted run leaves nothing.
+set -u
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+mkdir -p "${SQZ_TMP:-/tmp}"
+T="${SQZ_TMP:-/tmp}/t_compress.$$"
+rm -rf "$T"
+mkdir -p "$T/o"
+bg_pid=
+cleanup() {
+    [[ -n "$bg_pid" ]] && kill -KILL "$bg_pid" 2>/dev/null
+    rm -rf "$T"
+}
+trap cleanup EXIT
+fails=0
+checks=0
+die() { echo "t_compress: FAIL: $*" >&2; exit 1; }
+check() { # check DESCRIPTION CONDITION-STATUS
+    checks=$((checks + 1))
+    if [[ $2 -ne 0 ]]; then fails=$((fails + 1)); echo "FAIL: $1" >&2; else echo "ok: $1"; fi
+}
+[[ -x "$sqz" ]] || die "sqz binary not found at $sqz"
+model="$shared/models/stories260K"
+ids="$shared/models/stories260K/reference_greedy_tokens.json"
+[[ -f "$ids" ]] || die "$ids not found"
+llama="$(sqz_llama_bin)"
+sqz_need_llamacpp t_compress "$llama/llama-bench"
+
+C=(--calib "$ids" --nsamples 4 --seqlen 64 --heldout 2 --types Q4_0,Q4_1,Q5_0,Q8_0,F16 --quiet)
+OUT="$T/o/c.gguf"
+
+# ---- a 2-round plan at 9 bpw
+"$sqz" compress "$model" -o "$OUT" --target-bpw 9 --rounds 2 --measure 6 "${C[@]}" \
+    --json "$T/rep.json" --html "$T/rep.html" >"$T/stdout" 2>"$T/stderr"
+rc=$?
+check "compress --target-bpw 9 --rounds 2 exits 0 (got $rc: $(tail -n 2 "$T/stderr"))" $((rc != 0))
+[[ $rc -eq 0 ]] || die "cannot go on without the file"
+python3 - "$OUT" "$T/rep.json" <<'PY'
+import json, os, sys, math
+import gguf
+path, rep = sys.argv[1], json.load(open(sys.argv[2]))
+bad = []
+size = os.path.getsize(path)
+if size > rep["budget_bytes"]: bad.append(f"file {size} bytes > budget {rep['budget_bytes']}")
+best = rep["rounds"][rep["best_round"] - 1]
+if size != best["file_bytes"]: bad.append(f"file {size} bytes, report says {best['file_bytes']}")
+if len(rep["rounds"]) != 2: bad.append(f"{len(rep['rounds'])} rounds reported")
+for r in rep["rounds"]:
+    if not (r["heldout_ppl"] and math.isfinite(r["heldout_ppl"])): bad.append(f"round {r['round']}: no perplexity")
+    if r["file_bytes"] > rep["budget_bytes"]: bad.append(f"round {r['round']} over budget")
+reader = gguf.GGUFReader(path)
+types = {t.name: t.tensor_type.name for t in reader.tensors}
+planned = {t["name"]: t["type"] for t in rep["tensors"]}
+for n, ty in planned.items():
+    if types.get(n) != ty: bad.append(f"{n}: file has {types.get(n)}, plan says {ty}")
+if len(set(planned.values())) < 2: bad.append(f"a single type everywhere ({set(planned.values())}): no mix")
+meas = [t for t in rep["tensors"] if t.get("measured_dL") is not None]
+if len(meas) != 6: bad.append(f"{len(meas)} tensors measured, asked for 6")
+for b in bad: print("FAIL:", b, file=sys.stderr)
+print(f"file {size} bytes <= budget {rep['budget_bytes']}; types {sorted(set(planned.values()))}; "
+      f"held-out ppl per round {[round(r['heldout_ppl'], 3) for r in rep['rounds']]}")
+sys.exit(1 if bad else 0)
+PY
+check "the file, the report and the plan agree" $?
+n_svg=$(grep -o "<svg" "$T/rep.html" | wc -l)
+check "--html: a page with 4 inline SVG charts and no external links ($n_svg svg)" \
+    $(( n_svg != 4 || $(grep -c -E 'src="http|href="http' "$T/rep.html") != 0 ))
+left=$(cd "$T/o" && ls -A | grep -v '^c.gguf$' | tr '\n' ' ')
+check "no temporary or per-round files left ($left)" $([[ -z "$left" ]]; echo $?)
+"$llama/llama-bench" -m "$OUT" -p 16 -n 4 -t 1 -r 1 >"$T/bench.txt" 2>&1
+rc=$?
+check "llama.cpp loads and runs the file (llama-bench exit $rc)" $(( rc != 0 || $(grep -c "tg4" "$T/bench.txt") != 1 ))
+"$sqz" compress "$model" -o "$T/o/again.gguf" --target-bpw 9 --rounds 2 "${C[@]}" >/dev/null 2>&1
+cmp -s "$OUT" "$T/o/again.gguf"
+check "same inputs, same bytes" $?
+rm -f "$T/o/again.gguf"
+
+# ---- bad input: nothing may be left in the output directory
+expect() { # expect STATUS PATTERN ARGS...: exit status, stderr pattern, empty output dir
+    local want=$1 pat=$2; shift 2
+    rm -rf "$T/o"; mkdir -p "$T/o"
+    "$sqz" compress "$model" -o "$OUT" "$@" >"$T/stdout" 2>"$T/stderr"
+    local rc=$? left
+    left=$(ls -A "$T/o" | tr '\n' ' ')
+    checks=$((checks + 1))
+    if [[ $rc -ne $want ]] || ! grep -q -E -e "$pat" "$T/stderr" || [[ -n "$left" ]]; then
+        fails=$((fails + 1))
+        echo "FAIL: compress $* -> exit $rc (want $want), stderr: $(head -c 300 "$T/stderr"), left: $left" >&2
+    else
+        echo "ok: $* -> exit $rc: $(head -n 1 "$T/stderr")"
+    fi
+}
+expect 1 "below the smallest reachable size: minimum [0-9]+ bytes \([0-9.]+ bpw\)" --target-bpw 2 "${C[@]}"
+expect 2 "unit B, K, KB" --target-size 300XB "${C[@]}"
+expect 2 "unit B, K, KB" --target-size 12.5parsecs "${C[@]}"
+expect 2 "exactly one of" --target-bpw 5 --target-size 300K "${C[@]}"
+expect 2 "exactly one of" "${C[@]}"
+expect 2 "--calib FILE is required" --target-bpw 9
+expect 2 "not a type sqz writes" --target-bpw 9 --calib "$ids" --types Q4_0,Q9_9
+
+# a budget above the unquantized size: a note, and the best file that fits
+rm -rf "$T/o"; mkdir -p "$T/o"
+"$sqz" compress "$model" -o "$OUT" --target-bpw 40 "${C[@]}" --json "$T/big.json" >"$T/stdout" 2>"$T/stderr"
+rc=$?
+python3 -c "
+import json,os,sys; r=json.load(open('$T/big.json'))
+sys.exit(0 if os.path.getsize('$OUT') <= r['budget_bytes'] and r['budget_bytes'] > r['max_bytes'] else 1)" 2>/dev/null
+ok=$?
+check "--target-bpw 40: exit $rc, a note ($(grep -o 'above the unquantized size' "$T/stderr" | head -n 1)), a file within the budget" \
+    $(( rc != 0 || ok != 0 || $(grep -c "above the unquantized size" "$T/stderr") != 1 ))
+"$sqz" compress "$model" -o "$OUT" --target-size 300KiB "${C[@]}" >/dev/null 2>"$T/stderr"
+rc=$?
+sz=$(stat -c %s "$OUT" 2>/dev/null || echo 0)
+check "--target-size 300KiB: exit $rc, $sz bytes <= 307200" $(( rc != 0 || sz > 307200 || sz == 0 ))
+
+# ---- interrupted: SIGINT once a round's file is being written leaves nothing
+rm -rf "$T/o"; mkdir -p "$T/o"
+set -m
+"$sqz" compress "$model" -o "$OUT" --target-bpw 9 --rounds 16 --calib "$ids" --nsamples 64 --seqlen 64 \
+    --heldout 2 --types Q4_0,Q4_1,Q5_0,Q8_0,F16 --quiet >/dev/null 2>"$T/stderr" &
+bg_pid=$!
+set +m
+started=0
+for _ in $(seq 1 600); do
+    if compgen -G "$OUT.round*" >/dev/null; then started=1; break; fi
+    kill -0 "$bg_pid" 2>/dev/null || break
+    sleep 0.05
+done
+running=0
+kill -0 "$bg_pid" 2>/dev/null && running=1
+kill -INT "$bg_pid" 2>/dev/null
+for _ in $(seq 1 300); do kill -0 "$bg_pid" 2>/dev/null || break; sleep 0.1; done
+wait "$bg_pid" 2>/dev/null
+rc=$?
+bg_pid=
+left=$(ls -A "$T/o" | tr '\n' ' ')
+check "SIGINT during a round (started $started, running $running): exit $rc, nothing left ($left)" \
+    $(( started != 1 || running != 1 || rc == 0 || ${#left} != 0 ))
+
+echo "t_compress: $checks checks, $fails failed"
+[[ $fails -eq 0 ]]
