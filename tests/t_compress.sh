@@ -81,6 +81,13 @@ check "llama.cpp loads and runs the file (llama-bench exit $rc)" $(( rc != 0 || 
 cmp -s "$OUT" "$T/o/again.gguf"
 check "same inputs, same bytes" $?
 rm -f "$T/o/again.gguf"
+# round 1 from a saved `sqz sensitivity --json` estimate: the same plan, the same bytes
+"$sqz" sensitivity "$model" "${C[@]}" --json "$T/sens.json" >/dev/null 2>&1 &&
+"$sqz" compress "$model" -o "$T/o/one.gguf" --target-bpw 9 "${C[@]}" >/dev/null 2>&1 &&
+"$sqz" compress "$model" -o "$T/o/saved.gguf" --target-bpw 9 --sensitivity "$T/sens.json" "${C[@]}" >/dev/null 2>&1 &&
+cmp -s "$T/o/one.gguf" "$T/o/saved.gguf"
+check "compress --sensitivity (a saved estimate) writes the same file" $?
+rm -f "$T/o/one.gguf" "$T/o/saved.gguf"
 
 # ---- bad input: nothing may be left in the output directory
 expect() { # expect STATUS PATTERN ARGS...: exit status, stderr pattern, empty output dir

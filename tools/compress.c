@@ -448,6 +448,9 @@ const char HELP_COMPRESS[] =
     "  --nsamples N       calibration windows (default 16), --seqlen L tokens (512)\n"
     "  --heldout N        held-out windows (default 4)\n"
     "  --rounds R         estimate -> allocate -> quantize rounds (default 1)\n"
+    "  --sensitivity F    round 1 from the predictions of 'sqz sensitivity --json F'\n"
+    "                     (same model, types, calibration: the estimate does not depend\n"
+    "                     on the budget, so one file serves many budgets)\n"
     "  --types LIST       candidate types (default Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0,Q4_0,\n"
     "                     Q4_1,Q5_0,Q5_1,IQ4_NL,F16; a tensor keeps the ones its rows fit)\n"
     "  --eval TEXT        also perplexity on TEXT after each round (GPTQ protocol,\n"
@@ -507,11 +510,61 @@ static int fixed_bytes(const sqz_model *m, uint64_t *out, sqz_err *err) {
     return SQZ_OK;
 }
 
+/* The predictions of a `sqz sensitivity --json` file as the first round's estimate: every
+ * tensor and option of this model and these types must be in it with the same bytes. */
+static int load_sensitivity(const char *path, const sqz_model *m, const int *types, int n_types, sqz_sens *out) {
+    char msg[1600];
+    sqz_err err;
+    char *text = NULL;
+    size_t len = 0;
+    if (sqz_read_file(path, MAX_TEXT_BYTES, &text, &len, &err)) return fail(err.msg);
+    cJSON *root = cJSON_Parse(text);
+    free(text);
+    const cJSON *arr = root ? cJSON_GetObjectItem(root, "tensors") : NULL;
+    if (!cJSON_IsArray(arr)) {
+        cJSON_Delete(root);
+        snprintf(msg, sizeof msg, "%s: not a 'sqz sensitivity --json' file (no \"tensors\" array)", path);
+        return fail(msg);
+    }
+    if (sqz_sens_options(m, types, n_types, out, &err)) {
+        cJSON_Delete(root);
+        return fail(err.msg);
+    }
+    for (int i = 0; i < out->n_tensors; i++) {
+        sqz_sens_tensor *t = &out->t[i];
+        const cJSON *tj = NULL, *it;
+        cJSON_ArrayForEach(it, arr) {
+            const char *n = cJSON_GetStringValue(cJSON_GetObjectItem(it, "name"));
+            if (n && !strcmp(n, t->name)) tj = it;
+        }
+        for (int k = 0; k < t->n_options; k++) {
+            const cJSON *oj = NULL, *ops = tj ? cJSON_GetObjectItem(tj, "options") : NULL;
+            cJSON_ArrayForEach(it, ops) {
+                const char *ty = cJSON_GetStringValue(cJSON_GetObjectItem(it, "type"));
+                if (ty && !strcmp(ty, type_name(t->opt[k].type))) oj = it;
+            }
+            const cJSON *dl = oj ? cJSON_GetObjectItem(oj, "dl_grad") : NULL;
+            double bytes = oj ? cJSON_GetNumberValue(cJSON_GetObjectItem(oj, "bytes")) : -1;
+            if (!cJSON_IsNumber(dl) || bytes != (double)t->opt[k].bytes) {
+                snprintf(msg, sizeof msg, "%s: no prediction for %s in %s with %llu bytes (made for another model "
+                         "or other --types?)", path, t->name, type_name(t->opt[k].type),
+                         (unsigned long long)t->opt[k].bytes);
+                cJSON_Delete(root);
+                sqz_sens_free(out);
+                return fail(msg);
+            }
+            t->opt[k].dl_grad = cJSON_GetNumberValue(dl);
+        }
+    }
+    cJSON_Delete(root);
+    return 0;
+}
+
 static cJSON *num_or_null(double v) { return isfinite(v) ? cJSON_CreateNumber(v) : cJSON_CreateNull(); }
 
 int cmd_compress(args *a) {
     const char *model = NULL, *out = NULL, *json = NULL, *html = NULL, *types_arg = kDefaultTypes, *eval = NULL;
-    const char *size_arg = NULL, *bpw_arg = NULL;
+    const char *size_arg = NULL, *bpw_arg = NULL, *sens_in = NULL;
     calib_set cs = {NULL, 16, 512, 0, 4, NULL, 0, NULL, NULL};
     long long rounds = 1, threads = 0, eval_ctx = 512, eval_chunks = 8, measure = 0;
     int quiet = 0, rc = 0;
@@ -529,6 +582,8 @@ int cmd_compress(args *a) {
             if (!(html = opt_value(a))) return usage_fail(a->cmd, "%s needs a file name", s);
         } else if (!strcmp(s, "--eval")) {
             if (!(eval = opt_value(a))) return usage_fail(a->cmd, "%s needs a text file", s);
+        } else if (!strcmp(s, "--sensitivity")) {
+            if (!(sens_in = opt_value(a))) return usage_fail(a->cmd, "%s needs a JSON file", s);
         } else if (!strcmp(s, "--types")) {
             if (!(types_arg = opt_value(a))) return usage_fail(a->cmd, "%s needs a list", s);
         } else if (!strcmp(s, "--target-bpw")) {
@@ -697,7 +752,12 @@ int cmd_compress(args *a) {
         sqz_sens_opts so = {cs.windows, (int)cs.nsamples, (int)cs.seqlen, types, n_types, damp, shrink, 0, NULL, 0,
                             !quiet};
         sqz_sens_free(&sens);
-        if (sqz_sensitivity(stats_m, &m, pool, &so, &sens, &err)) {
+        if (r == 0 && sens_in) { /* round 1 from a saved estimate of the same model and types */
+            if ((rc = load_sensitivity(sens_in, &m, types, n_types, &sens))) {
+                free(opts);
+                goto done;
+            }
+        } else if (sqz_sensitivity(stats_m, &m, pool, &so, &sens, &err)) {
             free(opts);
             rc = fail(err.msg);
             goto done;
