@@ -24,6 +24,11 @@
  * scored, so memory is one layer's Grams at a time (plus F when asked for: one float per
  * weight).
  *
+ * A tensor with more than 8192 rows (the output head: one per vocabulary entry) is scored
+ * on its 4096 rows of largest s_j (+ e_v) exactly and an evenly spaced sample of 4096 of
+ * the others scaled to their count (GPTQ quantizes rows independently given H), unless
+ * its Ŵ is kept.
+ *
  * Statistics can come from one model and the weights from another (stats_model and
  * weights_model): compress re-estimates s_j and H on the already compressed model while
  * the options are always quantizations of the original weights. */

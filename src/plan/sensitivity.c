@@ -161,21 +161,30 @@ typedef struct {
     double *E;      /* [rows] δw_jᵀ H δw_j */
 } quad_ctx;
 
+#define QUAD_ROWS 32
+
+/* E_j for rows [b, e): blocks of QUAD_ROWS rows as one DGEMM with H (BLAS-3, not a
+ * matrix-vector product per row). */
 static void quad_task(void *vctx, int64_t b, int64_t e, int thread) {
     (void)thread;
     const quad_ctx *c = vctx;
-    double *d = malloc((size_t)c->cols * 2 * sizeof(double));
+    int64_t n = c->cols;
+    double *d = malloc((size_t)(QUAD_ROWS * n) * 2 * sizeof(double));
     if (!d) {
         for (int64_t j = b; j < e; j++) c->E[j] = NAN;
         return;
     }
-    double *y = d + c->cols;
-    for (int64_t j = b; j < e; j++) {
-        for (int64_t i = 0; i < c->cols; i++) d[i] = c->D[j * c->cols + i];
-        cblas_dsymv(CblasRowMajor, CblasUpper, (int)c->cols, 1.0, c->H, (int)c->cols, d, 1, 0.0, y, 1);
-        double q = 0.0;
-        for (int64_t i = 0; i < c->cols; i++) q += d[i] * y[i];
-        c->E[j] = q;
+    double *y = d + QUAD_ROWS * n;
+    for (int64_t j0 = b; j0 < e; j0 += QUAD_ROWS) {
+        int64_t m = e - j0 < QUAD_ROWS ? e - j0 : QUAD_ROWS;
+        for (int64_t i = 0; i < m * n; i++) d[i] = c->D[j0 * n + i];
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)n, (int)n, 1.0, d, (int)n, c->H, (int)n,
+                    0.0, y, (int)n);
+        for (int64_t r = 0; r < m; r++) {
+            double q = 0.0;
+            for (int64_t i = 0; i < n; i++) q += d[r * n + i] * y[r * n + i];
+            c->E[j0 + r] = q;
+        }
     }
     free(d);
 }
@@ -221,39 +230,114 @@ static int keep_what(const sqz_sens_opts *o, int idx, int type) {
 
 /* Fills the options of tensor idx from its weights W and its input Gram H (Σ x xᵀ / T;
  * NULL for an untied embedding). */
+/* Rows scored exactly, and rows sampled from the rest, of a tensor with many rows (the
+ * output head: one row per vocabulary entry). GPTQ treats rows independently given H, so
+ * a row's error is the same quantized alone or with the others: the top rows by weight
+ * (s_j, plus e_v for embedding rows) are exact, the rest an evenly spaced sample scaled
+ * up to its count. */
+#define SENS_EXACT_ROWS 4096
+#define SENS_SAMPLE_ROWS 4096
+
+static int any_keep(const sqz_sens_opts *o, int idx) {
+    for (int i = 0; i < o->n_keep; i++)
+        if (o->keep[2 * i] == idx) return 1;
+    return 0;
+}
+
+static int cmp_desc(const void *a, const void *b, void *ctx) {
+    const double *w = ctx;
+    double x = w[*(const int64_t *)a], y = w[*(const int64_t *)b];
+    if (x != y) return x > y ? -1 : 1;
+    return *(const int64_t *)a < *(const int64_t *)b ? -1 : 1;
+}
+
+/* Fills map[nsel] (original row of each scored row) and scale[nsel]; all rows when the
+ * tensor is small or its Ŵ is kept. Returns nsel, or -1 when out of memory. */
+static int64_t choose_rows(const score_ctx *c, int idx, int64_t rows, int embd_part, int64_t *map, double *scale) {
+    if (rows <= SENS_EXACT_ROWS + SENS_SAMPLE_ROWS || any_keep(c->o, idx)) {
+        for (int64_t j = 0; j < rows; j++) map[j] = j, scale[j] = 1.0;
+        return rows;
+    }
+    double *w = malloc((size_t)rows * sizeof(double));
+    int64_t *order = malloc((size_t)rows * sizeof(int64_t));
+    char *top = calloc((size_t)rows, 1);
+    if (!w || !order || !top) {
+        free(w); free(order); free(top);
+        return -1;
+    }
+    const double *s = c->st->s[idx];
+    for (int64_t j = 0; j < rows; j++) {
+        w[j] = (s ? s[j] : 0.0) + (embd_part ? c->st->e_tok[j] : 0.0);
+        order[j] = j;
+    }
+    qsort_r(order, (size_t)rows, sizeof *order, cmp_desc, w);
+    int64_t n = 0;
+    for (int64_t k = 0; k < SENS_EXACT_ROWS; k++) top[order[k]] = 1;
+    for (int64_t j = 0; j < rows; j++)
+        if (top[j]) map[n] = j, scale[n++] = 1.0;
+    int64_t rest = rows - SENS_EXACT_ROWS, stride = (rest + SENS_SAMPLE_ROWS - 1) / SENS_SAMPLE_ROWS, seen = 0;
+    int64_t first = n;
+    for (int64_t j = 0; j < rows; j++) {
+        if (top[j]) continue;
+        if (seen++ % stride == 0) map[n++] = j;
+    }
+    for (int64_t k = first; k < n; k++) scale[k] = (double)rest / (double)(n - first);
+    free(w); free(order); free(top);
+    return n;
+}
+
+/* Fills the options of tensor idx from its weights W and its input Gram H (Σ x xᵀ / T;
+ * NULL for an untied embedding). */
 static int score_tensor(score_ctx *c, int idx, const double *H, sqz_err *err) {
     const sqz_sens_opts *o = c->o;
     sqz_sens_tensor *t = &c->out->t[idx];
     const sqz_tensor *src = tensor_at(c->wm, idx);
-    int64_t rows = t->rows, cols = t->cols, n = rows * cols;
+    int64_t rows = t->rows, cols = t->cols;
     int tied = c->wm->output == c->wm->tok_embd, is_embd = t->kind == SQZ_LIN_EMBD;
     int has_embd_part = is_embd || (tied && t->kind == SQZ_LIN_OUTPUT);
-    float *W = malloc((size_t)n * sizeof(float)), *what = malloc((size_t)n * sizeof(float));
-    float *D = malloc((size_t)n * sizeof(float));
-    double *E = malloc((size_t)rows * sizeof(double));
+    int64_t *map = malloc((size_t)rows * sizeof(int64_t));
+    double *scale = malloc((size_t)rows * sizeof(double));
+    float *W = NULL, *what = NULL, *D = NULL;
+    double *E = NULL;
     uint8_t *dst = NULL;
     int rc = SQZ_ERR;
+    int64_t nsel = map && scale ? choose_rows(c, idx, rows, has_embd_part, map, scale) : -1, n;
+    if (nsel < 0) {
+        sqz_fail(err, "sensitivity: out of memory for %s", t->name);
+        goto done;
+    }
+    n = nsel * cols;
+    W = malloc((size_t)n * sizeof(float));
+    what = malloc((size_t)n * sizeof(float));
+    D = malloc((size_t)n * sizeof(float));
+    E = malloc((size_t)nsel * sizeof(double));
     if (!W || !what || !D || !E) {
         sqz_fail(err, "sensitivity: out of memory for %s", t->name);
         goto done;
     }
-    if (sqz_tensor_rows_f32(src, 0, rows, W, err)) goto done;
+    if (nsel == rows) {
+        if (sqz_tensor_rows_f32(src, 0, rows, W, err)) goto done;
+    } else {
+        for (int64_t r = 0; r < nsel; r++)
+            if (sqz_tensor_rows_f32(src, map[r], 1, W + r * cols, err)) goto done;
+    }
     for (int k = 0; k < t->n_options; k++) {
         sqz_sens_option *op = &t->opt[k];
+        size_t row_bytes = (size_t)(op->bytes / (uint64_t)rows);
         free(dst);
-        if (!(dst = malloc((size_t)op->bytes))) {
+        if (!(dst = malloc(row_bytes * (size_t)nsel))) {
             sqz_fail(err, "sensitivity: out of memory for %s", t->name);
             goto done;
         }
         if (H && sqz_quant_supported(op->type)) {
             sqz_gptq_opts go = {o->percdamp, 0, 1, o->shrink};
-            if (sqz_gptq_quantize(op->type, W, rows, cols, H, &go, c->pool, dst, what, NULL, NULL, NULL, err)) {
+            if (sqz_gptq_quantize(op->type, W, nsel, cols, H, &go, c->pool, dst, what, NULL, NULL, NULL, err)) {
                 sqz_fail_prefix(err, "%s: ", t->name);
                 goto done;
             }
         } else {
-            conv_ctx cc = {op->type, W, what, dst, (size_t)(op->bytes / (uint64_t)rows), cols, 0, {{0}}};
-            sqz_pool_for(c->pool, rows, 16, conv_task, &cc);
+            conv_ctx cc = {op->type, W, what, dst, row_bytes, cols, 0, {{0}}};
+            sqz_pool_for(c->pool, nsel, 16, conv_task, &cc);
             if (cc.failed) {
                 sqz_fail(err, "%s: %s", t->name, cc.err.msg);
                 goto done;
@@ -263,27 +347,32 @@ static int score_tensor(score_ctx *c, int idx, const double *H, sqz_err *err) {
         double grad = 0.0, local = 0.0, diag = 0.0;
         if (!is_embd) {
             quad_ctx qc = {H, D, cols, E};
-            sqz_pool_for(c->pool, rows, 8, quad_task, &qc);
+            int blas_threads = openblas_get_num_threads();
+            openblas_set_num_threads(1); /* the pool is the parallelism */
+            sqz_pool_for(c->pool, nsel, QUAD_ROWS, quad_task, &qc);
+            openblas_set_num_threads(blas_threads);
             const double *s = c->st->s[idx];
-            for (int64_t j = 0; j < rows; j++) {
-                grad += s[j] * E[j];
-                local += E[j];
-            }
             const float *F = c->st->F[idx];
-            if (F)
-                for (int64_t i = 0; i < n; i++) diag += (double)F[i] * D[i] * D[i];
+            for (int64_t r = 0; r < nsel; r++) {
+                grad += scale[r] * s[map[r]] * E[r];
+                local += scale[r] * E[r];
+                if (F)
+                    for (int64_t i = 0; i < cols; i++)
+                        diag += scale[r] * (double)F[map[r] * cols + i] * D[r * cols + i] * D[r * cols + i];
+            }
         }
         if (has_embd_part) { /* the lookup rows (see the header) */
             double eg = 0.0, el = 0.0, ed = 0.0;
-            for (int64_t v = 0; v < rows; v++) {
+            for (int64_t r = 0; r < nsel; r++) {
+                int64_t v = map[r];
                 if (c->st->count[v] == 0) continue;
                 double q = 0.0;
-                for (int64_t i = 0; i < cols; i++) q += (double)D[v * cols + i] * D[v * cols + i];
-                eg += c->st->e_tok[v] * q / (double)cols;
-                el += c->st->count[v] / (double)c->N * q;
+                for (int64_t i = 0; i < cols; i++) q += (double)D[r * cols + i] * D[r * cols + i];
+                eg += scale[r] * c->st->e_tok[v] * q / (double)cols;
+                el += scale[r] * c->st->count[v] / (double)c->N * q;
                 if (c->st->Fe)
                     for (int64_t i = 0; i < cols; i++)
-                        ed += (double)c->st->Fe[v * cols + i] * D[v * cols + i] * D[v * cols + i];
+                        ed += scale[r] * (double)c->st->Fe[v * cols + i] * D[r * cols + i] * D[r * cols + i];
             }
             grad += eg;
             local += el;
@@ -296,7 +385,7 @@ static int score_tensor(score_ctx *c, int idx, const double *H, sqz_err *err) {
             sqz_fail(err, "sensitivity: %s in %s: prediction is not finite", t->name, sqz_type_get(op->type)->name);
             goto done;
         }
-        if (keep_what(o, idx, op->type)) {
+        if (keep_what(o, idx, op->type)) { /* kept tensors are scored on all rows (choose_rows) */
             if (!(op->what = malloc((size_t)n * sizeof(float)))) {
                 sqz_fail(err, "sensitivity: out of memory");
                 goto done;
@@ -306,7 +395,7 @@ static int score_tensor(score_ctx *c, int idx, const double *H, sqz_err *err) {
     }
     rc = SQZ_OK;
 done:
-    free(W); free(what); free(D); free(E); free(dst);
+    free(map); free(scale); free(W); free(what); free(D); free(E); free(dst);
     return rc;
 }
 
