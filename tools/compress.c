@@ -164,8 +164,11 @@ const char HELP_SENSITIVITY[] =
     "  --types LIST    candidate types (default " "Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0,Q4_0,Q4_1,\n"
     "                  Q5_0,Q5_1,IQ4_NL,F16; each tensor keeps the ones its rows fit)\n"
     "  --validate K    apply K random (tensor, quantized type) options one at a time,\n"
-    "                  measure the true loss change on held-out windows and print the\n"
-    "                  Spearman rank correlation of each form\n"
+    "                  measure the true loss change on held-out windows (and its\n"
+    "                  symmetric part, (L(W-dW)+L(W+dW))/2-L(W), free of the first-order\n"
+    "                  noise) and print the Spearman rank correlation of each form\n"
+    "  --validate-types LIST  draw the validated options among these types only\n"
+    "                  (e.g. the low-bit ones, whose effect stands out of the noise)\n"
     "  --heldout N     held-out windows for --validate (default 4)\n"
     "  --no-diag       skip the diagonal Fisher (it holds one float per weight)\n"
     "  --json OUT      every prediction (and measurement) as JSON\n";
@@ -212,12 +215,20 @@ static void swap_out(sqz_model *m, swap_t *s) {
     if (b) *b = s->orig_b;
 }
 
+/* A quantized candidate, and one of --validate-types when given. */
+static int validatable(int type, const int *vtypes, int n_vtypes) {
+    if (!sqz_quant_supported(type)) return 0;
+    for (int i = 0; i < n_vtypes; i++)
+        if (vtypes[i] == type) return 1;
+    return n_vtypes == 0;
+}
+
 static double cost_of(const sqz_sens_option *o, int form) {
     return form == 0 ? o->dl_grad : form == 1 ? o->dl_diag : o->dl_local;
 }
 
 int cmd_sensitivity(args *a) {
-    const char *model = NULL, *json = NULL, *types_arg = kDefaultTypes;
+    const char *model = NULL, *json = NULL, *types_arg = kDefaultTypes, *vtypes_arg = NULL;
     calib_set cs = {NULL, 16, 512, 0, 4, NULL, 0, NULL, NULL};
     long long validate = 0, threads = 0;
     int quiet = 0, diag = 1, rc = 0;
@@ -231,6 +242,8 @@ int cmd_sensitivity(args *a) {
             if (!(json = opt_value(a))) return usage_fail(a->cmd, "%s needs a file name", s);
         } else if (!strcmp(s, "--types")) {
             if (!(types_arg = opt_value(a))) return usage_fail(a->cmd, "%s needs a list", s);
+        } else if (!strcmp(s, "--validate-types")) {
+            if (!(vtypes_arg = opt_value(a))) return usage_fail(a->cmd, "%s needs a list", s);
         } else if (!strcmp(s, "--validate")) {
             v = opt_value(a);
             if (parse_pos_int(v, 100000, &validate)) return usage_fail(a->cmd, "--validate '%s': expected a count", v ? v : "");
@@ -259,8 +272,9 @@ int cmd_sensitivity(args *a) {
     }
     if (!model) return usage_fail(a->cmd, "%s", "missing MODEL");
     if (!cs.path) return usage_fail(a->cmd, "%s", "--calib FILE is required (the gradients come from it)");
-    int types[SQZ_SENS_MAX_OPTIONS], n_types = 0;
+    int types[SQZ_SENS_MAX_OPTIONS], n_types = 0, vtypes[SQZ_SENS_MAX_OPTIONS], n_vtypes = 0;
     if ((rc = parse_types(a->cmd, types_arg, types, &n_types))) return rc;
+    if (vtypes_arg && (rc = parse_types(a->cmd, vtypes_arg, vtypes, &n_vtypes))) return rc;
 
     sqz_err err;
     sqz_model m;
@@ -285,13 +299,14 @@ int cmd_sensitivity(args *a) {
         }
         int total = 0;
         for (int i = 0; i < shape.n_tensors; i++)
-            for (int k = 0; k < shape.t[i].n_options; k++) total += sqz_quant_supported(shape.t[i].opt[k].type);
+            for (int k = 0; k < shape.t[i].n_options; k++) total += validatable(shape.t[i].opt[k].type, vtypes, n_vtypes);
         int *all = malloc((size_t)total * 2 * sizeof(int));
         keep = malloc((size_t)(validate < total ? validate : total) * 2 * sizeof(int));
         int j = 0;
         for (int i = 0; i < shape.n_tensors; i++)
             for (int k = 0; k < shape.t[i].n_options; k++)
-                if (sqz_quant_supported(shape.t[i].opt[k].type)) all[2 * j] = i, all[2 * j + 1] = shape.t[i].opt[k].type, j++;
+                if (validatable(shape.t[i].opt[k].type, vtypes, n_vtypes))
+                    all[2 * j] = i, all[2 * j + 1] = shape.t[i].opt[k].type, j++;
         uint64_t st = (uint64_t)cs.seed * 0x9E3779B97F4A7C15ull + 12345;
         for (int i = total - 1; i > 0; i--) { /* Fisher-Yates with splitmix64 */
             st += 0x9E3779B97F4A7C15ull;
@@ -324,14 +339,16 @@ int cmd_sensitivity(args *a) {
             printf("%-28s %-7s %12llu %12.4e %12.4e %12.4e\n", sens.t[i].name, type_name(o->type),
                    (unsigned long long)o->bytes, o->dl_grad, o->dl_diag, o->dl_local);
         }
-    double rho[3] = {NAN, NAN, NAN};
+    double rho[3] = {NAN, NAN, NAN}, rho_sym[3] = {NAN, NAN, NAN};
     if (n_keep) {
         double base;
         if (sqz_mean_loss(&m, pool, cs.held, (int)cs.heldout, (int)cs.seqlen, &base, &err)) {
             rc = fail(err.msg);
             goto done;
         }
-        meas = calloc((size_t)n_keep * 4, sizeof(double));
+        /* meas: [measured | grad | diag | local | symmetric part] × n_keep */
+        meas = calloc((size_t)n_keep * 5, sizeof(double));
+        double *sym = meas + 4 * n_keep;
         sqz_progress prog;
         sqz_progress_begin(&prog, "validate", n_keep, "options", 0);
         if (quiet) prog.out = NULL;
@@ -340,29 +357,50 @@ int cmd_sensitivity(args *a) {
             const sqz_sens_option *o = NULL;
             for (int k = 0; k < t->n_options; k++)
                 if (t->opt[k].type == keep[2 * i + 1]) o = &t->opt[k];
-            swap_t sw;
-            swap_in(&m, &sw, keep[2 * i], o->what);
-            double l;
-            int r = sqz_mean_loss(&m, pool, cs.held, (int)cs.heldout, (int)cs.seqlen, &l, &err);
-            swap_out(&m, &sw);
+            int64_t n = t->rows * t->cols;
+            float *mirror = malloc((size_t)n * sizeof(float));
+            const sqz_tensor **b2, **slot = slot_of(&m, keep[2 * i], &b2);
+            if (!mirror || sqz_tensor_rows_f32(*slot, 0, t->rows, mirror, &err)) {
+                free(mirror);
+                rc = fail(mirror ? err.msg : "out of memory");
+                goto done;
+            }
+            for (int64_t e = 0; e < n; e++) mirror[e] = 2.0f * mirror[e] - o->what[e]; /* W + (W − Ŵ) */
+            double l[2];
+            int r = 0;
+            for (int side = 0; side < 2 && !r; side++) {
+                swap_t sw;
+                swap_in(&m, &sw, keep[2 * i], side ? mirror : o->what);
+                r = sqz_mean_loss(&m, pool, cs.held, (int)cs.heldout, (int)cs.seqlen, &l[side], &err);
+                swap_out(&m, &sw);
+            }
+            free(mirror);
             if (r) {
                 rc = fail(err.msg);
                 goto done;
             }
-            meas[i] = l - base;
+            meas[i] = l[0] - base;
+            sym[i] = 0.5 * (l[0] + l[1]) - base;
             for (int f = 0; f < 3; f++) meas[n_keep * (f + 1) + i] = cost_of(o, f);
             sqz_progress_update(&prog, i + 1, NULL);
         }
         sqz_progress_end(&prog);
-        printf("\nvalidation: %d options applied one at a time, loss change on %lld held-out tokens (base loss %.5f)\n",
+        printf("\nvalidation: %d options applied one at a time, loss change on %lld held-out tokens (base loss %.5f);\n"
+               "'symmetric' is (L(W - dW) + L(W + dW))/2 - L(W): the change without its first-order part, which on a\n"
+               "finite held-out sample is noise of zero mean (what the second-order proxies predict)\n",
                n_keep, cs.heldout * (cs.seqlen - 1), base);
-        printf("%-28s %-7s %12s %12s %12s %12s\n", "tensor", "type", "measured", "grad", "diag", "local");
+        printf("%-28s %-7s %12s %12s %12s %12s %12s\n", "tensor", "type", "measured", "symmetric", "grad", "diag",
+               "local");
         for (int i = 0; i < n_keep; i++)
-            printf("%-28s %-7s %12.4e %12.4e %12.4e %12.4e\n", sens.t[keep[2 * i]].name, type_name(keep[2 * i + 1]),
-                   meas[i], meas[n_keep + i], meas[2 * n_keep + i], meas[3 * n_keep + i]);
+            printf("%-28s %-7s %12.4e %12.4e %12.4e %12.4e %12.4e\n", sens.t[keep[2 * i]].name,
+                   type_name(keep[2 * i + 1]), meas[i], sym[i], meas[n_keep + i], meas[2 * n_keep + i],
+                   meas[3 * n_keep + i]);
+        for (int f = 0; f < 3; f++) rho_sym[f] = sqz_spearman(sym, meas + n_keep * (f + 1), n_keep);
         for (int f = 0; f < 3; f++) rho[f] = sqz_spearman(meas, meas + n_keep * (f + 1), n_keep);
-        printf("Spearman rank correlation with the measured change: grad %.4f  diag %.4f  local %.4f\n", rho[0],
+        printf("Spearman rank correlation with the measured change:  grad %.4f  diag %.4f  local %.4f\n", rho[0],
                rho[1], rho[2]);
+        printf("Spearman rank correlation with its symmetric part:   grad %.4f  diag %.4f  local %.4f\n", rho_sym[0],
+               rho_sym[1], rho_sym[2]);
     }
     if (json) {
         root = cJSON_CreateObject();
@@ -391,18 +429,21 @@ int cmd_sensitivity(args *a) {
         }
         if (n_keep) {
             cJSON *v = cJSON_AddObjectToObject(root, "validation");
-            cJSON *sp = cJSON_AddObjectToObject(v, "spearman");
+            cJSON *sp = cJSON_AddObjectToObject(v, "spearman"), *ss = cJSON_AddObjectToObject(v, "spearman_symmetric");
             const char *fn[3] = {"grad", "diag", "local"};
             for (int f = 0; f < 3; f++) {
-                if (isfinite(rho[f])) cJSON_AddNumberToObject(sp, fn[f], rho[f]);
-                else cJSON_AddNullToObject(sp, fn[f]);
+                cJSON_AddItemToObject(sp, fn[f], isfinite(rho[f]) ? cJSON_CreateNumber(rho[f]) : cJSON_CreateNull());
+                cJSON_AddItemToObject(ss, fn[f],
+                                      isfinite(rho_sym[f]) ? cJSON_CreateNumber(rho_sym[f]) : cJSON_CreateNull());
             }
+            cJSON_AddNumberToObject(v, "heldout_tokens", (double)(cs.heldout * (cs.seqlen - 1)));
             cJSON *pts = cJSON_AddArrayToObject(v, "options");
             for (int i = 0; i < n_keep; i++) {
                 cJSON *p = cJSON_CreateObject();
                 cJSON_AddStringToObject(p, "tensor", sens.t[keep[2 * i]].name);
                 cJSON_AddStringToObject(p, "type", type_name(keep[2 * i + 1]));
                 cJSON_AddNumberToObject(p, "measured", meas[i]);
+                cJSON_AddNumberToObject(p, "symmetric", meas[4 * n_keep + i]);
                 for (int f = 0; f < 3; f++) {
                     double x = meas[n_keep * (f + 1) + i];
                     if (isfinite(x)) cJSON_AddNumberToObject(p, fn[f], x);
