@@ -286,6 +286,18 @@ static int64_t choose_rows(const score_ctx *c, int idx, int64_t rows, int embd_p
     return n;
 }
 
+/* The row of the statistics model that holds weight row `row` of tensor idx: the same,
+ * except for q/k when one model is a Hugging Face folder (rotate-half rows) and the other
+ * a GGUF file (rows permuted to adjacent pairs, as llama.cpp's converter writes them). */
+static int64_t stats_row(const score_ctx *c, int idx, int64_t row) {
+    const sqz_sens_tensor *t = &c->out->t[idx];
+    if (c->sm->cfg.rope_mode == c->wm->cfg.rope_mode || (t->kind != SQZ_LIN_Q && t->kind != SQZ_LIN_K)) return row;
+    int64_t d = c->wm->cfg.head_dim, half = d / 2, h = row / d, k = row % d;
+    int64_t j = k / half, i = k % half; /* rotate-half: k = j·d/2 + i; adjacent: 2i + j */
+    if (c->wm->cfg.rope_mode == SQZ_ROPE_HALF) return h * d + 2 * i + j;
+    return h * d + (k % 2) * half + k / 2; /* weights adjacent, statistics rotate-half */
+}
+
 /* Fills the options of tensor idx from its weights W and its input Gram H (Σ x xᵀ / T;
  * NULL for an untied embedding). */
 static int score_tensor(score_ctx *c, int idx, const double *H, sqz_err *err) {
@@ -354,11 +366,12 @@ static int score_tensor(score_ctx *c, int idx, const double *H, sqz_err *err) {
             const double *s = c->st->s[idx];
             const float *F = c->st->F[idx];
             for (int64_t r = 0; r < nsel; r++) {
-                grad += scale[r] * s[map[r]] * E[r];
+                int64_t sr = stats_row(c, idx, map[r]);
+                grad += scale[r] * s[sr] * E[r];
                 local += scale[r] * E[r];
                 if (F)
                     for (int64_t i = 0; i < cols; i++)
-                        diag += scale[r] * (double)F[map[r] * cols + i] * D[r * cols + i] * D[r * cols + i];
+                        diag += scale[r] * (double)F[sr * cols + i] * D[r * cols + i] * D[r * cols + i];
             }
         }
         if (has_embd_part) { /* the lookup rows (see the header) */
