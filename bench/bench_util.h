@@ -15,6 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "sqz/tensor.h"
+
 #define BENCH_FN static __attribute__((unused))
 
 /* The repository root: CMake compiles the benchmarks by their absolute path, so __FILE__
@@ -272,6 +274,23 @@ BENCH_FN void sb_printf(strbuf *b, const char *fmt, ...) {
     vsnprintf(b->s + b->len, b->cap - b->len, fmt, ap);
     va_end(ap);
     b->len += (size_t)n;
+}
+
+/* The type llama-quantize (and sqz) use for a tensor of row length ncols when `type`
+ * does not fit it (llama-quant.cpp, tensor_type_fallback). */
+BENCH_FN const char *fallback_type(const char *type, long long ncols) {
+    int t = sqz_type_from_name(type);
+    const sqz_type_traits *tt = t >= 0 ? sqz_type_get(t) : NULL;
+    if (!tt || ncols % tt->block_size == 0) return type;
+    const char *fb = "F16";
+    if (!strcmp(tt->name, "Q2_K") || !strcmp(tt->name, "Q3_K")) fb = "Q4_0";
+    else if (!strcmp(tt->name, "Q4_K")) fb = "Q5_0";
+    else if (!strcmp(tt->name, "Q5_K")) fb = "Q5_1";
+    else if (!strcmp(tt->name, "Q6_K")) fb = "Q8_0";
+    else if (tt->block_size <= 32) fb = "F16";
+    int f = sqz_type_from_name(fb);
+    if (f >= 0 && sqz_type_get(f) && ncols % sqz_type_get(f)->block_size != 0) fb = "F16";
+    return fb;
 }
 
 #endif

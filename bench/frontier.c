@@ -59,16 +59,16 @@
 
 typedef struct {
     const char *model_arg, *text_arg, *calib_arg, *sqz_arg, *llama_bin_arg;
-    const char *bpw_arg, *llama_types_arg, *sqz_types_arg;
+    const char *bpw_arg, *llama_types_arg, *sqz_types_arg, *pure_types_arg;
     long long ctx, chunks, nsamples, seqlen, rounds, threads;
     int fresh, fresh_sqz, skip_compress, append, log_y;
 } opts_t;
 
-enum { FAM_F32, FAM_LLAMA, FAM_SQZ, FAM_COMPRESS, N_FAM };
+enum { FAM_F32, FAM_LLAMA, FAM_LLAMA_PURE, FAM_SQZ, FAM_COMPRESS, N_FAM };
 
-static const char *const FAM_NAME[N_FAM] = {"F32", "llama.cpp + imatrix", "sqz quantize GPTQ (one type)",
-                                            "sqz compress"};
-static const char *const FAM_COLOR[N_FAM] = {"#555555", "#d62728", "#1f77b4", "#2ca02c"};
+static const char *const FAM_NAME[N_FAM] = {"F32", "llama.cpp + imatrix", "llama.cpp + imatrix (one type, --pure)",
+                                            "sqz quantize GPTQ (one type)", "sqz compress"};
+static const char *const FAM_COLOR[N_FAM] = {"#555555", "#d62728", "#ff7f0e", "#1f77b4", "#2ca02c"};
 
 /* One point of the frontier. */
 typedef struct {
@@ -442,6 +442,31 @@ static void family_llama(run_t *R, char **types, int n, const char *f32, const c
     free(qbin); free(qf); free(qi);
 }
 
+/* (a') llama.cpp with one type for every weight (--pure; the output and embedding at the
+ * type's fallback for their row length, as sqz quantize does): its points reach the small
+ * sizes its mixes do not (they keep the output head and embedding at 5-6 bits). */
+static void family_llama_pure(run_t *R, char **types, int n, const char *f32, const char *imat, int imat_ok,
+                              long long dim) {
+    char *qbin = shq(R->llama_bin), *qf = shq(f32), *qi = shq(imat);
+    for (int i = 0; i < n; i++) {
+        point_t *p = add_point(R, FAM_LLAMA_PURE, types[i]);
+        char label[128], file[PATH_MAX], cmd[4 * PATH_MAX];
+        const char *fb = fallback_type(types[i], dim);
+        tfmt(label, sizeof label, "[llama.cpp --pure %s]", types[i]);
+        if (!imat_ok) { point_fail(p, "no imatrix"); continue; }
+        xfmt(file, sizeof file, "%s/llama-pure-%s-%s.gguf", R->dir, types[i], R->calib_key);
+        char *qo = shq(file);
+        xfmt(cmd, sizeof cmd,
+             "%s/llama-quantize --imatrix %s --pure --output-tensor-type %s --token-embedding-type %s %s %s %s %lld",
+             qbin, qi, fb, fb, qf, qo, types[i], R->o.threads);
+        free(qo);
+        const char *deps[] = {f32, imat, NULL};
+        if (make_step(label, file, NULL, deps, R->o.fresh, cmd, 0, &p->seconds)) { point_fail(p, "quantize failed"); continue; }
+        point_measure(R, p, file, label);
+    }
+    free(qbin); free(qf); free(qi);
+}
+
 /* (b) sqz quantize, GPTQ, one type for every weight. */
 static void family_sqz(run_t *R, char **types, int n) {
     char *qs = shq(R->sqz), *qm = shq(R->model), *qc = shq(R->calib);
@@ -564,11 +589,11 @@ static int by_family_bpw(const void *a, const void *b) {
 
 /* llama.cpp's ppl at `bpw`, linear in bpw between its two neighbouring measured points
  * (points sorted by bpw); NAN outside their range. */
-static double llama_interp(const run_t *R, double bpw) {
+static double llama_interp(const run_t *R, double bpw, int family) {
     const point_t *prev = NULL;
     for (int i = 0; i < R->n_pts; i++) {
         const point_t *p = &R->pts[i];
-        if (p->family != FAM_LLAMA || p->state != 1) continue;
+        if (p->family != family || p->state != 1) continue;
         if (p->bpw == bpw) return p->ppl;
         if (prev && prev->bpw < bpw && bpw < p->bpw)
             return prev->ppl + (p->ppl - prev->ppl) * (bpw - prev->bpw) / (p->bpw - prev->bpw);
@@ -609,17 +634,24 @@ static void make_table(strbuf *b, const run_t *R, double f32_ppl) {
  * sqz compress points miss the goal (below llama.cpp; at <= 3.0 bpw, ratio <= 0.6). */
 static int make_comparison(strbuf *b, const run_t *R, double f32_ppl) {
     int missed = 0;
-    sb_printf(b, "| sqz point | bpw | sqz ppl | llama.cpp ppl (interpolated) | (sqz − F32) / (llama.cpp − F32) | goal |\n"
-                 "|---|---:|---:|---:|---:|---|\n");
+    sb_printf(b, "| sqz point | bpw | sqz ppl | llama.cpp mixes ppl (interpolated) | (sqz − F32) / (llama.cpp − F32) "
+                 "| goal | llama.cpp one type ppl (interpolated) | ratio to it |\n"
+                 "|---|---:|---:|---:|---:|---|---:|---:|\n");
     for (int i = 0; i < R->n_pts; i++) {
         const point_t *p = &R->pts[i];
         if (p->family != FAM_SQZ && p->family != FAM_COMPRESS) continue;
         char name[96], bpw[32] = "-", ppl[96], lp[32] = "n/a", ratio[48] = "n/a", goal[64] = "-";
+        char pp[32] = "n/a", pr[32] = "n/a";
         tfmt(name, sizeof name, "%s %s", p->family == FAM_SQZ ? "quantize" : "compress", p->label);
         fmt_ppl(ppl, sizeof ppl, p);
         if (p->state == 1) {
             xfmt(bpw, sizeof bpw, "%.3f", p->bpw);
-            double l = llama_interp(R, p->bpw);
+            double lpure = llama_interp(R, p->bpw, FAM_LLAMA_PURE);
+            if (isfinite(lpure)) {
+                xfmt(pp, sizeof pp, "%.4f", lpure);
+                if (lpure > f32_ppl) xfmt(pr, sizeof pr, "%.3f", (p->ppl - f32_ppl) / (lpure - f32_ppl));
+            }
+            double l = llama_interp(R, p->bpw, FAM_LLAMA);
             if (isfinite(l)) {
                 xfmt(lp, sizeof lp, "%.4f", l);
                 int below = p->ppl < l;
@@ -634,7 +666,7 @@ static int make_comparison(strbuf *b, const run_t *R, double f32_ppl) {
                 if (!ok && p->family == FAM_COMPRESS) missed++;
             }
         }
-        sb_printf(b, "| %s | %s | %s | %s | %s | %s |\n", name, bpw, ppl, lp, ratio, goal);
+        sb_printf(b, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", name, bpw, ppl, lp, ratio, goal, pp, pr);
     }
     return missed;
 }
@@ -769,7 +801,7 @@ static void make_svg(strbuf *b, const run_t *R, double f32_ppl, int log_y, const
             const point_t *p = &R->pts[i];
             if (p->family != f || p->state != 1) continue;
             double x = SX(p->bpw), y = SY(p->ppl);
-            if (f == FAM_LLAMA)
+            if (f == FAM_LLAMA || f == FAM_LLAMA_PURE)
                 sb_printf(b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"4\" fill=\"%s\"/>\n", x, y, FAM_COLOR[f]);
             else if (f == FAM_SQZ)
                 sb_printf(b, "<rect x=\"%.1f\" y=\"%.1f\" width=\"8\" height=\"8\" fill=\"%s\"/>\n", x - 4, y - 4,
@@ -815,7 +847,7 @@ static void make_svg(strbuf *b, const run_t *R, double f32_ppl, int log_y, const
         else
             sb_printf(b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" stroke-width=\"1.8\"/>\n",
                       lx + 8, y, lx + 36, y, FAM_COLOR[f]);
-        if (f == FAM_LLAMA)
+        if (f == FAM_LLAMA || f == FAM_LLAMA_PURE)
             sb_printf(b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"4\" fill=\"%s\"/>\n", lx + 22, y, FAM_COLOR[f]);
         else if (f == FAM_SQZ)
             sb_printf(b, "<rect x=\"%.1f\" y=\"%.1f\" width=\"8\" height=\"8\" fill=\"%s\"/>\n", lx + 18, y - 4,
@@ -844,6 +876,8 @@ static void usage(FILE *f) {
             "  --rounds R         sqz compress --rounds (default 1)\n"
             "  --bpw LIST         sqz compress budgets (default 2.2,3.0,4.3,4.8,5.25,5.6,6.1,6.5)\n"
             "  --llama-types LIST llama-quantize mixes (default Q2_K,Q3_K_S,Q3_K_M,Q4_K_S,Q4_K_M,Q5_K_M,Q6_K)\n"
+            "  --llama-pure-types LIST  llama-quantize --pure types, output/embedding at the type's\n"
+            "                     fallback for their rows (default Q2_K,Q3_K,Q4_K,Q5_K)\n"
             "  --sqz-types LIST   sqz quantize types (default Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0)\n"
             "  --threads N        threads for every tool (default: all CPUs)\n"
             "  --text FILE        evaluation text (default ../shared/data/wikitext-2-raw-test.txt)\n"
@@ -901,6 +935,7 @@ int main(int argc, char **argv) {
     o->append = 1;
     o->bpw_arg = "2.2,3.0,4.3,4.8,5.25,5.6,6.1,6.5";
     o->llama_types_arg = "Q2_K,Q3_K_S,Q3_K_M,Q4_K_S,Q4_K_M,Q5_K_M,Q6_K";
+    o->pure_types_arg = "Q2_K,Q3_K,Q4_K,Q5_K";
     o->sqz_types_arg = "Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -920,6 +955,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--llama-bin")) o->llama_bin_arg = v;
         else if (!strcmp(a, "--bpw")) o->bpw_arg = v;
         else if (!strcmp(a, "--llama-types")) o->llama_types_arg = v;
+        else if (!strcmp(a, "--llama-pure-types")) o->pure_types_arg = v;
         else if (!strcmp(a, "--sqz-types")) o->sqz_types_arg = v;
         else if (!strcmp(a, "--ctx")) num = &o->ctx;
         else if (!strcmp(a, "--chunks")) num = &o->chunks;
@@ -939,11 +975,12 @@ int main(int argc, char **argv) {
 
     /* Lists. */
     char *bpw_buf = strdup(o->bpw_arg), *lt_buf = strdup(o->llama_types_arg), *st_buf = strdup(o->sqz_types_arg);
-    char *bpw_s[MAX_POINTS], *ltypes[MAX_POINTS], *stypes[MAX_POINTS];
+    char *pt_buf = strdup(o->pure_types_arg);
+    char *bpw_s[MAX_POINTS], *ltypes[MAX_POINTS], *stypes[MAX_POINTS], *ptypes[MAX_POINTS];
     double bpw[MAX_POINTS];
     int n_bpw = split_list(bpw_buf, bpw_s, 24), n_lt = split_list(lt_buf, ltypes, 24),
-        n_st = split_list(st_buf, stypes, 12);
-    if (n_bpw < 0 || n_lt < 0 || n_st < 0) { fprintf(stderr, "%s: a list is too long\n", PROG); return 2; }
+        n_st = split_list(st_buf, stypes, 12), n_pt = split_list(pt_buf, ptypes, 12);
+    if (n_bpw < 0 || n_lt < 0 || n_st < 0 || n_pt < 0) { fprintf(stderr, "%s: a list is too long\n", PROG); return 2; }
     for (int i = 0; i < n_bpw; i++) {
         char *end;
         bpw[i] = strtod(bpw_s[i], &end);
@@ -1033,7 +1070,7 @@ int main(int argc, char **argv) {
     path_key(R->text, R->text_key, sizeof R->text_key);
 
     /* Parameters (the same count for every point) and the calibration window length. */
-    long long n_ctx_train = 0;
+    long long n_ctx_train = 0, dim = 0;
     {
         char info[PATH_MAX], cmd[3 * PATH_MAX + 64];
         xfmt(info, sizeof info, "%s/model.info.json", R->dir);
@@ -1043,6 +1080,7 @@ int main(int argc, char **argv) {
         cJSON *j = system(cmd) == 0 ? read_json(info) : NULL;
         R->n_params = j ? (long long)json_num(j, "n_params", 0) : 0;
         n_ctx_train = j ? (long long)json_num(j, "n_ctx_train", 0) : 0;
+        dim = j ? (long long)json_num(j, "dim", 0) : 0;
         cJSON_Delete(j);
         if (R->n_params <= 0) { fprintf(stderr, "%s: sqz info %s gave no parameter count\n", PROG, R->model); goto out; }
     }
@@ -1064,6 +1102,7 @@ int main(int argc, char **argv) {
     double imat_s = NAN, n_scored = NAN;
     int imat_ok = make_f32_and_imatrix(R, f32, imat, &imat_s, &n_scored);
     family_llama(R, ltypes, n_lt, f32, imat, imat_ok);
+    family_llama_pure(R, ptypes, n_pt, f32, imat, imat_ok, dim);
     family_sqz(R, stypes, n_st);
     if (!o->skip_compress) family_compress(R, bpw, bpw_s, n_bpw);
 
@@ -1111,7 +1150,7 @@ int main(int argc, char **argv) {
               "%s --ctx %lld --protocol gptq --chunks %lld`%s for every point. Calibration: %s, %lld × %lld tokens, "
               "never the evaluation text. F32: `llama-quantize --allow-requantize MODEL F32.gguf F32`. llama.cpp: "
               "`llama-imatrix -m F32.gguf -f CALIB -c %lld -b %lld --chunks %lld --no-ppl` (its first %lld chunks; "
-              "%s), then `llama-quantize --imatrix imatrix.gguf F32.gguf OUT T` (llama.cpp's own mix for T). sqz "
+              "%s), then `llama-quantize --imatrix imatrix.gguf F32.gguf OUT T` (llama.cpp's own mix for T); one type: the same with `--pure --output-tensor-type X --token-embedding-type X`, X = T's fallback for the embedding's rows (what sqz quantize writes). sqz "
               "quantize: `sqz quantize MODEL -o OUT --type T --method gptq --calib CALIB --nsamples %lld --seqlen "
               "%lld --seed 0` (rows that do not fit T fall back as llama-quantize does: bpw column).%s Seconds: wall time of the command that made the file on %lld threads (cached files "
               "keep the time of the run that made them). llama.cpp's ppl at an sqz point: linear in bpw between "
@@ -1155,6 +1194,6 @@ out:
     free(R->root); free(R->shared); free(R->sqz); free(R->llama_bin); free(R->dir); free(R->model);
     free(R->text); free(R->calib);
     free(R);
-    free(bpw_buf); free(lt_buf); free(st_buf);
+    free(bpw_buf); free(lt_buf); free(st_buf); free(pt_buf);
     return rc;
 }

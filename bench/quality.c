@@ -321,23 +321,6 @@ static int measure_ppl(run_t *R, const char *label, const char *gguf, int ctx, d
     return 0;
 }
 
-/* The type llama-quantize (and sqz) use for a tensor of row length ncols when `type`
- * does not fit it (llama-quant.cpp, tensor_type_fallback). */
-static const char *fallback_type(const char *type, long long ncols) {
-    int t = sqz_type_from_name(type);
-    const sqz_type_traits *tt = t >= 0 ? sqz_type_get(t) : NULL;
-    if (!tt || ncols % tt->block_size == 0) return type;
-    const char *fb = "F16";
-    if (!strcmp(tt->name, "Q2_K") || !strcmp(tt->name, "Q3_K")) fb = "Q4_0";
-    else if (!strcmp(tt->name, "Q4_K")) fb = "Q5_0";
-    else if (!strcmp(tt->name, "Q5_K")) fb = "Q5_1";
-    else if (!strcmp(tt->name, "Q6_K")) fb = "Q8_0";
-    else if (tt->block_size <= 32) fb = "F16";
-    int f = sqz_type_from_name(fb);
-    if (f >= 0 && sqz_type_get(f) && ncols % sqz_type_get(f)->block_size != 0) fb = "F16";
-    return fb;
-}
-
 /* From a sqz quantize report: the types written for output.weight and token_embd.weight
  * (a tied model has only token_embd, which is also the output). 0 when found. */
 static int report_types(const char *report, char *out_type, char *embd_type, size_t cap) {
