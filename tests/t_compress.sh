@@ -88,6 +88,14 @@ rm -f "$T/o/again.gguf"
 cmp -s "$T/o/one.gguf" "$T/o/saved.gguf"
 check "compress --sensitivity (a saved estimate) writes the same file" $?
 rm -f "$T/o/one.gguf" "$T/o/saved.gguf"
+# the diagonal-Fisher proxy: a plan within the budget, reported as such
+"$sqz" compress "$model" -o "$T/o/diag.gguf" --target-bpw 9 --proxy diag "${C[@]}" --json "$T/diag.json" >/dev/null 2>&1
+rc=$?
+python3 -c "
+import json,os,sys; r=json.load(open('$T/diag.json'))
+sys.exit(0 if r['proxy'] == 'diag' and os.path.getsize('$T/o/diag.gguf') <= r['budget_bytes'] else 1)" 2>/dev/null
+check "compress --proxy diag (exit $rc): within the budget, reported" $(( rc != 0 || $? != 0 ))
+rm -f "$T/o/diag.gguf"
 
 # ---- bad input: nothing may be left in the output directory
 expect() { # expect STATUS PATTERN ARGS...: exit status, stderr pattern, empty output dir
@@ -111,6 +119,7 @@ expect 2 "exactly one of" --target-bpw 5 --target-size 300K "${C[@]}"
 expect 2 "exactly one of" "${C[@]}"
 expect 2 "--calib FILE is required" --target-bpw 9
 expect 2 "not a type sqz writes" --target-bpw 9 --calib "$ids" --types Q4_0,Q9_9
+expect 2 "expected grad or diag" --target-bpw 9 --proxy hessian "${C[@]}"
 
 # a budget above the unquantized size: a note, and the best file that fits
 rm -rf "$T/o"; mkdir -p "$T/o"

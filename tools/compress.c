@@ -471,7 +471,7 @@ const char HELP_COMPRESS[] =
     "usage: sqz compress MODEL -o OUT.gguf (--target-bpw B | --target-size SIZE)\n"
     "                    --calib FILE [--nsamples N] [--seqlen L] [--seed S] [--heldout N]\n"
     "                    [--rounds R] [--types LIST] [--eval TEXT] [--eval-ctx C]\n"
-    "                    [--eval-chunks K] [--measure K] [--damp F] [--shrink F]\n"
+    "                    [--eval-chunks K] [--measure K] [--proxy grad|diag] [--damp F] [--shrink F]\n"
     "                    [--threads N] [--quiet] [--json REPORT] [--html REPORT.html]\n"
     "\n"
     "Mixed precision under an exact size budget. Each round: estimate every (tensor,\n"
@@ -489,6 +489,8 @@ const char HELP_COMPRESS[] =
     "  --nsamples N       calibration windows (default 16), --seqlen L tokens (512)\n"
     "  --heldout N        held-out windows (default 4)\n"
     "  --rounds R         estimate -> allocate -> quantize rounds (default 1)\n"
+    "  --proxy P          grad (default): the gradient-scaled Gram form; diag: the\n"
+    "                     diagonal Fisher (one float per weight in memory while estimating)\n"
     "  --sensitivity F    round 1 from the predictions of 'sqz sensitivity --json F'\n"
     "                     (same model, types, calibration: the estimate does not depend\n"
     "                     on the budget, so one file serves many budgets)\n"
@@ -553,7 +555,8 @@ static int fixed_bytes(const sqz_model *m, uint64_t *out, sqz_err *err) {
 
 /* The predictions of a `sqz sensitivity --json` file as the first round's estimate: every
  * tensor and option of this model and these types must be in it with the same bytes. */
-static int load_sensitivity(const char *path, const sqz_model *m, const int *types, int n_types, sqz_sens *out) {
+static int load_sensitivity(const char *path, const sqz_model *m, const int *types, int n_types, int diag,
+                            sqz_sens *out) {
     char msg[1600];
     sqz_err err;
     char *text = NULL;
@@ -584,7 +587,7 @@ static int load_sensitivity(const char *path, const sqz_model *m, const int *typ
                 const char *ty = cJSON_GetStringValue(cJSON_GetObjectItem(it, "type"));
                 if (ty && !strcmp(ty, type_name(t->opt[k].type))) oj = it;
             }
-            const cJSON *dl = oj ? cJSON_GetObjectItem(oj, "dl_grad") : NULL;
+            const cJSON *dl = oj ? cJSON_GetObjectItem(oj, diag ? "dl_diag" : "dl_grad") : NULL;
             double bytes = oj ? cJSON_GetNumberValue(cJSON_GetObjectItem(oj, "bytes")) : -1;
             if (!cJSON_IsNumber(dl) || bytes != (double)t->opt[k].bytes) {
                 snprintf(msg, sizeof msg, "%s: no prediction for %s in %s with %llu bytes (made for another model "
@@ -594,7 +597,8 @@ static int load_sensitivity(const char *path, const sqz_model *m, const int *typ
                 sqz_sens_free(out);
                 return fail(msg);
             }
-            t->opt[k].dl_grad = cJSON_GetNumberValue(dl);
+            if (diag) t->opt[k].dl_diag = cJSON_GetNumberValue(dl);
+            else t->opt[k].dl_grad = cJSON_GetNumberValue(dl);
         }
     }
     cJSON_Delete(root);
@@ -608,7 +612,7 @@ int cmd_compress(args *a) {
     const char *size_arg = NULL, *bpw_arg = NULL, *sens_in = NULL;
     calib_set cs = {NULL, 16, 512, 0, 4, NULL, 0, NULL, NULL};
     long long rounds = 1, threads = 0, eval_ctx = 512, eval_chunks = 8, measure = 0;
-    int quiet = 0, rc = 0;
+    int quiet = 0, rc = 0, use_diag = 0;
     double damp = 0.01, shrink = 0.75;
     for (a->i = 0; a->i < a->argc; a->i++) {
         const char *s = a->argv[a->i], *v;
@@ -625,6 +629,11 @@ int cmd_compress(args *a) {
             if (!(eval = opt_value(a))) return usage_fail(a->cmd, "%s needs a text file", s);
         } else if (!strcmp(s, "--sensitivity")) {
             if (!(sens_in = opt_value(a))) return usage_fail(a->cmd, "%s needs a JSON file", s);
+        } else if (!strcmp(s, "--proxy")) {
+            const char *pv = opt_value(a);
+            if (!pv || (strcmp(pv, "grad") && strcmp(pv, "diag")))
+                return usage_fail(a->cmd, "--proxy '%s': expected grad or diag", pv ? pv : "");
+            use_diag = !strcmp(pv, "diag");
         } else if (!strcmp(s, "--types")) {
             if (!(types_arg = opt_value(a))) return usage_fail(a->cmd, "%s needs a list", s);
         } else if (!strcmp(s, "--target-bpw")) {
@@ -790,11 +799,11 @@ int cmd_compress(args *a) {
     for (int r = 0; r < rounds; r++) {
         double t0 = sqz_now();
         const sqz_model *stats_m = have_rm ? &rm : &m;
-        sqz_sens_opts so = {cs.windows, (int)cs.nsamples, (int)cs.seqlen, types, n_types, damp, shrink, 0, NULL, 0,
-                            !quiet};
+        sqz_sens_opts so = {cs.windows, (int)cs.nsamples, (int)cs.seqlen, types, n_types, damp, shrink, use_diag, NULL,
+                            0, !quiet};
         sqz_sens_free(&sens);
         if (r == 0 && sens_in) { /* round 1 from a saved estimate of the same model and types */
-            if ((rc = load_sensitivity(sens_in, &m, types, n_types, &sens))) {
+            if ((rc = load_sensitivity(sens_in, &m, types, n_types, use_diag, &sens))) {
                 free(opts);
                 goto done;
             }
@@ -808,7 +817,8 @@ int cmd_compress(args *a) {
             items[i].options = opts + (size_t)i * SQZ_SENS_MAX_OPTIONS;
             for (int k = 0; k < sens.t[i].n_options; k++) {
                 opts[(size_t)i * SQZ_SENS_MAX_OPTIONS + k].bytes = sens.t[i].opt[k].bytes;
-                opts[(size_t)i * SQZ_SENS_MAX_OPTIONS + k].cost = sens.t[i].opt[k].dl_grad;
+                opts[(size_t)i * SQZ_SENS_MAX_OPTIONS + k].cost = use_diag ? sens.t[i].opt[k].dl_diag
+                                                                           : sens.t[i].opt[k].dl_grad;
             }
         }
         /* room for the tensors: the budget less the fixed part; if the written file
@@ -911,7 +921,8 @@ int cmd_compress(args *a) {
             if (best >= 0) unlink(paths[best]);
             best = r;
             memcpy(best_plan, plan, (size_t)n_plan * sizeof(int));
-            for (int i = 0; i < n_t; i++) best_pred[i] = sens.t[i].opt[choice[i]].dl_grad;
+            for (int i = 0; i < n_t; i++)
+                best_pred[i] = use_diag ? sens.t[i].opt[choice[i]].dl_diag : sens.t[i].opt[choice[i]].dl_grad;
         } else {
             unlink(paths[r]);
         }
@@ -993,6 +1004,7 @@ int cmd_compress(args *a) {
         cJSON_AddNumberToObject(cj, "seqlen", (double)cs.seqlen);
         cJSON_AddNumberToObject(cj, "heldout_nsamples", (double)cs.heldout);
         cJSON_AddNumberToObject(cj, "seed", (double)cs.seed);
+        cJSON_AddStringToObject(root, "proxy", use_diag ? "diag" : "grad");
         cJSON_AddNumberToObject(root, "damp", damp);
         cJSON_AddNumberToObject(root, "shrink", shrink);
         cJSON_AddItemToObject(root, "base_heldout_ppl", num_or_null(base_held));
@@ -1032,7 +1044,7 @@ int cmd_compress(args *a) {
                 cJSON *op = cJSON_CreateObject();
                 cJSON_AddStringToObject(op, "type", type_name(t->opt[k].type));
                 cJSON_AddNumberToObject(op, "bytes", (double)t->opt[k].bytes);
-                cJSON_AddNumberToObject(op, "predicted_dL", t->opt[k].dl_grad);
+                cJSON_AddNumberToObject(op, "predicted_dL", use_diag ? t->opt[k].dl_diag : t->opt[k].dl_grad);
                 cJSON_AddItemToArray(os, op);
             }
             cJSON_AddItemToArray(ts, o);
