@@ -6,15 +6,23 @@
 #ifndef SQZ_BENCH_UTIL_H
 #define SQZ_BENCH_UTIL_H
 
+#include <ctype.h>
 #include <errno.h>
+#include <limits.h>
+#include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+
+#include "sqz/core.h"
 #include "sqz/tensor.h"
 
 #define BENCH_FN static __attribute__((unused))
@@ -291,6 +299,230 @@ BENCH_FN const char *fallback_type(const char *type, long long ncols) {
     int f = sqz_type_from_name(fb);
     if (f >= 0 && sqz_type_get(f) && ncols % sqz_type_get(f)->block_size != 0) fb = "F16";
     return fb;
+}
+
+
+/* ---- made files: formatting, keys, step markers, logged commands (bench_quality and
+ * bench_frontier). Messages start with PROG, which a program defines before including
+ * this header. */
+#ifndef PROG
+#define PROG "bench"
+#endif
+
+/* snprintf for paths and commands: a result that does not fit is fatal, never a
+ * silently cut path. */
+static void xfmt(char *buf, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4), unused));
+BENCH_FN void xfmt(char *buf, size_t cap, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, cap, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= cap) {
+        fprintf(stderr, "%s: a path or command is too long (%d bytes): %.200s...\n", PROG, n, buf);
+        exit(1);
+    }
+}
+
+/* snprintf where cutting is fine (text for people). */
+static void tfmt(char *buf, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4), unused));
+BENCH_FN void tfmt(char *buf, size_t cap, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, cap, fmt, ap);
+    va_end(ap);
+    (void)n;
+}
+
+BENCH_FN uint32_t fnv1a(const char *s, uint32_t h) {
+    for (; *s; s++) {
+        h ^= (uint8_t)*s;
+        h *= 16777619u;
+    }
+    return h;
+}
+
+/* "<stem>-<8 hex>" for a file: the stem is readable, the hash (of the real path, size and
+ * modification time) changes when the file does. */
+BENCH_FN void path_key(const char *path, char *out, size_t cap) {
+    char real[PATH_MAX];
+    if (!realpath(path, real)) xfmt(real, sizeof real, "%s", path);
+    struct stat st;
+    char meta[128] = "";
+    if (stat(real, &st) == 0)
+        xfmt(meta, sizeof meta, "|%lld|%lld.%09ld", (long long)st.st_size, (long long)st.st_mtim.tv_sec,
+             (long)st.st_mtim.tv_nsec);
+    uint32_t h = fnv1a(meta, fnv1a(real, 2166136261u));
+    const char *base = strrchr(real, '/');
+    base = base && base[1] ? base + 1 : real;
+    char stem[96];
+    tfmt(stem, sizeof stem, "%s", base);
+    char *dot = strrchr(stem, '.');
+    if (dot && dot != stem) *dot = '\0';
+    for (char *c = stem; *c; c++)
+        if (!(isalnum((unsigned char)*c) || *c == '-' || *c == '_' || *c == '.')) *c = '_';
+    xfmt(out, cap, "%s-%08x", stem, h);
+}
+
+BENCH_FN double mtime_of(const char *p) {
+    struct stat st;
+    if (stat(p, &st) != 0) return -1;
+    return (double)st.st_mtim.tv_sec + 1e-9 * (double)st.st_mtim.tv_nsec;
+}
+
+BENCH_FN char *slurp(const char *path) {
+    char *text = NULL;
+    size_t len = 0;
+    sqz_err err;
+    if (!file_exists(path) || sqz_read_file(path, (size_t)64 << 20, &text, &len, &err) != SQZ_OK) return NULL;
+    return text;
+}
+
+BENCH_FN cJSON *read_json(const char *path) {
+    char *text = slurp(path);
+    if (!text) return NULL;
+    cJSON *j = cJSON_Parse(text);
+    free(text);
+    return j;
+}
+
+BENCH_FN double json_num(const cJSON *o, const char *key, double dflt) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsNumber(v) ? v->valuedouble : dflt;
+}
+
+BENCH_FN int write_text(const char *path, const char *text) {
+    char tmp[PATH_MAX + 8];
+    xfmt(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return -1;
+    int bad = fputs(text, f) < 0;
+    bad |= fclose(f) != 0;
+    if (bad || rename(tmp, path) != 0) {
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+/* A marker "<file>.done" says a step finished and holds its wall time. It is valid when it
+ * and the file exist and it is at least as new as every dependency's marker (deps:
+ * NULL-terminated). */
+BENCH_FN int marker_valid(const char *file, const char *const *deps, double *seconds) {
+    char mk[PATH_MAX];
+    xfmt(mk, sizeof mk, "%s.done", file);
+    if (!file_exists(file) || !file_exists(mk)) return 0;
+    double t = mtime_of(mk);
+    for (int i = 0; deps && deps[i]; i++) {
+        char dm[PATH_MAX];
+        xfmt(dm, sizeof dm, "%s.done", deps[i]);
+        double td = mtime_of(dm);
+        if (td < 0 || td > t) return 0;
+    }
+    cJSON *j = read_json(mk);
+    if (!j) return 0;
+    *seconds = json_num(j, "seconds", NAN);
+    cJSON_Delete(j);
+    return 1;
+}
+
+BENCH_FN void marker_write(const char *file, double seconds, const char *cmd) {
+    char mk[PATH_MAX];
+    xfmt(mk, sizeof mk, "%s.done", file);
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddNumberToObject(j, "seconds", seconds);
+    cJSON_AddStringToObject(j, "command", cmd);
+    char *s = cJSON_Print(j);
+    cJSON_Delete(j);
+    if (s) {
+        size_t n = strlen(s);
+        char *t = malloc(n + 2);
+        if (t) {
+            memcpy(t, s, n);
+            t[n] = '\n';
+            t[n + 1] = '\0';
+            write_text(mk, t);
+        }
+        free(t);
+    }
+    free(s);
+}
+
+BENCH_FN void marker_remove(const char *file) {
+    char mk[PATH_MAX];
+    xfmt(mk, sizeof mk, "%s.done", file);
+    unlink(mk);
+}
+
+/* Runs `cmd > log 2>&1`; returns the wall seconds, or -1 when it failed (then, unless
+ * quiet, the log's last lines go to stderr). */
+BENCH_FN double run_logged(const char *cmd, const char *log, int quiet) {
+    char *ql = shq(log);
+    size_t n = strlen(cmd) + strlen(ql) + 32;
+    char *full = malloc(n);
+    if (!full) { free(ql); return -1; }
+    xfmt(full, n, "%s > %s 2>&1", cmd, ql);
+    double t0 = sqz_now();
+    int st = system(full);
+    double dt = sqz_now() - t0;
+    free(full);
+    if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        if (!quiet) {
+            if (st != -1 && WIFEXITED(st))
+                fprintf(stderr, "%s:   FAILED (exit status %d); the end of %s:\n", PROG, WEXITSTATUS(st), log);
+            else
+                fprintf(stderr, "%s:   FAILED (killed or not started, status %d); the end of %s:\n", PROG, st, log);
+            char tail[PATH_MAX + 64];
+            xfmt(tail, sizeof tail, "tail -n 5 %s | sed 's/^/    /' >&2", ql);
+            if (system(tail) != 0) fprintf(stderr, "    (cannot read the log)\n");
+        }
+        free(ql);
+        return -1;
+    }
+    free(ql);
+    return dt;
+}
+
+/* Makes `file` with cmd unless its marker is valid. Returns 0 (done, *seconds set) or -1.
+ * `extra`: another file cmd must produce (or NULL). quiet_fail: leave reporting a failure
+ * to the caller (the log is <file>.log). */
+BENCH_FN int make_step(const char *label, const char *file, const char *extra, const char *const *deps, int fresh,
+                     const char *cmd, int quiet_fail, double *seconds, int *cached) {
+    if (cached) *cached = 0;
+    if (!fresh && (!extra || file_exists(extra)) && marker_valid(file, deps, seconds)) {
+        fprintf(stderr, "%s: %s: cached (%.1f s when made)\n", PROG, label, *seconds);
+        if (cached) *cached = 1;
+        return 0;
+    }
+    marker_remove(file);
+    unlink(file);
+    if (extra) unlink(extra);
+    char log[PATH_MAX];
+    xfmt(log, sizeof log, "%s.log", file);
+    fprintf(stderr, "%s: %s: running (log %s)\n", PROG, label, log);
+    double dt = run_logged(cmd, log, quiet_fail);
+    if (dt < 0) return -1;
+    if (!file_exists(file) || (extra && !file_exists(extra))) {
+        fprintf(stderr, "%s: %s: the command succeeded but %s is missing\n", PROG, label,
+                file_exists(file) ? extra : file);
+        return -1;
+    }
+    marker_write(file, dt, cmd);
+    *seconds = dt;
+    fprintf(stderr, "%s: %s: done in %.1f s\n", PROG, label, dt);
+    return 0;
+}
+
+BENCH_FN int parse_ll(const char *v, long long lo, long long hi, long long *out) {
+    char *end;
+    long long x = strtoll(v, &end, 10);
+    if (!*v || *end || x < lo || x > hi) return -1;
+    *out = x;
+    return 0;
+}
+
+BENCH_FN const char *base_name(const char *p) {
+    const char *s = strrchr(p, '/');
+    return s ? s + 1 : p;
 }
 
 #endif

@@ -48,11 +48,11 @@
 
 #include <cjson/cJSON.h>
 
+#define PROG "bench_frontier" /* message prefix, also of bench_util.h's helpers */
 #include "bench_util.h"
 #include "sqz/core.h"
 #include "sqz/tensor.h"
 
-#define PROG "bench_frontier"
 #define MAX_POINTS 64
 
 /* ------------------------------------------------------------------ options and state */
@@ -95,206 +95,19 @@ typedef struct {
 
 /* ------------------------------------------------------------------ small helpers */
 
-/* snprintf for paths and commands: a result that does not fit is fatal, never a
- * silently cut path. */
-static void xfmt(char *buf, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void xfmt(char *buf, size_t cap, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(buf, cap, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= cap) {
-        fprintf(stderr, "%s: a path or command is too long (%d bytes): %.200s...\n", PROG, n, buf);
-        exit(1);
-    }
-}
 
-/* snprintf where cutting is fine (text for people). */
-static void tfmt(char *buf, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void tfmt(char *buf, size_t cap, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(buf, cap, fmt, ap);
-    va_end(ap);
-    (void)n;
-}
 
-static uint32_t fnv1a(const char *s, uint32_t h) {
-    for (; *s; s++) {
-        h ^= (uint8_t)*s;
-        h *= 16777619u;
-    }
-    return h;
-}
 
-/* "<stem>-<8 hex>" for a file: the stem is readable, the hash (of the real path, size and
- * modification time) changes when the file does. */
-static void path_key(const char *path, char *out, size_t cap) {
-    char real[PATH_MAX];
-    if (!realpath(path, real)) xfmt(real, sizeof real, "%s", path);
-    struct stat st;
-    char meta[128] = "";
-    if (stat(real, &st) == 0)
-        xfmt(meta, sizeof meta, "|%lld|%lld.%09ld", (long long)st.st_size, (long long)st.st_mtim.tv_sec,
-             (long)st.st_mtim.tv_nsec);
-    uint32_t h = fnv1a(meta, fnv1a(real, 2166136261u));
-    const char *base = strrchr(real, '/');
-    base = base && base[1] ? base + 1 : real;
-    char stem[96];
-    tfmt(stem, sizeof stem, "%s", base);
-    char *dot = strrchr(stem, '.');
-    if (dot && dot != stem) *dot = '\0';
-    for (char *c = stem; *c; c++)
-        if (!(isalnum((unsigned char)*c) || *c == '-' || *c == '_' || *c == '.')) *c = '_';
-    xfmt(out, cap, "%s-%08x", stem, h);
-}
 
-static double mtime_of(const char *p) {
-    struct stat st;
-    if (stat(p, &st) != 0) return -1;
-    return (double)st.st_mtim.tv_sec + 1e-9 * (double)st.st_mtim.tv_nsec;
-}
 
-static char *slurp(const char *path) {
-    char *text = NULL;
-    size_t len = 0;
-    sqz_err err;
-    if (!file_exists(path) || sqz_read_file(path, (size_t)64 << 20, &text, &len, &err) != SQZ_OK) return NULL;
-    return text;
-}
 
-static cJSON *read_json(const char *path) {
-    char *text = slurp(path);
-    if (!text) return NULL;
-    cJSON *j = cJSON_Parse(text);
-    free(text);
-    return j;
-}
 
-static double json_num(const cJSON *o, const char *key, double dflt) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    return cJSON_IsNumber(v) ? v->valuedouble : dflt;
-}
 
-static int write_text(const char *path, const char *text) {
-    char tmp[PATH_MAX + 8];
-    xfmt(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f) return -1;
-    int bad = fputs(text, f) < 0;
-    bad |= fclose(f) != 0;
-    if (bad || rename(tmp, path) != 0) {
-        unlink(tmp);
-        return -1;
-    }
-    return 0;
-}
 
-/* A marker "<file>.done" says a step finished and holds its wall time. It is valid when it
- * and the file exist and it is at least as new as every dependency's marker (deps:
- * NULL-terminated). */
-static int marker_valid(const char *file, const char *const *deps, double *seconds) {
-    char mk[PATH_MAX];
-    xfmt(mk, sizeof mk, "%s.done", file);
-    if (!file_exists(file) || !file_exists(mk)) return 0;
-    double t = mtime_of(mk);
-    for (int i = 0; deps && deps[i]; i++) {
-        char dm[PATH_MAX];
-        xfmt(dm, sizeof dm, "%s.done", deps[i]);
-        double td = mtime_of(dm);
-        if (td < 0 || td > t) return 0;
-    }
-    cJSON *j = read_json(mk);
-    if (!j) return 0;
-    *seconds = json_num(j, "seconds", NAN);
-    cJSON_Delete(j);
-    return 1;
-}
 
-static void marker_write(const char *file, double seconds, const char *cmd) {
-    char mk[PATH_MAX];
-    xfmt(mk, sizeof mk, "%s.done", file);
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddNumberToObject(j, "seconds", seconds);
-    cJSON_AddStringToObject(j, "command", cmd);
-    char *s = cJSON_Print(j);
-    cJSON_Delete(j);
-    if (s) {
-        size_t n = strlen(s);
-        char *t = malloc(n + 2);
-        if (t) {
-            memcpy(t, s, n);
-            t[n] = '\n';
-            t[n + 1] = '\0';
-            write_text(mk, t);
-        }
-        free(t);
-    }
-    free(s);
-}
 
-static void marker_remove(const char *file) {
-    char mk[PATH_MAX];
-    xfmt(mk, sizeof mk, "%s.done", file);
-    unlink(mk);
-}
 
-/* Runs `cmd > log 2>&1`; returns the wall seconds, or -1 when it failed (then, unless
- * quiet, the log's last lines go to stderr). */
-static double run_logged(const char *cmd, const char *log, int quiet) {
-    char *ql = shq(log);
-    size_t n = strlen(cmd) + strlen(ql) + 32;
-    char *full = malloc(n);
-    if (!full) { free(ql); return -1; }
-    xfmt(full, n, "%s > %s 2>&1", cmd, ql);
-    double t0 = sqz_now();
-    int st = system(full);
-    double dt = sqz_now() - t0;
-    free(full);
-    if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-        if (!quiet) {
-            if (st != -1 && WIFEXITED(st))
-                fprintf(stderr, "%s:   FAILED (exit status %d); the end of %s:\n", PROG, WEXITSTATUS(st), log);
-            else
-                fprintf(stderr, "%s:   FAILED (killed or not started, status %d); the end of %s:\n", PROG, st, log);
-            char tail[PATH_MAX + 64];
-            xfmt(tail, sizeof tail, "tail -n 5 %s | sed 's/^/    /' >&2", ql);
-            if (system(tail) != 0) fprintf(stderr, "    (cannot read the log)\n");
-        }
-        free(ql);
-        return -1;
-    }
-    free(ql);
-    return dt;
-}
 
-/* Makes `file` with cmd unless its marker is valid. Returns 0 (done, *seconds set) or -1.
- * `extra`: another file cmd must produce (or NULL). quiet_fail: leave reporting a failure
- * to the caller (the log is <file>.log). */
-static int make_step(const char *label, const char *file, const char *extra, const char *const *deps, int fresh,
-                     const char *cmd, int quiet_fail, double *seconds) {
-    if (!fresh && (!extra || file_exists(extra)) && marker_valid(file, deps, seconds)) {
-        fprintf(stderr, "%s: %s: cached (%.1f s when made)\n", PROG, label, *seconds);
-        return 0;
-    }
-    marker_remove(file);
-    unlink(file);
-    if (extra) unlink(extra);
-    char log[PATH_MAX];
-    xfmt(log, sizeof log, "%s.log", file);
-    fprintf(stderr, "%s: %s: running (log %s)\n", PROG, label, log);
-    double dt = run_logged(cmd, log, quiet_fail);
-    if (dt < 0) return -1;
-    if (!file_exists(file) || (extra && !file_exists(extra))) {
-        fprintf(stderr, "%s: %s: the command succeeded but %s is missing\n", PROG, label,
-                file_exists(file) ? extra : file);
-        return -1;
-    }
-    marker_write(file, dt, cmd);
-    *seconds = dt;
-    fprintf(stderr, "%s: %s: done in %.1f s\n", PROG, label, dt);
-    return 0;
-}
 
 /* Perplexity of gguf on the evaluation text, cached beside it (valid while newer than the
  * file's marker). */
@@ -406,7 +219,7 @@ static int make_f32_and_imatrix(run_t *R, const char *f32, const char *imat, dou
     point_t *p = add_point(R, FAM_F32, "F32 (llama-quantize)");
     int imat_ok = 0;
     xfmt(cmd, sizeof cmd, "%s/llama-quantize --allow-requantize %s %s F32 %lld", qbin, qm, qf, R->o.threads);
-    if (make_step("F32 (llama-quantize)", f32, NULL, NULL, R->o.fresh, cmd, 0, &p->seconds)) {
+    if (make_step("F32 (llama-quantize)", f32, NULL, NULL, R->o.fresh, cmd, 0, &p->seconds, NULL)) {
         point_fail(p, "F32 conversion failed");
     } else {
         p->bytes = file_size(f32);
@@ -416,7 +229,7 @@ static int make_f32_and_imatrix(run_t *R, const char *f32, const char *imat, dou
         const char *deps[] = {f32, NULL};
         xfmt(cmd, sizeof cmd, "%s/llama-imatrix -m %s -f %s -o %s -c %lld -b %lld --chunks %lld --no-ppl -t %lld",
              qbin, qf, qc, qi, R->seqlen, R->seqlen, R->o.nsamples, R->o.threads);
-        imat_ok = make_step("llama-imatrix", imat, NULL, deps, R->o.fresh, cmd, 0, imat_s) == 0;
+        imat_ok = make_step("llama-imatrix", imat, NULL, deps, R->o.fresh, cmd, 0, imat_s, NULL) == 0;
     }
     free(qbin); free(qm); free(qf); free(qc); free(qi);
     return imat_ok;
@@ -436,7 +249,7 @@ static void family_llama(run_t *R, char **types, int n, const char *f32, const c
              R->o.threads);
         free(qo);
         const char *deps[] = {f32, imat, NULL};
-        if (make_step(label, file, NULL, deps, R->o.fresh, cmd, 0, &p->seconds)) { point_fail(p, "quantize failed"); continue; }
+        if (make_step(label, file, NULL, deps, R->o.fresh, cmd, 0, &p->seconds, NULL)) { point_fail(p, "quantize failed"); continue; }
         point_measure(R, p, file, label);
     }
     free(qbin); free(qf); free(qi);
@@ -461,7 +274,7 @@ static void family_llama_pure(run_t *R, char **types, int n, const char *f32, co
              qbin, qi, fb, fb, qf, qo, types[i], R->o.threads);
         free(qo);
         const char *deps[] = {f32, imat, NULL};
-        if (make_step(label, file, NULL, deps, R->o.fresh, cmd, 0, &p->seconds)) { point_fail(p, "quantize failed"); continue; }
+        if (make_step(label, file, NULL, deps, R->o.fresh, cmd, 0, &p->seconds, NULL)) { point_fail(p, "quantize failed"); continue; }
         point_measure(R, p, file, label);
     }
     free(qbin); free(qf); free(qi);
@@ -483,7 +296,7 @@ static void family_sqz(run_t *R, char **types, int n) {
              "--threads %lld --quiet --json %s",
              qs, qm, qo, types[i], qc, R->o.nsamples, R->seqlen, R->o.threads, qr);
         free(qo); free(qr);
-        if (make_step(label, file, report, NULL, R->o.fresh || R->o.fresh_sqz, cmd, 0, &p->seconds)) {
+        if (make_step(label, file, report, NULL, R->o.fresh || R->o.fresh_sqz, cmd, 0, &p->seconds, NULL)) {
             point_fail(p, "quantize failed");
             continue;
         }
@@ -507,7 +320,7 @@ static void family_compress(run_t *R, const double *bpw, char **names, int n) {
          "--json %s",
          qs, qm, qc, R->o.nsamples, R->seqlen, R->o.threads, qsens);
     if (R->have_compress &&
-        make_step("[sqz sensitivity]", sens, NULL, NULL, R->o.fresh || R->o.fresh_sqz, scmd, 0, &sens_s)) {
+        make_step("[sqz sensitivity]", sens, NULL, NULL, R->o.fresh || R->o.fresh_sqz, scmd, 0, &sens_s, NULL)) {
         fprintf(stderr, "%s: sqz sensitivity failed: every compress point estimates on its own\n", PROG);
         free(qsens);
         qsens = NULL;
@@ -544,7 +357,7 @@ static void family_compress(run_t *R, const double *bpw, char **names, int n) {
              qs, qm, qo, bpw[i], qc, R->o.nsamples, R->seqlen, R->o.rounds, R->o.threads, qj,
              qsens ? " --sensitivity " : "", qsens ? qsens : "");
         free(qo); free(qj);
-        if (make_step(label, file, NULL, NULL, fresh, cmd, 1, &p->seconds)) {
+        if (make_step(label, file, NULL, NULL, fresh, cmd, 1, &p->seconds, NULL)) {
             char log[PATH_MAX + 8];
             xfmt(log, sizeof log, "%s.log", file);
             char *text = slurp(log);
@@ -891,18 +704,7 @@ static void usage(FILE *f) {
             "  --no-append        print only: neither bench/RESULTS.md nor bench/frontier.svg\n");
 }
 
-static int parse_ll(const char *v, long long lo, long long hi, long long *out) {
-    char *end;
-    long long x = strtoll(v, &end, 10);
-    if (!*v || *end || x < lo || x > hi) return -1;
-    *out = x;
-    return 0;
-}
 
-static const char *base_name(const char *p) {
-    const char *s = strrchr(p, '/');
-    return s ? s + 1 : p;
-}
 
 /* Splits a list at commas and spaces (in place). */
 static int split_list(char *s, char **out, int cap) {

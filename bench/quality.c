@@ -41,11 +41,11 @@
 
 #include <cjson/cJSON.h>
 
+#define PROG "bench_quality" /* message prefix, also of bench_util.h's helpers */
 #include "bench_util.h"
 #include "sqz/core.h"
 #include "sqz/tensor.h"
 
-#define PROG "bench_quality"
 #define MAX_TYPES 16
 #define MAX_MODELS 32
 
@@ -95,183 +95,17 @@ typedef struct {
 
 /* ------------------------------------------------------------------ small helpers */
 
-/* snprintf for paths and commands: a result that does not fit is a fatal error, never
- * a silently cut path. */
-static void xfmt(char *buf, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void xfmt(char *buf, size_t cap, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(buf, cap, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= cap) {
-        fprintf(stderr, "%s: a path or command is too long (%d bytes): %.200s...\n", PROG, n, buf);
-        exit(1);
-    }
-}
 
-/* snprintf where cutting is fine (text for people). */
-static void tfmt(char *buf, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void tfmt(char *buf, size_t cap, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(buf, cap, fmt, ap);
-    va_end(ap);
-    (void)n;
-}
 
-static uint32_t fnv1a(const char *s, uint32_t h) {
-    for (; *s; s++) {
-        h ^= (uint8_t)*s;
-        h *= 16777619u;
-    }
-    return h;
-}
 
-/* "<stem>-<8 hex>" for a file or folder: the stem is readable, the hash (of the real
- * path, size and modification time) changes when the file does. */
-static void path_key(const char *path, char *out, size_t cap) {
-    char real[PATH_MAX];
-    if (!realpath(path, real)) xfmt(real, sizeof real, "%s", path);
-    struct stat st;
-    char meta[128] = "";
-    if (stat(real, &st) == 0)
-        xfmt(meta, sizeof meta, "|%lld|%lld.%09ld", (long long)st.st_size, (long long)st.st_mtim.tv_sec,
-             (long)st.st_mtim.tv_nsec);
-    uint32_t h = fnv1a(meta, fnv1a(real, 2166136261u));
-    const char *base = strrchr(real, '/');
-    base = base && base[1] ? base + 1 : real;
-    char stem[96];
-    tfmt(stem, sizeof stem, "%s", base);
-    char *dot = strrchr(stem, '.');
-    if (dot && dot != stem) *dot = '\0';
-    for (char *c = stem; *c; c++)
-        if (!((*c >= 'A' && *c <= 'Z') || (*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '-' ||
-              *c == '_' || *c == '.'))
-            *c = '_';
-    xfmt(out, cap, "%s-%08x", stem, h);
-}
 
-static double mtime_of(const char *p) {
-    struct stat st;
-    if (stat(p, &st) != 0) return -1;
-    return (double)st.st_mtim.tv_sec + 1e-9 * (double)st.st_mtim.tv_nsec;
-}
 
-static cJSON *read_json(const char *path) {
-    char *text = NULL;
-    size_t len = 0;
-    sqz_err err;
-    if (!file_exists(path) || sqz_read_file(path, (size_t)64 << 20, &text, &len, &err) != SQZ_OK) return NULL;
-    cJSON *j = cJSON_Parse(text);
-    free(text);
-    return j;
-}
 
-static double json_num(const cJSON *o, const char *key, double dflt) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    return cJSON_IsNumber(v) ? v->valuedouble : dflt;
-}
 
-/* A marker "<file>.done" says a step finished: it holds the step's wall time. It is
- * valid when it and the file exist and it is at least as new as every dependency's
- * marker (deps: NULL-terminated). */
-static int marker_valid(const char *file, const char *const *deps, double *seconds) {
-    char mk[PATH_MAX];
-    xfmt(mk, sizeof mk, "%s.done", file);
-    if (!file_exists(file) || !file_exists(mk)) return 0;
-    double t = mtime_of(mk);
-    for (int i = 0; deps && deps[i]; i++) {
-        char dm[PATH_MAX];
-        xfmt(dm, sizeof dm, "%s.done", deps[i]);
-        double td = mtime_of(dm);
-        if (td < 0 || td > t) return 0;
-    }
-    cJSON *j = read_json(mk);
-    if (!j) return 0;
-    *seconds = json_num(j, "seconds", NAN);
-    cJSON_Delete(j);
-    return 1;
-}
 
-static void marker_write(const char *file, double seconds, const char *cmd) {
-    char mk[PATH_MAX], tmp[PATH_MAX + 16];
-    xfmt(mk, sizeof mk, "%s.done", file);
-    xfmt(tmp, sizeof tmp, "%s.tmp", mk);
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddNumberToObject(j, "seconds", seconds);
-    cJSON_AddStringToObject(j, "command", cmd);
-    char *s = cJSON_Print(j);
-    cJSON_Delete(j);
-    FILE *f = fopen(tmp, "w");
-    if (f && s) {
-        fputs(s, f);
-        fputc('\n', f);
-    }
-    if (f && fclose(f) == 0 && s) rename(tmp, mk);
-    free(s);
-}
 
-static void marker_remove(const char *file) {
-    char mk[PATH_MAX];
-    xfmt(mk, sizeof mk, "%s.done", file);
-    unlink(mk);
-}
 
-/* Runs `cmd > log 2>&1`; returns the wall seconds, or -1 when it failed (then the log's
- * last lines go to stderr). */
-static double run_logged(const char *cmd, const char *log) {
-    char *ql = shq(log);
-    size_t n = strlen(cmd) + strlen(ql) + 32;
-    char *full = malloc(n);
-    if (!full) { free(ql); return -1; }
-    xfmt(full, n, "%s > %s 2>&1", cmd, ql);
-    double t0 = sqz_now();
-    int st = system(full);
-    double dt = sqz_now() - t0;
-    free(full);
-    if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-        if (st != -1 && WIFEXITED(st))
-            fprintf(stderr, "%s:   FAILED (exit status %d); the end of %s:\n", PROG, WEXITSTATUS(st), log);
-        else
-            fprintf(stderr, "%s:   FAILED (killed or not started, status %d); the end of %s:\n", PROG, st, log);
-        char tail[PATH_MAX + 64];
-        xfmt(tail, sizeof tail, "tail -n 5 %s | sed 's/^/    /' >&2", ql);
-        if (system(tail) != 0) fprintf(stderr, "    (cannot read the log)\n");
-        free(ql);
-        return -1;
-    }
-    free(ql);
-    return dt;
-}
 
-/* Makes `file` with cmd unless its marker is valid. Returns 0 (done, *seconds set, *cached
- * 1 when nothing ran) or -1. `extra`: another file cmd must produce (or NULL). */
-static int make_step(const char *label, const char *file, const char *extra, const char *const *deps, int fresh,
-                     const char *cmd, double *seconds, int *cached) {
-    *cached = 0;
-    if (!fresh && (!extra || file_exists(extra)) && marker_valid(file, deps, seconds)) {
-        *cached = 1;
-        fprintf(stderr, "%s: %s: cached (%.1f s when made)\n", PROG, label, *seconds);
-        return 0;
-    }
-    marker_remove(file);
-    unlink(file);
-    if (extra) unlink(extra);
-    char log[PATH_MAX];
-    xfmt(log, sizeof log, "%s.log", file);
-    fprintf(stderr, "%s: %s: running (log %s)\n", PROG, label, log);
-    double dt = run_logged(cmd, log);
-    if (dt < 0) return -1;
-    if (!file_exists(file) || (extra && !file_exists(extra))) {
-        fprintf(stderr, "%s: %s: the command succeeded but %s is missing\n", PROG, label,
-                file_exists(file) ? extra : file);
-        return -1;
-    }
-    marker_write(file, dt, cmd);
-    *seconds = dt;
-    fprintf(stderr, "%s: %s: done in %.1f s\n", PROG, label, dt);
-    return 0;
-}
 
 /* Perplexity of gguf on the evaluation text, cached beside it (valid while newer than
  * the file's marker). */
@@ -305,7 +139,7 @@ static int measure_ppl(run_t *R, const char *label, const char *gguf, int ctx, d
     char log[PATH_MAX + 8];
     xfmt(log, sizeof log, "%s.log", json);
     fprintf(stderr, "%s: %s ppl: running (log %s)\n", PROG, label, log);
-    double dt = run_logged(cmd, log);
+    double dt = run_logged(cmd, log, 0);
     free(cmd);
     if (dt < 0) return -1;
     cJSON *j = read_json(json);
@@ -462,7 +296,7 @@ static int make_f32(run_t *R, const model_t *m, const char *f32, double *secs) {
     if (!m->is_dir) {
         xfmt(cmd, sizeof cmd, "%s/llama-quantize --allow-requantize %s %s F32 %lld", qbin, qsrc, qout,
              R->o.threads);
-        rc = make_step("F32 (llama-quantize)", f32, NULL, NULL, R->o.fresh, cmd, secs, &cached);
+        rc = make_step("F32 (llama-quantize)", f32, NULL, NULL, R->o.fresh, cmd, 0, secs, &cached);
     } else {
         /* llama.cpp's converter lives two levels above its bin dir (the source tree). */
         char conv[PATH_MAX];
@@ -472,7 +306,7 @@ static int make_f32(run_t *R, const model_t *m, const char *f32, double *secs) {
             char *qc = shq(conv);
             xfmt(cmd, sizeof cmd, "python3 %s %s --outtype f32 --outfile %s", qc, qsrc, qout);
             free(qc);
-            rc = make_step("F32 (convert_hf_to_gguf.py)", f32, NULL, NULL, R->o.fresh, cmd, secs, &cached);
+            rc = make_step("F32 (convert_hf_to_gguf.py)", f32, NULL, NULL, R->o.fresh, cmd, 0, secs, &cached);
         }
         if (rc) {
             char *qs = shq(R->sqz);
@@ -480,7 +314,7 @@ static int make_f32(run_t *R, const model_t *m, const char *f32, double *secs) {
             free(qs);
             fprintf(stderr, "%s: %s: llama.cpp's converter failed; F32 baseline from sqz quantize instead\n", PROG,
                     m->name);
-            rc = make_step("F32 (sqz quantize)", f32, NULL, NULL, 1, cmd, secs, &cached);
+            rc = make_step("F32 (sqz quantize)", f32, NULL, NULL, 1, cmd, 0, secs, &cached);
         }
     }
     free(qsrc); free(qout); free(qbin);
@@ -561,7 +395,7 @@ static int run_model(run_t *R, const model_t *m, char **types, int n_types, row_
              qbin, qf32, qcal, qi, seqlen, seqlen, R->o.nsamples, R->o.threads);
         free(qi);
         int cached;
-        imat_state = make_step("llama-imatrix", imat, NULL, f32_dep, R->o.fresh, cmd, &imat_s, &cached) ? -1 : 1;
+        imat_state = make_step("llama-imatrix", imat, NULL, f32_dep, R->o.fresh, cmd, 0, &imat_s, &cached) ? -1 : 1;
     }
 
     for (int ti = 0; ti < n_types; ti++) {
@@ -600,7 +434,7 @@ static int run_model(run_t *R, const model_t *m, char **types, int n_types, row_
                  qs, qf32, qo, T, methods[k], qcal, R->o.nsamples, seqlen, R->o.threads, qr);
             free(qo); free(qr);
             int cached;
-            if (make_step(label, sqz_file[k], report[k], f32_dep, R->o.fresh || R->o.fresh_sqz, cmd, &c->seconds,
+            if (make_step(label, sqz_file[k], report[k], f32_dep, R->o.fresh || R->o.fresh_sqz, cmd, 0, &c->seconds,
                           &cached)) {
                 c->state = -1;
                 c->why = "quantize failed";
@@ -639,7 +473,7 @@ static int run_model(run_t *R, const model_t *m, char **types, int n_types, row_
             free(qi); free(qo);
             const char *deps[] = {f32, imat, NULL};
             int cached;
-            if (make_step(label, lf, NULL, deps, R->o.fresh, cmd, &r->llama.seconds, &cached)) {
+            if (make_step(label, lf, NULL, deps, R->o.fresh, cmd, 0, &r->llama.seconds, &cached)) {
                 r->llama.state = -1;
                 r->llama.why = "quantize failed";
             } else {
@@ -746,18 +580,7 @@ static void usage(FILE *f) {
             "  --no-append      do not append the table to bench/RESULTS.md\n");
 }
 
-static int parse_ll(const char *v, long long lo, long long hi, long long *out) {
-    char *end;
-    long long x = strtoll(v, &end, 10);
-    if (!*v || *end || x < lo || x > hi) return -1;
-    *out = x;
-    return 0;
-}
 
-static const char *base_name(const char *p) {
-    const char *s = strrchr(p, '/');
-    return s ? s + 1 : p;
-}
 
 int main(int argc, char **argv) {
     run_t R;
