@@ -43,6 +43,24 @@ int parse_pos_int(const char *s, long long max, long long *out) {
     return 0;
 }
 
+int gptq_flag(args *a, double *damp, double *shrink, int *rc) {
+    const char *s = a->argv[a->i], *v;
+    char *end;
+    if (!strcmp(s, "--damp")) {
+        v = opt_value(a);
+        if (!v || !*v || (*damp = strtod(v, &end), *end) || !(*damp > 0 && *damp < 1))
+            *rc = usage_fail(a->cmd, "--damp '%s': expected a number in (0, 1)", v ? v : "");
+        return 1;
+    }
+    if (!strcmp(s, "--shrink")) {
+        v = opt_value(a);
+        if (!v || !*v || (*shrink = strtod(v, &end), *end) || !(*shrink >= 0 && *shrink <= 1))
+            *rc = usage_fail(a->cmd, "--shrink '%s': expected a number in [0, 1]", v ? v : "");
+        return 1;
+    }
+    return 0;
+}
+
 /* ---------------------------------------------------------------- JSON output */
 
 int write_json(const char *path, cJSON *root) {

@@ -28,6 +28,9 @@ int is_help(const char *a);
 const char *opt_value(args *a);
 /* Parses an integer in [1, max]; returns 0 on success. */
 int parse_pos_int(const char *s, long long max, long long *out);
+/* GPTQ's --damp F (in (0, 1)) and --shrink F (in [0, 1]) at argv[i]: returns 1 when it
+ * was one of them (*rc set to a usage error's exit code when its value is bad), else 0. */
+int gptq_flag(args *a, double *damp, double *shrink, int *rc);
 /* Writes root as JSON to path (atomically); returns 0 or an exit code. */
 int write_json(const char *path, cJSON *root);
 /* Reads a text file and checks it is non-empty, non-binary UTF-8; *text is malloc'd.

@@ -235,7 +235,6 @@ int cmd_sensitivity(args *a) {
     double damp = 0.01, shrink = 0.75;
     for (a->i = 0; a->i < a->argc; a->i++) {
         const char *s = a->argv[a->i], *v;
-        char *end;
         if (calib_flag(a, &cs, &rc)) {
             if (rc) return rc;
         } else if (!strcmp(s, "--json")) {
@@ -250,14 +249,8 @@ int cmd_sensitivity(args *a) {
         } else if (!strcmp(s, "--threads")) {
             v = opt_value(a);
             if (parse_pos_int(v, 1024, &threads)) return usage_fail(a->cmd, "--threads '%s': expected 1 to 1024", v ? v : "");
-        } else if (!strcmp(s, "--damp")) {
-            v = opt_value(a);
-            if (!v || !*v || (damp = strtod(v, &end), *end) || !(damp > 0 && damp < 1))
-                return usage_fail(a->cmd, "--damp '%s': expected a number in (0, 1)", v ? v : "");
-        } else if (!strcmp(s, "--shrink")) {
-            v = opt_value(a);
-            if (!v || !*v || (shrink = strtod(v, &end), *end) || !(shrink >= 0 && shrink <= 1))
-                return usage_fail(a->cmd, "--shrink '%s': expected a number in [0, 1]", v ? v : "");
+        } else if (gptq_flag(a, &damp, &shrink, &rc)) {
+            if (rc) return rc;
         } else if (!strcmp(s, "--no-diag")) {
             diag = 0;
         } else if (!strcmp(s, "--quiet")) {
@@ -616,7 +609,6 @@ int cmd_compress(args *a) {
     double damp = 0.01, shrink = 0.75;
     for (a->i = 0; a->i < a->argc; a->i++) {
         const char *s = a->argv[a->i], *v;
-        char *end;
         if (calib_flag(a, &cs, &rc)) {
             if (rc) return rc;
         } else if (!strcmp(s, "-o") || !strcmp(s, "--output")) {
@@ -647,14 +639,8 @@ int cmd_compress(args *a) {
             v = opt_value(a);
             if (parse_pos_int(v, !strcmp(s, "--rounds") ? 16 : 1 << 20, dst))
                 return usage_fail(a->cmd, "%s: expected a positive number", s);
-        } else if (!strcmp(s, "--damp")) {
-            v = opt_value(a);
-            if (!v || !*v || (damp = strtod(v, &end), *end) || !(damp > 0 && damp < 1))
-                return usage_fail(a->cmd, "--damp '%s': expected a number in (0, 1)", v ? v : "");
-        } else if (!strcmp(s, "--shrink")) {
-            v = opt_value(a);
-            if (!v || !*v || (shrink = strtod(v, &end), *end) || !(shrink >= 0 && shrink <= 1))
-                return usage_fail(a->cmd, "--shrink '%s': expected a number in [0, 1]", v ? v : "");
+        } else if (gptq_flag(a, &damp, &shrink, &rc)) {
+            if (rc) return rc;
         } else if (!strcmp(s, "--quiet")) {
             quiet = 1;
         } else if (s[0] == '-' && s[1]) {

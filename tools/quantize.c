@@ -154,7 +154,7 @@ static void print_summary(const sqz_qmodel_report *r) {
 
 int cmd_quantize(args *a) {
     const char *model = NULL, *out = NULL, *json = NULL, *calib = NULL, *method = NULL;
-    int type = -1, output_type = -1, embd_type = -1, keep = 0, seq = 1, act = 0, quiet = 0, tgt = 0, rc;
+    int type = -1, output_type = -1, embd_type = -1, keep = 0, seq = 1, act = 0, quiet = 0, tgt = 0, rc = 0;
     long long nsamples = 0, seqlen = 0, seed = 0, threads = 0;
     int seed_set = 0;
     double damp = 0.01, shrink = 0.75;
@@ -190,16 +190,8 @@ int cmd_quantize(args *a) {
             if (!v || !*v || (seed = strtoll(v, &end, 10), *end) || seed < 0)
                 return usage_fail(a->cmd, "--seed '%s': expected a number >= 0", v ? v : "");
             seed_set = 1;
-        } else if (!strcmp(s, "--damp")) {
-            v = opt_value(a);
-            char *end;
-            if (!v || !*v || (damp = strtod(v, &end), *end) || !(damp > 0 && damp < 1))
-                return usage_fail(a->cmd, "--damp '%s': expected a number in (0, 1)", v ? v : "");
-        } else if (!strcmp(s, "--shrink")) {
-            v = opt_value(a);
-            char *end;
-            if (!v || !*v || (shrink = strtod(v, &end), *end) || !(shrink >= 0 && shrink <= 1))
-                return usage_fail(a->cmd, "--shrink '%s': expected a number in [0, 1]", v ? v : "");
+        } else if (gptq_flag(a, &damp, &shrink, &rc)) {
+            if (rc) return rc;
         } else if (!strcmp(s, "--threads")) {
             v = opt_value(a);
             if (parse_pos_int(v, 1024, &threads))
