@@ -95,20 +95,6 @@ typedef struct {
 
 /* ------------------------------------------------------------------ small helpers */
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 /* Perplexity of gguf on the evaluation text, cached beside it (valid while newer than the
  * file's marker). */
 static int measure_ppl(const run_t *R, const char *label, const char *gguf, double *ppl, double *n_scored) {

@@ -119,7 +119,7 @@ expect 2 "exactly one of" --target-bpw 5 --target-size 300K "${C[@]}"
 expect 2 "exactly one of" "${C[@]}"
 expect 2 "--calib FILE is required" --target-bpw 9
 expect 2 "not a type sqz writes" --target-bpw 9 --calib "$ids" --types Q4_0,Q9_9
-expect 2 "expected grad or diag" --target-bpw 9 --proxy hessian "${C[@]}"
+expect 2 "expected grad, gradtw or diag" --target-bpw 9 --proxy hessian "${C[@]}"
 
 # a budget above the unquantized size: a note, and the best file that fits
 rm -rf "$T/o"; mkdir -p "$T/o"

@@ -43,6 +43,7 @@ typedef struct {
     int layer, kind;
     int64_t rows, cols, T;
     double *s, *F, *H; /* [rows], [rows × cols], [cols × cols] */
+    double *Hw, wsum;  /* Σ_t w_t x_t x_tᵀ from the backward pass's own inputs, Σ_t w_t */
 } ref_stats;
 
 static int ref_hook(void *vctx, const sqz_grad_site *st, sqz_err *err) {
@@ -51,10 +52,15 @@ static int ref_hook(void *vctx, const sqz_grad_site *st, sqz_err *err) {
     if (st->layer != r->layer || st->kind != r->kind) return SQZ_OK;
     for (int64_t t = 0; t < st->n; t++) {
         const float *g = st->g + t * st->out, *x = st->x + t * st->in;
+        double w = 0;
         for (int64_t j = 0; j < st->out; j++) {
             r->s[j] += (double)g[j] * g[j];
+            w += (double)g[j] * g[j];
             for (int64_t i = 0; i < st->in; i++) r->F[j * st->in + i] += (double)g[j] * g[j] * x[i] * x[i];
         }
+        for (int64_t a = 0; a < st->in; a++)
+            for (int64_t b = 0; b < st->in; b++) r->Hw[a * st->in + b] += w * x[a] * x[b];
+        r->wsum += w;
     }
     r->T += st->n;
     return SQZ_OK;
@@ -74,7 +80,7 @@ static void test_plumbing(void) {
     int32_t win[NS * L];
     for (int s = 0; s < NS; s++) memcpy(win + s * L, ids + 20 * s, L * sizeof(int32_t));
     int types[4] = {SQZ_TYPE_Q4_0, SQZ_TYPE_Q5_0, SQZ_TYPE_Q8_0, SQZ_TYPE_F16};
-    sqz_sens_opts o = {win, NS, L, types, 4, 0.01, 0.75, 1, NULL, 0, 0};
+    sqz_sens_opts o = {win, NS, L, types, 4, 0.01, 0.75, 1, NULL, 0, 0, 0, 0};
     sqz_sens sens;
     rc = sqz_sensitivity(&m, &m, NULL, &o, &sens, &err);
     CHECK(rc == 0, "sensitivity: %s", err.msg);
@@ -87,7 +93,8 @@ static void test_plumbing(void) {
         const sqz_tensor *t = sqz_linear_tensor(&m, layer, kind);
         int64_t rows = t->ne[1], cols = t->ne[0];
         ref_stats r = {layer, kind, rows, cols, 0, calloc((size_t)rows, sizeof(double)),
-                       calloc((size_t)(rows * cols), sizeof(double)), calloc((size_t)(cols * cols), sizeof(double))};
+                       calloc((size_t)(rows * cols), sizeof(double)), calloc((size_t)(cols * cols), sizeof(double)),
+                       calloc((size_t)(cols * cols), sizeof(double)), 0};
         sqz_grad *g = NULL;
         CHECK(sqz_grad_create(&g, &m, NULL, L, &err) == 0, "%s", err.msg);
         for (int s = 0; s < NS; s++) CHECK(sqz_grad_window(g, win + s * L, L, 1.0, ref_hook, &r, NULL, &err) == 0, "%s", err.msg);
@@ -114,18 +121,29 @@ static void test_plumbing(void) {
             sqz_gptq_opts go = {0.01, 0, 1, 0.75};
             CHECK(sqz_gptq_quantize(types[k], W, rows, cols, r.H, &go, NULL, dst, what, NULL, NULL, NULL, &err) == 0,
                   "%s", err.msg);
-            double grad = 0, local = 0, diag = 0;
+            double grad = 0, gradtw = 0, local = 0, diag = 0;
             for (int64_t row = 0; row < rows; row++) {
-                double e = 0;
+                double e = 0, ew = 0;
                 for (int64_t a = 0; a < cols; a++) {
                     double da = (double)W[row * cols + a] - what[row * cols + a];
                     diag += r.F[row * cols + a] * da * da;
-                    for (int64_t b = 0; b < cols; b++) e += da * r.H[a * cols + b] * ((double)W[row * cols + b] - what[row * cols + b]);
+                    for (int64_t b = 0; b < cols; b++) {
+                        double db = (double)W[row * cols + b] - what[row * cols + b];
+                        e += da * r.H[a * cols + b] * db;
+                        ew += da * r.Hw[a * cols + b] / r.wsum * db;
+                    }
                 }
                 grad += r.s[row] * e;
+                gradtw += r.s[row] * ew;
                 local += e;
             }
-            grad *= 0.5 / N, local *= 0.5, diag *= 0.5 / N;
+            grad *= 0.5 / N, gradtw *= 0.5 / N, local *= 0.5, diag *= 0.5 / N;
+            /* the backward pass's inputs and the calibration pass's are computed apart:
+             * float summation order differs, so 1e-5 rather than 1e-6 */
+            CHECK(fabs(op->dl_gradtw - gradtw) <= 1e-5 * fabs(gradtw), "%s %d: gradtw %.9g, recomputed %.9g",
+                  sens.t[idx].name, types[k], op->dl_gradtw, gradtw);
+            CHECK(fabs(op->dl_gradtw - op->dl_grad) > 1e-3 * fabs(grad), "%s %d: gradtw %.9g equals grad %.9g",
+                  sens.t[idx].name, types[k], op->dl_gradtw, op->dl_grad);
             CHECK(fabs(op->dl_grad - grad) <= 1e-6 * fabs(grad), "%s %d: grad %.9g, recomputed %.9g", sens.t[idx].name,
                   types[k], op->dl_grad, grad);
             CHECK(fabs(op->dl_local - local) <= 1e-6 * fabs(local), "%s: local %.9g, recomputed %.9g",
@@ -134,7 +152,7 @@ static void test_plumbing(void) {
                   op->dl_diag, diag);
             free(dst);
         }
-        free(W); free(what); free(r.s); free(r.F); free(r.H);
+        free(W); free(what); free(r.s); free(r.F); free(r.H); free(r.Hw);
     }
     /* 3. coarser types predict more; F16 of stories260K's f32 weights is nearly free */
     int ordered = 0, checked = 0;

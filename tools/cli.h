@@ -52,5 +52,7 @@ int cmd_sensitivity(args *a);
 extern const char HELP_SENSITIVITY[];
 int cmd_compress(args *a);
 extern const char HELP_COMPRESS[];
+int cmd_prune(args *a);
+extern const char HELP_PRUNE[];
 
 #endif

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "calib_args.h"
 #include "cli.h"
 #include "report_html.h"
 #include "sqz/calib.h"
@@ -13,8 +14,10 @@
 #include "sqz/eval.h"
 #include "sqz/gguf_write.h"
 #include "sqz/grad.h"
+#include "sqz/joint.h"
 #include "sqz/model.h"
 #include "sqz/plan.h"
+#include "sqz/prune.h"
 #include "sqz/quant.h"
 #include "sqz/quantize_model.h"
 #include "sqz/sensitivity.h"
@@ -43,109 +46,6 @@ static int parse_types(const char *cmd, const char *list, int *types, int *n) {
     return 0;
 }
 
-/* ---------------------------------------------------------------- calibration tokens */
-
-typedef struct {
-    const char *path;            /* text, or a .json array of token ids (models without a tokenizer) */
-    long long nsamples, seqlen, seed, heldout;
-    int32_t *ids;
-    int64_t n_ids;
-    int32_t *windows, *held;     /* nsamples × seqlen from the first part, heldout × seqlen from the rest */
-} calib_set;
-
-static int ends_with(const char *s, const char *suf) {
-    size_t a = strlen(s), b = strlen(suf);
-    return a >= b && !strcmp(s + a - b, suf);
-}
-
-/* Reads the calibration tokens and cuts the windows: the last tenth of the tokens (at
- * least one window) is kept apart for held-out measurements. */
-static int calib_load(calib_set *c, const sqz_model *m) {
-    char msg[1400];
-    sqz_err err;
-    char *text = NULL;
-    size_t len = 0;
-    int rc;
-    if (ends_with(c->path, ".json")) {
-        if (sqz_read_file(c->path, MAX_TEXT_BYTES, &text, &len, &err)) return fail(err.msg);
-        cJSON *root = cJSON_Parse(text), *arr = root;
-        free(text);
-        if (root && cJSON_IsObject(root)) arr = cJSON_GetObjectItem(root, "tokens");
-        if (!cJSON_IsArray(arr) || cJSON_GetArraySize(arr) == 0) {
-            cJSON_Delete(root);
-            snprintf(msg, sizeof msg, "%s: expected a JSON array of token ids (or an object with \"tokens\")", c->path);
-            return fail(msg);
-        }
-        c->n_ids = cJSON_GetArraySize(arr);
-        c->ids = malloc((size_t)c->n_ids * sizeof(int32_t));
-        int64_t i = 0;
-        const cJSON *it;
-        cJSON_ArrayForEach(it, arr) {
-            double v = cJSON_GetNumberValue(it);
-            if (!cJSON_IsNumber(it) || v < 0 || v >= m->cfg.n_vocab || v != floor(v)) {
-                snprintf(msg, sizeof msg, "%s: entry %lld is not a token id in [0, %d)", c->path, (long long)i,
-                         m->cfg.n_vocab);
-                cJSON_Delete(root);
-                return fail(msg);
-            }
-            c->ids[i++] = (int32_t)v;
-        }
-        cJSON_Delete(root);
-    } else {
-        if ((rc = read_text(c->path, &text, &len))) return rc;
-        if (!m->tok) {
-            free(text);
-            snprintf(msg, sizeof msg, "%s has no tokenizer: give --calib a .json array of token ids", m->path);
-            return fail(msg);
-        }
-        rc = sqz_tok_encode(m->tok, text, len, 0, &c->ids, &c->n_ids, &err);
-        free(text);
-        if (rc) return fail(err.msg);
-    }
-    int64_t L = c->seqlen, held_len = c->n_ids / 10 > L ? c->n_ids / 10 : L, cal_len = c->n_ids - held_len;
-    if (cal_len < L) {
-        snprintf(msg, sizeof msg, "%s: %lld calibration tokens: need at least two windows of --seqlen %lld (one "
-                 "for calibration, one held out)", c->path, (long long)c->n_ids, (long long)L);
-        return fail(msg);
-    }
-    c->windows = malloc((size_t)(c->nsamples * L) * sizeof(int32_t));
-    c->held = malloc((size_t)(c->heldout * L) * sizeof(int32_t));
-    if (!c->windows || !c->held) return fail("out of memory for the calibration windows");
-    if (sqz_calib_windows(c->ids, cal_len, (int)c->nsamples, (int)L, (uint64_t)c->seed, c->windows, &err) ||
-        sqz_calib_windows(c->ids + cal_len, held_len, (int)c->heldout, (int)L, (uint64_t)c->seed + 1, c->held, &err))
-        return fail(err.msg);
-    return 0;
-}
-
-static void calib_free(calib_set *c) {
-    free(c->ids);
-    free(c->windows);
-    free(c->held);
-}
-
-/* Shared option parsing of the calibration flags; returns 1 when argv[i] was one. */
-static int calib_flag(args *a, calib_set *c, int *rc) {
-    const char *s = a->argv[a->i], *v;
-    long long *dst = NULL, max = 1 << 20;
-    if (!strcmp(s, "--calib")) {
-        if (!(c->path = opt_value(a))) *rc = usage_fail(a->cmd, "%s needs a text file", s);
-        return 1;
-    }
-    if (!strcmp(s, "--nsamples")) dst = &c->nsamples;
-    else if (!strcmp(s, "--seqlen")) dst = &c->seqlen, max = 1 << 20;
-    else if (!strcmp(s, "--heldout")) dst = &c->heldout;
-    else if (!strcmp(s, "--seed")) {
-        v = opt_value(a);
-        char *end;
-        if (!v || !*v || (c->seed = strtoll(v, &end, 10), *end) || c->seed < 0)
-            *rc = usage_fail(a->cmd, "--seed '%s': expected a number >= 0", v ? v : "");
-        return 1;
-    } else return 0;
-    v = opt_value(a);
-    if (parse_pos_int(v, max, dst)) *rc = usage_fail(a->cmd, "%s: expected a positive number", s);
-    return 1;
-}
-
 /* ---------------------------------------------------------------- sqz sensitivity */
 
 const char HELP_SENSITIVITY[] =
@@ -156,6 +56,8 @@ const char HELP_SENSITIVITY[] =
     "Predicts, for every weight matrix and candidate type, how much the model's mean\n"
     "cross-entropy rises when that matrix alone is quantized (GPTQ, as compress does):\n"
     "  grad   ½/N Σ_j s_j δw_jᵀ H δw_j, s_j = Σ_t g_tj² from the backward pass\n"
+    "  gradtw the same with H_w = Σ_t w_t x_t x_tᵀ / Σ_t w_t, w_t = Σ_j g_tj² (tokens\n"
+    "         weighted by their gradient's size)\n"
     "  diag   ½/N Σ F_ji δw_ji², the diagonal Fisher\n"
     "  local  ½ Σ_j δw_jᵀ H δw_j (s_j = 1, layer-local as GPTQ/imatrix)\n"
     "  --calib FILE    calibration text, or a .json array of token ids; its last tenth\n"
@@ -223,8 +125,28 @@ static int validatable(int type, const int *vtypes, int n_vtypes) {
     return n_vtypes == 0;
 }
 
+/* The proxy forms of sqz_sens_option, in the order they are printed. */
+enum { FORM_GRAD, FORM_GRADTW, FORM_DIAG, FORM_LOCAL, N_FORMS };
+static const char *const kFormName[N_FORMS] = {"grad", "gradtw", "diag", "local"};
+static const char *const kFormKey[N_FORMS] = {"dl_grad", "dl_gradtw", "dl_diag", "dl_local"};
+
 static double cost_of(const sqz_sens_option *o, int form) {
-    return form == 0 ? o->dl_grad : form == 1 ? o->dl_diag : o->dl_local;
+    return form == FORM_GRAD ? o->dl_grad : form == FORM_GRADTW ? o->dl_gradtw : form == FORM_DIAG ? o->dl_diag
+                                                                                                   : o->dl_local;
+}
+
+static double cost_grad(const sqz_sens_option *o) { return o->dl_grad; }
+static double cost_gradtw(const sqz_sens_option *o) { return o->dl_gradtw; }
+static double cost_diag(const sqz_sens_option *o) { return o->dl_diag; }
+static sqz_option_cost cost_fn(int form) {
+    return form == FORM_GRADTW ? cost_gradtw : form == FORM_DIAG ? cost_diag : cost_grad;
+}
+
+static void set_cost(sqz_sens_option *o, int form, double v) {
+    if (form == FORM_GRAD) o->dl_grad = v;
+    else if (form == FORM_GRADTW) o->dl_gradtw = v;
+    else if (form == FORM_DIAG) o->dl_diag = v;
+    else o->dl_local = v;
 }
 
 int cmd_sensitivity(args *a) {
@@ -318,30 +240,32 @@ int cmd_sensitivity(args *a) {
         sqz_sens_free(&shape);
     }
     sqz_sens_opts so = {cs.windows, (int)cs.nsamples, (int)cs.seqlen, types, n_types, damp, shrink, diag, keep,
-                        n_keep, !quiet};
+                        n_keep, !quiet, 0, 0};
     if (sqz_sensitivity(&m, &m, pool, &so, &sens, &err)) {
         rc = fail(err.msg);
         goto done;
     }
     printf("sensitivity of %s: mean loss %.5f on %lld calibration tokens (gradients %.1f s, options %.1f s)\n", model,
            sens.loss, (long long)sens.n_scored, sens.seconds_grad, sens.seconds_quant);
-    printf("%-28s %-7s %12s %12s %12s %12s\n", "tensor", "type", "bytes", "dL grad", "dL diag", "dL local");
+    printf("%-28s %-7s %12s %12s %12s %12s %12s\n", "tensor", "type", "bytes", "dL grad", "dL gradtw", "dL diag",
+           "dL local");
     for (int i = 0; i < sens.n_tensors; i++)
         for (int k = 0; k < sens.t[i].n_options; k++) {
             const sqz_sens_option *o = &sens.t[i].opt[k];
-            printf("%-28s %-7s %12llu %12.4e %12.4e %12.4e\n", sens.t[i].name, type_name(o->type),
-                   (unsigned long long)o->bytes, o->dl_grad, o->dl_diag, o->dl_local);
+            printf("%-28s %-7s %12llu %12.4e %12.4e %12.4e %12.4e\n", sens.t[i].name, type_name(o->type),
+                   (unsigned long long)o->bytes, o->dl_grad, o->dl_gradtw, o->dl_diag, o->dl_local);
         }
-    double rho[3] = {NAN, NAN, NAN}, rho_sym[3] = {NAN, NAN, NAN};
+    double rho[N_FORMS], rho_sym[N_FORMS];
+    for (int f = 0; f < N_FORMS; f++) rho[f] = rho_sym[f] = NAN;
     if (n_keep) {
         double base;
         if (sqz_mean_loss(&m, pool, cs.held, (int)cs.heldout, (int)cs.seqlen, &base, &err)) {
             rc = fail(err.msg);
             goto done;
         }
-        /* meas: [measured | grad | diag | local | symmetric part] × n_keep */
-        meas = calloc((size_t)n_keep * 5, sizeof(double));
-        double *sym = meas + 4 * n_keep;
+        /* meas: [measured | each form | symmetric part] × n_keep */
+        meas = calloc((size_t)n_keep * (N_FORMS + 2), sizeof(double));
+        double *sym = meas + (N_FORMS + 1) * n_keep;
         sqz_progress prog;
         sqz_progress_begin(&prog, "validate", n_keep, "options", 0);
         if (quiet) prog.out = NULL;
@@ -374,7 +298,7 @@ int cmd_sensitivity(args *a) {
             }
             meas[i] = l[0] - base;
             sym[i] = 0.5 * (l[0] + l[1]) - base;
-            for (int f = 0; f < 3; f++) meas[n_keep * (f + 1) + i] = cost_of(o, f);
+            for (int f = 0; f < N_FORMS; f++) meas[n_keep * (f + 1) + i] = cost_of(o, f);
             sqz_progress_update(&prog, i + 1, NULL);
         }
         sqz_progress_end(&prog);
@@ -382,18 +306,21 @@ int cmd_sensitivity(args *a) {
                "'symmetric' is (L(W - dW) + L(W + dW))/2 - L(W): the change without its first-order part, which on a\n"
                "finite held-out sample is noise of zero mean (what the second-order proxies predict)\n",
                n_keep, cs.heldout * (cs.seqlen - 1), base);
-        printf("%-28s %-7s %12s %12s %12s %12s %12s\n", "tensor", "type", "measured", "symmetric", "grad", "diag",
-               "local");
-        for (int i = 0; i < n_keep; i++)
-            printf("%-28s %-7s %12.4e %12.4e %12.4e %12.4e %12.4e\n", sens.t[keep[2 * i]].name,
-                   type_name(keep[2 * i + 1]), meas[i], sym[i], meas[n_keep + i], meas[2 * n_keep + i],
-                   meas[3 * n_keep + i]);
-        for (int f = 0; f < 3; f++) rho_sym[f] = sqz_spearman(sym, meas + n_keep * (f + 1), n_keep);
-        for (int f = 0; f < 3; f++) rho[f] = sqz_spearman(meas, meas + n_keep * (f + 1), n_keep);
-        printf("Spearman rank correlation with the measured change:  grad %.4f  diag %.4f  local %.4f\n", rho[0],
-               rho[1], rho[2]);
-        printf("Spearman rank correlation with its symmetric part:   grad %.4f  diag %.4f  local %.4f\n", rho_sym[0],
-               rho_sym[1], rho_sym[2]);
+        printf("%-28s %-7s %12s %12s", "tensor", "type", "measured", "symmetric");
+        for (int f = 0; f < N_FORMS; f++) printf(" %12s", kFormName[f]);
+        printf("\n");
+        for (int i = 0; i < n_keep; i++) {
+            printf("%-28s %-7s %12.4e %12.4e", sens.t[keep[2 * i]].name, type_name(keep[2 * i + 1]), meas[i], sym[i]);
+            for (int f = 0; f < N_FORMS; f++) printf(" %12.4e", meas[n_keep * (f + 1) + i]);
+            printf("\n");
+        }
+        for (int f = 0; f < N_FORMS; f++) rho_sym[f] = sqz_spearman(sym, meas + n_keep * (f + 1), n_keep);
+        for (int f = 0; f < N_FORMS; f++) rho[f] = sqz_spearman(meas, meas + n_keep * (f + 1), n_keep);
+        printf("Spearman rank correlation with the measured change: ");
+        for (int f = 0; f < N_FORMS; f++) printf(" %s %.4f", kFormName[f], rho[f]);
+        printf("\nSpearman rank correlation with its symmetric part:  ");
+        for (int f = 0; f < N_FORMS; f++) printf(" %s %.4f", kFormName[f], rho_sym[f]);
+        printf("\n");
     }
     if (json) {
         root = cJSON_CreateObject();
@@ -412,10 +339,11 @@ int cmd_sensitivity(args *a) {
                 cJSON *oj = cJSON_CreateObject();
                 cJSON_AddStringToObject(oj, "type", type_name(o->type));
                 cJSON_AddNumberToObject(oj, "bytes", (double)o->bytes);
-                cJSON_AddNumberToObject(oj, "dl_grad", o->dl_grad);
-                if (isfinite(o->dl_diag)) cJSON_AddNumberToObject(oj, "dl_diag", o->dl_diag);
-                else cJSON_AddNullToObject(oj, "dl_diag");
-                cJSON_AddNumberToObject(oj, "dl_local", o->dl_local);
+                for (int f = 0; f < N_FORMS; f++) {
+                    double x = cost_of(o, f);
+                    if (isfinite(x)) cJSON_AddNumberToObject(oj, kFormKey[f], x);
+                    else cJSON_AddNullToObject(oj, kFormKey[f]);
+                }
                 cJSON_AddItemToArray(ops, oj);
             }
             cJSON_AddItemToArray(arr, t);
@@ -423,10 +351,10 @@ int cmd_sensitivity(args *a) {
         if (n_keep) {
             cJSON *v = cJSON_AddObjectToObject(root, "validation");
             cJSON *sp = cJSON_AddObjectToObject(v, "spearman"), *ss = cJSON_AddObjectToObject(v, "spearman_symmetric");
-            const char *fn[3] = {"grad", "diag", "local"};
-            for (int f = 0; f < 3; f++) {
-                cJSON_AddItemToObject(sp, fn[f], isfinite(rho[f]) ? cJSON_CreateNumber(rho[f]) : cJSON_CreateNull());
-                cJSON_AddItemToObject(ss, fn[f],
+            for (int f = 0; f < N_FORMS; f++) {
+                cJSON_AddItemToObject(sp, kFormName[f],
+                                      isfinite(rho[f]) ? cJSON_CreateNumber(rho[f]) : cJSON_CreateNull());
+                cJSON_AddItemToObject(ss, kFormName[f],
                                       isfinite(rho_sym[f]) ? cJSON_CreateNumber(rho_sym[f]) : cJSON_CreateNull());
             }
             cJSON_AddNumberToObject(v, "heldout_tokens", (double)(cs.heldout * (cs.seqlen - 1)));
@@ -436,11 +364,11 @@ int cmd_sensitivity(args *a) {
                 cJSON_AddStringToObject(p, "tensor", sens.t[keep[2 * i]].name);
                 cJSON_AddStringToObject(p, "type", type_name(keep[2 * i + 1]));
                 cJSON_AddNumberToObject(p, "measured", meas[i]);
-                cJSON_AddNumberToObject(p, "symmetric", meas[4 * n_keep + i]);
-                for (int f = 0; f < 3; f++) {
+                cJSON_AddNumberToObject(p, "symmetric", meas[(N_FORMS + 1) * n_keep + i]);
+                for (int f = 0; f < N_FORMS; f++) {
                     double x = meas[n_keep * (f + 1) + i];
-                    if (isfinite(x)) cJSON_AddNumberToObject(p, fn[f], x);
-                    else cJSON_AddNullToObject(p, fn[f]);
+                    if (isfinite(x)) cJSON_AddNumberToObject(p, kFormName[f], x);
+                    else cJSON_AddNullToObject(p, kFormName[f]);
                 }
                 cJSON_AddItemToArray(pts, p);
             }
@@ -464,8 +392,9 @@ const char HELP_COMPRESS[] =
     "usage: sqz compress MODEL -o OUT.gguf (--target-bpw B | --target-size SIZE)\n"
     "                    --calib FILE [--nsamples N] [--seqlen L] [--seed S] [--heldout N]\n"
     "                    [--rounds R] [--types LIST] [--eval TEXT] [--eval-ctx C]\n"
-    "                    [--eval-chunks K] [--measure K] [--proxy grad|diag] [--damp F] [--shrink F]\n"
-    "                    [--threads N] [--quiet] [--json REPORT] [--html REPORT.html]\n"
+    "                    [--eval-chunks K] [--measure K] [--proxy grad|gradtw|diag] [--damp F] [--shrink F]\n"
+    "                    [--prune auto|none|max=F] [--threads N] [--quiet] [--json REPORT]\n"
+    "                    [--html REPORT.html]\n"
     "\n"
     "Mixed precision under an exact size budget. Each round: estimate every (tensor,\n"
     "type) option's loss change from gradients (see 'sqz help sensitivity'), choose one\n"
@@ -482,8 +411,10 @@ const char HELP_COMPRESS[] =
     "  --nsamples N       calibration windows (default 16), --seqlen L tokens (512)\n"
     "  --heldout N        held-out windows (default 4)\n"
     "  --rounds R         estimate -> allocate -> quantize rounds (default 1)\n"
-    "  --proxy P          grad (default): the gradient-scaled Gram form; diag: the\n"
-    "                     diagonal Fisher (one float per weight in memory while estimating)\n"
+    "  --proxy P          grad (default): the gradient-scaled Gram form s_j H; gradtw:\n"
+    "                     the same with the token-weighted Gram H_w (tokens weighted by\n"
+    "                     their gradient's size); diag: the diagonal Fisher (one float\n"
+    "                     per weight in memory while estimating)\n"
     "  --sensitivity F    round 1 from the predictions of 'sqz sensitivity --json F'\n"
     "                     (same model, types, calibration: the estimate does not depend\n"
     "                     on the budget, so one file serves many budgets)\n"
@@ -491,6 +422,15 @@ const char HELP_COMPRESS[] =
     "                     Q4_1,Q5_0,Q5_1,IQ4_NL,F16; a tensor keeps the ones its rows fit)\n"
     "  --eval TEXT        also perplexity on TEXT after each round (GPTQ protocol,\n"
     "                     --eval-ctx 512, --eval-chunks 8 windows)\n"
+    "  --prune P          none (default); auto or max=F (F in [0, 0.9]): also remove\n"
+    "                     attention heads and FFN channels, chosen jointly with the types\n"
+    "                     in the same knapsack (each layer's attention and FFN block is\n"
+    "                     one item whose options are a width and the types of its\n"
+    "                     matrices; removed units are compensated by least squares, see\n"
+    "                     'sqz help prune'); a block keeps at least 1-F of its heads or\n"
+    "                     channels (auto: F = 0.75). Later rounds keep round 1's widths\n"
+    "                     and re-allocate the types on the pruned model. The output is a\n"
+    "                     llama.cpp 'deci' GGUF when layers differ\n"
     "  --measure K        after the last round, apply K of the chosen tensors alone to the\n"
     "                     original model and measure their loss change (for the report)\n"
     "  --json REPORT      plan, predictions, bytes and perplexity per round\n"
@@ -548,7 +488,7 @@ static int fixed_bytes(const sqz_model *m, uint64_t *out, sqz_err *err) {
 
 /* The predictions of a `sqz sensitivity --json` file as the first round's estimate: every
  * tensor and option of this model and these types must be in it with the same bytes. */
-static int load_sensitivity(const char *path, const sqz_model *m, const int *types, int n_types, int diag,
+static int load_sensitivity(const char *path, const sqz_model *m, const int *types, int n_types, int form,
                             sqz_sens *out) {
     char msg[1600];
     sqz_err err;
@@ -580,7 +520,7 @@ static int load_sensitivity(const char *path, const sqz_model *m, const int *typ
                 const char *ty = cJSON_GetStringValue(cJSON_GetObjectItem(it, "type"));
                 if (ty && !strcmp(ty, type_name(t->opt[k].type))) oj = it;
             }
-            const cJSON *dl = oj ? cJSON_GetObjectItem(oj, diag ? "dl_diag" : "dl_grad") : NULL;
+            const cJSON *dl = oj ? cJSON_GetObjectItem(oj, kFormKey[form]) : NULL;
             double bytes = oj ? cJSON_GetNumberValue(cJSON_GetObjectItem(oj, "bytes")) : -1;
             if (!cJSON_IsNumber(dl) || bytes != (double)t->opt[k].bytes) {
                 snprintf(msg, sizeof msg, "%s: no prediction for %s in %s with %llu bytes (made for another model "
@@ -590,8 +530,7 @@ static int load_sensitivity(const char *path, const sqz_model *m, const int *typ
                 sqz_sens_free(out);
                 return fail(msg);
             }
-            if (diag) t->opt[k].dl_diag = cJSON_GetNumberValue(dl);
-            else t->opt[k].dl_grad = cJSON_GetNumberValue(dl);
+            set_cost(&t->opt[k], form, cJSON_GetNumberValue(dl));
         }
     }
     cJSON_Delete(root);
@@ -605,7 +544,8 @@ int cmd_compress(args *a) {
     const char *size_arg = NULL, *bpw_arg = NULL, *sens_in = NULL;
     calib_set cs = {NULL, 16, 512, 0, 4, NULL, 0, NULL, NULL};
     long long rounds = 1, threads = 0, eval_ctx = 512, eval_chunks = 8, measure = 0;
-    int quiet = 0, rc = 0, use_diag = 0;
+    int quiet = 0, rc = 0, form = FORM_GRAD;
+    double prune_max = -1.0; /* --prune: the largest fraction of a block's heads or channels removed; < 0: none */
     double damp = 0.01, shrink = 0.75;
     for (a->i = 0; a->i < a->argc; a->i++) {
         const char *s = a->argv[a->i], *v;
@@ -623,11 +563,23 @@ int cmd_compress(args *a) {
             if (!(sens_in = opt_value(a))) return usage_fail(a->cmd, "%s needs a JSON file", s);
         } else if (!strcmp(s, "--proxy")) {
             const char *pv = opt_value(a);
-            if (!pv || (strcmp(pv, "grad") && strcmp(pv, "diag")))
-                return usage_fail(a->cmd, "--proxy '%s': expected grad or diag", pv ? pv : "");
-            use_diag = !strcmp(pv, "diag");
+            form = -1;
+            for (int f = 0; f < FORM_LOCAL && pv; f++)
+                if (!strcmp(pv, kFormName[f])) form = f;
+            if (form < 0) return usage_fail(a->cmd, "--proxy '%s': expected grad, gradtw or diag", pv ? pv : "");
         } else if (!strcmp(s, "--types")) {
             if (!(types_arg = opt_value(a))) return usage_fail(a->cmd, "%s needs a list", s);
+        } else if (!strcmp(s, "--prune")) {
+            const char *pv = opt_value(a);
+            char *end = NULL;
+            if (pv && !strcmp(pv, "none")) prune_max = -1.0;
+            else if (pv && !strcmp(pv, "auto")) prune_max = 0.75;
+            else if (pv && !strncmp(pv, "max=", 4) && pv[4] && (prune_max = strtod(pv + 4, &end), !*end) &&
+                     prune_max >= 0.0 && prune_max <= 0.9)
+                ;
+            else
+                return usage_fail(a->cmd, "--prune '%s': expected auto, none or max=F with F in [0, 0.9]",
+                                  pv ? pv : "");
         } else if (!strcmp(s, "--target-bpw")) {
             if (!(bpw_arg = opt_value(a))) return usage_fail(a->cmd, "%s needs a number", s);
         } else if (!strcmp(s, "--target-size")) {
@@ -655,6 +607,10 @@ int cmd_compress(args *a) {
     if (!out) return usage_fail(a->cmd, "%s", "missing -o OUT.gguf");
     if (!!size_arg == !!bpw_arg) return usage_fail(a->cmd, "%s", "give exactly one of --target-bpw B and --target-size SIZE");
     if (!cs.path) return usage_fail(a->cmd, "%s", "--calib FILE is required (the plan is estimated from it)");
+    if (prune_max >= 0 && sens_in)
+        return usage_fail(a->cmd, "%s", "--sensitivity cannot be used with --prune (a saved estimate has no widths)");
+    if (prune_max >= 0 && measure)
+        return usage_fail(a->cmd, "%s", "--measure cannot be used with --prune (the tensors change shape)");
     double target_bpw = NAN, target_size = NAN;
     if (bpw_arg) {
         char *end;
@@ -670,8 +626,12 @@ int cmd_compress(args *a) {
 
     sqz_err err;
     char msg[1600];
-    sqz_model m, rm;
-    int have_rm = 0;
+    sqz_model m, rm, pm; /* the model, a round's output, the pruned unquantized model (--prune) */
+    int have_rm = 0, have_pm = 0;
+    sqz_joint jt = {0};
+    sqz_layer_keep *keep = NULL;
+    char *pruned_path = NULL;
+    double *best_bytes = NULL, *best_params = NULL;
     if (sqz_model_load(&m, model, 0, &err)) return fail(err.msg);
     sqz_pool *pool = NULL;
     sqz_sens sens, shape;
@@ -711,12 +671,39 @@ int cmd_compress(args *a) {
         min_b += lo;
         max_b += hi;
     }
+    int ffn_step = sqz_prune_ffn_step(m.cfg.n_ff);
+    if (prune_max >= 0) { /* the smallest widths at the smallest types */
+        if (!(shape.widths = calloc((size_t)m.cfg.n_layer, sizeof *shape.widths))) {
+            rc = fail("out of memory");
+            goto done;
+        }
+        shape.n_widths = m.cfg.n_layer;
+        for (int l = 0; l < m.cfg.n_layer; l++)
+            if (sqz_prune_layer_shapes(&m, l, ffn_step, &shape.widths[l], &err)) {
+                rc = fail(err.msg);
+                goto done;
+            }
+        sqz_joint js;
+        if (sqz_joint_build(&m, &shape, cost_fn(FORM_GRAD), 1.0 - prune_max, &js, &err)) {
+            rc = fail(err.msg);
+            goto done;
+        }
+        min_b = fixed;
+        for (int i = 0; i < js.n_items; i++) {
+            uint64_t lo = UINT64_MAX;
+            for (int k = 0; k < js.items[i].n_options; k++)
+                if (js.items[i].options[k].bytes < lo) lo = js.items[i].options[k].bytes;
+            min_b += lo;
+        }
+        sqz_joint_free(&js);
+    }
     uint64_t budget = bpw_arg ? (uint64_t)floor(target_bpw * (double)n_params / 8.0) : (uint64_t)target_size;
     double bpw_of = 8.0 / (double)n_params;
     if (budget < min_b) {
         snprintf(msg, sizeof msg, "budget of %llu bytes (%.3f bpw) is below the smallest reachable size: minimum "
-                 "%llu bytes (%.3f bpw), every tensor at its smallest candidate type",
-                 (unsigned long long)budget, budget * bpw_of, (unsigned long long)min_b, min_b * bpw_of);
+                 "%llu bytes (%.3f bpw), every tensor at its smallest candidate type%s",
+                 (unsigned long long)budget, budget * bpw_of, (unsigned long long)min_b, min_b * bpw_of,
+                 prune_max >= 0 ? " and every block at its narrowest width that --prune allows" : "");
         rc = fail(msg);
         goto done;
     }
@@ -750,11 +737,24 @@ int cmd_compress(args *a) {
     int n_t = shape.n_tensors, n_plan = m.cfg.n_layer * SQZ_LIN_PER_LAYER + 2;
     plan = malloc((size_t)n_plan * sizeof(int));
     best_plan = malloc((size_t)n_plan * sizeof(int));
-    choice = malloc((size_t)n_t * sizeof(int));
+    choice = malloc((size_t)(n_t + 2 * m.cfg.n_layer) * sizeof(int));
+    best_bytes = calloc((size_t)n_t, sizeof(double));
+    best_params = calloc((size_t)n_t, sizeof(double));
+    if (prune_max >= 0) {
+        keep = calloc((size_t)m.cfg.n_layer, sizeof *keep);
+        char p2[4200];
+        snprintf(p2, sizeof p2, "%s.pruned.tmp.%ld", out, (long)getpid());
+        char inner[4300];
+        snprintf(inner, sizeof inner, "%s.tmp.%ld", p2, (long)getpid());
+        if (!keep || (rc = guard_extra(p2)) || (rc = guard_extra(inner)) || !(pruned_path = strdup(p2))) {
+            if (!rc) rc = fail("out of memory");
+            goto done;
+        }
+    }
     items = calloc((size_t)n_t, sizeof *items);
     best_pred = calloc((size_t)n_t, sizeof(double));
     sqz_alloc_option *opts = calloc((size_t)n_t * SQZ_SENS_MAX_OPTIONS, sizeof *opts);
-    if (!plan || !best_plan || !choice || !items || !best_pred || !opts) {
+    if (!plan || !best_plan || !choice || !items || !best_pred || !opts || !best_bytes || !best_params) {
         free(opts);
         rc = fail("out of memory");
         goto done;
@@ -784,16 +784,27 @@ int cmd_compress(args *a) {
            budget * bpw_of, min_b * bpw_of, max_b * bpw_of, base_held, "");
     for (int r = 0; r < rounds; r++) {
         double t0 = sqz_now();
-        const sqz_model *stats_m = have_rm ? &rm : &m;
-        sqz_sens_opts so = {cs.windows, (int)cs.nsamples, (int)cs.seqlen, types, n_types, damp, shrink, use_diag, NULL,
-                            0, !quiet};
+        /* --prune: round 1 allocates widths and types jointly on the model; later rounds
+         * keep its widths and re-allocate types on the pruned model (same shapes as the
+         * rounds' outputs, whose statistics they use) */
+        int joint = prune_max >= 0 && r == 0;
+        const sqz_model *wm = have_pm ? &pm : &m;
+        const sqz_model *stats_m = have_rm ? &rm : wm;
+        sqz_sens_opts so = {cs.windows, (int)cs.nsamples, (int)cs.seqlen, types, n_types, damp, shrink,
+                            form == FORM_DIAG, NULL, 0, !quiet, joint ? ffn_step : 0, 0};
         sqz_sens_free(&sens);
         if (r == 0 && sens_in) { /* round 1 from a saved estimate of the same model and types */
-            if ((rc = load_sensitivity(sens_in, &m, types, n_types, use_diag, &sens))) {
+            if ((rc = load_sensitivity(sens_in, &m, types, n_types, form, &sens))) {
                 free(opts);
                 goto done;
             }
-        } else if (sqz_sensitivity(stats_m, &m, pool, &so, &sens, &err)) {
+        } else if (sqz_sensitivity(stats_m, wm, pool, &so, &sens, &err)) {
+            free(opts);
+            rc = fail(err.msg);
+            goto done;
+        }
+        sqz_joint_free(&jt);
+        if (joint && sqz_joint_build(&m, &sens, cost_fn(form), 1.0 - prune_max, &jt, &err)) {
             free(opts);
             rc = fail(err.msg);
             goto done;
@@ -803,8 +814,7 @@ int cmd_compress(args *a) {
             items[i].options = opts + (size_t)i * SQZ_SENS_MAX_OPTIONS;
             for (int k = 0; k < sens.t[i].n_options; k++) {
                 opts[(size_t)i * SQZ_SENS_MAX_OPTIONS + k].bytes = sens.t[i].opt[k].bytes;
-                opts[(size_t)i * SQZ_SENS_MAX_OPTIONS + k].cost = use_diag ? sens.t[i].opt[k].dl_diag
-                                                                           : sens.t[i].opt[k].dl_grad;
+                opts[(size_t)i * SQZ_SENS_MAX_OPTIONS + k].cost = cost_of(&sens.t[i].opt[k], form);
             }
         }
         /* room for the tensors: the budget less the fixed part; if the written file
@@ -814,14 +824,29 @@ int cmd_compress(args *a) {
         sqz_alloc_result ar;
         for (int attempt = 0;; attempt++) {
             uint64_t room = budget > fixed ? budget - fixed : 0;
-            if (sqz_alloc_solve(items, n_t, room, choice, &ar, &err)) {
+            if (sqz_alloc_solve(joint ? jt.items : items, joint ? jt.n_items : n_t, room, choice, &ar, &err)) {
                 free(opts);
                 snprintf(msg, sizeof msg, "round %d: %s", r + 1, err.msg);
                 rc = fail(msg);
                 goto done;
             }
             for (int i = 0; i < n_plan; i++) plan[i] = -1;
-            for (int i = 0; i < n_t; i++) plan[i] = sens.t[i].opt[choice[i]].type;
+            if (joint) { /* widths and types; the pruned, compensated model is written unquantized */
+                for (int l = 0; l < m.cfg.n_layer; l++) sqz_layer_keep_free(&keep[l]);
+                if (have_pm) sqz_model_free(&pm);
+                have_pm = 0;
+                if (sqz_joint_decode(&jt, &sens, choice, keep, plan, &err) ||
+                    sqz_prune_write(&m, pool, keep, cs.windows, (int)cs.nsamples, (int)cs.seqlen, damp, shrink, 1,
+                                    pruned_path, &err) ||
+                    sqz_model_load(&pm, pruned_path, 0, &err)) {
+                    free(opts);
+                    rc = fail(err.msg);
+                    goto done;
+                }
+                have_pm = 1;
+            } else {
+                for (int i = 0; i < n_t; i++) plan[i] = sens.t[i].opt[choice[i]].type;
+            }
             char path[4200];
             snprintf(path, sizeof path, "%s.round%d.tmp.%ld", out, r + 1, (long)getpid());
             if (!paths[r]) {
@@ -845,7 +870,7 @@ int cmd_compress(args *a) {
             qo.progress = !quiet;
             qo.tensor_types = plan;
             sqz_qmodel_report_free(&rep);
-            if (sqz_quantize_model(&m, paths[r], &qo, pool, &rep, &err)) {
+            if (sqz_quantize_model(have_pm ? &pm : &m, paths[r], &qo, pool, &rep, &err)) {
                 free(opts);
                 rc = fail(err.msg);
                 goto done;
@@ -870,6 +895,20 @@ int cmd_compress(args *a) {
         ri[r].tensor_bytes = rep.tensor_bytes;
         ri[r].file_bytes = rep.file_bytes;
         ri[r].bpw = rep.file_bytes * bpw_of;
+        /* this round's tensors as written (with --prune their shapes changed) */
+        double *rb = calloc((size_t)n_t * 2, sizeof(double));
+        if (!rb) {
+            sqz_qmodel_report_free(&rep);
+            free(opts);
+            rc = fail("out of memory");
+            goto done;
+        }
+        for (int k = 0; k < rep.n_tensors; k++)
+            for (int i = 0; i < n_t; i++)
+                if (!strcmp(rep.tensors[k].name, sens.t[i].name)) {
+                    rb[i] = (double)rep.tensors[k].bytes;
+                    rb[n_t + i] = (double)rep.tensors[k].ne[0] * (double)rep.tensors[k].ne[1];
+                }
         sqz_qmodel_report_free(&rep);
         /* measure the round's file as written */
         if (have_rm) sqz_model_free(&rm);
@@ -907,11 +946,24 @@ int cmd_compress(args *a) {
             if (best >= 0) unlink(paths[best]);
             best = r;
             memcpy(best_plan, plan, (size_t)n_plan * sizeof(int));
-            for (int i = 0; i < n_t; i++)
-                best_pred[i] = use_diag ? sens.t[i].opt[choice[i]].dl_diag : sens.t[i].opt[choice[i]].dl_grad;
+            memcpy(best_bytes, rb, (size_t)n_t * sizeof(double));
+            memcpy(best_params, rb + n_t, (size_t)n_t * sizeof(double));
+            for (int i = 0; i < n_t; i++) {
+                if (!joint) {
+                    best_pred[i] = cost_of(&sens.t[i].opt[choice[i]], form);
+                    continue;
+                }
+                /* the type's predicted change on the unpruned matrix, times the part kept */
+                const sqz_sens_tensor *t = &sens.t[i];
+                best_pred[i] = NAN;
+                for (int k = 0; k < t->n_options; k++)
+                    if (t->opt[k].type == plan[i])
+                        best_pred[i] = cost_of(&t->opt[k], form) * rb[n_t + i] / (double)(t->rows * t->cols);
+            }
         } else {
             unlink(paths[r]);
         }
+        free(rb);
     }
     free(opts);
     /* --measure: chosen tensors of the best file, alone in the original model */
@@ -990,7 +1042,7 @@ int cmd_compress(args *a) {
         cJSON_AddNumberToObject(cj, "seqlen", (double)cs.seqlen);
         cJSON_AddNumberToObject(cj, "heldout_nsamples", (double)cs.heldout);
         cJSON_AddNumberToObject(cj, "seed", (double)cs.seed);
-        cJSON_AddStringToObject(root, "proxy", use_diag ? "diag" : "grad");
+        cJSON_AddStringToObject(root, "proxy", kFormName[form]);
         cJSON_AddNumberToObject(root, "damp", damp);
         cJSON_AddNumberToObject(root, "shrink", shrink);
         cJSON_AddItemToObject(root, "base_heldout_ppl", num_or_null(base_held));
@@ -1009,6 +1061,21 @@ int cmd_compress(args *a) {
             cJSON_AddItemToArray(rs, o);
         }
         cJSON_AddNumberToObject(root, "best_round", best + 1);
+        if (prune_max >= 0) {
+            cJSON *pj = cJSON_AddObjectToObject(root, "prune");
+            cJSON_AddNumberToObject(pj, "max_fraction", prune_max);
+            cJSON_AddNumberToObject(pj, "ffn_step", ffn_step);
+            cJSON_AddNumberToObject(pj, "params_after", (double)(have_pm ? sqz_model_n_params(&pm) : n_params));
+            cJSON *ls = cJSON_AddArrayToObject(pj, "layers");
+            for (int l = 0; l < m.cfg.n_layer; l++) {
+                cJSON *o = cJSON_CreateObject();
+                cJSON_AddNumberToObject(o, "n_head", keep[l].n_head);
+                cJSON_AddNumberToObject(o, "n_head_kv", keep[l].n_head_kv);
+                cJSON_AddNumberToObject(o, "n_ff", keep[l].n_ff);
+                cJSON_AddItemToObject(o, "heads", cJSON_CreateIntArray(keep[l].head, keep[l].n_head));
+                cJSON_AddItemToArray(ls, o);
+            }
+        }
         cJSON *ts = cJSON_AddArrayToObject(root, "tensors");
         for (int i = 0; i < n_t; i++) {
             const sqz_sens_tensor *t = &sens.t[i];
@@ -1020,17 +1087,18 @@ int cmd_compress(args *a) {
             cJSON_AddNumberToObject(o, "layer", t->layer);
             cJSON_AddStringToObject(o, "kind", sqz_linear_kind_name(t->kind));
             cJSON_AddStringToObject(o, "type", type_name(best_plan[i]));
-            cJSON_AddNumberToObject(o, "n_params", (double)(t->rows * t->cols));
-            cJSON_AddNumberToObject(o, "bytes", (double)t->opt[ch].bytes);
-            cJSON_AddNumberToObject(o, "bpw", 8.0 * (double)t->opt[ch].bytes / (double)(t->rows * t->cols));
-            cJSON_AddNumberToObject(o, "predicted_dL", best_pred[i]);
+            (void)ch;
+            cJSON_AddNumberToObject(o, "n_params", best_params[i]);
+            cJSON_AddNumberToObject(o, "bytes", best_bytes[i]);
+            cJSON_AddNumberToObject(o, "bpw", best_params[i] > 0 ? 8.0 * best_bytes[i] / best_params[i] : 0.0);
+            cJSON_AddItemToObject(o, "predicted_dL", num_or_null(best_pred[i]));
             cJSON_AddItemToObject(o, "measured_dL", measured ? num_or_null(measured[i]) : cJSON_CreateNull());
             cJSON *os = cJSON_AddArrayToObject(o, "options");
             for (int k = 0; k < t->n_options; k++) {
                 cJSON *op = cJSON_CreateObject();
                 cJSON_AddStringToObject(op, "type", type_name(t->opt[k].type));
                 cJSON_AddNumberToObject(op, "bytes", (double)t->opt[k].bytes);
-                cJSON_AddNumberToObject(op, "predicted_dL", use_diag ? t->opt[k].dl_diag : t->opt[k].dl_grad);
+                cJSON_AddNumberToObject(op, "predicted_dL", cost_of(&t->opt[k], form));
                 cJSON_AddItemToArray(os, op);
             }
             cJSON_AddItemToArray(ts, o);
@@ -1056,6 +1124,14 @@ done:
     free(choice);
     free(items);
     free(eval_ids);
+    free(best_bytes);
+    free(best_params);
+    sqz_joint_free(&jt);
+    for (int l = 0; keep && l < m.cfg.n_layer; l++) sqz_layer_keep_free(&keep[l]);
+    free(keep);
+    if (have_pm) sqz_model_free(&pm);
+    if (pruned_path) unlink(pruned_path);
+    free(pruned_path);
     sqz_sens_free(&sens);
     sqz_sens_free(&shape);
     sqz_pool_free(pool);

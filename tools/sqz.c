@@ -314,6 +314,7 @@ static const command COMMANDS[] = {
     {"ppl", cmd_ppl, "perplexity on a text file (GPTQ or llama.cpp protocol)", HELP_PPL},
     {"quantize", cmd_quantize, "quantize a model into a GGUF file (RTN or GPTQ, calibrated)", HELP_QUANTIZE},
     {"compress", cmd_compress, "mixed precision under a size budget from gradient sensitivities", HELP_COMPRESS},
+    {"prune", cmd_prune, "remove attention heads and FFN channels, with least-squares compensation", HELP_PRUNE},
     {"sensitivity", cmd_sensitivity, "predicted loss change of every (tensor, type) option; --validate", HELP_SENSITIVITY},
 };
 #define N_COMMANDS ((int)(sizeof COMMANDS / sizeof COMMANDS[0]))

@@ -23,12 +23,20 @@ extern "C" {
 int sqz_calib_windows(const int32_t *tokens, int64_t n_tokens, int nsamples, int seqlen, uint64_t seed,
                       int32_t *out, sqz_err *err);
 
+#define SQZ_CALIB_KINDS 7 /* linear kinds per layer (SQZ_LIN_PER_LAYER in grad.h) */
+
 /* The Grams of one layer: g[site] is n[site] × n[site], Σ x xᵀ over all tokens (both
  * triangles), NULL with n 0 when the layer has no such block (pruned heads or FFN). */
 typedef struct sqz_layer_grams {
     int64_t n[SQZ_SITE_COUNT];
     double *g[SQZ_SITE_COUNT];
+    /* sqz_calib_run_weighted only: per linear kind k (q, k, v, o, gate, up, down), Σ w_t x_t x_tᵀ
+     * over its input site with that kind's token weights, or NULL where none were given */
+    double *gw[SQZ_CALIB_KINDS];
 } sqz_layer_grams;
+
+/* The input site of linear kind k (0..6: q, k, v, o, gate, up, down). */
+int sqz_calib_site_of(int kind);
 
 /* Receives each layer's Grams once they are complete (the buffers are reused after the
  * call returns). n_tokens is the token count: H = g / n_tokens. */
@@ -38,6 +46,12 @@ typedef int (*sqz_calib_layer_fn)(void *ctx, int layer, const sqz_layer_grams *g
  * 0) layer by layer and calls fn for every layer in order. */
 int sqz_calib_run(const sqz_model *m, sqz_pool *pool, const int32_t *windows, int nsamples, int seqlen,
                   sqz_calib_layer_fn fn, void *ctx, sqz_err *err);
+
+/* As sqz_calib_run, plus token-weighted Grams: weights[l·7 + k] is NULL or the T =
+ * nsamples·seqlen weights (window-major, as windows) of the tokens seen by layer l's
+ * linear k; the callback then also gets gw[k] = Σ_t w_t x_t x_tᵀ (not normalized). */
+int sqz_calib_run_weighted(const sqz_model *m, sqz_pool *pool, const int32_t *windows, int nsamples, int seqlen,
+                           const float *const *weights, sqz_calib_layer_fn fn, void *ctx, sqz_err *err);
 
 /* Every layer's Grams kept in memory (for small models and tests). */
 typedef struct sqz_model_grams {

@@ -5,11 +5,19 @@
  * (L the sum of a window's token losses), a change δW of W raises the mean loss by about
  *
  *   grad-scaled:   ΔL ≈ ½/N Σ_j s_j δw_jᵀ H δw_j,   s_j = Σ_t g_tj²,  H = Σ_t x_t x_tᵀ / T
+ *   token-weighted: ΔL ≈ ½/N Σ_j s_j δw_jᵀ H_w δw_j, H_w = Σ_t w_t x_t x_tᵀ / Σ_t w_t,
+ *                  w_t = Σ_j g_tj²
  *   diagonal:      ΔL ≈ ½/N Σ_j Σ_i F_ji δw_ji²,   F_ji = Σ_t g_tj² x_ti²   (diagonal Fisher)
  *   layer-local:   ΔL ≈ ½ Σ_j δw_jᵀ H δw_j          (s_j = 1: what GPTQ and imatrix minimize)
  *
  * N is the number of scored tokens. The gradient-scaled form makes errors of different
  * layers comparable; the other two are the baselines it is judged against.
+ *
+ * Both gradient-scaled forms approximate the row Fisher F_j = Σ_t g_tj² x_t x_tᵀ by s_j
+ * times a Gram. With H that assumes the gradient's size independent of the token; H_w
+ * assumes only that g_tj² factors as a_j·b_t (exact then): a token whose input is large
+ * but whose output hardly moves the loss (the attention sink's) weighs less. Both equal
+ * when w_t is constant.
  *
  * A token embedding row v is looked up, not multiplied: its change δe_v moves the input
  * of layer 0 at every position holding token v, so ΔL ≈ ½/N Σ_v e_v ‖δe_v‖² / dim with
@@ -39,6 +47,7 @@
 
 #include "sqz/core.h"
 #include "sqz/model.h"
+#include "sqz/prune.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -49,7 +58,8 @@ extern "C" {
 typedef struct sqz_sens_option {
     int type;
     uint64_t bytes;  /* the tensor's exact bytes in this type */
-    double dl_grad;  /* gradient-scaled prediction */
+    double dl_grad;  /* gradient-scaled prediction, s_j · H */
+    double dl_gradtw; /* gradient-scaled with the token-weighted Gram, s_j · H_w */
     double dl_diag;  /* diagonal Fisher (NaN unless opts.diag_fisher) */
     double dl_local; /* layer-local, s_j = 1 */
     float *what;     /* Ŵ (rows × cols) when opts.keep asked for it, else NULL (owned) */
@@ -78,6 +88,9 @@ typedef struct sqz_sens_opts {
     const int *keep;        /* n_keep pairs (tensor index, type): keep their Ŵ */
     int n_keep;
     int progress;           /* 1: a progress bar on a terminal */
+    int prune_ffn_step;     /* > 0: also every layer's width options (prune.h), FFN widths in these steps;
+                               n_types may then be 0 (width options only) */
+    int prune_magnitude;    /* the width options ranked by activation-weighted magnitude (prune.h) */
 } sqz_sens_opts;
 
 typedef struct sqz_sens {
@@ -86,6 +99,8 @@ typedef struct sqz_sens {
     double loss;        /* mean cross-entropy of stats_model on the windows */
     int64_t n_scored;
     double seconds_grad, seconds_quant;
+    sqz_layer_widths *widths; /* [n_widths = n_layer] width options when opts.prune_ffn_step > 0, else NULL */
+    int n_widths;
 } sqz_sens;
 
 int sqz_sensitivity(const sqz_model *stats_model, const sqz_model *weights_model, sqz_pool *pool,

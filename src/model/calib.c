@@ -2,6 +2,7 @@
 #include "sqz/calib.h"
 
 #include <cblas.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,8 +39,17 @@ typedef struct {
     sqz_pool *pool;
     sqz_layer_grams g;
     double *xd;   /* the hooked activations in double */
+    double *xw;   /* the same, row t scaled by √w_t */
     size_t xd_n;
+    const float *const *weights; /* [n_layer·7][T] or NULL */
+    int64_t tok0; /* the window's first token in the weights */
 } acc_ctx;
+
+static const int kSiteOfKind[SQZ_CALIB_KINDS] = {SQZ_SITE_ATTN_IN, SQZ_SITE_ATTN_IN, SQZ_SITE_ATTN_IN,
+                                                SQZ_SITE_ATTN_O_IN, SQZ_SITE_FFN_IN, SQZ_SITE_FFN_IN,
+                                                SQZ_SITE_FFN_DOWN_IN};
+
+int sqz_calib_site_of(int kind) { return kind >= 0 && kind < SQZ_CALIB_KINDS ? kSiteOfKind[kind] : -1; }
 
 typedef struct {
     const double *x;
@@ -63,20 +73,32 @@ static int gram_hook(void *vctx, int layer, int site, const float *x, int64_t T,
                         (long long)(site >= 0 && site < SQZ_SITE_COUNT ? a->g.n[site] : -1));
     size_t n = (size_t)T * (size_t)width;
     if (n > a->xd_n) {
-        double *p = realloc(a->xd, n * sizeof(double));
-        if (!p) return sqz_fail(err, "calibration: out of memory for %lld × %lld activations", (long long)T,
-                                (long long)width);
-        a->xd = p;
+        double *p = realloc(a->xd, n * sizeof(double)), *q = p ? realloc(a->xw, n * sizeof(double)) : NULL;
+        if (p) a->xd = p;
+        if (q) a->xw = q;
+        if (!p || !q) return sqz_fail(err, "calibration: out of memory for %lld × %lld activations", (long long)T,
+                                      (long long)width);
         a->xd_n = n;
     }
     for (size_t i = 0; i < n; i++) a->xd[i] = x[i];
     syrk_ctx c = {a->xd, a->g.g[site], T, width};
     sqz_pool_for(a->pool, width, 16, gram_task, &c);
+    for (int k = 0; k < SQZ_CALIB_KINDS && a->weights; k++) {
+        const float *w = a->weights[layer * SQZ_CALIB_KINDS + k];
+        if (kSiteOfKind[k] != site || !w || !a->g.gw[k]) continue;
+        for (int64_t t = 0; t < T; t++) {
+            double r = sqrt((double)w[a->tok0 + t]);
+            for (int64_t i = 0; i < width; i++) a->xw[t * width + i] = r * a->xd[t * width + i];
+        }
+        syrk_ctx cw = {a->xw, a->g.gw[k], T, width};
+        sqz_pool_for(a->pool, width, 16, gram_task, &cw);
+    }
     return SQZ_OK;
 }
 
 static void grams_free(sqz_layer_grams *g) {
     for (int s = 0; s < SQZ_SITE_COUNT; s++) free(g->g[s]);
+    for (int k = 0; k < SQZ_CALIB_KINDS; k++) free(g->gw[k]);
     memset(g, 0, sizeof *g);
 }
 
@@ -92,6 +114,11 @@ static void layer_widths(const sqz_model *m, int l, int64_t n[SQZ_SITE_COUNT]) {
 
 int sqz_calib_run(const sqz_model *m, sqz_pool *pool, const int32_t *windows, int nsamples, int seqlen,
                   sqz_calib_layer_fn fn, void *ctx, sqz_err *err) {
+    return sqz_calib_run_weighted(m, pool, windows, nsamples, seqlen, NULL, fn, ctx, err);
+}
+
+int sqz_calib_run_weighted(const sqz_model *m, sqz_pool *pool, const int32_t *windows, int nsamples, int seqlen,
+                           const float *const *weights, sqz_calib_layer_fn fn, void *ctx, sqz_err *err) {
     if (nsamples <= 0 || seqlen <= 0)
         return sqz_fail(err, "calibration: nsamples %d and seqlen %d must both be >= 1", nsamples, seqlen);
     const int64_t dim = m->cfg.dim, T = (int64_t)nsamples * seqlen;
@@ -99,7 +126,7 @@ int sqz_calib_run(const sqz_model *m, sqz_pool *pool, const int32_t *windows, in
     if (sqz_mul_size((size_t)T, (size_t)dim, &nx) || sqz_mul_size(nx, sizeof(float), &bytes))
         return sqz_fail(err, "calibration: %d × %d tokens × dim %lld overflows", nsamples, seqlen, (long long)dim);
     float *X = malloc(bytes);
-    acc_ctx a = {pool, {{0}, {0}}, NULL, 0};
+    acc_ctx a = {pool, {{0}, {0}, {0}}, NULL, NULL, 0, weights, 0};
     int rc = SQZ_ERR;
     if (!X) {
         sqz_fail(err, "calibration: out of memory for %zu bytes of activations", bytes);
@@ -123,14 +150,27 @@ int sqz_calib_run(const sqz_model *m, sqz_pool *pool, const int32_t *windows, in
             }
             if (n[s] > 0) memset(a.g.g[s], 0, (size_t)(n[s] * n[s]) * sizeof(double));
         }
-        for (int s = 0; s < nsamples; s++)
+        for (int k = 0; k < SQZ_CALIB_KINDS; k++) { /* weighted Grams where this layer has weights */
+            int64_t w = n[kSiteOfKind[k]];
+            free(a.g.gw[k]);
+            a.g.gw[k] = NULL;
+            if (!weights || !weights[l * SQZ_CALIB_KINDS + k] || w == 0) continue;
+            if (!(a.g.gw[k] = calloc((size_t)(w * w), sizeof(double)))) {
+                sqz_fail(err, "calibration: out of memory for a %lld × %lld Gram", (long long)w, (long long)w);
+                goto done;
+            }
+        }
+        for (int s = 0; s < nsamples; s++) {
+            a.tok0 = (int64_t)s * seqlen;
             if (sqz_forward_layer(m, pool, l, X + (int64_t)s * seqlen * dim, seqlen, gram_hook, &a, err)) goto done;
+        }
         if (fn(ctx, l, &a.g, T, err)) goto done;
     }
     rc = SQZ_OK;
 done:
     free(X);
     free(a.xd);
+    free(a.xw);
     grams_free(&a.g);
     return rc;
 }

@@ -2,6 +2,7 @@
  * include/sqz/quantize_model.h. The key names are llama.cpp's (gguf-py constants). */
 #include "sqz/quantize_model.h"
 
+#include <stdio.h>
 #include <string.h>
 
 /* Keys of the source that describe the old file, not the model: replaced or dropped. */
@@ -35,13 +36,78 @@ static int copy_kv(sqz_gguf_writer *w, const sqz_gguf_kv *kv, const char *path, 
     }
 }
 
-static int meta_from_gguf(const sqz_model *m, sqz_gguf_writer *w, sqz_err *err) {
+/* The shapes being written: the model's own, or a pruned model's. */
+typedef struct {
+    const int *n_head, *n_head_kv, *n_ff;
+    int reshaped; /* 1: the shapes are not the source's */
+} shapes;
+
+static int set_layer_ints(sqz_gguf_writer *w, const char *key, const int *v, int n, sqz_err *err);
+
+/* "deci" when a layer lacks a block or differs from layer 0 (plain llama takes its shapes
+ * from layer 0 alone, DESIGN.md §6), else "llama". */
+static const char *arch_of(const sqz_llama_config *c, const shapes *sh) {
+    for (int l = 0; l < c->n_layer; l++)
+        if (sh->n_head[l] == 0 || sh->n_ff[l] == 0 || sh->n_head[l] != sh->n_head[0] ||
+            sh->n_head_kv[l] != sh->n_head_kv[0] || sh->n_ff[l] != sh->n_ff[0])
+            return "deci";
+    return "llama";
+}
+
+static int shape_meta(const sqz_model *m, const shapes *sh, const char *arch, sqz_gguf_writer *w, sqz_err *err) {
+    const sqz_llama_config *c = &m->cfg;
+    char k[3][96];
+    snprintf(k[0], sizeof k[0], "%s.feed_forward_length", arch);
+    snprintf(k[1], sizeof k[1], "%s.attention.head_count", arch);
+    snprintf(k[2], sizeof k[2], "%s.attention.head_count_kv", arch);
+    return set_layer_ints(w, k[0], sh->n_ff, c->n_layer, err) || set_layer_ints(w, k[1], sh->n_head, c->n_layer, err) ||
+           set_layer_ints(w, k[2], sh->n_head_kv, c->n_layer, err);
+}
+
+/* A reshaped model's keys that the shapes replace: the three per-layer ones and the head
+ * sizes (always written then: layer 0 may have lost its heads). */
+static int reshaped_key(const char *suffix) {
+    return !strcmp(suffix, "feed_forward_length") || !strcmp(suffix, "attention.head_count") ||
+           !strcmp(suffix, "attention.head_count_kv") || !strcmp(suffix, "attention.key_length") ||
+           !strcmp(suffix, "attention.value_length");
+}
+
+static int meta_from_gguf(const sqz_model *m, const shapes *sh, sqz_gguf_writer *w, sqz_err *err) {
+    if (!sh->reshaped) {
+        for (int64_t i = 0; i < m->gguf.n_kv; i++) {
+            const sqz_gguf_kv *kv = &m->gguf.kv[i];
+            if (key_describes_file(kv->key)) continue;
+            if (copy_kv(w, kv, m->path, err)) return SQZ_ERR;
+        }
+        return SQZ_OK;
+    }
+    const char *src_arch = NULL, *arch = arch_of(&m->cfg, sh);
+    for (int64_t i = 0; i < m->gguf.n_kv; i++)
+        if (!strcmp(m->gguf.kv[i].key, "general.architecture")) src_arch = m->gguf.kv[i].str;
+    size_t pl = src_arch ? strlen(src_arch) : 0;
     for (int64_t i = 0; i < m->gguf.n_kv; i++) {
         const sqz_gguf_kv *kv = &m->gguf.kv[i];
         if (key_describes_file(kv->key)) continue;
+        if (!strcmp(kv->key, "general.architecture")) {
+            if (sqz_gguf_set_str(w, kv->key, arch, err)) return SQZ_ERR;
+            continue;
+        }
+        if (src_arch && !strncmp(kv->key, src_arch, pl) && kv->key[pl] == '.') { /* renamed to the new arch */
+            if (reshaped_key(kv->key + pl + 1)) continue;
+            char key[256];
+            snprintf(key, sizeof key, "%s.%s", arch, kv->key + pl + 1);
+            sqz_gguf_kv renamed = *kv;
+            renamed.key = key;
+            if (copy_kv(w, &renamed, m->path, err)) return SQZ_ERR;
+            continue;
+        }
         if (copy_kv(w, kv, m->path, err)) return SQZ_ERR;
     }
-    return SQZ_OK;
+    char kl[96], vl[96];
+    snprintf(kl, sizeof kl, "%s.attention.key_length", arch);
+    snprintf(vl, sizeof vl, "%s.attention.value_length", arch);
+    return shape_meta(m, sh, arch, w, err) || sqz_gguf_set_u32(w, kl, (uint32_t)m->cfg.head_dim, err) ||
+           sqz_gguf_set_u32(w, vl, (uint32_t)m->cfg.head_dim, err);
 }
 
 /* A per-layer value as one number when all layers agree, else as an INT32 array
@@ -76,36 +142,48 @@ static int tokenizer_meta(const sqz_vocab *v, sqz_gguf_writer *w, sqz_err *err) 
     return SQZ_OK;
 }
 
-static int meta_from_hf(const sqz_model *m, sqz_gguf_writer *w, sqz_err *err) {
+static int meta_from_hf(const sqz_model *m, const shapes *sh, sqz_gguf_writer *w, sqz_err *err) {
     const sqz_llama_config *c = &m->cfg;
-    const char *base = strrchr(m->path, '/');
+    const char *base = strrchr(m->path, '/'), *arch = arch_of(c, sh);
     base = base && base[1] ? base + 1 : m->path;
-    if (sqz_gguf_set_str(w, "general.architecture", "llama", err) || sqz_gguf_set_str(w, "general.name", base, err) ||
-        sqz_gguf_set_u32(w, "llama.context_length", (uint32_t)c->n_ctx_train, err) ||
-        sqz_gguf_set_u32(w, "llama.embedding_length", (uint32_t)c->dim, err) ||
-        sqz_gguf_set_u32(w, "llama.block_count", (uint32_t)c->n_layer, err) ||
-        set_layer_ints(w, "llama.feed_forward_length", c->layer_n_ff, c->n_layer, err) ||
-        set_layer_ints(w, "llama.attention.head_count", c->layer_n_head, c->n_layer, err) ||
-        set_layer_ints(w, "llama.attention.head_count_kv", c->layer_n_head_kv, c->n_layer, err) ||
-        sqz_gguf_set_f32(w, "llama.rope.freq_base", c->rope_theta, err) ||
-        sqz_gguf_set_f32(w, "llama.attention.layer_norm_rms_epsilon", c->norm_eps, err) ||
-        sqz_gguf_set_u32(w, "llama.rope.dimension_count", (uint32_t)c->head_dim, err) ||
-        sqz_gguf_set_u32(w, "llama.vocab_size", (uint32_t)c->n_vocab, err))
+    char k[8][96];
+    const char *suffix[8] = {"context_length", "embedding_length", "block_count", "rope.freq_base",
+                             "attention.layer_norm_rms_epsilon", "rope.dimension_count", "vocab_size",
+                             "attention.key_length"};
+    for (int i = 0; i < 8; i++) snprintf(k[i], sizeof k[i], "%s.%s", arch, suffix[i]);
+    if (sqz_gguf_set_str(w, "general.architecture", arch, err) || sqz_gguf_set_str(w, "general.name", base, err) ||
+        sqz_gguf_set_u32(w, k[0], (uint32_t)c->n_ctx_train, err) || sqz_gguf_set_u32(w, k[1], (uint32_t)c->dim, err) ||
+        sqz_gguf_set_u32(w, k[2], (uint32_t)c->n_layer, err) || shape_meta(m, sh, arch, w, err) ||
+        sqz_gguf_set_f32(w, k[3], c->rope_theta, err) || sqz_gguf_set_f32(w, k[4], c->norm_eps, err) ||
+        sqz_gguf_set_u32(w, k[5], (uint32_t)c->head_dim, err) || sqz_gguf_set_u32(w, k[6], (uint32_t)c->n_vocab, err))
         return SQZ_ERR;
-    if (c->head_dim * c->n_head != c->dim &&
-        (sqz_gguf_set_u32(w, "llama.attention.key_length", (uint32_t)c->head_dim, err) ||
-         sqz_gguf_set_u32(w, "llama.attention.value_length", (uint32_t)c->head_dim, err)))
-        return SQZ_ERR;
+    if ((sh->reshaped || c->head_dim * c->n_head != c->dim)) {
+        char vl[96];
+        snprintf(vl, sizeof vl, "%s.attention.value_length", arch);
+        if (sqz_gguf_set_u32(w, k[7], (uint32_t)c->head_dim, err) || sqz_gguf_set_u32(w, vl, (uint32_t)c->head_dim, err))
+            return SQZ_ERR;
+    }
     if (!m->tok) return sqz_gguf_set_str(w, "tokenizer.ggml.model", "no_vocab", err);
     return tokenizer_meta(sqz_tok_vocab(m->tok), w, err);
 }
 
-int sqz_model_write_gguf_meta(const sqz_model *m, sqz_gguf_writer *w, int file_type, sqz_err *err) {
+static int write_meta(const sqz_model *m, const shapes *sh, sqz_gguf_writer *w, int file_type, sqz_err *err) {
     if (m->source == SQZ_SRC_GGUF) {
-        if (meta_from_gguf(m, w, err)) return SQZ_ERR;
-    } else if (meta_from_hf(m, w, err)) {
+        if (meta_from_gguf(m, sh, w, err)) return SQZ_ERR;
+    } else if (meta_from_hf(m, sh, w, err)) {
         return SQZ_ERR;
     }
     if (sqz_gguf_set_u32(w, "general.quantization_version", 2, err)) return SQZ_ERR;
     return sqz_gguf_set_u32(w, "general.file_type", (uint32_t)file_type, err);
+}
+
+int sqz_model_write_gguf_meta(const sqz_model *m, sqz_gguf_writer *w, int file_type, sqz_err *err) {
+    shapes sh = {m->cfg.layer_n_head, m->cfg.layer_n_head_kv, m->cfg.layer_n_ff, 0};
+    return write_meta(m, &sh, w, file_type, err);
+}
+
+int sqz_model_write_gguf_meta_shapes(const sqz_model *m, const int *n_head, const int *n_head_kv, const int *n_ff,
+                                     sqz_gguf_writer *w, int file_type, sqz_err *err) {
+    shapes sh = {n_head, n_head_kv, n_ff, 1};
+    return write_meta(m, &sh, w, file_type, err);
 }

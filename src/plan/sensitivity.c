@@ -24,6 +24,8 @@ int sqz_sens_index(const sqz_model *m, int layer, int kind) {
 void sqz_sens_free(sqz_sens *s) {
     for (int i = 0; s->t && i < s->n_tensors; i++)
         for (int o = 0; o < s->t[i].n_options; o++) free(s->t[i].opt[o].what);
+    for (int l = 0; s->widths && l < s->n_widths; l++) sqz_layer_widths_free(&s->widths[l]);
+    free(s->widths);
     free(s->t);
     memset(s, 0, sizeof *s);
 }
@@ -39,6 +41,9 @@ typedef struct {
     float *Fe;       /* [n_vocab × dim] diagonal Fisher of the embedding rows, or NULL */
     double *count;   /* [n_vocab] positions holding token v */
     double *H_out;   /* [dim × dim] Σ of the head's inputs x xᵀ */
+    double *H_outw;  /* [dim × dim] Σ_t w_t x_t x_tᵀ, w_t = Σ_v g_tv² (the head's token weights) */
+    float **tw;      /* [n_layer·7][T] token weights w_t = Σ_j g_tj² of every per-layer linear */
+    int64_t tok0;    /* the current window's first token in tw */
     float *tmp;      /* scratch */
     size_t tmp_n;
     int64_t n_rows_out; /* tokens seen by the head */
@@ -71,19 +76,36 @@ static int stats_hook(void *vctx, const sqz_grad_site *s, sqz_err *err) {
     }
     int idx = sqz_sens_index(st->m, s->layer, s->kind);
     double *sj = st->s[idx];
+    float *tw = s->kind == SQZ_LIN_OUTPUT ? NULL : st->tw[idx] + st->tok0 + s->row0;
+    if (s->kind == SQZ_LIN_OUTPUT && grow(st, (size_t)(s->in * s->in + n * s->in + n), err)) return SQZ_ERR;
+    if (s->kind == SQZ_LIN_OUTPUT) tw = st->tmp + s->in * s->in + n * s->in;
     for (int64_t t = 0; t < n; t++) {
         const float *g = s->g + t * s->out;
-        for (int64_t j = 0; j < s->out; j++) sj[j] += (double)g[j] * g[j];
+        double q = 0.0;
+        for (int64_t j = 0; j < s->out; j++) {
+            sj[j] += (double)g[j] * g[j];
+            q += (double)g[j] * g[j];
+        }
+        tw[t] = (float)q;
     }
-    if (s->kind == SQZ_LIN_OUTPUT) { /* the head's Gram: its calibration inputs are the final states */
-        if (grow(st, (size_t)(s->in * s->in), err)) return SQZ_ERR;
-        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)s->in, (int)n, 1.0f, s->x, (int)s->in, 0.0f, st->tmp,
-                    (int)s->in);
-        for (int64_t a = 0; a < s->in; a++)
-            for (int64_t b = a; b < s->in; b++) {
-                st->H_out[a * s->in + b] += st->tmp[a * s->in + b];
-                if (b != a) st->H_out[b * s->in + a] += st->tmp[a * s->in + b];
+    if (s->kind == SQZ_LIN_OUTPUT) { /* the head's Grams: its calibration inputs are the final states */
+        float *G = st->tmp, *xw = st->tmp + s->in * s->in;
+        for (int pass = 0; pass < 2; pass++) {
+            const float *x = s->x;
+            double *acc = pass ? st->H_outw : st->H_out;
+            if (pass) {
+                for (int64_t t = 0; t < n; t++)
+                    for (int64_t i = 0; i < s->in; i++) xw[t * s->in + i] = sqrtf(tw[t]) * s->x[t * s->in + i];
+                x = xw;
             }
+            cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)s->in, (int)n, 1.0f, x, (int)s->in, 0.0f, G,
+                        (int)s->in);
+            for (int64_t a = 0; a < s->in; a++)
+                for (int64_t b = a; b < s->in; b++) {
+                    acc[a * s->in + b] += G[a * s->in + b];
+                    if (b != a) acc[b * s->in + a] += G[a * s->in + b];
+                }
+        }
         st->n_rows_out += n;
     }
     if (st->F[idx]) { /* F += (g²)ᵀ (x²) */
@@ -101,7 +123,9 @@ static int stats_hook(void *vctx, const sqz_grad_site *s, sqz_err *err) {
 static void stats_free(stats *st) {
     for (int i = 0; st->s && i < st->n; i++) free(st->s[i]);
     for (int i = 0; st->F && i < st->n; i++) free(st->F[i]);
-    free(st->s); free(st->F); free(st->e_tok); free(st->Fe); free(st->count); free(st->H_out); free(st->tmp);
+    for (int i = 0; st->tw && i < st->m->cfg.n_layer * SQZ_LIN_PER_LAYER; i++) free(st->tw[i]);
+    free(st->s); free(st->F); free(st->e_tok); free(st->Fe); free(st->count); free(st->H_out); free(st->H_outw);
+    free(st->tw); free(st->tmp);
     memset(st, 0, sizeof *st);
 }
 
@@ -122,7 +146,13 @@ static int stats_collect(stats *st, const sqz_model *m, sqz_pool *pool, const sq
     st->e_tok = calloc((size_t)V, sizeof(double));
     st->count = calloc((size_t)V, sizeof(double));
     st->H_out = calloc((size_t)(dim * dim), sizeof(double));
-    if (!st->s || !st->F || !st->e_tok || !st->count || !st->H_out) return sqz_fail(err, "sensitivity: out of memory");
+    st->H_outw = calloc((size_t)(dim * dim), sizeof(double));
+    st->tw = calloc((size_t)(m->cfg.n_layer * SQZ_LIN_PER_LAYER), sizeof *st->tw);
+    if (!st->s || !st->F || !st->e_tok || !st->count || !st->H_out || !st->H_outw || !st->tw)
+        return sqz_fail(err, "sensitivity: out of memory");
+    for (int i = 0; i < m->cfg.n_layer * SQZ_LIN_PER_LAYER; i++)
+        if (!(st->tw[i] = calloc((size_t)o->nsamples * (size_t)o->seqlen, sizeof(float))))
+            return sqz_fail(err, "sensitivity: out of memory for the token weights");
     for (int i = 0; i < st->n; i++) {
         const sqz_tensor *t = tensor_at(m, i);
         if (i == st->n - 1 && m->output != m->tok_embd) continue; /* the untied embedding: e_tok */
@@ -141,6 +171,7 @@ static int stats_collect(stats *st, const sqz_model *m, sqz_pool *pool, const sq
     int rc = SQZ_OK;
     for (int w = 0; w < o->nsamples && rc == SQZ_OK; w++) {
         double l = 0.0;
+        st->tok0 = (int64_t)w * o->seqlen;
         rc = sqz_grad_window(g, o->windows + (int64_t)w * o->seqlen, o->seqlen, 1.0, stats_hook, st, &l, err);
         total += l;
         sqz_progress_update(&prog, w + 1, NULL);
@@ -298,9 +329,9 @@ static int64_t stats_row(const score_ctx *c, int idx, int64_t row) {
     return h * d + (k % 2) * half + k / 2; /* weights adjacent, statistics rotate-half */
 }
 
-/* Fills the options of tensor idx from its weights W and its input Gram H (Σ x xᵀ / T;
- * NULL for an untied embedding). */
-static int score_tensor(score_ctx *c, int idx, const double *H, sqz_err *err) {
+/* Fills the options of tensor idx from its weights W, its input Gram H (Σ x xᵀ / T; NULL
+ * for an untied embedding) and its token-weighted Gram Hw (Σ w_t x xᵀ / Σ w_t). */
+static int score_tensor(score_ctx *c, int idx, const double *H, const double *Hw, sqz_err *err) {
     const sqz_sens_opts *o = c->o;
     sqz_sens_tensor *t = &c->out->t[idx];
     const sqz_tensor *src = tensor_at(c->wm, idx);
@@ -310,7 +341,7 @@ static int score_tensor(score_ctx *c, int idx, const double *H, sqz_err *err) {
     int64_t *map = malloc((size_t)rows * sizeof(int64_t));
     double *scale = malloc((size_t)rows * sizeof(double));
     float *W = NULL, *what = NULL, *D = NULL;
-    double *E = NULL;
+    double *E = NULL, *Ew = NULL;
     uint8_t *dst = NULL;
     int rc = SQZ_ERR;
     int64_t nsel = map && scale ? choose_rows(c, idx, rows, has_embd_part, map, scale) : -1, n;
@@ -323,7 +354,8 @@ static int score_tensor(score_ctx *c, int idx, const double *H, sqz_err *err) {
     what = malloc((size_t)n * sizeof(float));
     D = malloc((size_t)n * sizeof(float));
     E = malloc((size_t)nsel * sizeof(double));
-    if (!W || !what || !D || !E) {
+    Ew = malloc((size_t)nsel * sizeof(double));
+    if (!W || !what || !D || !E || !Ew) {
         sqz_fail(err, "sensitivity: out of memory for %s", t->name);
         goto done;
     }
@@ -356,18 +388,20 @@ static int score_tensor(score_ctx *c, int idx, const double *H, sqz_err *err) {
             }
         }
         for (int64_t i = 0; i < n; i++) D[i] = W[i] - what[i];
-        double grad = 0.0, local = 0.0, diag = 0.0;
+        double grad = 0.0, gradtw = 0.0, local = 0.0, diag = 0.0;
         if (!is_embd) {
-            quad_ctx qc = {H, D, cols, E};
+            quad_ctx qc = {H, D, cols, E}, qw = {Hw, D, cols, Ew};
             int blas_threads = openblas_get_num_threads();
             openblas_set_num_threads(1); /* the pool is the parallelism */
             sqz_pool_for(c->pool, nsel, QUAD_ROWS, quad_task, &qc);
+            sqz_pool_for(c->pool, nsel, QUAD_ROWS, quad_task, &qw);
             openblas_set_num_threads(blas_threads);
             const double *s = c->st->s[idx];
             const float *F = c->st->F[idx];
             for (int64_t r = 0; r < nsel; r++) {
                 int64_t sr = stats_row(c, idx, map[r]);
                 grad += scale[r] * s[sr] * E[r];
+                gradtw += scale[r] * s[sr] * Ew[r];
                 local += scale[r] * E[r];
                 if (F)
                     for (int64_t i = 0; i < cols; i++)
@@ -388,13 +422,15 @@ static int score_tensor(score_ctx *c, int idx, const double *H, sqz_err *err) {
                         ed += scale[r] * (double)c->st->Fe[v * cols + i] * D[r * cols + i] * D[r * cols + i];
             }
             grad += eg;
+            gradtw += eg;
             local += el;
             diag += ed;
         }
         op->dl_grad = 0.5 * grad / (double)c->N;
+        op->dl_gradtw = 0.5 * gradtw / (double)c->N;
         op->dl_local = 0.5 * local;
         op->dl_diag = o->diag_fisher ? 0.5 * diag / (double)c->N : NAN;
-        if (!isfinite(op->dl_grad) || !isfinite(op->dl_local)) {
+        if (!isfinite(op->dl_grad) || !isfinite(op->dl_gradtw) || !isfinite(op->dl_local)) {
             sqz_fail(err, "sensitivity: %s in %s: prediction is not finite", t->name, sqz_type_get(op->type)->name);
             goto done;
         }
@@ -408,31 +444,65 @@ static int score_tensor(score_ctx *c, int idx, const double *H, sqz_err *err) {
     }
     rc = SQZ_OK;
 done:
-    free(map); free(scale); free(W); free(what); free(D); free(E); free(dst);
+    free(map); free(scale); free(W); free(what); free(D); free(E); free(Ew); free(dst);
     return rc;
 }
 
 static const int kSiteOf[SQZ_LIN_PER_LAYER] = {SQZ_SITE_ATTN_IN, SQZ_SITE_ATTN_IN, SQZ_SITE_ATTN_IN, SQZ_SITE_ATTN_O_IN,
                                                SQZ_SITE_FFN_IN,  SQZ_SITE_FFN_IN,  SQZ_SITE_FFN_DOWN_IN};
 
+/* Σ_t w_t of a tensor's token weights: they sum its s_j. */
+static double weight_sum(const stats *st, int idx, int64_t rows) {
+    double sum = 0.0;
+    for (int64_t j = 0; j < rows; j++) sum += st->s[idx][j];
+    return sum;
+}
+
+/* The layer's width options: removal of heads (o_proj's columns) and channels (ffn_down's). */
+static int widths_of(score_ctx *c, int layer, const sqz_layer_grams *g, int64_t n_tokens, sqz_err *err) {
+    int64_t no = g->n[SQZ_SITE_ATTN_O_IN], nd = g->n[SQZ_SITE_FFN_DOWN_IN];
+    double *Ho = malloc((size_t)(no * no + nd * nd + 1) * sizeof(double)), *Hd = Ho ? Ho + no * no : NULL;
+    if (!Ho) return sqz_fail(err, "sensitivity: out of memory");
+    for (int64_t i = 0; i < no * no; i++) Ho[i] = g->g[SQZ_SITE_ATTN_O_IN][i] / (double)n_tokens;
+    for (int64_t i = 0; i < nd * nd; i++) Hd[i] = g->g[SQZ_SITE_FFN_DOWN_IN][i] / (double)n_tokens;
+    int io = layer * SQZ_LIN_PER_LAYER + SQZ_LIN_O, id = layer * SQZ_LIN_PER_LAYER + SQZ_LIN_DOWN;
+    int rc = sqz_prune_layer_options(c->wm, layer, Ho, no ? c->st->s[io] : NULL, Hd, nd ? c->st->s[id] : NULL,
+                                     (double)c->N, c->o->percdamp, c->o->shrink, c->o->prune_magnitude, c->o->prune_ffn_step, &c->out->widths[layer], err);
+    free(Ho);
+    return rc;
+}
+
 static int layer_cb(void *vctx, int layer, const sqz_layer_grams *g, int64_t n_tokens, sqz_err *err) {
     score_ctx *c = vctx;
-    double *H = NULL;
+    double *H = NULL, *Hw = NULL;
     int64_t hn = 0;
-    int rc = SQZ_OK;
-    for (int k = 0; k < SQZ_LIN_PER_LAYER && rc == SQZ_OK; k++) {
-        int site = kSiteOf[k];
+    int rc = c->o->prune_ffn_step > 0 ? widths_of(c, layer, g, n_tokens, err) : SQZ_OK;
+    for (int k = 0; k < SQZ_LIN_PER_LAYER && rc == SQZ_OK && c->o->n_types > 0; k++) {
+        int site = kSiteOf[k], idx = layer * SQZ_LIN_PER_LAYER + k;
         int64_t w = g->n[site];
         if (!g->g[site] || w == 0) continue;
+        if (!g->gw[k]) {
+            rc = sqz_fail(err, "sensitivity: layer %d %s has no token-weighted Gram", layer, sqz_linear_kind_name(k));
+            break;
+        }
         if (w * w > hn) {
             free(H);
-            if (!(H = malloc((size_t)(w * w) * sizeof(double)))) return sqz_fail(err, "sensitivity: out of memory");
+            free(Hw);
+            H = malloc((size_t)(w * w) * sizeof(double));
+            Hw = malloc((size_t)(w * w) * sizeof(double));
+            if (!H || !Hw) {
+                rc = sqz_fail(err, "sensitivity: out of memory");
+                break;
+            }
             hn = w * w;
         }
+        double sw = weight_sum(c->st, idx, c->out->t[idx].rows);
         for (int64_t i = 0; i < w * w; i++) H[i] = g->g[site][i] / (double)n_tokens;
-        rc = score_tensor(c, layer * SQZ_LIN_PER_LAYER + k, H, err);
+        for (int64_t i = 0; i < w * w; i++) Hw[i] = sw > 0 ? g->gw[k][i] / sw : H[i];
+        rc = score_tensor(c, idx, H, Hw, err);
     }
     free(H);
+    free(Hw);
     sqz_progress_update(&c->prog, layer + 1, NULL);
     return rc;
 }
@@ -481,14 +551,23 @@ int sqz_sens_options(const sqz_model *m, const int *types, int n_types, sqz_sens
 int sqz_sensitivity(const sqz_model *sm, const sqz_model *wm, sqz_pool *pool, const sqz_sens_opts *o, sqz_sens *out,
                     sqz_err *err) {
     memset(out, 0, sizeof *out);
-    if (o->n_types < 1 || o->n_types > SQZ_SENS_MAX_OPTIONS)
+    if (o->n_types < (o->prune_ffn_step > 0 ? 0 : 1) || o->n_types > SQZ_SENS_MAX_OPTIONS)
         return sqz_fail(err, "sensitivity: %d candidate types (expected 1 .. %d)", o->n_types, SQZ_SENS_MAX_OPTIONS);
+    if (o->prune_ffn_step > 0 && sm != wm)
+        return sqz_fail(err, "sensitivity: width options need the statistics of the weights' own model");
     if (!o->windows || o->nsamples < 1 || o->seqlen < 2)
         return sqz_fail(err, "sensitivity: needs calibration windows of at least 2 tokens");
     if (sm->cfg.n_layer != wm->cfg.n_layer || sm->cfg.dim != wm->cfg.dim || sm->cfg.n_vocab != wm->cfg.n_vocab ||
         (sm->output == sm->tok_embd) != (wm->output == wm->tok_embd))
         return sqz_fail(err, "sensitivity: %s and %s do not have the same shapes", sm->path, wm->path);
     if (sqz_sens_options(wm, o->types, o->n_types, out, err)) goto fail;
+    if (o->prune_ffn_step > 0) {
+        if (!(out->widths = calloc((size_t)wm->cfg.n_layer, sizeof *out->widths))) {
+            sqz_fail(err, "sensitivity: out of memory");
+            goto fail;
+        }
+        out->n_widths = wm->cfg.n_layer;
+    }
     /* the pool is the parallelism: OpenBLAS threads on top only spin (profiled: 16% of the
      * time in sched_yield) */
     int blas_threads = openblas_get_num_threads();
@@ -505,13 +584,18 @@ int sqz_sensitivity(const sqz_model *sm, const sqz_model *wm, sqz_pool *pool, co
     score_ctx c = {sm, wm, pool, o, &st, out, {0}, out->n_scored};
     sqz_progress_begin(&c.prog, "options", sm->cfg.n_layer + 1, "layers", 0);
     if (!o->progress) c.prog.out = NULL;
-    int rc = sqz_calib_run(sm, pool, o->windows, o->nsamples, o->seqlen, layer_cb, &c, err);
-    if (rc == SQZ_OK) {
+    int rc = sqz_calib_run_weighted(sm, pool, o->windows, o->nsamples, o->seqlen, (const float *const *)st.tw,
+                                    layer_cb, &c, err);
+    if (rc == SQZ_OK && o->n_types > 0) {
         int64_t dim = sm->cfg.dim;
+        int head = sqz_sens_index(wm, -1, SQZ_LIN_OUTPUT);
+        double sw = weight_sum(&st, head, out->t[head].rows);
         for (int64_t i = 0; i < dim * dim; i++) st.H_out[i] /= (double)st.n_rows_out;
-        rc = score_tensor(&c, sqz_sens_index(wm, -1, SQZ_LIN_OUTPUT), st.H_out, err);
+        for (int64_t i = 0; i < dim * dim; i++) st.H_outw[i] = sw > 0 ? st.H_outw[i] / sw : st.H_out[i];
+        rc = score_tensor(&c, head, st.H_out, st.H_outw, err);
     }
-    if (rc == SQZ_OK && wm->output != wm->tok_embd) rc = score_tensor(&c, sqz_sens_index(wm, -1, SQZ_LIN_EMBD), NULL, err);
+    if (rc == SQZ_OK && wm->output != wm->tok_embd && o->n_types > 0)
+        rc = score_tensor(&c, sqz_sens_index(wm, -1, SQZ_LIN_EMBD), NULL, NULL, err);
     sqz_progress_update(&c.prog, sm->cfg.n_layer + 1, NULL);
     sqz_progress_end(&c.prog);
     stats_free(&st);

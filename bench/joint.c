@@ -1,0 +1,348 @@
+/* bench_joint: joint pruning + quantization against quantization alone and against
+ * pruning first, then quantizing, at budgets below 3 bits per weight of the original
+ * model (bench/README.md).
+ *
+ *   bench_joint [--model GGUF] [--bpw 2.5,2.75,3.0] [--ctx 512] [--chunks 8] [--nsamples 8]
+ *               [--seqlen 512] [--prune auto] [--threads N] [--text FILE] [--calib FILE]
+ *               [--sqz PATH] [--llama-bin DIR] [--fresh] [--no-append]
+ *
+ * Per budget B (bytes = floor(B · n_params / 8) of the original model):
+ *   joint      `sqz compress MODEL --target-size BYTES --prune P` (widths and types in one
+ *              knapsack, compensated removal, GPTQ);
+ *   quant-only `sqz compress MODEL --target-size BYTES`: below the model's smallest
+ *              quantized size it is "unreachable (min X bpw)", from sqz's message;
+ *   two-step   the same number of query heads and FFN channels as the joint file kept
+ *              (as fractions, per layer), chosen by activation-weighted magnitude and removed
+ *              without compensation: `sqz prune MODEL --attn-keep FA --ffn-keep FF --select
+ *              magnitude --no-compensate`, then `sqz compress PRUNED --target-size BYTES`.
+ * Every perplexity: `sqz ppl FILE TEXT --ctx C --protocol gptq --chunks K`. Calibration
+ * for all: the same --calib windows (--nsamples × --seqlen, seed 0).
+ * Speed: llama-bench prefill (pp512, 3 repetitions) of Q8_0 files of the two-step
+ * pruned model and of the unpruned model, quantized the same way (`sqz quantize --type
+ * Q8_0 --method rtn`): the pruned file's tokens/s over the unpruned one's.
+ *
+ * Files are cached in $SQZ_BENCH_DIR, else joint/ beside the program, one folder per model
+ * (a step is redone when its marker is older than its inputs' or with --fresh). The
+ * table goes to bench/RESULTS.md unless --no-append or a step failed. */
+#define PROG "bench_joint"
+#include "bench_util.h"
+
+typedef struct {
+    const char *model, *text, *calib, *sqz, *llama_bin, *bpw, *prune;
+    long long ctx, chunks, nsamples, seqlen, threads;
+    int fresh, append;
+} opts_t;
+
+typedef struct {
+    double bpw_target;
+    long long budget;
+    int state[3];       /* per method: 1 measured, 2 unreachable, -1 failed */
+    double ppl[3], bpw[3], min_bpw[3];
+    double kept_params; /* joint: weights after pruning */
+    double fa, ff;      /* joint: kept fractions of query heads and FFN channels */
+    double pp_pruned, pp_full; /* llama-bench prefill tokens/s, two-step widths vs unpruned, Q8_0 */
+} row_t;
+
+static const char *const METHOD[3] = {"joint prune+quant", "quant-only", "two-step (magnitude prune, then quant)"};
+
+static char *g_sqz, *g_text, *g_calib, *g_dir;
+static opts_t g_o;
+
+static int ppl_of(const char *gguf, double *ppl) {
+    char json[PATH_MAX], cmd[4 * PATH_MAX], log[PATH_MAX + 8];
+    xfmt(json, sizeof json, "%s.ppl-c%lld-k%lld.json", gguf, g_o.ctx, g_o.chunks);
+    xfmt(log, sizeof log, "%s.log", json);
+    char mk[PATH_MAX];
+    xfmt(mk, sizeof mk, "%s.done", gguf);
+    if (!g_o.fresh && file_exists(json) && mtime_of(json) >= mtime_of(mk)) {
+        cJSON *j = read_json(json);
+        *ppl = j ? json_num(j, "ppl", NAN) : NAN;
+        cJSON_Delete(j);
+        if (isfinite(*ppl)) return 0;
+    }
+    char *qs = shq(g_sqz), *qg = shq(gguf), *qt = shq(g_text), *qj = shq(json);
+    xfmt(cmd, sizeof cmd, "%s ppl %s %s --ctx %lld --protocol gptq --chunks %lld --threads %lld --json %s", qs, qg, qt,
+         g_o.ctx, g_o.chunks, g_o.threads, qj);
+    free(qs); free(qg); free(qt); free(qj);
+    fprintf(stderr, "%s: ppl %s\n", PROG, base_name(gguf));
+    if (run_logged(cmd, log, 0) < 0) return -1;
+    cJSON *j = read_json(json);
+    *ppl = j ? json_num(j, "ppl", NAN) : NAN;
+    cJSON_Delete(j);
+    return isfinite(*ppl) ? 0 : -1;
+}
+
+/* sqz compress SRC to OUT at `budget` bytes (extra: more flags); 0 made, 2 unreachable
+ * (*min_bpw from the message, relative to n_params), -1 failed. */
+static int compress(const char *label, const char *src, const char *out, long long budget, const char *extra,
+                    const char *const *deps, long long n_params, double *min_bpw) {
+    char cmd[6 * PATH_MAX], unr[PATH_MAX + 32];
+    xfmt(unr, sizeof unr, "%s.unreachable", out);
+    if (!g_o.fresh && file_exists(unr) && mtime_of(unr) >= (deps && deps[0] ? mtime_of(deps[0]) : 0)) {
+        cJSON *j = read_json(unr);
+        *min_bpw = j ? json_num(j, "min_bpw", NAN) : NAN;
+        cJSON_Delete(j);
+        fprintf(stderr, "%s: %s: cached: unreachable\n", PROG, label);
+        return 2;
+    }
+    unlink(unr);
+    char json[PATH_MAX + 8];
+    xfmt(json, sizeof json, "%s.json", out);
+    char *qs = shq(g_sqz), *qm = shq(src), *qo = shq(out), *qc = shq(g_calib), *qj = shq(json);
+    xfmt(cmd, sizeof cmd,
+         "%s compress %s -o %s --target-size %lld --calib %s --nsamples %lld --seqlen %lld --seed 0 --threads %lld "
+         "--json %s --quiet %s",
+         qs, qm, qo, budget, qc, g_o.nsamples, g_o.seqlen, g_o.threads, qj, extra ? extra : "");
+    free(qs); free(qm); free(qo); free(qc); free(qj);
+    double sec;
+    if (make_step(label, out, json, deps, g_o.fresh, cmd, 1, &sec, NULL) == 0) return 0;
+    char log[PATH_MAX + 8];
+    xfmt(log, sizeof log, "%s.log", out);
+    char *txt = slurp(log);
+    const char *p = txt ? strstr(txt, "minimum ") : NULL;
+    long long minb = 0;
+    if (p && sscanf(p, "minimum %lld bytes", &minb) == 1) {
+        *min_bpw = 8.0 * (double)minb / (double)n_params;
+        char js[128];
+        xfmt(js, sizeof js, "{\"min_bpw\": %.6f}\n", *min_bpw);
+        write_text(unr, js);
+        free(txt);
+        fprintf(stderr, "%s: %s: unreachable (min %.3f bpw)\n", PROG, label, *min_bpw);
+        return 2;
+    }
+    if (txt) fprintf(stderr, "%s: %s failed:\n%s\n", PROG, label, txt);
+    free(txt);
+    return -1;
+}
+
+/* llama-bench prefill tokens/s of gguf (pp512), or NaN. */
+static double prefill(const char *gguf) {
+    char cmd[3 * PATH_MAX];
+    char *qb = shq(g_o.llama_bin), *qg = shq(gguf);
+    xfmt(cmd, sizeof cmd, "%s/llama-bench -m %s -p 512 -n 0 -r 3 -t %lld -o json 2>/dev/null", qb, qg, g_o.threads);
+    free(qb); free(qg);
+    char *out = run_capture(cmd);
+    cJSON *j = out ? cJSON_Parse(out) : NULL;
+    free(out);
+    double v = NAN;
+    const cJSON *it = cJSON_IsArray(j) ? cJSON_GetArrayItem(j, 0) : NULL;
+    if (it) v = json_num(it, "avg_ts", NAN);
+    cJSON_Delete(j);
+    return v;
+}
+
+static int usage(void) {
+    fprintf(stderr, "usage: bench_joint [--model GGUF] [--bpw 2.5,2.75,3.0] [--ctx 512] [--chunks 8] [--nsamples 8]\n"
+                    "                   [--seqlen 512] [--prune auto] [--threads N] [--text FILE] [--calib FILE]\n"
+                    "                   [--sqz PATH] [--llama-bin DIR] [--fresh] [--no-append]\n");
+    return 2;
+}
+
+int main(int argc, char **argv) {
+    opts_t *o = &g_o;
+    memset(o, 0, sizeof *o);
+    o->bpw = "2.5,2.75,3.0";
+    o->prune = "auto";
+    o->ctx = 512, o->chunks = 8, o->nsamples = 8, o->seqlen = 512, o->append = 1;
+    o->threads = sysconf(_SC_NPROCESSORS_ONLN) > 0 ? sysconf(_SC_NPROCESSORS_ONLN) : 1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        long long *ll = !strcmp(a, "--ctx") ? &o->ctx : !strcmp(a, "--chunks") ? &o->chunks
+                      : !strcmp(a, "--nsamples") ? &o->nsamples : !strcmp(a, "--seqlen") ? &o->seqlen
+                      : !strcmp(a, "--threads") ? &o->threads : NULL;
+        const char **str = !strcmp(a, "--model") ? &o->model : !strcmp(a, "--bpw") ? &o->bpw
+                         : !strcmp(a, "--prune") ? &o->prune : !strcmp(a, "--text") ? &o->text
+                         : !strcmp(a, "--calib") ? &o->calib : !strcmp(a, "--sqz") ? &o->sqz
+                         : !strcmp(a, "--llama-bin") ? &o->llama_bin : NULL;
+        if (ll) {
+            if (!v || parse_ll(v, 1, 1 << 20, ll)) return usage();
+            i++;
+        } else if (str) {
+            if (!v) return usage();
+            *str = v;
+            i++;
+        } else if (!strcmp(a, "--fresh")) {
+            o->fresh = 1;
+        } else if (!strcmp(a, "--no-append")) {
+            o->append = 0;
+        } else {
+            return usage();
+        }
+    }
+    char *root = repo_root(), p[PATH_MAX];
+    if (!root) return 1;
+    char *model = o->model ? strdup(o->model) : default_model(root);
+    if (!model) {
+        fprintf(stderr, "%s: no model: run scripts/setup.sh or pass --model\n", PROG);
+        return 1;
+    }
+    xfmt(p, sizeof p, "%s/../shared/data/wikitext-2-raw-test.txt", root);
+    g_text = strdup(o->text ? o->text : p);
+    xfmt(p, sizeof p, "%s/../shared/data/calib-state-of-the-union.txt", root);
+    g_calib = strdup(o->calib ? o->calib : p);
+    char *exe = exe_dir();
+    xfmt(p, sizeof p, "%s/sqz", exe);
+    g_sqz = strdup(o->sqz ? o->sqz : p);
+    char *lb = llama_bin_dir(root, o->llama_bin, "llama-bench", PROG);
+    o->llama_bin = lb;
+    if (!file_exists(g_text) || !file_exists(g_calib) || !file_exists(g_sqz)) {
+        fprintf(stderr, "%s: missing %s, %s or %s\n", PROG, g_text, g_calib, g_sqz);
+        return 1;
+    }
+    const char *base_dir = getenv("SQZ_BENCH_DIR");
+    char bd[PATH_MAX], mkey[256];
+    xfmt(bd, sizeof bd, "%s/joint", exe);
+    path_key(model, mkey, sizeof mkey);
+    xfmt(p, sizeof p, "%s/%s", base_dir && base_dir[0] ? base_dir : bd, mkey);
+    g_dir = strdup(p);
+    {
+        char *q = shq(g_dir), cmd[PATH_MAX + 16];
+        xfmt(cmd, sizeof cmd, "mkdir -p %s", q);
+        free(q);
+        if (system(cmd) != 0) return 1;
+    }
+    fprintf(stderr, "%s: == %s, files in %s\n", PROG, model, g_dir);
+    long long n_params = 0;
+    {
+        char info[PATH_MAX], cmd[3 * PATH_MAX + 64];
+        xfmt(info, sizeof info, "%s/model.info.json", g_dir);
+        char *qs = shq(g_sqz), *qm = shq(model), *qi = shq(info);
+        xfmt(cmd, sizeof cmd, "%s info %s --json %s > /dev/null 2>&1", qs, qm, qi);
+        free(qs); free(qm); free(qi);
+        cJSON *j = system(cmd) == 0 ? read_json(info) : NULL;
+        n_params = j ? (long long)json_num(j, "n_params", 0) : 0;
+        cJSON_Delete(j);
+        if (n_params <= 0) return 1;
+    }
+    double ppl_model = NAN;
+    int failed = ppl_of(model, &ppl_model) != 0;
+    /* the unpruned Q8_0 file for the speed comparison */
+    char full_q8[PATH_MAX];
+    xfmt(full_q8, sizeof full_q8, "%s/full-Q8_0.gguf", g_dir);
+    {
+        char cmd[4 * PATH_MAX];
+        char *qs = shq(g_sqz), *qm = shq(model), *qo = shq(full_q8);
+        xfmt(cmd, sizeof cmd, "%s quantize %s -o %s --type Q8_0 --method rtn --quiet", qs, qm, qo);
+        free(qs); free(qm); free(qo);
+        double sec;
+        if (make_step("unpruned Q8_0", full_q8, NULL, NULL, o->fresh, cmd, 0, &sec, NULL)) failed = 1;
+    }
+    row_t rows[16];
+    int n_rows = 0;
+    char list[256];
+    xfmt(list, sizeof list, "%s", o->bpw);
+    for (char *tok = strtok(list, ","); tok && n_rows < 16; tok = strtok(NULL, ",")) {
+        row_t *r = &rows[n_rows++];
+        memset(r, 0, sizeof *r);
+        r->bpw_target = atof(tok);
+        r->budget = (long long)floor(r->bpw_target * (double)n_params / 8.0);
+        for (int k = 0; k < 3; k++) r->ppl[k] = r->bpw[k] = r->min_bpw[k] = NAN;
+        r->pp_pruned = r->pp_full = NAN;
+        char out[3][PATH_MAX], label[128], extra[256];
+        xfmt(out[0], sizeof out[0], "%s/joint-b%s-%s.gguf", g_dir, tok, o->prune);
+        xfmt(out[1], sizeof out[1], "%s/quant-b%s.gguf", g_dir, tok);
+        xfmt(out[2], sizeof out[2], "%s/twostep-b%s-%s.gguf", g_dir, tok, o->prune);
+        xfmt(extra, sizeof extra, "--prune %s", o->prune);
+        xfmt(label, sizeof label, "joint at %s bpw", tok);
+        int st = compress(label, model, out[0], r->budget, extra, NULL, n_params, &r->min_bpw[0]);
+        r->state[0] = st == 0 ? 1 : st;
+        xfmt(label, sizeof label, "quant-only at %s bpw", tok);
+        st = compress(label, model, out[1], r->budget, NULL, NULL, n_params, &r->min_bpw[1]);
+        r->state[1] = st == 0 ? 1 : st;
+        r->state[2] = -1;
+        if (r->state[0] == 1) { /* the joint file's kept fractions give the two-step's widths */
+            char json[PATH_MAX + 8];
+            xfmt(json, sizeof json, "%s.json", out[0]);
+            cJSON *j = read_json(json), *pj = j ? cJSON_GetObjectItem(j, "prune") : NULL;
+            const cJSON *ls = pj ? cJSON_GetObjectItem(pj, "layers") : NULL, *it;
+            double h = 0, f = 0;
+            int nl = 0;
+            cJSON_ArrayForEach(it, ls) {
+                h += json_num(it, "n_head", 0);
+                f += json_num(it, "n_ff", 0);
+                nl++;
+            }
+            r->kept_params = pj ? json_num(pj, "params_after", NAN) : NAN;
+            cJSON_Delete(j);
+            cJSON *info = NULL;
+            xfmt(p, sizeof p, "%s/model.info.json", g_dir);
+            info = read_json(p);
+            const cJSON *l0 = info ? cJSON_GetArrayItem(cJSON_GetObjectItem(info, "layers"), 0) : NULL;
+            double nh = l0 ? json_num(l0, "n_head", 0) : 0, nff = l0 ? json_num(l0, "n_ff", 0) : 0;
+            cJSON_Delete(info);
+            if (nl > 0 && nh > 0 && nff > 0) {
+                r->fa = h / (nl * nh);
+                r->ff = f / (nl * nff);
+                char pruned[PATH_MAX], cmd[6 * PATH_MAX];
+                xfmt(pruned, sizeof pruned, "%s/twostep-b%s-%s.pruned.gguf", g_dir, tok, o->prune);
+                char *qs = shq(g_sqz), *qm = shq(model), *qo = shq(pruned), *qc = shq(g_calib);
+                xfmt(cmd, sizeof cmd,
+                     "%s prune %s -o %s --calib %s --nsamples %lld --seqlen %lld --seed 0 --threads %lld "
+                     "--attn-keep %.4f --ffn-keep %.4f --select magnitude --no-compensate --quiet",
+                     qs, qm, qo, qc, o->nsamples, o->seqlen, o->threads, r->fa, r->ff);
+                free(qs); free(qm); free(qo); free(qc);
+                double sec;
+                xfmt(label, sizeof label, "two-step prune at %s bpw", tok);
+                const char *deps[] = {out[0], NULL};
+                if (make_step(label, pruned, NULL, deps, o->fresh, cmd, 0, &sec, NULL) == 0) {
+                    const char *deps2[] = {pruned, NULL};
+                    xfmt(label, sizeof label, "two-step quantize at %s bpw", tok);
+                    st = compress(label, pruned, out[2], r->budget, NULL, deps2, n_params, &r->min_bpw[2]);
+                    r->state[2] = st == 0 ? 1 : st;
+                    /* speed: the same widths, the same type */
+                    char pq8[PATH_MAX + 16];
+                    xfmt(pq8, sizeof pq8, "%s.Q8_0.gguf", pruned);
+                    qs = shq(g_sqz), qm = shq(pruned), qo = shq(pq8);
+                    xfmt(cmd, sizeof cmd, "%s quantize %s -o %s --type Q8_0 --method rtn --quiet", qs, qm, qo);
+                    free(qs); free(qm); free(qo);
+                    xfmt(label, sizeof label, "two-step Q8_0 at %s bpw", tok);
+                    if (lb && make_step(label, pq8, NULL, deps2, o->fresh, cmd, 0, &sec, NULL) == 0) {
+                        r->pp_pruned = prefill(pq8);
+                        r->pp_full = prefill(full_q8);
+                    }
+                }
+            }
+        }
+        for (int k = 0; k < 3; k++) {
+            if (r->state[k] == 1) {
+                r->bpw[k] = 8.0 * (double)file_size(out[k]) / (double)n_params;
+                if (ppl_of(out[k], &r->ppl[k])) r->state[k] = -1;
+            }
+            if (r->state[k] < 0) failed = 1;
+        }
+    }
+    strbuf b = {0};
+    char head[1024];
+    results_heading(root, "bench_joint", head, sizeof head);
+    sb_printf(&b, "\n%s\n\nModel %s, %lld parameters, perplexity %.4f. Budgets in bits per weight of the original "
+              "model (8 · bytes / %lld). Perplexity: `sqz ppl FILE %s --ctx %lld --protocol gptq --chunks %lld`. "
+              "Calibration: %s, %lld × %lld tokens, seed 0, the same for every method. Joint: `sqz compress "
+              "--prune %s`; two-step: the joint file's kept fractions of heads and channels per layer, chosen by "
+              "activation-weighted magnitude and removed without compensation (`sqz prune --select magnitude "
+              "--no-compensate`), then `sqz compress` to the same byte budget.\n\n",
+              head, base_name(model), n_params, ppl_model, n_params, base_name(g_text), o->ctx, o->chunks,
+              base_name(g_calib), o->nsamples, o->seqlen, o->prune);
+    sb_printf(&b, "| budget bpw | %s | %s | %s | heads / channels kept | weights kept |\n|---:|---:|---:|---:|---:|---:|\n",
+              METHOD[0], METHOD[1], METHOD[2]);
+    for (int i = 0; i < n_rows; i++) {
+        row_t *r = &rows[i];
+        sb_printf(&b, "| %.3g |", r->bpw_target);
+        for (int k = 0; k < 3; k++) {
+            if (r->state[k] == 1) sb_printf(&b, " %.3f (%.3f bpw) |", r->ppl[k], r->bpw[k]);
+            else if (r->state[k] == 2) sb_printf(&b, " unreachable (min %.3f bpw) |", r->min_bpw[k]);
+            else sb_printf(&b, " failed |");
+        }
+        sb_printf(&b, " %.1f%% / %.1f%% | %.1f%% |\n", 100 * r->fa, 100 * r->ff, 100 * r->kept_params / n_params);
+    }
+    sb_printf(&b, "\nPrefill speed in llama.cpp (`llama-bench -p 512 -n 0 -r 3 -t %lld`), Q8_0 files (`sqz quantize "
+              "--type Q8_0 --method rtn`) of the two-step widths against the unpruned model:\n\n"
+              "| budget bpw | pruned t/s | unpruned t/s | ratio |\n|---:|---:|---:|---:|\n", o->threads);
+    for (int i = 0; i < n_rows; i++)
+        sb_printf(&b, "| %.3g | %.1f | %.1f | %.2f |\n", rows[i].bpw_target, rows[i].pp_pruned, rows[i].pp_full,
+                  rows[i].pp_pruned / rows[i].pp_full);
+    fputs(b.s ? b.s : "", stdout);
+    if (o->append && !failed) append_results(root, b.s, PROG);
+    else if (failed) fprintf(stderr, "%s: a step failed: not appended to bench/RESULTS.md\n", PROG);
+    free(b.s);
+    return failed;
+}

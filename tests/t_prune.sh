@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# sqz prune: structured pruning with least-squares compensation, and llama.cpp running
+# the result. On the default model (SmolLM2-135M-Instruct, 9 query / 3 kv heads, FFN 1536):
+#  (a) --attn-keep 0.67 --ffn-keep 0.75, compensated and --no-compensate: the same heads and
+#      channels go (same JSON layers), the kept counts are what was asked (>= 6 heads as
+#      a kv heads x b query heads, 1152 channels), the file's tensors have the pruned
+#      shapes (gguf-py), and compensation lowers the measured held-out loss change
+#      against plain removal of that same set;
+#  (b) llama.cpp loads the pruned file (F32, architecture deci when layers differ) and
+#      llama-perplexity (F32 KV cache) agrees with `sqz ppl --protocol llamacpp` on it
+#      within 0.5%;
+#  (c) bad input: --attn-keep outside [0, 1], a missing --calib: exit 2, no file left;
+#  (d) sqz compress --prune on stories260K reaches a budget that quantization alone cannot
+#      (exit 1 with the minimum without --prune), within the budget, grouped-query widths
+#      within max=, the file's shapes those widths; --prune outside [0, 0.9] or unknown:
+#      exit 2; a budget below what pruning can reach: exit 1 naming the minimum.
+set -uo pipefail
+
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+tmp="${SQZ_TMP:-${TMPDIR:-/tmp}}/t_prune"
+bin="$(sqz_llama_bin)"
+
+die() { echo "t_prune: FAIL: $*" >&2; exit 1; }
+fails=0
+bad() { echo "t_prune: FAIL: $*" >&2; fails=$((fails + 1)); }
+
+sqz_need_llamacpp t_prune "$bin/llama-perplexity"
+[[ -x "$sqz" ]] || die "sqz binary not found at $sqz"
+python3 -c "import gguf, numpy" 2>/dev/null || die "python3 cannot import gguf and numpy (pip install gguf numpy)"
+model="$(sqz_default_model)" || die "default model GGUF not found ('$model'): run scripts/setup.sh"
+calib="$shared/data/calib-state-of-the-union.txt"
+text="$shared/data/wikitext-2-raw-test.txt"
+[[ -f "$calib" && -f "$text" ]] || die "$calib or $text not found"
+rm -rf "$tmp"
+mkdir -p "$tmp"
+t0=$SECONDS
+
+# ---------------------------------------------------------------- (a) compensation
+args=(--calib "$calib" --nsamples 8 --seqlen 256 --heldout 4 --attn-keep 0.67 --ffn-keep 0.75 --quiet)
+for v in comp plain; do
+    extra=()
+    [[ $v == plain ]] && extra=(--no-compensate)
+    echo "t_prune: (a) sqz prune $(basename "$model") ${args[*]} ${extra[*]}"
+    "$sqz" prune "$model" -o "$tmp/$v.gguf" "${args[@]}" "${extra[@]}" --json "$tmp/$v.json" >"$tmp/$v.log" 2>&1 \
+        || die "sqz prune ($v) failed: $(tail -n 3 "$tmp/$v.log")"
+    sed 's/^/  /' "$tmp/$v.log"
+done
+left="$(cd "$tmp" && ls -A | grep -F '.tmp' || true)"
+[[ -z "$left" ]] || bad "temporary files left: $left"
+python3 - "$tmp/comp.json" "$tmp/plain.json" "$tmp/comp.gguf" <<'EOF' || bad "(a), see above"
+import json, sys
+import gguf
+c, p = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+bad = 0
+def fail(msg):
+    global bad
+    print("  FAIL:", msg)
+    bad = 1
+if c["layers"] != p["layers"]:
+    fail("compensated and plain runs pruned different sets")
+for i, l in enumerate(c["layers"]):
+    h, kv, ff = l["n_head"], l["n_head_kv"], l["n_ff"]
+    if not (6 <= h <= 9 and kv >= 1 and h % kv == 0 and ff == 1152):
+        fail(f"layer {i}: {h} heads / {kv} kv heads / {ff} channels (want >= 6 as a*b, 1152)")
+    if any(q // 3 not in range(3) for q in l["heads"]) or len(l["heads"]) != h:
+        fail(f"layer {i}: heads {l['heads']}")
+r = gguf.GGUFReader(sys.argv[3])
+shapes = {t.name: [int(x) for x in t.shape] for t in r.tensors}
+for i, l in enumerate(c["layers"]):
+    h, kv, ff = l["n_head"], l["n_head_kv"], l["n_ff"]
+    want = {"attn_q": [576, 64 * h], "attn_k": [576, 64 * kv], "attn_v": [576, 64 * kv],
+            "attn_output": [64 * h, 576], "ffn_gate": [576, ff], "ffn_up": [576, ff], "ffn_down": [ff, 576]}
+    for k, s in want.items():
+        got = shapes.get(f"blk.{i}.{k}.weight")
+        if got != s:
+            fail(f"blk.{i}.{k}.weight: shape {got}, want {s}")
+f = r.fields["general.architecture"]
+arch = bytes(f.parts[f.data[0]]).decode()
+differ = len({(l["n_head"], l["n_head_kv"], l["n_ff"]) for l in c["layers"]}) > 1
+print(f"  architecture {arch} (layers {'differ' if differ else 'alike'}); kv heads per layer "
+      f"{[l['n_head_kv'] for l in c['layers']]}")
+if arch != ("deci" if differ else "llama"):
+    fail(f"architecture {arch}, want {'deci' if differ else 'llama'}")
+dc = c["heldout_loss_after"] - c["heldout_loss_before"]
+dp = p["heldout_loss_after"] - p["heldout_loss_before"]
+print(f"  held-out loss change: compensated {dc:.5f}, plain removal {dp:.5f} "
+      f"(predicted {c['predicted_dL_compensated']:.5f} / {c['predicted_dL_plain']:.5f}); "
+      f"{c['params_after']} of {c['params_before']} weights")
+if not (dc < dp):
+    fail("compensation did not lower the measured loss change")
+if not (c["predicted_dL_compensated"] < c["predicted_dL_plain"]):
+    fail("the proxy does not predict compensation to help")
+sys.exit(bad)
+EOF
+echo "  ($((SECONDS - t0)) s so far)"
+
+# ---------------------------------------------------------------- (b) llama.cpp
+llama_ppl() {
+    "$bin/llama-perplexity" -m "$1" -f "$text" -c 256 --chunks 4 -t 2 -ctk f32 -ctv f32 >"$2" 2>&1 \
+        || { echo "  llama-perplexity on $1 failed: see $2" >&2; return 0; }
+    sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p' "$2" | tail -n 1
+}
+ref="$(llama_ppl "$tmp/comp.gguf" "$tmp/llama-ppl.log")"
+[[ -n "$ref" ]] || bad "llama-perplexity did not run the pruned file: $(grep -iE 'error|fail' "$tmp/llama-ppl.log" | head -n 3)"
+arch="$(python3 -c 'import gguf,sys; f=gguf.GGUFReader(sys.argv[1]).fields["general.architecture"]; print(bytes(f.parts[f.data[0]]).decode())' "$tmp/comp.gguf" 2>/dev/null)"
+"$sqz" ppl "$tmp/comp.gguf" "$text" --ctx 256 --chunks 4 --protocol llamacpp \
+    --json "$tmp/sqz-ppl.json" >"$tmp/sqz-ppl.log" 2>&1 || bad "sqz ppl on the pruned file failed: $(tail -n 2 "$tmp/sqz-ppl.log")"
+ours="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ppl"])' "$tmp/sqz-ppl.json" 2>/dev/null)"
+echo "t_prune: (b) pruned file (llama.cpp architecture ${arch:-?}), wikitext-2, llama.cpp protocol, ctx 256, 4 chunks:"
+echo "  llama-perplexity = ${ref:-?}   sqz ppl = ${ours:-?}"
+if [[ -n "$ref" && -n "$ours" ]]; then
+    python3 -c 'import sys; a, b = map(float, sys.argv[1:]); d = abs(a / b - 1); print(f"  relative difference {d:.2e} (limit 5e-3)"); sys.exit(d > 5e-3)' "$ours" "$ref" \
+        || bad "sqz ppl and llama-perplexity differ by more than 0.5% on the pruned file"
+fi
+
+# ---------------------------------------------------------------- (c) bad input
+expect_usage() {   # expect_usage WHAT ARGS...
+    local what=$1; shift
+    "$sqz" prune "$model" -o "$tmp/bad.gguf" "$@" >"$tmp/bad.log" 2>&1
+    local st=$?
+    [[ $st == 2 ]] || bad "$what: exit status $st, want 2"
+    [[ ! -e "$tmp/bad.gguf" ]] || bad "$what: an output was written"
+    echo "  $what -> exit $st: $(head -n 1 "$tmp/bad.log")"
+}
+echo "t_prune: (c) bad input"
+expect_usage "--attn-keep 1.5" --calib "$calib" --attn-keep 1.5
+expect_usage "--ffn-keep -0.1" --calib "$calib" --ffn-keep -0.1
+expect_usage "no --calib" --attn-keep 0.5
+
+# ---------------------------------------------------------------- (d) compress --prune
+# stories260K (F32, 5 layers, 8 query / 4 kv heads, FFN 172): its unpruned minimum is 7.166
+# bpw (ffn_down's 172-wide rows fit no block type: F16), so 6 bpw needs pruning.
+s260="$shared/models/stories260K"
+ids="$s260/reference_greedy_tokens.json"
+if [[ -d "$s260" && -f "$ids" ]]; then
+    c260=(--calib "$ids" --nsamples 4 --seqlen 32 --heldout 2 --quiet)
+    "$sqz" compress "$s260" -o "$tmp/c260.gguf" --target-bpw 6 "${c260[@]}" >"$tmp/c260n.log" 2>&1
+    st=$?
+    [[ $st == 1 ]] || bad "compress at 6 bpw without --prune: exit $st, want 1 (below the minimum)"
+    grep -q "minimum 232917 bytes" "$tmp/c260n.log" || bad "compress without --prune: no minimum in: $(cat "$tmp/c260n.log")"
+    "$sqz" compress "$s260" -o "$tmp/c260.gguf" --target-bpw 6 --prune max=0.5 "${c260[@]}" --json "$tmp/c260.json" \
+        >"$tmp/c260.log" 2>&1 || bad "compress --prune max=0.5 at 6 bpw failed: $(tail -n 2 "$tmp/c260.log")"
+    sed 's/^/  /' "$tmp/c260.log"
+    python3 - "$tmp/c260.json" "$tmp/c260.gguf" <<'EOF2' || bad "(d), see above"
+import json, os, sys
+import gguf
+j = json.load(open(sys.argv[1]))
+size = os.path.getsize(sys.argv[2])
+bad = 0
+if size > j["budget_bytes"]:
+    print(f"  FAIL: {size} bytes > budget {j['budget_bytes']}"); bad = 1
+ls = j["prune"]["layers"]
+if any(l["n_head"] < 4 or l["n_ff"] < 86 or l["n_head"] % l["n_head_kv"] for l in ls):
+    print(f"  FAIL: widths beyond max=0.5 or not grouped-query: {ls}"); bad = 1
+r = gguf.GGUFReader(sys.argv[2])
+shapes = {t.name: [int(x) for x in t.shape] for t in r.tensors}
+for i, l in enumerate(ls):
+    if shapes.get(f"blk.{i}.ffn_down.weight") != [l["n_ff"], 64] or shapes.get(f"blk.{i}.attn_q.weight") != [64, 8 * l["n_head"]]:
+        print(f"  FAIL: layer {i} shapes {shapes.get(f'blk.{i}.ffn_down.weight')} {shapes.get(f'blk.{i}.attn_q.weight')} vs {l}"); bad = 1
+print(f"  compress --prune max=0.5 at 6 bpw: {size} bytes <= {j['budget_bytes']}; widths "
+      f"{[(l['n_head'], l['n_ff']) for l in ls]}")
+sys.exit(bad)
+EOF2
+    "$sqz" info "$tmp/c260.gguf" >/dev/null 2>&1 || bad "sqz cannot load the pruned, quantized file"
+else
+    bad "$s260 not found"
+fi
+expect_compress() {   # expect_compress WHAT STATUS ARGS...
+    local what=$1 want=$2; shift 2
+    "$sqz" compress "$model" -o "$tmp/bad.gguf" --calib "$calib" "$@" >"$tmp/bad.log" 2>&1
+    local st=$?
+    [[ $st == "$want" ]] || bad "compress $what: exit status $st, want $want"
+    [[ ! -e "$tmp/bad.gguf" ]] || bad "compress $what: an output was written"
+    echo "  compress $what -> exit $st: $(grep -m1 error "$tmp/bad.log")"
+}
+expect_compress "--prune max=0.95" 2 --target-bpw 3 --prune max=0.95
+expect_compress "--prune sometimes" 2 --target-bpw 3 --prune sometimes
+expect_compress "--prune max=0.25 at 1 bpw" 1 --target-bpw 1 --prune max=0.25
+grep -q "minimum" "$tmp/bad.log" || bad "the unreachable budget's message names no minimum"
+
+echo "t_prune: $((SECONDS - t0)) s"
+[[ $fails == 0 ]] || { echo "t_prune: $fails failure(s)" >&2; exit 1; }
+echo "t_prune: OK"
