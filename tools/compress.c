@@ -411,10 +411,11 @@ const char HELP_COMPRESS[] =
     "  --nsamples N       calibration windows (default 16), --seqlen L tokens (512)\n"
     "  --heldout N        held-out windows (default 4)\n"
     "  --rounds R         estimate -> allocate -> quantize rounds (default 1)\n"
-    "  --proxy P          grad (default): the gradient-scaled Gram form s_j H; gradtw:\n"
-    "                     the same with the token-weighted Gram H_w (tokens weighted by\n"
-    "                     their gradient's size); diag: the diagonal Fisher (one float\n"
-    "                     per weight in memory while estimating)\n"
+    "  --proxy P          gradtw (default): the gradient-scaled Gram form s_j H_w with\n"
+    "                     the token-weighted Gram (tokens weighted by their gradient's\n"
+    "                     size; it ranked best on SmolLM2, see docs/architecture.md);\n"
+    "                     grad: s_j H with the plain Gram; diag: the diagonal Fisher (one\n"
+    "                     float per weight in memory while estimating)\n"
     "  --sensitivity F    round 1 from the predictions of 'sqz sensitivity --json F'\n"
     "                     (same model, types, calibration: the estimate does not depend\n"
     "                     on the budget, so one file serves many budgets)\n"
@@ -544,7 +545,7 @@ int cmd_compress(args *a) {
     const char *size_arg = NULL, *bpw_arg = NULL, *sens_in = NULL;
     calib_set cs = {NULL, 16, 512, 0, 4, NULL, 0, NULL, NULL};
     long long rounds = 1, threads = 0, eval_ctx = 512, eval_chunks = 8, measure = 0;
-    int quiet = 0, rc = 0, form = FORM_GRAD;
+    int quiet = 0, rc = 0, form = FORM_GRADTW;
     double prune_max = -1.0; /* --prune: the largest fraction of a block's heads or channels removed; < 0: none */
     double damp = 0.01, shrink = 0.75;
     for (a->i = 0; a->i < a->argc; a->i++) {

@@ -17,7 +17,7 @@ const char HELP_PRUNE[] =
     "usage: sqz prune MODEL -o OUT.gguf --calib FILE [--attn-keep F] [--ffn-keep F]\n"
     "                 [--nsamples N] [--seqlen L] [--seed S] [--heldout N] [--no-compensate]\n"
     "                 [--select grad|magnitude] [--damp F] [--shrink F] [--threads N]\n"
-    "                 [--quiet] [--json OUT]\n"
+    "                 [--hf-out DIR] [--quiet] [--json OUT]\n"
     "\n"
     "Removes attention heads and FFN channels from every layer and writes the unquantized\n"
     "result as GGUF (architecture deci when layers differ: llama.cpp loads it). Which ones\n"
@@ -43,6 +43,9 @@ const char HELP_PRUNE[] =
     "  --shrink F      H's off-diagonal entries scaled by 1-F in the compensation (default\n"
     "                  0.75, as GPTQ's: a Gram of a few thousand tokens is otherwise\n"
     "                  fitted, not estimated; 1 = plain removal)\n"
+    "  --hf-out DIR    also write the pruned model as a Hugging Face style folder\n"
+    "                  (model.safetensors in F32 + config.json with per-layer head counts\n"
+    "                  and FFN widths, which sqz loads; no tokenizer files)\n"
     "  --json OUT      per-layer widths, predicted and measured changes as JSON\n";
 
 /* The attention option of layer l with the fewest heads >= target, then the cheapest
@@ -79,7 +82,7 @@ static int parse_frac(const char *v, double lo, double *out) {
 }
 
 int cmd_prune(args *a) {
-    const char *model = NULL, *out = NULL, *json = NULL;
+    const char *model = NULL, *out = NULL, *json = NULL, *hf_out = NULL;
     calib_set cs = {NULL, 16, 512, 0, 4, NULL, 0, NULL, NULL};
     long long threads = 0;
     double attn_keep = 1.0, ffn_keep = 1.0, damp = 0.01, shrink = 0.75;
@@ -94,6 +97,8 @@ int cmd_prune(args *a) {
             if (!(out = opt_value(a))) return usage_fail(a->cmd, "%s needs a file name", s);
         } else if (!strcmp(s, "--json")) {
             if (!(json = opt_value(a))) return usage_fail(a->cmd, "%s needs a file name", s);
+        } else if (!strcmp(s, "--hf-out")) {
+            if (!(hf_out = opt_value(a))) return usage_fail(a->cmd, "%s needs a folder name", s);
         } else if (!strcmp(s, "--attn-keep")) {
             if (parse_frac(v = opt_value(a), 0.0, &attn_keep))
                 return usage_fail(a->cmd, "--attn-keep '%s': expected a fraction in [0, 1]", v ? v : "");
@@ -180,6 +185,11 @@ int cmd_prune(args *a) {
         heads += ao->n_keep, heads0 += nh, ch += fo->n_keep, ch0 += m.cfg.layer_n_ff[l];
     }
     if (sqz_prune_write(&m, pool, keep, cs.windows, (int)cs.nsamples, (int)cs.seqlen, damp, shrink, compensate, out, &err)) {
+        rc = fail(err.msg);
+        goto done;
+    }
+    if (hf_out && sqz_prune_write_hf(&m, pool, keep, cs.windows, (int)cs.nsamples, (int)cs.seqlen, damp, shrink,
+                                     compensate, hf_out, &err)) {
         rc = fail(err.msg);
         goto done;
     }

@@ -89,6 +89,15 @@ int sqz_prune_layer_options(const sqz_model *m, int l, const double *H_o, const 
                             const double *s_down, double N, double percdamp, double shrink, int magnitude,
                             int ffn_step, sqz_layer_widths *out, sqz_err *err);
 
+/* The same as a Hugging Face folder dir (created if absent): model.safetensors (F32,
+ * transformers' Llama names, q/k rows in the rotate-half layout) and config.json with
+ * the per-layer counts as num_attention_heads_per_layer, num_key_value_heads_per_layer
+ * and intermediate_size_per_layer, which sqz_model_load reads (transformers' Llama does
+ * not: its layers are all alike). No tokenizer files are written. */
+int sqz_prune_write_hf(const sqz_model *m, sqz_pool *pool, const sqz_layer_keep *keep, const int32_t *windows,
+                       int nsamples, int seqlen, double percdamp, double shrink, int compensate, const char *dir,
+                       sqz_err *err);
+
 /* The same widths without their costs or kept units (n_keep, n_keep_kv only): the shapes a
  * plan can take, known before any estimate (the smallest reachable size). */
 int sqz_prune_layer_shapes(const sqz_model *m, int l, int ffn_step, sqz_layer_widths *out, sqz_err *err);

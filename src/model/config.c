@@ -251,6 +251,27 @@ int sqz_config_from_hf_json(sqz_llama_config *cfg, const char *json, size_t len,
         c.layer_n_head_kv[l] = c.n_head_kv;
         c.layer_n_ff[l] = c.n_ff;
     }
+    /* a pruned model (sqz prune --hf-out): per-layer counts as arrays of num_hidden_layers */
+    const char *per_layer[3] = {"num_attention_heads_per_layer", "num_key_value_heads_per_layer",
+                                "intermediate_size_per_layer"};
+    int *dst[3] = {c.layer_n_head, c.layer_n_head_kv, c.layer_n_ff};
+    for (int k = 0; k < 3; k++) {
+        const cJSON *arr = cJSON_GetObjectItemCaseSensitive(root, per_layer[k]);
+        if (!arr) continue;
+        if (!cJSON_IsArray(arr) || cJSON_GetArraySize(arr) != c.n_layer) {
+            sqz_fail(err, "%s: %s: expected an array of %d integers (num_hidden_layers)", path, per_layer[k], c.n_layer);
+            goto done;
+        }
+        for (int l = 0; l < c.n_layer; l++) {
+            const cJSON *v = cJSON_GetArrayItem(arr, l);
+            double x = cJSON_IsNumber(v) ? v->valuedouble : -1;
+            if (!(x >= 0 && x <= CFG_MAX_DIM) || x != floor(x)) {
+                sqz_fail(err, "%s: %s[%d]: expected an integer >= 0", path, per_layer[k], l);
+                goto done;
+            }
+            dst[k][l] = (int)x;
+        }
+    }
     if (validate(&c, path, hf_field, err)) goto done;
     rc = SQZ_OK;
 done:
