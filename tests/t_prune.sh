@@ -13,7 +13,9 @@
 #  (d) sqz compress --prune on stories260K reaches a budget that quantization alone cannot
 #      (exit 1 with the minimum without --prune), within the budget, grouped-query widths
 #      within max=, the file's shapes those widths; --prune outside [0, 0.9] or unknown:
-#      exit 2; a budget below what pruning can reach: exit 1 naming the minimum.
+#      exit 2; a budget below what pruning can reach: exit 1 naming the minimum; a model
+#      whose head counts allow no grouped-query layout (8 query / 3 kv heads): exit 1
+#      naming the config field, for prune and compress --prune.
 set -uo pipefail
 
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -173,6 +175,23 @@ expect_compress() {   # expect_compress WHAT STATUS ARGS...
     [[ ! -e "$tmp/bad.gguf" ]] || bad "compress $what: an output was written"
     echo "  compress $what -> exit $st: $(grep -m1 error "$tmp/bad.log")"
 }
+# a model whose head counts allow no grouped-query layout (8 query heads, 3 kv heads)
+if [[ -d "$s260" ]]; then
+    mkdir -p "$tmp/gqa3"
+    ln -sf "$s260/model.safetensors" "$tmp/gqa3/model.safetensors"
+    python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); c["num_key_value_heads"]=3; json.dump(c, open(sys.argv[2],"w"))' \
+        "$s260/config.json" "$tmp/gqa3/config.json"
+    for cmd in prune compress; do
+        extra=(--attn-keep 0.5)
+        [[ $cmd == compress ]] && extra=(--target-bpw 6 --prune auto)
+        "$sqz" $cmd "$tmp/gqa3" -o "$tmp/bad.gguf" --calib "$ids" --nsamples 2 --seqlen 32 "${extra[@]}" >"$tmp/bad.log" 2>&1
+        st=$?
+        [[ $st == 1 ]] || bad "$cmd on 8 query / 3 kv heads: exit $st, want 1"
+        grep -q "num_attention_heads" "$tmp/bad.log" || bad "$cmd on 8/3 heads: the message names no field: $(cat "$tmp/bad.log")"
+        [[ ! -e "$tmp/bad.gguf" ]] || bad "$cmd on 8/3 heads: an output was written"
+        echo "  $cmd on a model with 8 query / 3 kv heads -> exit $st: $(head -n 1 "$tmp/bad.log")"
+    done
+fi
 expect_compress "--prune max=0.95" 2 --target-bpw 3 --prune max=0.95
 expect_compress "--prune sometimes" 2 --target-bpw 3 --prune sometimes
 expect_compress "--prune max=0.25 at 1 bpw" 1 --target-bpw 1 --prune max=0.25
