@@ -11,10 +11,12 @@
  *              knapsack, compensated removal, GPTQ);
  *   quant-only `sqz compress MODEL --target-size BYTES`: below the model's smallest
  *              quantized size it is "unreachable (min X bpw)", from sqz's message;
- *   two-step   the same number of query heads and FFN channels as the joint file kept
- *              (as fractions, per layer), chosen by activation-weighted magnitude and removed
- *              without compensation: `sqz prune MODEL --attn-keep FA --ffn-keep FF --select
- *              magnitude --no-compensate`, then `sqz compress PRUNED --target-size BYTES`.
+ *   two-step   uniform widths from the joint file's kept fractions of query heads and FFN
+ *              channels, scaled down (by 5% steps) until the uniformly pruned model's smallest
+ *              quantized size is at most 90% of the budget (FFN widths in multiples of 256),
+ *              chosen by activation-weighted magnitude and removed without compensation:
+ *              `sqz prune MODEL --attn-keep FA --ffn-keep FF --select magnitude
+ *              --no-compensate`, then `sqz compress PRUNED --target-size BYTES`.
  * Every perplexity: `sqz ppl FILE TEXT --ctx C --protocol gptq --chunks K`. Calibration
  * for all: the same --calib windows (--nsamples × --seqlen, seed 0).
  * Speed: llama-bench prefill (pp512, 3 repetitions) of Q8_0 files of the two-step
@@ -269,10 +271,26 @@ int main(int argc, char **argv) {
             info = read_json(p);
             const cJSON *l0 = info ? cJSON_GetArrayItem(cJSON_GetObjectItem(info, "layers"), 0) : NULL;
             double nh = l0 ? json_num(l0, "n_head", 0) : 0, nff = l0 ? json_num(l0, "n_ff", 0) : 0;
+            double nkv = l0 ? json_num(l0, "n_head_kv", 0) : 0, hdim = l0 ? json_num(l0, "head_dim", 0) : 0;
+            double dim = info ? json_num(info, "dim", 0) : 0, n_vocab = info ? json_num(info, "n_vocab", 0) : 0;
             cJSON_Delete(info);
-            if (nl > 0 && nh > 0 && nff > 0) {
-                r->fa = h / (nl * nh);
-                r->ff = f / (nl * nff);
+            if (nl > 0 && nh > 0 && nff > 0 && dim > 0) {
+                /* the joint file's fractions, scaled down until a uniformly pruned model can
+                 * reach the budget with room to spare (its smallest size, every matrix at
+                 * the smallest type its rows fit, at most 90% of the budget); FFN widths in
+                 * multiples of 256 so that ffn_down still fits Q2_K */
+                double fa0 = h / (nl * nh), ff0 = f / (nl * nff);
+                for (double sc = 1.0; sc > 0.05; sc -= 0.05) {
+                    r->fa = fa0 * sc;
+                    double kf = floor(ff0 * sc * nff / 256.0) * 256.0;
+                    if (kf < 256) kf = 256;
+                    r->ff = kf / nff;
+                    double hk = (double)lround(r->fa * nh), q4 = 18.0 / 32.0, q2 = 84.0 / 256.0;
+                    double per = hk * hdim * dim * q4 * 2 + 2.0 * nkv * hdim * dim * q4 + 2.0 * kf * dim * q4 +
+                                 dim * kf * ((long long)kf % 256 == 0 ? q2 : q4);
+                    double minb = nl * per + (double)n_vocab * dim * q4;
+                    if (minb <= 0.9 * (double)r->budget) break;
+                }
                 char pruned[PATH_MAX], cmd[6 * PATH_MAX];
                 xfmt(pruned, sizeof pruned, "%s/twostep-b%s-%s.pruned.gguf", g_dir, tok, o->prune);
                 char *qs = shq(g_sqz), *qm = shq(model), *qo = shq(pruned), *qc = shq(g_calib);
@@ -317,12 +335,13 @@ int main(int argc, char **argv) {
     sb_printf(&b, "\n%s\n\nModel %s, %lld parameters, perplexity %.4f. Budgets in bits per weight of the original "
               "model (8 · bytes / %lld). Perplexity: `sqz ppl FILE %s --ctx %lld --protocol gptq --chunks %lld`. "
               "Calibration: %s, %lld × %lld tokens, seed 0, the same for every method. Joint: `sqz compress "
-              "--prune %s`; two-step: the joint file's kept fractions of heads and channels per layer, chosen by "
+              "--prune %s`; two-step: uniform widths (the joint file's kept fractions, scaled down until the "
+              "pruned model's smallest quantized size is at most 90%% of the budget), chosen by "
               "activation-weighted magnitude and removed without compensation (`sqz prune --select magnitude "
               "--no-compensate`), then `sqz compress` to the same byte budget.\n\n",
               head, base_name(model), n_params, ppl_model, n_params, base_name(g_text), o->ctx, o->chunks,
               base_name(g_calib), o->nsamples, o->seqlen, o->prune);
-    sb_printf(&b, "| budget bpw | %s | %s | %s | heads / channels kept | weights kept |\n|---:|---:|---:|---:|---:|---:|\n",
+    sb_printf(&b, "| budget bpw | %s | %s | %s | two-step heads / channels kept | joint weights kept |\n|---:|---:|---:|---:|---:|---:|\n",
               METHOD[0], METHOD[1], METHOD[2]);
     for (int i = 0; i < n_rows; i++) {
         row_t *r = &rows[i];

@@ -10,7 +10,8 @@
 #      llama-perplexity (F32 KV cache) agrees with `sqz ppl --protocol llamacpp` on it
 #      within 0.5%;
 #  (c) bad input: --attn-keep outside [0, 1], a missing --calib: exit 2, no file left;
-#  (d) sqz compress --prune on stories260K reaches a budget that quantization alone cannot
+#  (d) sqz compress --prune --rounds 2 on stories260K (round 2: the widths kept, the types
+#      re-allocated on the pruned model) reaches a budget that quantization alone cannot
 #      (exit 1 with the minimum without --prune), within the budget, grouped-query widths
 #      within max=, the file's shapes those widths; --prune outside [0, 0.9] or unknown:
 #      exit 2; a budget below what pruning can reach: exit 1 naming the minimum; a model
@@ -140,7 +141,7 @@ if [[ -d "$s260" && -f "$ids" ]]; then
     st=$?
     [[ $st == 1 ]] || bad "compress at 6 bpw without --prune: exit $st, want 1 (below the minimum)"
     grep -q "minimum 232917 bytes" "$tmp/c260n.log" || bad "compress without --prune: no minimum in: $(cat "$tmp/c260n.log")"
-    "$sqz" compress "$s260" -o "$tmp/c260.gguf" --target-bpw 6 --prune max=0.5 "${c260[@]}" --json "$tmp/c260.json" \
+    "$sqz" compress "$s260" -o "$tmp/c260.gguf" --target-bpw 6 --prune max=0.5 --rounds 2 "${c260[@]}" --json "$tmp/c260.json" \
         >"$tmp/c260.log" 2>&1 || bad "compress --prune max=0.5 at 6 bpw failed: $(tail -n 2 "$tmp/c260.log")"
     sed 's/^/  /' "$tmp/c260.log"
     python3 - "$tmp/c260.json" "$tmp/c260.gguf" <<'EOF2' || bad "(d), see above"
@@ -159,11 +160,15 @@ shapes = {t.name: [int(x) for x in t.shape] for t in r.tensors}
 for i, l in enumerate(ls):
     if shapes.get(f"blk.{i}.ffn_down.weight") != [l["n_ff"], 64] or shapes.get(f"blk.{i}.attn_q.weight") != [64, 8 * l["n_head"]]:
         print(f"  FAIL: layer {i} shapes {shapes.get(f'blk.{i}.ffn_down.weight')} {shapes.get(f'blk.{i}.attn_q.weight')} vs {l}"); bad = 1
-print(f"  compress --prune max=0.5 at 6 bpw: {size} bytes <= {j['budget_bytes']}; widths "
+if len(j["rounds"]) != 2:
+    print(f"  FAIL: {len(j['rounds'])} rounds reported, want 2"); bad = 1
+print(f"  compress --prune max=0.5 --rounds 2 at 6 bpw: {size} bytes <= {j['budget_bytes']}; widths "
       f"{[(l['n_head'], l['n_ff']) for l in ls]}")
 sys.exit(bad)
 EOF2
     "$sqz" info "$tmp/c260.gguf" >/dev/null 2>&1 || bad "sqz cannot load the pruned, quantized file"
+    left="$(cd "$tmp" && ls -A | grep -E '\.tmp|round|pruned' || true)"
+    [[ -z "$left" ]] || bad "compress --prune left files behind: $left"
 else
     bad "$s260 not found"
 fi

@@ -1081,14 +1081,10 @@ int cmd_compress(args *a) {
         for (int i = 0; i < n_t; i++) {
             const sqz_sens_tensor *t = &sens.t[i];
             cJSON *o = cJSON_CreateObject();
-            int ch = 0;
-            for (int k = 0; k < t->n_options; k++)
-                if (t->opt[k].type == best_plan[i]) ch = k;
             cJSON_AddStringToObject(o, "name", t->name);
             cJSON_AddNumberToObject(o, "layer", t->layer);
             cJSON_AddStringToObject(o, "kind", sqz_linear_kind_name(t->kind));
             cJSON_AddStringToObject(o, "type", type_name(best_plan[i]));
-            (void)ch;
             cJSON_AddNumberToObject(o, "n_params", best_params[i]);
             cJSON_AddNumberToObject(o, "bytes", best_bytes[i]);
             cJSON_AddNumberToObject(o, "bpw", best_params[i] > 0 ? 8.0 * best_bytes[i] / best_params[i] : 0.0);
