@@ -41,6 +41,9 @@ stage() {  # stage NAME CMD...: run, remember a failure, go on
 #   t_quantize_llamacpp: 4-6 min in Release (a GPTQ run, two RTN runs, llama.cpp's
 #     perplexity twice); the same sqz code runs under the sanitizers in t_quantize_bad
 #     and t_quantize_hf.
+#   t_prune (a)/(b): 4-5 min in Release (two prunes of SmolLM2 writing 0.5 GB F32 files,
+#     llama.cpp's perplexity); under the sanitizers SQZ_ASAN=1 makes t_prune run only its
+#     stories260K and bad-input parts, and test_prune runs the pruning code itself.
 ASAN_SKIP="^(t_llamacpp_ref|t_quantize_llamacpp)$"
 
 bash scripts/setup.sh --deps-only
@@ -61,7 +64,7 @@ build_asan() {
 ctest_asan() {
     local args=(--test-dir "$adir" --output-on-failure -j"$jobs" -LE asan_slow)
     [[ -z "$ASAN_SKIP" ]] || args+=(-E "$ASAN_SKIP")
-    ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:strict_string_checks=1" \
+    SQZ_ASAN=1 ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:strict_string_checks=1" \
     UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
         ctest "${args[@]}"
 }
