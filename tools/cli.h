@@ -54,5 +54,9 @@ int cmd_compress(args *a);
 extern const char HELP_COMPRESS[];
 int cmd_prune(args *a);
 extern const char HELP_PRUNE[];
+/* The kept widths of a pruned model as a JSON array, one object per layer (n_head,
+ * n_head_kv, n_ff, heads): the same in prune's and compress's reports. */
+struct sqz_layer_keep;
+cJSON *layer_keep_json(const struct sqz_layer_keep *keep, int n_layer);
 
 #endif

@@ -1067,15 +1067,7 @@ int cmd_compress(args *a) {
             cJSON_AddNumberToObject(pj, "max_fraction", prune_max);
             cJSON_AddNumberToObject(pj, "ffn_step", ffn_step);
             cJSON_AddNumberToObject(pj, "params_after", (double)(have_pm ? sqz_model_n_params(&pm) : n_params));
-            cJSON *ls = cJSON_AddArrayToObject(pj, "layers");
-            for (int l = 0; l < m.cfg.n_layer; l++) {
-                cJSON *o = cJSON_CreateObject();
-                cJSON_AddNumberToObject(o, "n_head", keep[l].n_head);
-                cJSON_AddNumberToObject(o, "n_head_kv", keep[l].n_head_kv);
-                cJSON_AddNumberToObject(o, "n_ff", keep[l].n_ff);
-                cJSON_AddItemToObject(o, "heads", cJSON_CreateIntArray(keep[l].head, keep[l].n_head));
-                cJSON_AddItemToArray(ls, o);
-            }
+            cJSON_AddItemToObject(pj, "layers", layer_keep_json(keep, m.cfg.n_layer));
         }
         cJSON *ts = cJSON_AddArrayToObject(root, "tensors");
         for (int i = 0; i < n_t; i++) {

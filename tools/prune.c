@@ -48,6 +48,19 @@ const char HELP_PRUNE[] =
     "                  and FFN widths, which sqz loads; no tokenizer files)\n"
     "  --json OUT      per-layer widths, predicted and measured changes as JSON\n";
 
+cJSON *layer_keep_json(const struct sqz_layer_keep *keep, int n_layer) {
+    cJSON *arr = cJSON_CreateArray();
+    for (int l = 0; arr && l < n_layer; l++) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "n_head", keep[l].n_head);
+        cJSON_AddNumberToObject(o, "n_head_kv", keep[l].n_head_kv);
+        cJSON_AddNumberToObject(o, "n_ff", keep[l].n_ff);
+        cJSON_AddItemToObject(o, "heads", cJSON_CreateIntArray(keep[l].head, keep[l].n_head));
+        cJSON_AddItemToArray(arr, o);
+    }
+    return arr;
+}
+
 /* The attention option of layer l with the fewest heads >= target, then the cheapest
  * (by the plain removal cost when ranking by magnitude). */
 static int pick_attn(const sqz_layer_widths *w, int target, int magnitude) {
@@ -64,13 +77,6 @@ static int pick_attn(const sqz_layer_widths *w, int target, int magnitude) {
 static int pick_ffn(const sqz_layer_widths *w, int target) {
     for (int i = 0; i < w->n_ffn; i++)
         if (w->ffn[i].n_keep == target) return i;
-    return 0;
-}
-
-static int copy_ints(int **dst, const int *src, int n) {
-    *dst = malloc((size_t)(n + 1) * sizeof(int));
-    if (!*dst) return -1;
-    if (n > 0) memcpy(*dst, src, (size_t)n * sizeof(int));
     return 0;
 }
 
@@ -172,12 +178,8 @@ int cmd_prune(args *a) {
         int nh = m.cfg.layer_n_head[l];
         const sqz_width_option *ao = &w->attn[pick_attn(w, (int)lround(attn_keep * nh), magnitude)];
         const sqz_width_option *fo = &w->ffn[pick_ffn(w, ffn_target)];
-        keep[l].n_head = ao->n_keep;
-        keep[l].n_head_kv = ao->n_keep_kv;
-        keep[l].n_ff = fo->n_keep;
-        if (copy_ints(&keep[l].head, ao->keep, ao->n_keep) || copy_ints(&keep[l].head_kv, ao->keep_kv, ao->n_keep_kv) ||
-            copy_ints(&keep[l].ff, fo->keep, fo->n_keep)) {
-            rc = fail("out of memory");
+        if (sqz_layer_keep_set(&keep[l], ao, fo, &err)) {
+            rc = fail(err.msg);
             goto done;
         }
         pred += ao->dl + fo->dl;
@@ -225,15 +227,7 @@ int cmd_prune(args *a) {
         cJSON_AddNumberToObject(root, "heldout_loss_after", after);
         cJSON_AddNumberToObject(root, "heldout_ppl_before", exp(base));
         cJSON_AddNumberToObject(root, "heldout_ppl_after", exp(after));
-        cJSON *arr = cJSON_AddArrayToObject(root, "layers");
-        for (int l = 0; l < nl; l++) {
-            cJSON *o = cJSON_CreateObject();
-            cJSON_AddNumberToObject(o, "n_head", keep[l].n_head);
-            cJSON_AddNumberToObject(o, "n_head_kv", keep[l].n_head_kv);
-            cJSON_AddNumberToObject(o, "n_ff", keep[l].n_ff);
-            cJSON_AddItemToObject(o, "heads", cJSON_CreateIntArray(keep[l].head, keep[l].n_head));
-            cJSON_AddItemToArray(arr, o);
-        }
+        cJSON_AddItemToObject(root, "layers", layer_keep_json(keep, nl));
         rc = write_json(json, root);
     }
 done:

@@ -62,6 +62,10 @@ typedef struct sqz_layer_widths {
 
 void sqz_layer_widths_free(sqz_layer_widths *w);
 
+/* k = what the attention option attn and the FFN option ffn of one layer keep (copies;
+ * free with sqz_layer_keep_free, also after a failure). */
+int sqz_layer_keep_set(sqz_layer_keep *k, const sqz_width_option *attn, const sqz_width_option *ffn, sqz_err *err);
+
 /* Σ_j s_j δw_jᵀ H δw_j of removing the columns with removed[i] != 0 from W (rows × n,
  * row-major), with compensation (*with) and without (*plain; both may be NULL). H is
  * n × n (any positive scale); the compensation solves with H's off-diagonal entries

@@ -211,13 +211,6 @@ fail:
     return SQZ_ERR;
 }
 
-static int copy_ints(int **dst, const int *src, int n) {
-    *dst = malloc((size_t)(n + 1) * sizeof(int));
-    if (!*dst) return -1;
-    if (n > 0) memcpy(*dst, src, (size_t)n * sizeof(int));
-    return 0;
-}
-
 int sqz_joint_decode(const sqz_joint *j, const sqz_sens *sens, const int *choice, sqz_layer_keep *keep, int *plan,
                      sqz_err *err) {
     int nl = j->n_layer, per = nl * SQZ_LIN_PER_LAYER;
@@ -226,12 +219,7 @@ int sqz_joint_decode(const sqz_joint *j, const sqz_sens *sens, const int *choice
     for (int l = 0; l < nl; l++) {
         int oa = j->first[2 * l] + choice[2 * l], of = j->first[2 * l + 1] + choice[2 * l + 1];
         const sqz_width_option *a = &sens->widths[l].attn[j->width[oa]], *f = &sens->widths[l].ffn[j->width[of]];
-        keep[l].n_head = a->n_keep;
-        keep[l].n_head_kv = a->n_keep_kv;
-        keep[l].n_ff = f->n_keep;
-        if (copy_ints(&keep[l].head, a->keep, a->n_keep) || copy_ints(&keep[l].head_kv, a->keep_kv, a->n_keep_kv) ||
-            copy_ints(&keep[l].ff, f->keep, f->n_keep))
-            return sqz_fail(err, "joint allocation: out of memory");
+        if (sqz_layer_keep_set(&keep[l], a, f, err)) return SQZ_ERR;
         for (int k = 0; k < 4; k++) plan[l * SQZ_LIN_PER_LAYER + k] = j->types[(size_t)oa * BLOCK_MAX + k];
         for (int k = 0; k < 3; k++) plan[l * SQZ_LIN_PER_LAYER + 4 + k] = j->types[(size_t)of * BLOCK_MAX + k];
     }

@@ -40,6 +40,24 @@ void sqz_layer_widths_free(sqz_layer_widths *w) {
     memset(w, 0, sizeof *w);
 }
 
+static int *copy_ints(const int *src, int n) {
+    int *d = malloc((size_t)(n + 1) * sizeof(int));
+    if (d && n > 0) memcpy(d, src, (size_t)n * sizeof(int));
+    return d;
+}
+
+int sqz_layer_keep_set(sqz_layer_keep *k, const sqz_width_option *attn, const sqz_width_option *ffn, sqz_err *err) {
+    memset(k, 0, sizeof *k);
+    k->n_head = attn->n_keep;
+    k->n_head_kv = attn->n_keep_kv;
+    k->n_ff = ffn->n_keep;
+    k->head = copy_ints(attn->keep, attn->n_keep);
+    k->head_kv = copy_ints(attn->keep_kv, attn->n_keep_kv);
+    k->ff = copy_ints(ffn->keep, ffn->n_keep);
+    if (!k->head || !k->head_kv || !k->ff) return sqz_fail(err, "prune: out of memory");
+    return SQZ_OK;
+}
+
 /* ---------------------------------------------------------------- the algebra */
 
 static double damp_of(const double *H, int64_t n, double percdamp) {
@@ -71,16 +89,25 @@ static int comp_matrix(const double *H, int64_t n, const int *S, int nk, const i
     return SQZ_OK;
 }
 
-/* Out (rows × nk) = W_R Ct: the change of the kept columns (one DGEMM). */
-static int comp_apply(const float *W, int64_t rows, int64_t n, int nk, const int *R, int nr, const double *Ct,
-                      double *out, sqz_err *err) {
+/* dS (rows × nk) = W_R Ct: the change of the kept columns S that compensates removing R
+ * (Ct from comp_matrix, then one DGEMM). */
+static int compensation(const float *W, int64_t rows, int64_t n, const double *H, const int *S, int nk, const int *R,
+                        int nr, double percdamp, double shrink, double *dS, sqz_err *err) {
+    double *Ct = malloc((size_t)nr * (size_t)nk * sizeof(double));
     double *WR = malloc((size_t)rows * (size_t)nr * sizeof(double));
-    if (!WR) return sqz_fail(err, "prune: out of memory");
+    int rc = SQZ_ERR;
+    if (!Ct || !WR) {
+        sqz_fail(err, "prune: out of memory");
+        goto done;
+    }
+    if (comp_matrix(H, n, S, nk, R, nr, damp_of(H, n, percdamp), shrink, Ct, err)) goto done;
     for (int64_t j = 0; j < rows; j++)
         for (int r = 0; r < nr; r++) WR[j * nr + r] = W[j * n + R[r]];
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, nk, nr, 1.0, WR, nr, Ct, nk, 0.0, out, nk);
-    free(WR);
-    return SQZ_OK;
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, nk, nr, 1.0, WR, nr, Ct, nk, 0.0, dS, nk);
+    rc = SQZ_OK;
+done:
+    free(Ct); free(WR);
+    return rc;
 }
 
 /* Σ_j s_j d_jᵀ H d_j over the rows of D (rows × n). */
@@ -117,7 +144,7 @@ int sqz_prune_removal_cost(const float *W, int64_t rows, int64_t n, const double
                            const unsigned char *removed, double percdamp, double shrink, double *with, double *plain,
                            sqz_err *err) {
     int *S = NULL, *R = NULL, nr = 0;
-    double *D = NULL, *Ct = NULL, *dS = NULL;
+    double *D = NULL, *dS = NULL;
     int rc = SQZ_ERR;
     int nk = split(removed, n, &S, &R, &nr);
     D = malloc((size_t)(rows * n) * sizeof(double));
@@ -137,15 +164,11 @@ int sqz_prune_removal_cost(const float *W, int64_t rows, int64_t n, const double
     if (plain) *plain = quad_sum(D, rows, n, H, s);
     if (with) {
         if (nk > 0) {
-            Ct = malloc((size_t)nr * (size_t)nk * sizeof(double));
-            dS = malloc((size_t)rows * (size_t)nk * sizeof(double));
-            if (!Ct || !dS) {
+            if (!(dS = malloc((size_t)rows * (size_t)nk * sizeof(double)))) {
                 sqz_fail(err, "prune: out of memory");
                 goto done;
             }
-            if (comp_matrix(H, n, S, nk, R, nr, damp_of(H, n, percdamp), shrink, Ct, err) ||
-                comp_apply(W, rows, n, nk, R, nr, Ct, dS, err))
-                goto done;
+            if (compensation(W, rows, n, H, S, nk, R, nr, percdamp, shrink, dS, err)) goto done;
             for (int64_t j = 0; j < rows; j++) /* δw_S = W_R Ct (the compensation) */
                 for (int a = 0; a < nk; a++) D[j * n + S[a]] = dS[j * nk + a];
         }
@@ -153,7 +176,7 @@ int sqz_prune_removal_cost(const float *W, int64_t rows, int64_t n, const double
     }
     rc = (with && !isfinite(*with)) || (plain && !isfinite(*plain)) ? sqz_fail(err, "prune: out of memory") : SQZ_OK;
 done:
-    free(S); free(R); free(D); free(Ct); free(dS);
+    free(S); free(R); free(D); free(dS);
     return rc;
 }
 
@@ -161,7 +184,7 @@ int sqz_prune_columns(const float *W, int64_t rows, int64_t n, const double *H, 
                       double percdamp, double shrink, int compensate, float *W_out, sqz_err *err) {
     unsigned char *removed = malloc((size_t)n + 1);
     int *S = NULL, *R = NULL, nr = 0;
-    double *Ct = NULL, *dS = NULL;
+    double *dS = NULL;
     int rc = SQZ_ERR;
     if (!removed) return sqz_fail(err, "prune: out of memory");
     memset(removed, 1, (size_t)n);
@@ -180,20 +203,16 @@ int sqz_prune_columns(const float *W, int64_t rows, int64_t n, const double *H, 
     for (int64_t j = 0; j < rows; j++)
         for (int a = 0; a < nk; a++) W_out[j * nk + a] = W[j * n + S[a]];
     if (compensate && nr > 0 && nk > 0) {
-        Ct = malloc((size_t)nr * (size_t)nk * sizeof(double));
-        dS = malloc((size_t)rows * (size_t)nk * sizeof(double));
-        if (!Ct || !dS) {
+        if (!(dS = malloc((size_t)rows * (size_t)nk * sizeof(double)))) {
             sqz_fail(err, "prune: out of memory");
             goto done;
         }
-        if (comp_matrix(H, n, S, nk, R, nr, damp_of(H, n, percdamp), shrink, Ct, err) ||
-            comp_apply(W, rows, n, nk, R, nr, Ct, dS, err))
-            goto done;
+        if (compensation(W, rows, n, H, S, nk, R, nr, percdamp, shrink, dS, err)) goto done;
         for (int64_t i = 0; i < rows * nk; i++) W_out[i] = (float)((double)W_out[i] + dS[i]);
     }
     rc = SQZ_OK;
 done:
-    free(removed); free(S); free(R); free(Ct); free(dS);
+    free(removed); free(S); free(R); free(dS);
     return rc;
 }
 
