@@ -111,5 +111,36 @@ PY
 ) && ok || bad "ppl $P: $out"
 done
 
+# ---- ppl on token ids (a model without a tokenizer) vs transformers: the mean next-token
+# cross-entropy of the 201-token greedy sequence in ../shared/fixtures/stories260K
+IDS="$STORIES_HF/reference_greedy_tokens.json"
+FIX="$SQZ_SHARED/fixtures/stories260K/stories260K-logits.json"
+if [ -f "$IDS" ] && [ -f "$FIX" ]; then
+    expect_rc 0 "$SQZ_BIN" ppl "$STORIES_HF" "$IDS" --ctx 201 --threads 2 --json "$T/ids.json"
+    out=$(python3 - "$T/ids.json" "$FIX" <<'PY'
+import json, math, sys
+j, fx = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+want = fx.get("mean_ce")
+err = []
+if not isinstance(want, (int, float)): err.append(f"no cross-entropy in the fixture: {fx}")
+elif abs(j["nll_mean"] - want) > 1e-4: err.append(f"mean NLL {j['nll_mean']} vs transformers {want}")
+if j["n_scored"] != 200: err.append(f"n_scored {j['n_scored']} vs 200")
+print("\n".join(err)); sys.exit(1 if err else 0)
+PY
+) && ok || bad "ppl on token ids: $out"
+    # the same ids as sequences (an array of arrays) give the same numbers
+    python3 -c "import json,sys; json.dump([json.load(open(sys.argv[1]))], open(sys.argv[2], 'w'))" "$IDS" "$T/seq.json"
+    expect_rc 0 "$SQZ_BIN" ppl "$STORIES_HF" "$T/seq.json" --ctx 201 --threads 2
+    grep -q "scored 200 tokens" "$T/out" && ok || bad "ppl on a sequence array: $(cat "$T/out")"
+    echo '[1, 2, 512]' > "$T/badid.json"
+    expect_rc 1 "$SQZ_BIN" ppl "$STORIES_HF" "$T/badid.json" --ctx 2
+    grep -q "badid.json: entry 2 is not a token id in \[0, 512)" "$T/err" && ok || bad "bad token id: $(cat "$T/err")"
+    echo '[[1, 2], 3]' > "$T/badseq.json"
+    expect_rc 1 "$SQZ_BIN" ppl "$STORIES_HF" "$T/badseq.json" --ctx 2
+    grep -q "sequence 1 is not an array" "$T/err" && ok || bad "bad sequence: $(cat "$T/err")"
+else
+    bad "missing $IDS or $FIX"
+fi
+
 echo "t_cli: $checks checks, $fails failed"
 [ "$fails" -eq 0 ]

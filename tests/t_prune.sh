@@ -149,9 +149,9 @@ if [[ -d "$s260" && -f "$ids" ]]; then
     [[ $st == 1 ]] || bad "compress at 6 bpw without --prune: exit $st, want 1 (below the minimum)"
     grep -q "minimum 232917 bytes" "$tmp/c260n.log" || bad "compress without --prune: no minimum in: $(cat "$tmp/c260n.log")"
     "$sqz" compress "$s260" -o "$tmp/c260.gguf" --target-bpw 6 --prune max=0.5 --rounds 2 "${c260[@]}" --json "$tmp/c260.json" \
-        >"$tmp/c260.log" 2>&1 || bad "compress --prune max=0.5 at 6 bpw failed: $(tail -n 2 "$tmp/c260.log")"
+        --keep-pruned "$tmp/kept-f32.gguf" >"$tmp/c260.log" 2>&1 || bad "compress --prune max=0.5 at 6 bpw failed: $(tail -n 2 "$tmp/c260.log")"
     sed 's/^/  /' "$tmp/c260.log"
-    python3 - "$tmp/c260.json" "$tmp/c260.gguf" <<'EOF2' || bad "(d), see above"
+    python3 - "$tmp/c260.json" "$tmp/c260.gguf" "$tmp/kept-f32.gguf" <<'EOF2' || bad "(d), see above"
 import json, os, sys
 import gguf
 j = json.load(open(sys.argv[1]))
@@ -169,12 +169,29 @@ for i, l in enumerate(ls):
         print(f"  FAIL: layer {i} shapes {shapes.get(f'blk.{i}.ffn_down.weight')} {shapes.get(f'blk.{i}.attn_q.weight')} vs {l}"); bad = 1
 if len(j["rounds"]) != 2:
     print(f"  FAIL: {len(j['rounds'])} rounds reported, want 2"); bad = 1
+# --keep-pruned: the pruned model before quantization, F32, the same shapes
+k = gguf.GGUFReader(sys.argv[3])
+kshapes = {t.name: [int(x) for x in t.shape] for t in k.tensors}
+ktypes = {t.tensor_type.name for t in k.tensors}
+if kshapes != shapes or ktypes != {"F32"}:
+    print(f"  FAIL: --keep-pruned file: types {ktypes}, shapes differ: {kshapes != shapes}"); bad = 1
 print(f"  compress --prune max=0.5 --rounds 2 at 6 bpw: {size} bytes <= {j['budget_bytes']}; widths "
       f"{[(l['n_head'], l['n_ff']) for l in ls]}")
 sys.exit(bad)
 EOF2
     "$sqz" info "$tmp/c260.gguf" >/dev/null 2>&1 || bad "sqz cannot load the pruned, quantized file"
     left="$(cd "$tmp" && ls -A | grep -E '\.tmp|round|pruned' || true)"
+    # calibration as sequences (a .json array of arrays): windows start at each sequence;
+    # one shorter than --seqlen is refused by name
+    python3 -c 'import json,sys; t=json.load(open(sys.argv[1])); json.dump([t[i:i+40] for i in range(0, 200, 40)], open(sys.argv[2],"w")); json.dump([t[:40], t[40:60], t[60:100]], open(sys.argv[3],"w"))' \
+        "$ids" "$tmp/seq.json" "$tmp/seqbad.json"
+    "$sqz" prune "$s260" -o "$tmp/seq.gguf" --calib "$tmp/seq.json" --nsamples 4 --seqlen 32 --heldout 1 --attn-keep 0.5 \
+        --quiet >"$tmp/seq.log" 2>&1 || bad "prune with sequences as calibration failed: $(cat "$tmp/seq.log")"
+    "$sqz" prune "$s260" -o "$tmp/seqbad.gguf" --calib "$tmp/seqbad.json" --nsamples 2 --seqlen 32 --attn-keep 0.5 \
+        >"$tmp/seqbad.log" 2>&1
+    st=$?
+    [[ $st == 1 ]] && grep -q "seqbad.json: sequence 1 has 20 tokens, fewer than --seqlen 32" "$tmp/seqbad.log" &&
+        [[ ! -e "$tmp/seqbad.gguf" ]] || bad "a calibration sequence shorter than --seqlen: exit $st: $(cat "$tmp/seqbad.log")"
     [[ -z "$left" ]] || bad "compress --prune left files behind: $left"
 else
     bad "$s260 not found"
@@ -208,6 +225,8 @@ expect_compress "--prune max=0.95" 2 --target-bpw 3 --prune max=0.95
 expect_compress "--prune sometimes" 2 --target-bpw 3 --prune sometimes
 expect_compress "--prune max=0.25 at 1 bpw" 1 --target-bpw 1 --prune max=0.25
 grep -q "minimum" "$tmp/bad.log" || bad "the unreachable budget's message names no minimum"
+expect_compress "--keep-pruned without --prune" 2 --target-bpw 3 --keep-pruned "$tmp/kp.gguf"
+[[ ! -e "$tmp/kp.gguf" ]] || bad "--keep-pruned without --prune wrote a file"
 
 echo "t_prune: $((SECONDS - t0)) s"
 [[ $fails == 0 ]] || { echo "t_prune: $fails failure(s)" >&2; exit 1; }

@@ -154,6 +154,61 @@ static void test_plumbing(void) {
         }
         free(W); free(what); free(r.s); free(r.F); free(r.H); free(r.Hw);
     }
+    /* 2b. with width options, ffn_down (172 wide: no 32-block type fits) also gets the
+     * types a narrowed row fits, scored on its first 160 columns and scaled by 172/160 */
+    {
+        sqz_sens_opts on = o;
+        on.diag_fisher = 0, on.prune_ffn_step = 32;
+        sqz_sens sn;
+        int layer = 1, idx = sqz_sens_index(&m, layer, SQZ_LIN_DOWN);
+        CHECK(sqz_sensitivity(&m, &m, NULL, &on, &sn, &err) == 0, "sensitivity with widths: %s", err.msg);
+        const sqz_sens_tensor *st = &sn.t[idx];
+        CHECK(st->cols == 172 && st->n_options == 1 && st->opt[0].type == SQZ_TYPE_F16 && st->n_narrow == 3,
+              "%s: %d options, %d narrow", st->name, st->n_options, st->n_narrow);
+        const sqz_tensor *t = sqz_linear_tensor(&m, layer, SQZ_LIN_DOWN);
+        int64_t rows = t->ne[1], cols = t->ne[0], cf = 160;
+        ref_stats r = {layer, SQZ_LIN_DOWN, rows, cols, 0, calloc((size_t)rows, sizeof(double)),
+                       calloc((size_t)(rows * cols), sizeof(double)), calloc((size_t)(cols * cols), sizeof(double)),
+                       calloc((size_t)(cols * cols), sizeof(double)), 0};
+        sqz_grad *g = NULL;
+        CHECK(sqz_grad_create(&g, &m, NULL, L, &err) == 0, "%s", err.msg);
+        for (int s = 0; s < NS; s++) CHECK(sqz_grad_window(g, win + s * L, L, 1.0, ref_hook, &r, NULL, &err) == 0, "%s", err.msg);
+        sqz_grad_free(g);
+        sqz_model_grams mg;
+        CHECK(sqz_calib_grams(&m, NULL, win, NS, L, &mg, &err) == 0, "%s", err.msg);
+        double *Hp = malloc((size_t)(cf * cf) * sizeof(double));
+        for (int64_t a = 0; a < cf; a++)
+            for (int64_t b = 0; b < cf; b++)
+                Hp[a * cf + b] = mg.layers[layer].g[SQZ_SITE_FFN_DOWN_IN][a * cols + b] / (double)mg.n_tokens;
+        sqz_calib_grams_free(&mg);
+        float *W = malloc((size_t)(rows * cols) * sizeof(float)), *Wp = malloc((size_t)(rows * cf) * sizeof(float));
+        float *what = malloc((size_t)(rows * cf) * sizeof(float));
+        CHECK(sqz_tensor_rows_f32(t, 0, rows, W, &err) == 0, "%s", err.msg);
+        for (int64_t row = 0; row < rows; row++) memcpy(Wp + row * cf, W + row * cols, (size_t)cf * sizeof(float));
+        for (int q = 0; q < st->n_narrow; q++) {
+            size_t rb;
+            sqz_type_row_bytes(st->narrow[q].type, cf, &rb, &err);
+            void *dst = malloc(rb * (size_t)rows);
+            sqz_gptq_opts go = {0.01, 0, 1, 0.75};
+            CHECK(sqz_gptq_quantize(st->narrow[q].type, Wp, rows, cf, Hp, &go, NULL, dst, what, NULL, NULL, NULL,
+                                    &err) == 0, "%s", err.msg);
+            double grad = 0;
+            for (int64_t row = 0; row < rows; row++) {
+                double e = 0;
+                for (int64_t a = 0; a < cf; a++)
+                    for (int64_t b = 0; b < cf; b++)
+                        e += ((double)Wp[row * cf + a] - what[row * cf + a]) * Hp[a * cf + b] *
+                             ((double)Wp[row * cf + b] - what[row * cf + b]);
+                grad += r.s[row] * e;
+            }
+            grad *= 0.5 / ((double)NS * (L - 1)) * (double)cols / (double)cf;
+            CHECK(grad > 0 && fabs(st->narrow[q].dl_grad - grad) <= 1e-6 * grad, "%s narrowed %d: grad %.9g, "
+                  "recomputed %.9g", st->name, st->narrow[q].type, st->narrow[q].dl_grad, grad);
+            free(dst);
+        }
+        free(W); free(Wp); free(what); free(Hp); free(r.s); free(r.F); free(r.H); free(r.Hw);
+        sqz_sens_free(&sn);
+    }
     /* 3. coarser types predict more; F16 of stories260K's f32 weights is nearly free */
     int ordered = 0, checked = 0;
     for (int i = 0; i < sens.n_tensors; i++) {

@@ -1,5 +1,6 @@
 /* sqz sensitivity and sqz compress: predicted loss changes of every (tensor, type)
  * option, and mixed precision under a byte budget from them (DESIGN.md §4-§5). */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,8 +61,9 @@ const char HELP_SENSITIVITY[] =
     "         weighted by their gradient's size)\n"
     "  diag   ½/N Σ F_ji δw_ji², the diagonal Fisher\n"
     "  local  ½ Σ_j δw_jᵀ H δw_j (s_j = 1, layer-local as GPTQ/imatrix)\n"
-    "  --calib FILE    calibration text, or a .json array of token ids; its last tenth\n"
-    "                  is held out for --validate\n"
+    "  --calib FILE    calibration text, or .json token ids: one array (windows anywhere)\n"
+    "                  or an array of sequences (windows at their starts); the last\n"
+    "                  tenth is held out for --validate\n"
     "  --nsamples N    calibration windows (default 16)   --seqlen L  tokens each (512)\n"
     "  --types LIST    candidate types (default " "Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0,Q4_0,Q4_1,\n"
     "                  Q5_0,Q5_1,IQ4_NL,F16; each tensor keeps the ones its rows fit)\n"
@@ -393,7 +395,8 @@ const char HELP_COMPRESS[] =
     "                    --calib FILE [--nsamples N] [--seqlen L] [--seed S] [--heldout N]\n"
     "                    [--rounds R] [--types LIST] [--eval TEXT] [--eval-ctx C]\n"
     "                    [--eval-chunks K] [--measure K] [--proxy grad|gradtw|diag] [--damp F] [--shrink F]\n"
-    "                    [--prune auto|none|max=F] [--threads N] [--quiet] [--json REPORT]\n"
+    "                    [--prune auto|none|max=F] [--keep-pruned F32.gguf] [--threads N]\n"
+    "                    [--quiet] [--json REPORT]\n"
     "                    [--html REPORT.html]\n"
     "\n"
     "Mixed precision under an exact size budget. Each round: estimate every (tensor,\n"
@@ -406,8 +409,9 @@ const char HELP_COMPRESS[] =
     "lowest held-out perplexity is written to OUT (via a temporary file).\n"
     "  --target-bpw B     budget in bits per weight of the whole file (8 * bytes / params)\n"
     "  --target-size S    budget in bytes; suffixes K M G (10^3..), KiB MiB GiB (2^10..)\n"
-    "  --calib FILE       calibration text (or a .json array of token ids); its last\n"
-    "                     tenth is held out for the per-round perplexity\n"
+    "  --calib FILE       calibration text, or .json token ids: one array, or an array of\n"
+    "                     sequences (windows at their starts); the last tenth is held\n"
+    "                     out for the per-round perplexity\n"
     "  --nsamples N       calibration windows (default 16), --seqlen L tokens (512)\n"
     "  --heldout N        held-out windows (default 4)\n"
     "  --rounds R         estimate -> allocate -> quantize rounds (default 1)\n"
@@ -432,6 +436,8 @@ const char HELP_COMPRESS[] =
     "                     channels (auto: F = 0.75). Later rounds keep round 1's widths\n"
     "                     and re-allocate the types on the pruned model. The output is a\n"
     "                     llama.cpp 'deci' GGUF when layers differ\n"
+    "  --keep-pruned F    with --prune: also keep the pruned, compensated model before\n"
+    "                     quantization as F (F32 GGUF), to measure pruning alone\n"
     "  --measure K        after the last round, apply K of the chosen tensors alone to the\n"
     "                     original model and measure their loss change (for the report)\n"
     "  --json REPORT      plan, predictions, bytes and perplexity per round\n"
@@ -542,6 +548,7 @@ static cJSON *num_or_null(double v) { return isfinite(v) ? cJSON_CreateNumber(v)
 
 int cmd_compress(args *a) {
     const char *model = NULL, *out = NULL, *json = NULL, *html = NULL, *types_arg = kDefaultTypes, *eval = NULL;
+    const char *keep_pruned = NULL;
     const char *size_arg = NULL, *bpw_arg = NULL, *sens_in = NULL;
     calib_set cs = {NULL, 16, 512, 0, 4, NULL, 0, NULL, NULL};
     long long rounds = 1, threads = 0, eval_ctx = 512, eval_chunks = 8, measure = 0;
@@ -558,6 +565,8 @@ int cmd_compress(args *a) {
             if (!(json = opt_value(a))) return usage_fail(a->cmd, "%s needs a file name", s);
         } else if (!strcmp(s, "--html")) {
             if (!(html = opt_value(a))) return usage_fail(a->cmd, "%s needs a file name", s);
+        } else if (!strcmp(s, "--keep-pruned")) {
+            if (!(keep_pruned = opt_value(a))) return usage_fail(a->cmd, "%s needs a file name", s);
         } else if (!strcmp(s, "--eval")) {
             if (!(eval = opt_value(a))) return usage_fail(a->cmd, "%s needs a text file", s);
         } else if (!strcmp(s, "--sensitivity")) {
@@ -608,6 +617,7 @@ int cmd_compress(args *a) {
     if (!out) return usage_fail(a->cmd, "%s", "missing -o OUT.gguf");
     if (!!size_arg == !!bpw_arg) return usage_fail(a->cmd, "%s", "give exactly one of --target-bpw B and --target-size SIZE");
     if (!cs.path) return usage_fail(a->cmd, "%s", "--calib FILE is required (the plan is estimated from it)");
+    if (keep_pruned && prune_max < 0) return usage_fail(a->cmd, "%s", "--keep-pruned needs --prune auto or max=F");
     if (prune_max >= 0 && sens_in)
         return usage_fail(a->cmd, "%s", "--sensitivity cannot be used with --prune (a saved estimate has no widths)");
     if (prune_max >= 0 && measure)
@@ -679,6 +689,7 @@ int cmd_compress(args *a) {
             goto done;
         }
         shape.n_widths = m.cfg.n_layer;
+        sqz_sens_add_narrow(&shape, types, n_types);
         for (int l = 0; l < m.cfg.n_layer; l++)
             if (sqz_prune_layer_shapes(&m, l, ffn_step, &shape.widths[l], &err)) {
                 rc = fail(err.msg);
@@ -957,9 +968,11 @@ int cmd_compress(args *a) {
                 /* the type's predicted change on the unpruned matrix, times the part kept */
                 const sqz_sens_tensor *t = &sens.t[i];
                 best_pred[i] = NAN;
-                for (int k = 0; k < t->n_options; k++)
-                    if (t->opt[k].type == plan[i])
-                        best_pred[i] = cost_of(&t->opt[k], form) * rb[n_t + i] / (double)(t->rows * t->cols);
+                for (int k = 0; k < t->n_options + t->n_narrow; k++) {
+                    const sqz_sens_option *op = k < t->n_options ? &t->opt[k] : &t->narrow[k - t->n_options];
+                    if (op->type == plan[i] && isnan(best_pred[i]))
+                        best_pred[i] = cost_of(op, form) * rb[n_t + i] / (double)(t->rows * t->cols);
+                }
             }
         } else {
             unlink(paths[r]);
@@ -1119,6 +1132,11 @@ done:
     for (int l = 0; keep && l < m.cfg.n_layer; l++) sqz_layer_keep_free(&keep[l]);
     free(keep);
     if (have_pm) sqz_model_free(&pm);
+    if (pruned_path && !rc && keep_pruned && rename(pruned_path, keep_pruned) != 0) {
+        char msg2[4400];
+        snprintf(msg2, sizeof msg2, "cannot rename %s to %s: %s", pruned_path, keep_pruned, strerror(errno));
+        rc = fail(msg2);
+    }
     if (pruned_path) unlink(pruned_path);
     free(pruned_path);
     sqz_sens_free(&sens);

@@ -10,6 +10,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "calib_args.h"
 #include "cli.h"
 #include "sqz/core.h"
 #include "sqz/eval.h"
@@ -169,7 +170,8 @@ static const char HELP_PPL[] =
     "usage: sqz ppl MODEL TEXT_FILE --ctx N [--protocol gptq|llamacpp] [--chunks K]\n"
     "               [--numerics exact|llamacpp] [--threads T] [--json OUT]\n"
     "\n"
-    "Perplexity of MODEL on a UTF-8 text file, tokenized with the model's tokenizer.\n"
+    "Perplexity of MODEL on a UTF-8 text file, tokenized with the model's tokenizer,\n"
+    "or on a .json array of token ids taken as they are (models without a tokenizer).\n"
     "  --ctx N        window length in tokens (required)\n"
     "  --protocol P   gptq (default): text tokenized once (BOS first if the vocab adds\n"
     "                 one), non-overlapping windows,\n"
@@ -230,27 +232,31 @@ static int cmd_ppl(args *a) {
     sqz_err err;
     char *text = NULL;
     size_t text_len = 0;
-    int rc = read_text(text_path, &text, &text_len);
-    if (rc) return rc;
+    size_t pl = strlen(text_path);
+    int is_ids = pl >= 5 && !strcmp(text_path + pl - 5, ".json"), rc = 0;
+    if (!is_ids && (rc = read_text(text_path, &text, &text_len))) return rc;
     sqz_model m;
-    if (sqz_model_load(&m, model, 1, &err)) {
+    if (sqz_model_load(&m, model, !is_ids, &err)) {
         free(text);
         return fail(err.msg);
     }
     m.act_rounding = !strcmp(numerics, "llamacpp") ? SQZ_ACT_LLAMACPP : SQZ_ACT_EXACT;
     sqz_ppl_opts opts = {ctx, !strcmp(protocol, "llamacpp") ? SQZ_PPL_LLAMACPP : SQZ_PPL_GPTQ, chunks, 1};
-    const sqz_vocab *voc = sqz_tok_vocab(m.tok);
-    /* The text is tokenized once as the tokenizer does by default (as GPTQ's scripts and
-     * llama-perplexity do): BOS at the start only when the vocab adds one. */
-    int add_bos = voc->add_bos;
     int32_t *ids = NULL;
     int64_t n_ids = 0;
     sqz_pool *pool = NULL;
     sqz_ppl_result res;
     double t_tok = sqz_now();
-    if (sqz_tok_encode(m.tok, text, text_len, add_bos, &ids, &n_ids, &err)) {
-        rc = fail(err.msg);
-        goto out;
+    if (is_ids) { /* token ids as given: a BOS is the file's to include */
+        if ((rc = read_token_ids(text_path, m.cfg.n_vocab, &ids, &n_ids, NULL, NULL))) goto out;
+    } else {
+        /* The text is tokenized once as the tokenizer does by default (as GPTQ's scripts
+         * and llama-perplexity do): BOS at the start only when the vocab adds one. */
+        int add_bos = sqz_tok_vocab(m.tok)->add_bos;
+        if (sqz_tok_encode(m.tok, text, text_len, add_bos, &ids, &n_ids, &err)) {
+            rc = fail(err.msg);
+            goto out;
+        }
     }
     t_tok = sqz_now() - t_tok;
     if (n_ids < ctx * (opts.protocol == SQZ_PPL_LLAMACPP ? 2 : 1)) {

@@ -85,10 +85,10 @@ int sqz_prune_columns(const float *W, int64_t rows, int64_t n, const double *H, 
  * ffn_down (normalized, Σ x xᵀ / T), s_o and s_down Σ_t g_tj² of their output rows, N the
  * scored tokens (ΔL = ½/N Σ ...). Attention options: a kv heads kept (the a with the
  * largest removal cost), b query heads in each (their b largest), every (a, b); FFN
- * options: channels ranked by their single-channel removal cost, kept in steps of
- * ffn_step (the last option keeps none). magnitude = 1: the baseline of the literature
- * instead, activation-weighted magnitude (Wanda-like): s_j = 1, heads ranked by their
- * plain removal cost Σ_j w_jRᵀ H_RR w_jR, channels by H_ii Σ_j w_ji². */
+ * options: channels ranked by their single-channel removal cost, all of them, then
+ * n_ff - j·ffn_step rounded down to a multiple of 32 (when n_ff >= 64) down to none.
+ * magnitude = 1: the baseline of the literature instead, activation-weighted magnitude
+ * (Wanda-like): s_j = 1, heads ranked by their plain removal cost Σ_j w_jRᵀ H_RR w_jR, channels by H_ii Σ_j w_ji². */
 int sqz_prune_layer_options(const sqz_model *m, int l, const double *H_o, const double *s_o, const double *H_down,
                             const double *s_down, double N, double percdamp, double shrink, int magnitude,
                             int ffn_step, sqz_layer_widths *out, sqz_err *err);
@@ -107,7 +107,8 @@ int sqz_prune_write_hf(const sqz_model *m, sqz_pool *pool, const sqz_layer_keep 
 int sqz_prune_layer_shapes(const sqz_model *m, int l, int ffn_step, sqz_layer_widths *out, sqz_err *err);
 
 /* The FFN width step compress uses: a sixth of n_ff rounded down to a multiple of 256
- * (ffn_down's rows then still fit the k-quants' 256-blocks), else of 32, else 1. */
+ * (ffn_down's rows then still fit the k-quants' 256-blocks), else of 32, else 32 when
+ * n_ff >= 64 (fewer options, rows that fit 32-blocks), else 1. */
 int sqz_prune_ffn_step(int n_ff);
 
 /* Writes m with layer l keeping keep[l] to path (GGUF, architecture "deci" when any

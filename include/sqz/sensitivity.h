@@ -75,6 +75,12 @@ typedef struct sqz_sens_tensor {
     int64_t rows, cols;
     int n_options; /* candidate types that fit the row length (F16 alone when none does) */
     sqz_sens_option opt[SQZ_SENS_MAX_OPTIONS];
+    /* With width options (prune_ffn_step > 0), ffn_down only: candidate types its rows fit
+     * only once narrowed (172 channels: no 32-block type; 160: all of them). Costs from
+     * the largest prefix of columns each type fits, scaled to the whole row; bytes 0 (the
+     * joint allocation counts them per width). */
+    int n_narrow;
+    sqz_sens_option narrow[SQZ_SENS_MAX_OPTIONS];
 } sqz_sens_tensor;
 
 typedef struct sqz_sens_opts {
@@ -109,6 +115,9 @@ void sqz_sens_free(sqz_sens *s);
 /* Only the tensors and their options with exact bytes (no estimate: predictions are 0),
  * e.g. to know the smallest and largest reachable sizes before any work. */
 int sqz_sens_options(const sqz_model *m, const int *types, int n_types, sqz_sens *out, sqz_err *err);
+/* Lists each ffn_down's narrow types (sqz_sens_tensor.narrow, predictions 0): the
+ * candidates its rows fit only once narrowed. sqz_sensitivity does it with width options. */
+void sqz_sens_add_narrow(sqz_sens *s, const int *types, int n_types);
 /* Index of a tensor (as above) for (layer, kind); -1 when the model has no such tensor. */
 int sqz_sens_index(const sqz_model *m, int layer, int kind);
 /* Number of tensors: n_layer·7 + 1, + 1 with an untied embedding. */

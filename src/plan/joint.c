@@ -18,9 +18,9 @@ void sqz_joint_free(sqz_joint *j) {
 /* One matrix of a block at one width: its candidate points and their lower hull. */
 typedef struct {
     int n;                               /* points */
-    int type[SQZ_SENS_MAX_OPTIONS];
-    double bytes[SQZ_SENS_MAX_OPTIONS], cost[SQZ_SENS_MAX_OPTIONS];
-    int hull[SQZ_SENS_MAX_OPTIONS], nh; /* point indices, fewest bytes first */
+    int type[2 * SQZ_SENS_MAX_OPTIONS]; /* the options and the narrow ones */
+    double bytes[2 * SQZ_SENS_MAX_OPTIONS], cost[2 * SQZ_SENS_MAX_OPTIONS];
+    int hull[2 * SQZ_SENS_MAX_OPTIONS], nh; /* point indices, fewest bytes first */
 } mat_pts;
 
 static void lower_hull(mat_pts *p) {
@@ -54,8 +54,8 @@ static void lower_hull(mat_pts *p) {
 static int fill_points(const sqz_sens_tensor *t, sqz_option_cost cost, int64_t rows, int64_t cols, double frac,
                        mat_pts *p, sqz_err *err) {
     p->n = 0;
-    for (int k = 0; k < t->n_options; k++) {
-        const sqz_sens_option *o = &t->opt[k];
+    for (int k = 0; k < t->n_options + t->n_narrow; k++) { /* the narrow ones fit only narrowed rows */
+        const sqz_sens_option *o = k < t->n_options ? &t->opt[k] : &t->narrow[k - t->n_options];
         const sqz_type_traits *tt = sqz_type_get(o->type);
         size_t rb;
         if (!tt || cols % tt->block_size) continue;

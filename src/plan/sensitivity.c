@@ -329,6 +329,78 @@ static int64_t stats_row(const score_ctx *c, int idx, int64_t row) {
     return h * d + (k % 2) * half + k / 2; /* weights adjacent, statistics rotate-half */
 }
 
+/* The options of a pruned ffn_down's row lengths that its full rows do not fit
+ * (sqz_sens_tensor.narrow, listed by sqz_sens_add_narrow): each type is scored on the first cols' columns it fits
+ * (W's and H's leading block), its changes scaled by cols / cols'. */
+static int score_narrow(score_ctx *c, int idx, const float *W, int64_t nsel, const int64_t *map,
+                        const double *scale, const double *H, const double *Hw, sqz_err *err) {
+    const sqz_sens_opts *o = c->o;
+    sqz_sens_tensor *t = &c->out->t[idx];
+    int64_t cols = t->cols;
+    if (!H || !Hw) return SQZ_OK;
+    int rc = SQZ_OK;
+    for (int k = 0; k < t->n_narrow && rc == SQZ_OK; k++) {
+        int type = t->narrow[k].type;
+        const sqz_type_traits *tt = sqz_type_get(type);
+        int64_t cf = cols / tt->block_size * tt->block_size;
+        size_t row_bytes;
+        if (sqz_type_row_bytes(type, cf, &row_bytes, err)) return SQZ_ERR;
+        float *Wn = malloc((size_t)(nsel * cf) * 3 * sizeof(float)), *what = Wn ? Wn + nsel * cf : NULL;
+        float *D = what ? what + nsel * cf : NULL;
+        double *Hn = malloc((size_t)(cf * cf) * 2 * sizeof(double)), *Hwn = Hn ? Hn + cf * cf : NULL;
+        double *E = malloc((size_t)nsel * 2 * sizeof(double)), *Ew = E ? E + nsel : NULL;
+        uint8_t *dst = malloc(row_bytes * (size_t)nsel);
+        if (!Wn || !Hn || !E || !dst) {
+            rc = sqz_fail(err, "sensitivity: out of memory for %s", t->name);
+        } else {
+            for (int64_t r = 0; r < nsel; r++) memcpy(Wn + r * cf, W + r * cols, (size_t)cf * sizeof(float));
+            for (int64_t i = 0; i < cf; i++) {
+                memcpy(Hn + i * cf, H + i * cols, (size_t)cf * sizeof(double));
+                memcpy(Hwn + i * cf, Hw + i * cols, (size_t)cf * sizeof(double));
+            }
+            if (sqz_quant_supported(type)) {
+                sqz_gptq_opts go = {o->percdamp, 0, 1, o->shrink};
+                if (sqz_gptq_quantize(type, Wn, nsel, cf, Hn, &go, c->pool, dst, what, NULL, NULL, NULL, err))
+                    rc = SQZ_ERR;
+            } else {
+                conv_ctx cc = {type, Wn, what, dst, row_bytes, cf, 0, {{0}}};
+                sqz_pool_for(c->pool, nsel, 16, conv_task, &cc);
+                if (cc.failed) rc = sqz_fail(err, "%s: %s", t->name, cc.err.msg);
+            }
+        }
+        if (rc == SQZ_OK) {
+            for (int64_t i = 0; i < nsel * cf; i++) D[i] = Wn[i] - what[i];
+            quad_ctx qc = {Hn, D, cf, E}, qw = {Hwn, D, cf, Ew};
+            int blas_threads = openblas_get_num_threads();
+            openblas_set_num_threads(1);
+            sqz_pool_for(c->pool, nsel, QUAD_ROWS, quad_task, &qc);
+            sqz_pool_for(c->pool, nsel, QUAD_ROWS, quad_task, &qw);
+            openblas_set_num_threads(blas_threads);
+            const double *s = c->st->s[idx];
+            const float *F = c->st->F[idx];
+            double grad = 0.0, gradtw = 0.0, local = 0.0, diag = 0.0, f = (double)cols / (double)cf;
+            for (int64_t r = 0; r < nsel; r++) {
+                int64_t sr = stats_row(c, idx, map[r]);
+                grad += scale[r] * s[sr] * E[r];
+                gradtw += scale[r] * s[sr] * Ew[r];
+                local += scale[r] * E[r];
+                if (F)
+                    for (int64_t i = 0; i < cf; i++)
+                        diag += scale[r] * (double)F[sr * cols + i] * D[r * cf + i] * D[r * cf + i];
+            }
+            sqz_sens_option *op = &t->narrow[k];
+            op->dl_grad = 0.5 * grad / (double)c->N * f;
+            op->dl_gradtw = 0.5 * gradtw / (double)c->N * f;
+            op->dl_local = 0.5 * local * f;
+            op->dl_diag = o->diag_fisher ? 0.5 * diag / (double)c->N * f : NAN;
+            if (!isfinite(op->dl_grad) || !isfinite(op->dl_gradtw) || !isfinite(op->dl_local))
+                rc = sqz_fail(err, "sensitivity: %s in %s (narrowed): prediction is not finite", t->name, tt->name);
+        }
+        free(Wn); free(Hn); free(E); free(dst);
+    }
+    return rc;
+}
+
 /* Fills the options of tensor idx from its weights W, its input Gram H (Σ x xᵀ / T; NULL
  * for an untied embedding) and its token-weighted Gram Hw (Σ w_t x xᵀ / Σ w_t). */
 static int score_tensor(score_ctx *c, int idx, const double *H, const double *Hw, sqz_err *err) {
@@ -442,6 +514,7 @@ static int score_tensor(score_ctx *c, int idx, const double *H, const double *Hw
             memcpy(op->what, what, (size_t)n * sizeof(float));
         }
     }
+    if (score_narrow(c, idx, W, nsel, map, scale, H, Hw, err)) goto done;
     rc = SQZ_OK;
 done:
     free(map); free(scale); free(W); free(what); free(D); free(E); free(Ew); free(dst);
@@ -509,6 +582,22 @@ static int layer_cb(void *vctx, int layer, const sqz_layer_grams *g, int64_t n_t
 
 /* ---------------------------------------------------------------- the whole estimate */
 
+void sqz_sens_add_narrow(sqz_sens *s, const int *types, int n_types) {
+    for (int i = 0; i < s->n_tensors; i++) {
+        sqz_sens_tensor *t = &s->t[i];
+        t->n_narrow = 0;
+        if (t->kind != SQZ_LIN_DOWN || t->layer < 0) continue;
+        for (int k = 0; k < n_types && t->n_narrow < SQZ_SENS_MAX_OPTIONS; k++) {
+            const sqz_type_traits *tt = sqz_type_get(types[k]);
+            int64_t bs = tt ? tt->block_size : 0;
+            if (!bs || t->cols % bs == 0 || t->cols < bs) continue;
+            sqz_sens_option *op = &t->narrow[t->n_narrow++];
+            memset(op, 0, sizeof *op);
+            op->type = types[k];
+        }
+    }
+}
+
 int sqz_sens_options(const sqz_model *m, const int *types, int n_types, sqz_sens *out, sqz_err *err) {
     memset(out, 0, sizeof *out);
     out->n_tensors = sqz_sens_count(m);
@@ -562,6 +651,7 @@ int sqz_sensitivity(const sqz_model *sm, const sqz_model *wm, sqz_pool *pool, co
         return sqz_fail(err, "sensitivity: %s and %s do not have the same shapes", sm->path, wm->path);
     if (sqz_sens_options(wm, o->types, o->n_types, out, err)) goto fail;
     if (o->prune_ffn_step > 0) {
+        sqz_sens_add_narrow(out, o->types, o->n_types);
         if (!(out->widths = calloc((size_t)wm->cfg.n_layer, sizeof *out->widths))) {
             sqz_fail(err, "sensitivity: out of memory");
             goto fail;

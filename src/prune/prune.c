@@ -314,6 +314,14 @@ done:
     return rc;
 }
 
+/* The FFN width after k: k - step rounded down to a multiple of 32 (ffn_down's rows then
+ * fit 32-blocks even when n_ff does not: 172 -> 128, 96, ...), down to 0. */
+static int narrower_ffn(int k, int nff, int step) {
+    int next = k - step;
+    if (nff >= 64) next = next / 32 * 32;
+    return next > 0 ? next : 0;
+}
+
 static int ffn_options(const sqz_model *m, int l, const double *H, const double *s, double scale, double percdamp,
                        double shrink, int magnitude, int step, sqz_layer_widths *out, sqz_err *err) {
     const sqz_layer *L = &m->layers[l];
@@ -357,8 +365,7 @@ static int ffn_options(const sqz_model *m, int l, const double *H, const double 
         sqz_fail(err, "prune: out of memory");
         goto done;
     }
-    for (int k = nff;; k -= step) {
-        if (k < 0) k = 0;
+    for (int k = nff;; k = narrower_ffn(k, nff, step)) {
         sqz_width_option *o = &out->ffn[out->n_ffn];
         o->n_keep = k;
         if (!(o->keep = malloc((size_t)(k + 1) * sizeof(int)))) {
@@ -753,8 +760,7 @@ int sqz_prune_layer_shapes(const sqz_model *m, int l, int ffn_step, sqz_layer_wi
                 out->attn[out->n_attn].n_keep = a * b;
                 out->attn[out->n_attn++].n_keep_kv = a;
             }
-    for (int k = nff;; k -= step) {
-        if (k < 0) k = 0;
+    for (int k = nff;; k = narrower_ffn(k, nff, step)) {
         out->ffn[out->n_ffn++].n_keep = k;
         if (k == 0) break;
     }
@@ -765,5 +771,5 @@ int sqz_prune_ffn_step(int n_ff) {
     int s = n_ff / 6;
     if (s >= 256) return s / 256 * 256;
     if (s >= 32) return s / 32 * 32;
-    return s > 0 ? s : 1;
+    return n_ff >= 64 ? 32 : 1; /* a small FFN: still 32-blocks, fewer options */
 }
