@@ -3,7 +3,7 @@
  * model (bench/README.md).
  *
  *   bench_joint [--model M ...] [--bpw 2.25,2.5,2.75] [--ctx 512] [--chunks 8] [--nsamples 8]
- *               [--seqlen 512] [--prune auto] [--threads N] [--text FILE] [--calib FILE]
+ *               [--seqlen 512] [--prune auto] [--rounds 1] [--threads N] [--text FILE] [--calib FILE]
  *               [--sqz PATH] [--llama-bin DIR] [--fresh] [--no-append]
  *
  * Models (--model, repeatable): by default the default model and, when present,
@@ -41,7 +41,7 @@ typedef struct {
     const char *models[8];
     int n_models;
     const char *text, *calib, *sqz, *llama_bin, *bpw, *prune;
-    long long ctx, chunks, nsamples, seqlen, threads;
+    long long ctx, chunks, nsamples, seqlen, threads, rounds;
     int fresh, append;
 } opts_t;
 
@@ -104,8 +104,8 @@ static int compress(const char *label, const char *src, const char *out, long lo
     char *qs = shq(g_sqz), *qm = shq(src), *qo = shq(out), *qc = shq(g_calib), *qj = shq(json);
     xfmt(cmd, sizeof cmd,
          "%s compress %s -o %s --target-size %lld --calib %s --nsamples %lld --seqlen %lld --seed 0 --threads %lld "
-         "--json %s --quiet %s",
-         qs, qm, qo, budget, qc, g_o.nsamples, g_seqlen, g_o.threads, qj, extra ? extra : "");
+         "--rounds %lld --json %s --quiet %s",
+         qs, qm, qo, budget, qc, g_o.nsamples, g_seqlen, g_o.threads, g_o.rounds, qj, extra ? extra : "");
     free(qs); free(qm); free(qo); free(qc); free(qj);
     double sec;
     if (make_step(label, out, json, deps, g_o.fresh, cmd, 1, &sec, NULL) == 0) return 0;
@@ -209,7 +209,7 @@ static int sample_ids(const char *model, int n_seq, int len, uint64_t seed, cons
 
 static int usage(void) {
     fprintf(stderr, "usage: bench_joint [--model M ...] [--bpw 2.25,2.5,2.75] [--ctx 512] [--chunks 8] [--nsamples 8]\n"
-                    "                   [--seqlen 512] [--prune auto] [--threads N] [--text FILE] [--calib FILE]\n"
+                    "                   [--seqlen 512] [--prune auto] [--rounds 1] [--threads N] [--text FILE] [--calib FILE]\n"
                     "                   [--sqz PATH] [--llama-bin DIR] [--fresh] [--no-append]\n");
     return 2;
 }
@@ -294,10 +294,11 @@ static int bench_model(const char *root, const char *model, strbuf *b) {
         r->budget = (long long)floor(r->bpw_target * (double)n_params / 8.0);
         for (int k = 0; k < 3; k++) r->ppl[k] = r->bpw[k] = r->min_bpw[k] = NAN;
         r->pp_pruned = r->pp_full = r->fa = r->ff = r->kept_params = NAN;
-        char out[3][PATH_MAX], label[128], extra[256];
-        xfmt(out[0], sizeof out[0], "%s/joint-b%s-%s.gguf", g_dir, tok, o->prune);
-        xfmt(out[1], sizeof out[1], "%s/quant-b%s.gguf", g_dir, tok);
-        xfmt(out[2], sizeof out[2], "%s/twostep-b%s-%s.gguf", g_dir, tok, o->prune);
+        char out[3][PATH_MAX], label[128], extra[256], rs[32] = "";
+        if (o->rounds > 1) xfmt(rs, sizeof rs, "-r%lld", o->rounds);
+        xfmt(out[0], sizeof out[0], "%s/joint-b%s-%s%s.gguf", g_dir, tok, o->prune, rs);
+        xfmt(out[1], sizeof out[1], "%s/quant-b%s%s.gguf", g_dir, tok, rs);
+        xfmt(out[2], sizeof out[2], "%s/twostep-b%s-%s%s.gguf", g_dir, tok, o->prune, rs);
         xfmt(extra, sizeof extra, "--prune %s", o->prune);
         xfmt(label, sizeof label, "joint at %s bpw", tok);
         int st = compress(label, model, out[0], r->budget, extra, NULL, n_params, &r->min_bpw[0]);
@@ -353,8 +354,8 @@ static int bench_model(const char *root, const char *model, strbuf *b) {
                 }
                 char pruned[PATH_MAX], cmd[6 * PATH_MAX];
                 /* the widths in the name: a changed rule makes a new file, not a stale hit */
-                xfmt(pruned, sizeof pruned, "%s/twostep-b%s-%s-a%.4f-f%.4f.pruned.gguf", g_dir, tok, o->prune, r->fa,
-                     r->ff);
+                xfmt(pruned, sizeof pruned, "%s/twostep-b%s-%s%s-a%.4f-f%.4f.pruned.gguf", g_dir, tok, o->prune, rs,
+                     r->fa, r->ff);
                 char *qs = shq(g_sqz), *qm = shq(model), *qo = shq(pruned), *qc = shq(g_calib);
                 xfmt(cmd, sizeof cmd,
                      "%s prune %s -o %s --calib %s --nsamples %lld --seqlen %lld --seed 0 --threads %lld "
@@ -436,13 +437,13 @@ int main(int argc, char **argv) {
     memset(o, 0, sizeof *o);
     o->bpw = "2.25,2.5,2.75";
     o->prune = "auto";
-    o->ctx = 512, o->chunks = 8, o->nsamples = 8, o->seqlen = 512, o->append = 1;
+    o->ctx = 512, o->chunks = 8, o->nsamples = 8, o->seqlen = 512, o->append = 1, o->rounds = 1;
     o->threads = sysconf(_SC_NPROCESSORS_ONLN) > 0 ? sysconf(_SC_NPROCESSORS_ONLN) : 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         long long *ll = !strcmp(a, "--ctx") ? &o->ctx : !strcmp(a, "--chunks") ? &o->chunks
                       : !strcmp(a, "--nsamples") ? &o->nsamples : !strcmp(a, "--seqlen") ? &o->seqlen
-                      : !strcmp(a, "--threads") ? &o->threads : NULL;
+                      : !strcmp(a, "--threads") ? &o->threads : !strcmp(a, "--rounds") ? &o->rounds : NULL;
         const char **str = !strcmp(a, "--bpw") ? &o->bpw
                          : !strcmp(a, "--prune") ? &o->prune : !strcmp(a, "--text") ? &o->text
                          : !strcmp(a, "--calib") ? &o->calib : !strcmp(a, "--sqz") ? &o->sqz
@@ -493,13 +494,14 @@ int main(int argc, char **argv) {
     strbuf b = {0};
     char head[1024];
     results_heading(root, "bench_joint", head, sizeof head);
-    sb_printf(&b, "\n%s\n\nBudgets in bits per weight of the original model (8 · bytes / its parameters). Joint: "
+    sb_printf(&b, "\n%s\n\nBudgets in bits per weight of the original model (8 · bytes / its parameters). Every "
+              "`sqz compress` below runs `--rounds %lld`. Joint: "
               "`sqz compress --prune %s` (widths and types in one knapsack, compensated removal, GPTQ); quant-only: "
               "`sqz compress` (below the smallest quantized size: unreachable); two-step: uniform widths (the joint "
               "file's kept fractions, scaled down until the pruned model's smallest quantized size is at most 90%% "
               "of the budget), chosen by activation-weighted magnitude and removed without compensation (`sqz "
               "prune --select magnitude --no-compensate`), then `sqz compress` to the same byte budget. Best of a "
-              "row in bold.\n", head, o->prune);
+              "row in bold.\n", head, o->rounds, o->prune);
     int failed = 0;
     for (int i = 0; i < o->n_models; i++) failed |= bench_model(root, o->models[i], &b) != 0;
     fputs(b.s ? b.s : "", stdout);
