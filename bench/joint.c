@@ -20,7 +20,9 @@
  *              quantized size it is "unreachable (min X bpw)", from sqz's message;
  *   two-step   uniform widths from the joint file's kept fractions of query heads and FFN
  *              channels, scaled down (by 5% steps) until the uniformly pruned model's smallest
- *              quantized size is at most 90% of the budget (FFN widths in multiples of 256),
+ *              quantized size is at most 90% of the budget (FFN widths in multiples of the
+ *              joint's step; the next wider FFN too when its smallest size is within 98% of
+ *              the budget, and the better of the two files counts),
  *              chosen by activation-weighted magnitude and removed without compensation:
  *              `sqz prune MODEL --attn-keep FA --ffn-keep FF --select magnitude
  *              --no-compensate`, then `sqz compress PRUNED --target-size BYTES`.
@@ -335,48 +337,63 @@ static int bench_model(const char *root, const char *model, strbuf *b) {
                 /* the joint file's fractions, scaled down until a uniformly pruned model can
                  * reach the budget with room to spare (its smallest size, every matrix at
                  * the smallest type its rows fit, at most 90% of the budget); FFN widths in
-                 * multiples of the joint's step (256 where ffn_down then fits Q2_K) */
-                double fa0 = h / (nl * nh), ff0 = f / (nl * nff);
-                for (double sc = 1.0; sc > 0.05; sc -= 0.05) {
-                    r->fa = fa0 * sc;
-                    double kf = floor(ff0 * sc * nff / step) * step;
-                    if (kf < step) kf = step;
-                    r->ff = kf / nff;
-                    /* bytes per weight of the smallest type a row of n fits: Q2_K, Q4_0, else F16 */
+                 * multiples of the joint's step (256 where ffn_down then fits Q2_K). The FFN
+                 * step is coarse (a sixth of n_ff), so the next wider FFN is tried too when
+                 * its smallest size is within 98% of the budget: the better file counts. */
+                /* bytes per weight of the smallest type a row of n fits: Q2_K, Q4_0, else F16 */
 #define BPW_OF(n) ((long long)(n) % 256 == 0 ? 84.0 / 256.0 : (long long)(n) % 32 == 0 ? 18.0 / 32.0 : 2.0)
-                    double hk = (double)lround(r->fa * nh);
-                    double per = hk * hdim * dim * BPW_OF(dim) + dim * hk * hdim * BPW_OF(hk * hdim) +
-                                 2.0 * nkv * hdim * dim * BPW_OF(dim) + 2.0 * kf * dim * BPW_OF(dim) +
-                                 dim * kf * BPW_OF(kf);
-                    double minb = nl * per + (double)n_vocab * dim * BPW_OF(dim);
-#undef BPW_OF
-                    if (minb <= 0.9 * (double)r->budget) break;
+#define MIN_BYTES(hk, kf) (nl * ((hk) * hdim * dim * BPW_OF(dim) + dim * (hk) * hdim * BPW_OF((hk) * hdim) + \
+                                 2.0 * nkv * hdim * dim * BPW_OF(dim) + 2.0 * (kf) * dim * BPW_OF(dim) +   \
+                                 dim * (kf) * BPW_OF(kf)) + (double)n_vocab * dim * BPW_OF(dim))
+                double fa0 = h / (nl * nh), ff0 = f / (nl * nff), fa = fa0, kf = step;
+                for (double sc = 1.0; sc > 0.05; sc -= 0.05) {
+                    fa = fa0 * sc;
+                    kf = floor(ff0 * sc * nff / step) * step;
+                    if (kf < step) kf = step;
+                    if (MIN_BYTES((double)lround(fa * nh), kf) <= 0.9 * (double)r->budget) break;
                 }
-                char pruned[PATH_MAX], cmd[6 * PATH_MAX];
-                /* the widths in the name: a changed rule makes a new file, not a stale hit */
-                xfmt(pruned, sizeof pruned, "%s/twostep-b%s-%s%s-a%.4f-f%.4f.pruned.gguf", g_dir, tok, o->prune, rs,
-                     r->fa, r->ff);
-                char *qs = shq(g_sqz), *qm = shq(model), *qo = shq(pruned), *qc = shq(g_calib);
-                xfmt(cmd, sizeof cmd,
-                     "%s prune %s -o %s --calib %s --nsamples %lld --seqlen %lld --seed 0 --threads %lld "
-                     "--attn-keep %.4f --ffn-keep %.4f --select magnitude --no-compensate --quiet",
-                     qs, qm, qo, qc, o->nsamples, g_seqlen, o->threads, r->fa, r->ff);
-                free(qs); free(qm); free(qo); free(qc);
-                double sec;
-                xfmt(label, sizeof label, "two-step prune at %s bpw", tok);
-                const char *deps[] = {out[0], NULL};
-                if (make_step(label, pruned, NULL, deps, o->fresh, cmd, 0, &sec, NULL) == 0) {
+                double cand_kf[2] = {kf, kf + step};
+                int n_cand = kf + step < nff && MIN_BYTES((double)lround(fa * nh), kf + step) <= 0.98 * (double)r->budget
+                                 ? 2 : 1;
+#undef MIN_BYTES
+#undef BPW_OF
+                double best = INFINITY;
+                for (int c = 0; c < n_cand; c++) {
+                    double ffc = cand_kf[c] / nff;
+                    char pruned[PATH_MAX], cmd[6 * PATH_MAX], outc[PATH_MAX];
+                    /* the widths in the name: a changed rule makes a new file, not a stale hit */
+                    xfmt(pruned, sizeof pruned, "%s/twostep-b%s-%s%s-a%.4f-f%.4f.pruned.gguf", g_dir, tok, o->prune,
+                         rs, fa, ffc);
+                    if (c == 0) xfmt(outc, sizeof outc, "%s", out[2]);
+                    else xfmt(outc, sizeof outc, "%s/twostep-b%s-%s%s-wider.gguf", g_dir, tok, o->prune, rs);
+                    char *qs = shq(g_sqz), *qm = shq(model), *qo = shq(pruned), *qc = shq(g_calib);
+                    xfmt(cmd, sizeof cmd,
+                         "%s prune %s -o %s --calib %s --nsamples %lld --seqlen %lld --seed 0 --threads %lld "
+                         "--attn-keep %.4f --ffn-keep %.4f --select magnitude --no-compensate --quiet",
+                         qs, qm, qo, qc, o->nsamples, g_seqlen, o->threads, fa, ffc);
+                    free(qs); free(qm); free(qo); free(qc);
+                    double sec, pc = NAN, minc = NAN;
+                    xfmt(label, sizeof label, "two-step prune at %s bpw (FFN %.0f)", tok, cand_kf[c]);
+                    const char *deps[] = {out[0], NULL};
+                    if (make_step(label, pruned, NULL, deps, o->fresh, cmd, 0, &sec, NULL) != 0) continue;
                     const char *deps2[] = {pruned, NULL};
-                    xfmt(label, sizeof label, "two-step quantize at %s bpw", tok);
-                    st = compress(label, pruned, out[2], r->budget, NULL, deps2, n_params, &r->min_bpw[2]);
-                    r->state[2] = st == 0 ? 1 : st;
+                    xfmt(label, sizeof label, "two-step quantize at %s bpw (FFN %.0f)", tok, cand_kf[c]);
+                    st = compress(label, pruned, outc, r->budget, NULL, deps2, n_params, &minc);
+                    if (st == 0 && ppl_of(outc, &pc) == 0 && pc < best) {
+                        best = pc;
+                        r->state[2] = 1, r->fa = fa, r->ff = ffc;
+                        xfmt(out[2], sizeof out[2], "%s", outc);
+                    } else if (st == 2 && r->state[2] != 1) {
+                        r->state[2] = 2, r->min_bpw[2] = minc;
+                    }
+                    if (st != 0 || pc != best) continue;
                     /* speed: the same widths, the same type */
                     char pq8[PATH_MAX + 16];
                     xfmt(pq8, sizeof pq8, "%s.Q8_0.gguf", pruned);
                     qs = shq(g_sqz), qm = shq(pruned), qo = shq(pq8);
                     xfmt(cmd, sizeof cmd, "%s quantize %s -o %s --type Q8_0 --method rtn --quiet", qs, qm, qo);
                     free(qs); free(qm); free(qo);
-                    xfmt(label, sizeof label, "two-step Q8_0 at %s bpw", tok);
+                    xfmt(label, sizeof label, "two-step Q8_0 at %s bpw (FFN %.0f)", tok, cand_kf[c]);
                     if (o->llama_bin && make_step(label, pq8, NULL, deps2, o->fresh, cmd, 0, &sec, NULL) == 0) {
                         r->pp_pruned = prefill(pq8);
                         r->pp_full = prefill(full_q8);
@@ -499,7 +516,8 @@ int main(int argc, char **argv) {
               "`sqz compress --prune %s` (widths and types in one knapsack, compensated removal, GPTQ); quant-only: "
               "`sqz compress` (below the smallest quantized size: unreachable); two-step: uniform widths (the joint "
               "file's kept fractions, scaled down until the pruned model's smallest quantized size is at most 90%% "
-              "of the budget), chosen by activation-weighted magnitude and removed without compensation (`sqz "
+              "of the budget; also the next wider FFN when its smallest size is within 98%% of the budget, the "
+              "better file counts), chosen by activation-weighted magnitude and removed without compensation (`sqz "
               "prune --select magnitude --no-compensate`), then `sqz compress` to the same byte budget. Best of a "
               "row in bold.\n", head, o->rounds, o->prune);
     int failed = 0;
