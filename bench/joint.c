@@ -21,8 +21,9 @@
  *   two-step   uniform widths from the joint file's kept fractions of query heads and FFN
  *              channels, scaled down (by 5% steps) until the uniformly pruned model's smallest
  *              quantized size is at most 90% of the budget (FFN widths in multiples of the
- *              joint's step; the next wider FFN too when its smallest size is within 98% of
- *              the budget, and the better of the two files counts),
+ *              joint's step; also the next wider FFN, and that with one query head fewer
+ *              per layer, when their smallest size is within 98% of the budget: the best
+ *              file counts),
  *              chosen by activation-weighted magnitude and removed without compensation:
  *              `sqz prune MODEL --attn-keep FA --ffn-keep FF --select magnitude
  *              --no-compensate`, then `sqz compress PRUNED --target-size BYTES`.
@@ -338,8 +339,8 @@ static int bench_model(const char *root, const char *model, strbuf *b) {
                  * reach the budget with room to spare (its smallest size, every matrix at
                  * the smallest type its rows fit, at most 90% of the budget); FFN widths in
                  * multiples of the joint's step (256 where ffn_down then fits Q2_K). The FFN
-                 * step is coarse (a sixth of n_ff), so the next wider FFN is tried too when
-                 * its smallest size is within 98% of the budget: the better file counts. */
+                 * step is coarse (a sixth of n_ff), so wider FFNs are tried too (below): the
+                 * best file counts. */
                 /* bytes per weight of the smallest type a row of n fits: Q2_K, Q4_0, else F16 */
 #define BPW_OF(n) ((long long)(n) % 256 == 0 ? 84.0 / 256.0 : (long long)(n) % 32 == 0 ? 18.0 / 32.0 : 2.0)
 #define MIN_BYTES(hk, kf) (nl * ((hk) * hdim * dim * BPW_OF(dim) + dim * (hk) * hdim * BPW_OF((hk) * hdim) + \
@@ -352,20 +353,29 @@ static int bench_model(const char *root, const char *model, strbuf *b) {
                     if (kf < step) kf = step;
                     if (MIN_BYTES((double)lround(fa * nh), kf) <= 0.9 * (double)r->budget) break;
                 }
-                double cand_kf[2] = {kf, kf + step};
-                int n_cand = kf + step < nff && MIN_BYTES((double)lround(fa * nh), kf + step) <= 0.98 * (double)r->budget
-                                 ? 2 : 1;
+                /* candidates: that; the next wider FFN; the next wider FFN with one query
+                 * head fewer per layer (heads and channels traded): those whose smallest size
+                 * is within 98% of the budget */
+                double cand_fa[3] = {fa, fa, fa - 1.0 / nh}, cand_kf[3] = {kf, kf + step, kf + step};
+                int n_cand = 0;
+                for (int c = 0; c < 3; c++) {
+                    double hk = (double)lround(cand_fa[c] * nh);
+                    if (c == 0 || (cand_kf[c] < nff && hk >= 1 &&
+                                   MIN_BYTES(hk, cand_kf[c]) <= 0.98 * (double)r->budget))
+                        cand_fa[n_cand] = cand_fa[c], cand_kf[n_cand++] = cand_kf[c];
+                }
 #undef MIN_BYTES
 #undef BPW_OF
                 double best = INFINITY;
                 for (int c = 0; c < n_cand; c++) {
                     double ffc = cand_kf[c] / nff;
+                    fa = cand_fa[c];
                     char pruned[PATH_MAX], cmd[6 * PATH_MAX], outc[PATH_MAX];
                     /* the widths in the name: a changed rule makes a new file, not a stale hit */
                     xfmt(pruned, sizeof pruned, "%s/twostep-b%s-%s%s-a%.4f-f%.4f.pruned.gguf", g_dir, tok, o->prune,
                          rs, fa, ffc);
                     if (c == 0) xfmt(outc, sizeof outc, "%s", out[2]);
-                    else xfmt(outc, sizeof outc, "%s/twostep-b%s-%s%s-wider.gguf", g_dir, tok, o->prune, rs);
+                    else xfmt(outc, sizeof outc, "%s/twostep-b%s-%s%s-a%.4f-f%.4f.gguf", g_dir, tok, o->prune, rs, fa, ffc);
                     char *qs = shq(g_sqz), *qm = shq(model), *qo = shq(pruned), *qc = shq(g_calib);
                     xfmt(cmd, sizeof cmd,
                          "%s prune %s -o %s --calib %s --nsamples %lld --seqlen %lld --seed 0 --threads %lld "
@@ -373,11 +383,11 @@ static int bench_model(const char *root, const char *model, strbuf *b) {
                          qs, qm, qo, qc, o->nsamples, g_seqlen, o->threads, fa, ffc);
                     free(qs); free(qm); free(qo); free(qc);
                     double sec, pc = NAN, minc = NAN;
-                    xfmt(label, sizeof label, "two-step prune at %s bpw (FFN %.0f)", tok, cand_kf[c]);
+                    xfmt(label, sizeof label, "two-step prune at %s bpw (heads %.3f, FFN %.0f)", tok, fa, cand_kf[c]);
                     const char *deps[] = {out[0], NULL};
                     if (make_step(label, pruned, NULL, deps, o->fresh, cmd, 0, &sec, NULL) != 0) continue;
                     const char *deps2[] = {pruned, NULL};
-                    xfmt(label, sizeof label, "two-step quantize at %s bpw (FFN %.0f)", tok, cand_kf[c]);
+                    xfmt(label, sizeof label, "two-step quantize at %s bpw (heads %.3f, FFN %.0f)", tok, fa, cand_kf[c]);
                     st = compress(label, pruned, outc, r->budget, NULL, deps2, n_params, &minc);
                     if (st == 0 && ppl_of(outc, &pc) == 0 && pc < best) {
                         best = pc;
@@ -393,7 +403,7 @@ static int bench_model(const char *root, const char *model, strbuf *b) {
                     qs = shq(g_sqz), qm = shq(pruned), qo = shq(pq8);
                     xfmt(cmd, sizeof cmd, "%s quantize %s -o %s --type Q8_0 --method rtn --quiet", qs, qm, qo);
                     free(qs); free(qm); free(qo);
-                    xfmt(label, sizeof label, "two-step Q8_0 at %s bpw (FFN %.0f)", tok, cand_kf[c]);
+                    xfmt(label, sizeof label, "two-step Q8_0 at %s bpw (heads %.3f, FFN %.0f)", tok, fa, cand_kf[c]);
                     if (o->llama_bin && make_step(label, pq8, NULL, deps2, o->fresh, cmd, 0, &sec, NULL) == 0) {
                         r->pp_pruned = prefill(pq8);
                         r->pp_full = prefill(full_q8);
@@ -516,8 +526,8 @@ int main(int argc, char **argv) {
               "`sqz compress --prune %s` (widths and types in one knapsack, compensated removal, GPTQ); quant-only: "
               "`sqz compress` (below the smallest quantized size: unreachable); two-step: uniform widths (the joint "
               "file's kept fractions, scaled down until the pruned model's smallest quantized size is at most 90%% "
-              "of the budget; also the next wider FFN when its smallest size is within 98%% of the budget, the "
-              "better file counts), chosen by activation-weighted magnitude and removed without compensation (`sqz "
+              "of the budget; also the next wider FFN, and that with one query head fewer per layer, when their "
+              "smallest size is within 98%% of the budget: the best file counts), chosen by activation-weighted magnitude and removed without compensation (`sqz "
               "prune --select magnitude --no-compensate`), then `sqz compress` to the same byte budget. Best of a "
               "row in bold.\n", head, o->rounds, o->prune);
     int failed = 0;
