@@ -179,6 +179,16 @@ print(f"  compress --prune max=0.5 --rounds 2 at 6 bpw: {size} bytes <= {j['budg
       f"{[(l['n_head'], l['n_ff']) for l in ls]}")
 sys.exit(bad)
 EOF2
+    # --prune auto: at most half of a block when the budget leaves 5% room at that bound
+    # (stories260K: smallest size 2.366 bpw at 0.75, above 2.9 at 0.5), else three quarters
+    for bf in "4.5 0.5" "2.9 0.75"; do
+        set -- $bf
+        "$sqz" compress "$s260" -o "$tmp/auto.gguf" --target-bpw "$1" --prune auto "${c260[@]}" --json "$tmp/auto.json" \
+            >"$tmp/auto.log" 2>&1 || bad "compress --prune auto at $1 bpw failed: $(tail -n 2 "$tmp/auto.log")"
+        got=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["prune"]["max_fraction"])' "$tmp/auto.json" 2>/dev/null)
+        [[ "$got" == "$2" ]] || bad "--prune auto at $1 bpw: max_fraction '$got', want $2"
+        rm -f "$tmp/auto.gguf" "$tmp/auto.json"
+    done
     "$sqz" info "$tmp/c260.gguf" >/dev/null 2>&1 || bad "sqz cannot load the pruned, quantized file"
     left="$(cd "$tmp" && ls -A | grep -E '\.tmp|round|pruned' || true)"
     # calibration as sequences (a .json array of arrays): windows start at each sequence;
