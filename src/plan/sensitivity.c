@@ -329,12 +329,54 @@ static int64_t stats_row(const score_ctx *c, int idx, int64_t row) {
     return h * d + (k % 2) * half + k / 2; /* weights adjacent, statistics rotate-half */
 }
 
+/* Ŵ (what) of the nsel rows of W (nsel × cols) in type, packed in dst (row_bytes per row):
+ * GPTQ on H where the type has it (and H is given), else round to nearest. */
+static int quantize_rows(score_ctx *c, const char *name, int type, const float *W, int64_t nsel, int64_t cols,
+                         const double *H, size_t row_bytes, uint8_t *dst, float *what, sqz_err *err) {
+    if (H && sqz_quant_supported(type)) {
+        sqz_gptq_opts go = {c->o->percdamp, 0, 1, c->o->shrink};
+        if (sqz_gptq_quantize(type, W, nsel, cols, H, &go, c->pool, dst, what, NULL, NULL, NULL, err)) {
+            sqz_fail_prefix(err, "%s: ", name);
+            return SQZ_ERR;
+        }
+        return SQZ_OK;
+    }
+    conv_ctx cc = {type, W, what, dst, row_bytes, cols, 0, {{0}}};
+    sqz_pool_for(c->pool, nsel, 16, conv_task, &cc);
+    return cc.failed ? sqz_fail(err, "%s: %s", name, cc.err.msg) : SQZ_OK;
+}
+
+/* The linear-layer sums of an error D (nsel × cols, rows map[r] of tensor idx, weights
+ * scale[r]) into sum[0..3]: Σ s_j δwᵀHδw (grad), Σ s_j δwᵀH_wδw (gradtw), Σ δwᵀHδw (local),
+ * Σ F δw² (diag; the statistics' rows are ld long). E, Ew: nsel doubles of scratch. */
+static void error_sums(score_ctx *c, int idx, const float *D, int64_t nsel, int64_t cols, int64_t ld,
+                       const double *H, const double *Hw, const int64_t *map, const double *scale, double *E,
+                       double *Ew, double sum[4]) {
+    quad_ctx qc = {H, D, cols, E}, qw = {Hw, D, cols, Ew};
+    int blas_threads = openblas_get_num_threads();
+    openblas_set_num_threads(1); /* the pool is the parallelism */
+    sqz_pool_for(c->pool, nsel, QUAD_ROWS, quad_task, &qc);
+    sqz_pool_for(c->pool, nsel, QUAD_ROWS, quad_task, &qw);
+    openblas_set_num_threads(blas_threads);
+    const double *s = c->st->s[idx];
+    const float *F = c->st->F[idx];
+    for (int64_t r = 0; r < nsel; r++) {
+        int64_t sr = stats_row(c, idx, map[r]);
+        sum[0] += scale[r] * s[sr] * E[r];
+        sum[1] += scale[r] * s[sr] * Ew[r];
+        sum[2] += scale[r] * E[r];
+        if (F)
+            for (int64_t i = 0; i < cols; i++)
+                sum[3] += scale[r] * (double)F[sr * ld + i] * D[r * cols + i] * D[r * cols + i];
+    }
+}
+
 /* The options of a pruned ffn_down's row lengths that its full rows do not fit
- * (sqz_sens_tensor.narrow, listed by sqz_sens_add_narrow): each type is scored on the first cols' columns it fits
- * (W's and H's leading block), its changes scaled by cols / cols'. */
+ * (sqz_sens_tensor.narrow, listed by sqz_sens_add_narrow): each type is scored on the
+ * first cols' columns it fits (W's and H's leading block), its changes scaled by
+ * cols / cols'. */
 static int score_narrow(score_ctx *c, int idx, const float *W, int64_t nsel, const int64_t *map,
                         const double *scale, const double *H, const double *Hw, sqz_err *err) {
-    const sqz_sens_opts *o = c->o;
     sqz_sens_tensor *t = &c->out->t[idx];
     int64_t cols = t->cols;
     if (!H || !Hw) return SQZ_OK;
@@ -358,41 +400,17 @@ static int score_narrow(score_ctx *c, int idx, const float *W, int64_t nsel, con
                 memcpy(Hn + i * cf, H + i * cols, (size_t)cf * sizeof(double));
                 memcpy(Hwn + i * cf, Hw + i * cols, (size_t)cf * sizeof(double));
             }
-            if (sqz_quant_supported(type)) {
-                sqz_gptq_opts go = {o->percdamp, 0, 1, o->shrink};
-                if (sqz_gptq_quantize(type, Wn, nsel, cf, Hn, &go, c->pool, dst, what, NULL, NULL, NULL, err))
-                    rc = SQZ_ERR;
-            } else {
-                conv_ctx cc = {type, Wn, what, dst, row_bytes, cf, 0, {{0}}};
-                sqz_pool_for(c->pool, nsel, 16, conv_task, &cc);
-                if (cc.failed) rc = sqz_fail(err, "%s: %s", t->name, cc.err.msg);
-            }
+            rc = quantize_rows(c, t->name, type, Wn, nsel, cf, Hn, row_bytes, dst, what, err);
         }
         if (rc == SQZ_OK) {
             for (int64_t i = 0; i < nsel * cf; i++) D[i] = Wn[i] - what[i];
-            quad_ctx qc = {Hn, D, cf, E}, qw = {Hwn, D, cf, Ew};
-            int blas_threads = openblas_get_num_threads();
-            openblas_set_num_threads(1);
-            sqz_pool_for(c->pool, nsel, QUAD_ROWS, quad_task, &qc);
-            sqz_pool_for(c->pool, nsel, QUAD_ROWS, quad_task, &qw);
-            openblas_set_num_threads(blas_threads);
-            const double *s = c->st->s[idx];
-            const float *F = c->st->F[idx];
-            double grad = 0.0, gradtw = 0.0, local = 0.0, diag = 0.0, f = (double)cols / (double)cf;
-            for (int64_t r = 0; r < nsel; r++) {
-                int64_t sr = stats_row(c, idx, map[r]);
-                grad += scale[r] * s[sr] * E[r];
-                gradtw += scale[r] * s[sr] * Ew[r];
-                local += scale[r] * E[r];
-                if (F)
-                    for (int64_t i = 0; i < cf; i++)
-                        diag += scale[r] * (double)F[sr * cols + i] * D[r * cf + i] * D[r * cf + i];
-            }
+            double sum[4] = {0, 0, 0, 0}, f = (double)cols / (double)cf;
+            error_sums(c, idx, D, nsel, cf, cols, Hn, Hwn, map, scale, E, Ew, sum);
             sqz_sens_option *op = &t->narrow[k];
-            op->dl_grad = 0.5 * grad / (double)c->N * f;
-            op->dl_gradtw = 0.5 * gradtw / (double)c->N * f;
-            op->dl_local = 0.5 * local * f;
-            op->dl_diag = o->diag_fisher ? 0.5 * diag / (double)c->N * f : NAN;
+            op->dl_grad = 0.5 * sum[0] / (double)c->N * f;
+            op->dl_gradtw = 0.5 * sum[1] / (double)c->N * f;
+            op->dl_local = 0.5 * sum[2] * f;
+            op->dl_diag = c->o->diag_fisher ? 0.5 * sum[3] / (double)c->N * f : NAN;
             if (!isfinite(op->dl_grad) || !isfinite(op->dl_gradtw) || !isfinite(op->dl_local))
                 rc = sqz_fail(err, "sensitivity: %s in %s (narrowed): prediction is not finite", t->name, tt->name);
         }
@@ -445,41 +463,11 @@ static int score_tensor(score_ctx *c, int idx, const double *H, const double *Hw
             sqz_fail(err, "sensitivity: out of memory for %s", t->name);
             goto done;
         }
-        if (H && sqz_quant_supported(op->type)) {
-            sqz_gptq_opts go = {o->percdamp, 0, 1, o->shrink};
-            if (sqz_gptq_quantize(op->type, W, nsel, cols, H, &go, c->pool, dst, what, NULL, NULL, NULL, err)) {
-                sqz_fail_prefix(err, "%s: ", t->name);
-                goto done;
-            }
-        } else {
-            conv_ctx cc = {op->type, W, what, dst, row_bytes, cols, 0, {{0}}};
-            sqz_pool_for(c->pool, nsel, 16, conv_task, &cc);
-            if (cc.failed) {
-                sqz_fail(err, "%s: %s", t->name, cc.err.msg);
-                goto done;
-            }
-        }
+        if (quantize_rows(c, t->name, op->type, W, nsel, cols, H, row_bytes, dst, what, err)) goto done;
         for (int64_t i = 0; i < n; i++) D[i] = W[i] - what[i];
-        double grad = 0.0, gradtw = 0.0, local = 0.0, diag = 0.0;
-        if (!is_embd) {
-            quad_ctx qc = {H, D, cols, E}, qw = {Hw, D, cols, Ew};
-            int blas_threads = openblas_get_num_threads();
-            openblas_set_num_threads(1); /* the pool is the parallelism */
-            sqz_pool_for(c->pool, nsel, QUAD_ROWS, quad_task, &qc);
-            sqz_pool_for(c->pool, nsel, QUAD_ROWS, quad_task, &qw);
-            openblas_set_num_threads(blas_threads);
-            const double *s = c->st->s[idx];
-            const float *F = c->st->F[idx];
-            for (int64_t r = 0; r < nsel; r++) {
-                int64_t sr = stats_row(c, idx, map[r]);
-                grad += scale[r] * s[sr] * E[r];
-                gradtw += scale[r] * s[sr] * Ew[r];
-                local += scale[r] * E[r];
-                if (F)
-                    for (int64_t i = 0; i < cols; i++)
-                        diag += scale[r] * (double)F[sr * cols + i] * D[r * cols + i] * D[r * cols + i];
-            }
-        }
+        double sum[4] = {0, 0, 0, 0};
+        if (!is_embd) error_sums(c, idx, D, nsel, cols, cols, H, Hw, map, scale, E, Ew, sum);
+        double grad = sum[0], gradtw = sum[1], local = sum[2], diag = sum[3];
         if (has_embd_part) { /* the lookup rows (see the header) */
             double eg = 0.0, el = 0.0, ed = 0.0;
             for (int64_t r = 0; r < nsel; r++) {
