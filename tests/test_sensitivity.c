@@ -66,6 +66,37 @@ static int ref_hook(void *vctx, const sqz_grad_site *st, sqz_err *err) {
     return SQZ_OK;
 }
 
+/* The reference statistics of (layer, kind): s, F and H_w from the backward pass's own
+ * inputs (ref_hook), H as sqz_sensitivity takes it, from the forward pass's Grams
+ * (sqz_calib_grams). Free with ref_free. */
+static ref_stats ref_collect(const sqz_model *m, int layer, int kind, const int32_t *win, int ns, int L) {
+    static const int kSite[SQZ_LIN_PER_LAYER] = {SQZ_SITE_ATTN_IN, SQZ_SITE_ATTN_IN, SQZ_SITE_ATTN_IN,
+                                                 SQZ_SITE_ATTN_O_IN, SQZ_SITE_FFN_IN, SQZ_SITE_FFN_IN,
+                                                 SQZ_SITE_FFN_DOWN_IN};
+    const sqz_tensor *t = sqz_linear_tensor(m, layer, kind);
+    int64_t rows = t->ne[1], cols = t->ne[0];
+    ref_stats r = {layer, kind, rows, cols, 0, calloc((size_t)rows, sizeof(double)),
+                   calloc((size_t)(rows * cols), sizeof(double)), calloc((size_t)(cols * cols), sizeof(double)),
+                   calloc((size_t)(cols * cols), sizeof(double)), 0};
+    sqz_err err;
+    sqz_grad *g = NULL;
+    CHECK(sqz_grad_create(&g, m, NULL, L, &err) == 0, "%s", err.msg);
+    for (int s = 0; s < ns; s++)
+        CHECK(sqz_grad_window(g, win + s * L, L, 1.0, ref_hook, &r, NULL, &err) == 0, "%s", err.msg);
+    sqz_grad_free(g);
+    sqz_model_grams mg;
+    CHECK(sqz_calib_grams(m, NULL, win, ns, L, &mg, &err) == 0, "%s", err.msg);
+    int site = kSite[kind];
+    CHECK(mg.layers[layer].n[site] == cols, "Gram width");
+    for (int64_t i = 0; i < cols * cols; i++) r.H[i] = mg.layers[layer].g[site][i] / (double)mg.n_tokens;
+    sqz_calib_grams_free(&mg);
+    return r;
+}
+
+static void ref_free(ref_stats *r) {
+    free(r->s); free(r->F); free(r->H); free(r->Hw);
+}
+
 static void test_plumbing(void) {
     char *dir = tu_shared("models/stories260K"), *ids_path = tu_shared("models/stories260K/reference_greedy_tokens.json");
     sqz_model m;
@@ -92,20 +123,7 @@ static void test_plumbing(void) {
         int layer = cases[c][0], kind = cases[c][1], idx = sqz_sens_index(&m, layer, kind);
         const sqz_tensor *t = sqz_linear_tensor(&m, layer, kind);
         int64_t rows = t->ne[1], cols = t->ne[0];
-        ref_stats r = {layer, kind, rows, cols, 0, calloc((size_t)rows, sizeof(double)),
-                       calloc((size_t)(rows * cols), sizeof(double)), calloc((size_t)(cols * cols), sizeof(double)),
-                       calloc((size_t)(cols * cols), sizeof(double)), 0};
-        sqz_grad *g = NULL;
-        CHECK(sqz_grad_create(&g, &m, NULL, L, &err) == 0, "%s", err.msg);
-        for (int s = 0; s < NS; s++) CHECK(sqz_grad_window(g, win + s * L, L, 1.0, ref_hook, &r, NULL, &err) == 0, "%s", err.msg);
-        sqz_grad_free(g);
-        /* H as sqz_sensitivity takes it: the forward pass's Grams (sqz_calib_grams) */
-        sqz_model_grams mg;
-        CHECK(sqz_calib_grams(&m, NULL, win, NS, L, &mg, &err) == 0, "%s", err.msg);
-        int site = kind == SQZ_LIN_O ? SQZ_SITE_ATTN_O_IN : kind == SQZ_LIN_GATE ? SQZ_SITE_FFN_IN : SQZ_SITE_ATTN_IN;
-        CHECK(mg.layers[layer].n[site] == cols, "Gram width");
-        for (int64_t i = 0; i < cols * cols; i++) r.H[i] = mg.layers[layer].g[site][i] / (double)mg.n_tokens;
-        sqz_calib_grams_free(&mg);
+        ref_stats r = ref_collect(&m, layer, kind, win, NS, L);
         double N = (double)NS * (L - 1);
         float *W = malloc((size_t)(rows * cols) * sizeof(float)), *what = malloc((size_t)(rows * cols) * sizeof(float));
         CHECK(sqz_tensor_rows_f32(t, 0, rows, W, &err) == 0, "%s", err.msg);
@@ -152,7 +170,8 @@ static void test_plumbing(void) {
                   op->dl_diag, diag);
             free(dst);
         }
-        free(W); free(what); free(r.s); free(r.F); free(r.H); free(r.Hw);
+        free(W); free(what);
+        ref_free(&r);
     }
     /* 2b. with width options, ffn_down (172 wide: no 32-block type fits) also gets the
      * types a narrowed row fits, scored on its first 160 columns and scaled by 172/160 */
@@ -167,20 +186,9 @@ static void test_plumbing(void) {
               "%s: %d options, %d narrow", st->name, st->n_options, st->n_narrow);
         const sqz_tensor *t = sqz_linear_tensor(&m, layer, SQZ_LIN_DOWN);
         int64_t rows = t->ne[1], cols = t->ne[0], cf = 160;
-        ref_stats r = {layer, SQZ_LIN_DOWN, rows, cols, 0, calloc((size_t)rows, sizeof(double)),
-                       calloc((size_t)(rows * cols), sizeof(double)), calloc((size_t)(cols * cols), sizeof(double)),
-                       calloc((size_t)(cols * cols), sizeof(double)), 0};
-        sqz_grad *g = NULL;
-        CHECK(sqz_grad_create(&g, &m, NULL, L, &err) == 0, "%s", err.msg);
-        for (int s = 0; s < NS; s++) CHECK(sqz_grad_window(g, win + s * L, L, 1.0, ref_hook, &r, NULL, &err) == 0, "%s", err.msg);
-        sqz_grad_free(g);
-        sqz_model_grams mg;
-        CHECK(sqz_calib_grams(&m, NULL, win, NS, L, &mg, &err) == 0, "%s", err.msg);
+        ref_stats r = ref_collect(&m, layer, SQZ_LIN_DOWN, win, NS, L);
         double *Hp = malloc((size_t)(cf * cf) * sizeof(double));
-        for (int64_t a = 0; a < cf; a++)
-            for (int64_t b = 0; b < cf; b++)
-                Hp[a * cf + b] = mg.layers[layer].g[SQZ_SITE_FFN_DOWN_IN][a * cols + b] / (double)mg.n_tokens;
-        sqz_calib_grams_free(&mg);
+        for (int64_t a = 0; a < cf; a++) memcpy(Hp + a * cf, r.H + a * cols, (size_t)cf * sizeof(double));
         float *W = malloc((size_t)(rows * cols) * sizeof(float)), *Wp = malloc((size_t)(rows * cf) * sizeof(float));
         float *what = malloc((size_t)(rows * cf) * sizeof(float));
         CHECK(sqz_tensor_rows_f32(t, 0, rows, W, &err) == 0, "%s", err.msg);
@@ -206,7 +214,8 @@ static void test_plumbing(void) {
                   "recomputed %.9g", st->name, st->narrow[q].type, st->narrow[q].dl_grad, grad);
             free(dst);
         }
-        free(W); free(Wp); free(what); free(Hp); free(r.s); free(r.F); free(r.H); free(r.Hw);
+        free(W); free(Wp); free(what); free(Hp);
+        ref_free(&r);
         sqz_sens_free(&sn);
     }
     /* 3. coarser types predict more; F16 of stories260K's f32 weights is nearly free */
