@@ -210,6 +210,16 @@ static int sample_ids(const char *model, int n_seq, int len, uint64_t seed, cons
     return rc;
 }
 
+/* dst = src in Q8_0 by round to nearest (the speed comparison's files), as a cached step. */
+static int q8_of(const char *label, const char *src, const char *dst, const char *const *deps) {
+    char cmd[4 * PATH_MAX];
+    char *qs = shq(g_sqz), *qm = shq(src), *qo = shq(dst);
+    xfmt(cmd, sizeof cmd, "%s quantize %s -o %s --type Q8_0 --method rtn --quiet", qs, qm, qo);
+    free(qs); free(qm); free(qo);
+    double sec;
+    return make_step(label, dst, NULL, deps, g_o.fresh, cmd, 0, &sec, NULL);
+}
+
 static int usage(void) {
     fprintf(stderr, "usage: bench_joint [--model M ...] [--bpw 2.25,2.5,2.75] [--ctx 512] [--chunks 8] [--nsamples 8]\n"
                     "                   [--seqlen 512] [--prune auto] [--rounds 1] [--threads N] [--text FILE] [--calib FILE]\n"
@@ -277,14 +287,7 @@ static int bench_model(const char *root, const char *model, strbuf *b) {
     /* the unpruned Q8_0 file for the speed comparison */
     char full_q8[PATH_MAX];
     xfmt(full_q8, sizeof full_q8, "%s/full-Q8_0.gguf", g_dir);
-    {
-        char cmd[4 * PATH_MAX];
-        char *qs = shq(g_sqz), *qm = shq(model), *qo = shq(full_q8);
-        xfmt(cmd, sizeof cmd, "%s quantize %s -o %s --type Q8_0 --method rtn --quiet", qs, qm, qo);
-        free(qs); free(qm); free(qo);
-        double sec;
-        if (make_step("unpruned Q8_0", full_q8, NULL, NULL, o->fresh, cmd, 0, &sec, NULL)) failed = 1;
-    }
+    if (q8_of("unpruned Q8_0", model, full_q8, NULL)) failed = 1;
     row_t rows[16];
     int n_rows = 0;
     char list[256];
@@ -400,11 +403,8 @@ static int bench_model(const char *root, const char *model, strbuf *b) {
                     /* speed: the same widths, the same type */
                     char pq8[PATH_MAX + 16];
                     xfmt(pq8, sizeof pq8, "%s.Q8_0.gguf", pruned);
-                    qs = shq(g_sqz), qm = shq(pruned), qo = shq(pq8);
-                    xfmt(cmd, sizeof cmd, "%s quantize %s -o %s --type Q8_0 --method rtn --quiet", qs, qm, qo);
-                    free(qs); free(qm); free(qo);
                     xfmt(label, sizeof label, "two-step Q8_0 at %s bpw (heads %.3f, FFN %.0f)", tok, fa, cand_kf[c]);
-                    if (o->llama_bin && make_step(label, pq8, NULL, deps2, o->fresh, cmd, 0, &sec, NULL) == 0) {
+                    if (o->llama_bin && q8_of(label, pruned, pq8, deps2) == 0) {
                         r->pp_pruned = prefill(pq8);
                         r->pp_full = prefill(full_q8);
                     }

@@ -10,9 +10,9 @@
 #include "sqz/core.h"
 #include "sqz/tok.h"
 
-static int ends_with(const char *s, const char *suf) {
-    size_t a = strlen(s), b = strlen(suf);
-    return a >= b && !strcmp(s + a - b, suf);
+int is_token_ids_path(const char *path) {
+    size_t a = strlen(path);
+    return a >= 5 && !strcmp(path + a - 5, ".json");
 }
 
 /* Reads a .json array of token ids, an array of such arrays (sequences), or an object
@@ -118,7 +118,7 @@ int calib_load(calib_set *c, const sqz_model *m) {
     char *text = NULL;
     size_t len = 0;
     int rc;
-    if (ends_with(c->path, ".json")) {
+    if (is_token_ids_path(c->path)) {
         int64_t *starts = NULL;
         int n_seq = 0;
         if ((rc = read_token_ids(c->path, m->cfg.n_vocab, &c->ids, &c->n_ids, &starts, &n_seq))) return rc;

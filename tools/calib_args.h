@@ -26,6 +26,8 @@ void calib_free(calib_set *c);
  * "tokens" is either; every id in [0, n_vocab). *ids and *starts are the caller's.
  * Returns 0 or an exit code (message printed). */
 int read_token_ids(const char *path, int n_vocab, int32_t **ids, int64_t *n_ids, int64_t **starts, int *n_seq);
+/* 1 when path names token ids (ends in .json) rather than text. */
+int is_token_ids_path(const char *path);
 /* Parses argv[i] when it is one of the calibration flags: returns 1 (with *rc set to a
  * usage error's exit code when its value is bad), else 0. */
 int calib_flag(args *a, calib_set *c, int *rc);

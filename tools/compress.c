@@ -684,6 +684,7 @@ int cmd_compress(args *a) {
         min_b += lo;
         max_b += hi;
     }
+    uint64_t budget = bpw_arg ? (uint64_t)floor(target_bpw * (double)n_params / 8.0) : (uint64_t)target_size;
     int ffn_step = sqz_prune_ffn_step(m.cfg.n_ff);
     if (prune_max >= 0) { /* the smallest widths at the smallest types */
         if (!(shape.widths = calloc((size_t)m.cfg.n_layer, sizeof *shape.widths))) {
@@ -718,11 +719,9 @@ int cmd_compress(args *a) {
             }
             sqz_joint_free(&js);
             prune_max = fmax;
-            uint64_t bud = bpw_arg ? (uint64_t)floor(target_bpw * (double)n_params / 8.0) : (uint64_t)target_size;
-            if ((double)min_b <= 0.95 * (double)bud) break;
+            if ((double)min_b <= 0.95 * (double)budget) break;
         }
     }
-    uint64_t budget = bpw_arg ? (uint64_t)floor(target_bpw * (double)n_params / 8.0) : (uint64_t)target_size;
     double bpw_of = 8.0 / (double)n_params;
     if (budget < min_b) {
         snprintf(msg, sizeof msg, "budget of %llu bytes (%.3f bpw) is below the smallest reachable size: minimum "

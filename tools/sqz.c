@@ -232,8 +232,7 @@ static int cmd_ppl(args *a) {
     sqz_err err;
     char *text = NULL;
     size_t text_len = 0;
-    size_t pl = strlen(text_path);
-    int is_ids = pl >= 5 && !strcmp(text_path + pl - 5, ".json"), rc = 0;
+    int is_ids = is_token_ids_path(text_path), rc = 0;
     if (!is_ids && (rc = read_text(text_path, &text, &text_len))) return rc;
     sqz_model m;
     if (sqz_model_load(&m, model, !is_ids, &err)) {

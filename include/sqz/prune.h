@@ -88,7 +88,8 @@ int sqz_prune_columns(const float *W, int64_t rows, int64_t n, const double *H, 
  * options: channels ranked by their single-channel removal cost, all of them, then
  * n_ff - j·ffn_step rounded down to a multiple of 32 (when n_ff >= 64) down to none.
  * magnitude = 1: the baseline of the literature instead, activation-weighted magnitude
- * (Wanda-like): s_j = 1, heads ranked by their plain removal cost Σ_j w_jRᵀ H_RR w_jR, channels by H_ii Σ_j w_ji². */
+ * (Wanda-like): s_j = 1, heads ranked by their plain removal cost Σ_j w_jRᵀ H_RR w_jR,
+ * channels by H_ii Σ_j w_ji². */
 int sqz_prune_layer_options(const sqz_model *m, int l, const double *H_o, const double *s_o, const double *H_down,
                             const double *s_down, double N, double percdamp, double shrink, int magnitude,
                             int ffn_step, sqz_layer_widths *out, sqz_err *err);
