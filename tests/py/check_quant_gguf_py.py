@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
-"""Checks sqz's quantizers and GGUF writer against gguf-py (and llama.cpp's ggml, when its
-shared library is installed).
+"""Checks sqz's quantizers and GGUF writer against gguf-py and llama.cpp's ggml.
 
-usage: check_quant_gguf_py.py QUANT.gguf SPEC.gguf
+usage: [SQZ_GGML_LIB=.../libggml-base.so] check_quant_gguf_py.py QUANT.gguf SPEC.gguf
+
+llama.cpp's reference is its libggml-base.so, loaded through ctypes from $SQZ_GGML_LIB
+(tests/t_quant_gguf_py.sh sets it from `scripts/build_llamacpp.sh --ggml-lib`). Without a
+library that loads the check FAILS; only with SQZ_NO_LLAMACPP=1 and no SQZ_GGML_LIB does it
+run the gguf-py checks alone, saying which llama.cpp comparisons it skipped.
 
 QUANT.gguf is written by `test_quantize --emit`: source rows (src.gauss, src.student: 16 x
 1024 f32, the second Student-t(3), heavy-tailed; src.edge: edge values and random bit
@@ -24,12 +28,14 @@ of REQUIRED must be there.
    except llama.cpp's F16 of NaN, whose payload depends on the CPU's converter).
 3. Writer: SPEC.gguf (`test_gguf_write --emit`) read by GGUFReader must hold exactly the
    specification below (keys, types, values, tensor names, types, shapes, offsets, data).
-4. When llama.cpp's library is found, its own GGUF parser (gguf_init_from_file) must read
-   both files and see the same keys count, tensors, types and offsets.
+4. llama.cpp's own GGUF parser (gguf_init_from_file) must read both files and see the
+   same keys count, tensors, types and offsets.
+With the library, every quantized type x case and every float conversion x case must have
+been compared with llama.cpp (the counts are printed and checked), and ggml's name for
+each type id must be the gguf-py name (the two enumerations agree).
 Exit status 0 when everything holds, 1 otherwise.
 """
 import ctypes
-import glob
 import os
 import sys
 
@@ -43,6 +49,8 @@ FLOAT_TYPES = {"F32", "F16", "BF16"}
 QCASES = ["gauss", "student", "tw"]
 FCASES = ["gauss", "student", "edge"]
 failures = []
+ll_runs = {"quant": 0, "float": 0, "parser": 0}  # comparisons with llama.cpp actually made
+ll_want = {"quant": 0, "float": 0, "parser": 2}
 
 
 def fail(msg):
@@ -61,26 +69,32 @@ def f32_rows(t):
 
 
 def load_ggml():
-    """libggml-base from llama-cpp-python (or $SQZ_GGML_LIB), or None."""
-    cands = [os.environ.get("SQZ_GGML_LIB", "")]
+    """llama.cpp's libggml-base from $SQZ_GGML_LIB: (lib, path). (None, None) after a
+    failure when it is unset or does not load; (None, None) without a failure only when
+    it is unset and SQZ_NO_LLAMACPP=1."""
+    path = os.environ.get("SQZ_GGML_LIB", "")
+    if not path:
+        if os.environ.get("SQZ_NO_LLAMACPP", "0") == "1":
+            print("llama.cpp reference: SQZ_NO_LLAMACPP=1 and no SQZ_GGML_LIB: SKIPPED the llama.cpp comparisons "
+                  "(RMSE vs ggml_quantize_chunk for every quantized type, the weighted/imatrix case, "
+                  "F16/BF16 bytes, gguf_init_from_file on both files); gguf-py only")
+        else:
+            fail("no llama.cpp library: SQZ_GGML_LIB is not set (tests/t_quant_gguf_py.sh sets it from "
+                 "scripts/build_llamacpp.sh --ggml-lib; run scripts/build_llamacpp.sh, or SQZ_NO_LLAMACPP=1 "
+                 "to skip the llama.cpp comparisons)")
+        return None, None
     try:
-        import importlib.util
-        spec = importlib.util.find_spec("llama_cpp")
-        if spec and spec.origin:
-            cands += glob.glob(os.path.join(os.path.dirname(spec.origin), "lib", "libggml-base.so"))
-    except Exception:
-        pass
-    for c in cands:
-        if c and os.path.exists(c):
-            try:
-                lib = ctypes.CDLL(c)
-                lib.ggml_quantize_chunk.restype = ctypes.c_size_t
-                lib.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
-                                                    ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
-                return lib, c
-            except OSError:
-                continue
-    return None, None
+        lib = ctypes.CDLL(path)
+        lib.ggml_quantize_chunk.restype = ctypes.c_size_t
+        lib.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                                            ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
+        lib.ggml_type_name.restype = ctypes.c_char_p
+        lib.ggml_type_name.argtypes = [ctypes.c_int]
+        lib.gguf_init_from_file  # the parser must be there too
+    except (OSError, AttributeError) as e:
+        fail(f"SQZ_GGML_LIB={path} does not load as llama.cpp's ggml-base: {e}")
+        return None, None
+    return lib, path
 
 
 def ggml_quantize(lib, qt, x, imatrix):
@@ -91,7 +105,9 @@ def ggml_quantize(lib, qt, x, imatrix):
     im = None if imatrix is None else np.ascontiguousarray(imatrix, dtype=np.float32)
     n = lib.ggml_quantize_chunk(int(qt), x.ctypes.data, out.ctypes.data, 0, rows, cols,
                                 None if im is None else im.ctypes.data)
-    assert n == out.size, (n, out.size)
+    if n != out.size:
+        fail(f"{qt.name}: ggml_quantize_chunk wrote {n} bytes, gguf-py's size is {out.size}")
+        return None
     return gguf.quants.dequantize(out.reshape(rows, -1), qt).reshape(rows, cols)
 
 
@@ -110,7 +126,9 @@ def ggml_convert(lib, qt, x):
     out = np.zeros(rows * cols * bb, dtype=np.uint8)
     x = np.ascontiguousarray(x, dtype=np.float32)
     n = lib.ggml_quantize_chunk(int(qt), x.ctypes.data, out.ctypes.data, 0, rows, cols, None)
-    assert n == out.size, (n, out.size)
+    if n != out.size:
+        fail(f"{qt.name}: ggml_quantize_chunk wrote {n} bytes, expected {out.size}")
+        return None
     return out.reshape(rows, -1)
 
 
@@ -136,8 +154,9 @@ def check_float(tname, case, x, qbytes, ours, lib):
         bad = int((want.view(np.uint16) != qbytes.view(np.uint16)).sum())
         fail(f"{tname}.{case}: {bad} values converted differently from gguf-py")
     same_ll = None
-    if lib is not None:
-        ll = ggml_convert(lib, qt, x).view(np.uint16)
+    if lib is not None and (llb := ggml_convert(lib, qt, x)) is not None:
+        ll_runs["float"] += 1
+        ll = llb.view(np.uint16)
         mine = qbytes.view(np.uint16)
         diff = ll != mine
         if tname == "F16":  # NaN payloads depend on the converter (F16C keeps them)
@@ -148,7 +167,7 @@ def check_float(tname, case, x, qbytes, ours, lib):
     return same_py, same_ll
 
 
-def check_quant(path):
+def check_quant(path, lib, libpath):
     r = GGUFReader(path)
     tm = tensor_map(r)
     src = {k: f32_rows(tm[f"src.{k}"]) for k in ("gauss", "student", "edge") if f"src.{k}" in tm}
@@ -157,8 +176,8 @@ def check_quant(path):
         return
     src["tw"] = src["student"]
     w = np.asarray(tm["weights"].data, dtype=np.float32)
-    lib, libpath = load_ggml()
-    print(f"llama.cpp reference: {libpath or 'not found (llama-cpp-python not installed): gguf-py only'}")
+    if lib is not None:
+        print(f"llama.cpp reference: {libpath}")
     hdr = f"{'type':7} {'bpw':>5}  {'case':8} {'exact':>5}  {'sqz rmse':>10} {'gguf-py':>10} {'llama.cpp':>10}  {'sqz/llama':>9}"
     print(hdr)
     print("-" * len(hdr))
@@ -166,7 +185,13 @@ def check_quant(path):
         qt = QT[tname]
         bs, bb = gguf.GGML_QUANT_SIZES[qt]
         bpw = bb * 8 / bs
-        for case in (FCASES if tname in FLOAT_TYPES else QCASES):
+        if lib is not None:
+            ll_name = (lib.ggml_type_name(int(qt)) or b"").decode()
+            if ll_name.upper() != tname:
+                fail(f"{tname}: type id {int(qt)} is '{ll_name}' in llama.cpp's ggml (enumerations differ)")
+        cases = FCASES if tname in FLOAT_TYPES else QCASES
+        ll_want["float" if tname in FLOAT_TYPES else "quant"] += len(cases)
+        for case in cases:
             x = src[case]
             wc = w if case == "tw" else None
             qten = tm.get(f"q.{tname}.{case}")
@@ -204,7 +229,10 @@ def check_quant(path):
             except (NotImplementedError, gguf.quants.QuantError):
                 pass
             if lib is not None:
-                e_ll = wrmse(x, ggml_quantize(lib, qt, x, w if case == "tw" else None), wc)
+                yl = ggml_quantize(lib, qt, x, w if case == "tw" else None)
+                if yl is not None:
+                    e_ll = wrmse(x, yl, wc)
+                    ll_runs["quant"] += 1
             fmt = lambda v: f"{v:10.6f}" if v is not None else f"{'-':>10}"
             ratio = f"{e_sqz / e_ll:9.3f}" if e_ll else f"{'-':>9}"
             print(f"{tname:7} {bpw:5.2f}  {case:8} {'yes' if exact else 'NO':>5}  {e_sqz:10.6f} {fmt(e_py)} {fmt(e_ll)}  {ratio}")
@@ -331,6 +359,7 @@ def check_ggml_reads(lib, path):
     if not ctx:
         fail(f"llama.cpp's gguf_init_from_file rejects {path}")
         return
+    ll_runs["parser"] += 1
     r = GGUFReader(path)
     n_kv = sum(1 for k in r.fields if not k.startswith("GGUF."))
     if lib.gguf_get_n_kv(ctx) != n_kv or lib.gguf_get_n_tensors(ctx) != len(r.tensors):
@@ -351,12 +380,16 @@ def main():
     if len(sys.argv) != 3:
         print(__doc__)
         return 2
-    check_quant(sys.argv[1])
+    lib, libpath = load_ggml()
+    check_quant(sys.argv[1], lib, libpath)
     check_spec(sys.argv[2])
-    lib, _ = load_ggml()
     if lib is not None:
         for p in sys.argv[1:3]:
             check_ggml_reads(lib, p)
+        print("llama.cpp comparisons run: " + ", ".join(f"{k} {ll_runs[k]} of {ll_want[k]}" for k in ll_runs))
+        for k in ll_runs:
+            if ll_runs[k] != ll_want[k] or ll_want[k] == 0:
+                fail(f"llama.cpp comparisons ({k}): {ll_runs[k]} run, {ll_want[k]} expected")
     print(f"check_quant_gguf_py: {'OK' if not failures else f'{len(failures)} failure(s)'}")
     return 1 if failures else 0
 
