@@ -488,9 +488,26 @@ static int fixed_bytes(const sqz_model *m, uint64_t *out, sqz_err *err) {
             header += 8 + (uint64_t)snprintf(name, sizeof name, "blk.%d.%s.weight", l, nm[k]) + 4 + 16 + 4 + 8;
             n_tensors++;
         }
+    /* F32 vectors besides the norms: q/k/v biases, q/k norms, rope_freqs */
+    uint64_t vec_bytes = 0;
+    for (int l = 0; l < m->cfg.n_layer; l++) {
+        const sqz_layer *L = &m->layers[l];
+        const sqz_tensor *v[5] = {L->bq, L->bk, L->bv, L->q_norm, L->k_norm};
+        for (int k = 0; k < 5; k++) {
+            if (!v[k]) continue;
+            vec_bytes += 4 * (uint64_t)v[k]->ne[0];
+            header += 8 + 32 + 4 + 8 + 4 + 8;
+            n_tensors++;
+        }
+    }
+    if (m->cfg.rope_freqs) {
+        vec_bytes += 4 * (uint64_t)(m->cfg.head_dim / 2);
+        header += 8 + 17 + 4 + 8 + 4 + 8;
+        n_tensors++;
+    }
     header += 3 * (8 + 20 + 4 + 16 + 4 + 8);
     n_tensors += 3;
-    *out = (uint64_t)m->cfg.dim * 4 * (uint64_t)(1 + 2 * m->cfg.n_layer) + header + align * (n_tensors + 1);
+    *out = (uint64_t)m->cfg.dim * 4 * (uint64_t)(1 + 2 * m->cfg.n_layer) + vec_bytes + header + align * (n_tensors + 1);
     return SQZ_OK;
 }
 

@@ -24,6 +24,19 @@ extern "C" {
  * the converter so pairs are adjacent (2i, 2i+1), which is what ggml's normal mode reads. */
 typedef enum sqz_rope_mode { SQZ_ROPE_HALF = 0, SQZ_ROPE_ADJACENT = 1 } sqz_rope_mode;
 
+/* The decoder families sqz runs. All are pre-norm RMSNorm + RoPE + grouped-query
+ * attention + SwiGLU; they differ in a few extras:
+ *   LLAMA  (GGUF "llama", or "deci" for per-layer widths): none; optional rope_freqs
+ *          (Llama-3 frequency factors);
+ *   QWEN2  q, k, v biases; GGUF keeps Hugging Face's rotate-half rows (llama.cpp's NEOX
+ *          RoPE type);
+ *   QWEN3  per-head RMSNorm of q and k (q_norm, k_norm, [head_dim]) before RoPE, no
+ *          biases, head_dim free of hidden/heads; NEOX RoPE as QWEN2. */
+typedef enum sqz_arch { SQZ_ARCH_LLAMA = 0, SQZ_ARCH_QWEN2 = 1, SQZ_ARCH_QWEN3 = 2 } sqz_arch;
+
+/* GGUF's name of an architecture ("llama", "qwen2", "qwen3"). */
+const char *sqz_arch_name(int arch);
+
 typedef struct sqz_llama_config {
     int n_vocab;
     int dim;            /* hidden size */
@@ -38,6 +51,12 @@ typedef struct sqz_llama_config {
     int tie_embeddings;
     int bos_id, eos_id; /* -1 when absent */
     int rope_mode;      /* sqz_rope_mode */
+    int arch;           /* sqz_arch */
+    int attn_bias;      /* q, k, v have biases (QWEN2; a llama/deci GGUF that carries them) */
+    int qk_norm;        /* per-head q_norm / k_norm before RoPE (QWEN3) */
+    /* Llama-3 rope scaling: head_dim/2 divisors of the rotation frequencies (llama.cpp's
+     * rope_freqs tensor, or computed from config.json's rope_scaling), owned; NULL: none. */
+    float *rope_freqs;
     /* Per-layer shapes (n_layer each, owned). Equal to the scalars above for an unpruned
      * model; 0 heads means no attention block, 0 FFN width no FFN block. */
     int *layer_n_head;
@@ -45,10 +64,11 @@ typedef struct sqz_llama_config {
     int *layer_n_ff;
 } sqz_llama_config;
 
-/* Fills cfg from the text of a Hugging Face config.json (LlamaForCausalLM). `path` is
- * used in messages only. */
+/* Fills cfg from the text of a Hugging Face config.json (LlamaForCausalLM,
+ * Qwen2ForCausalLM, Qwen3ForCausalLM). `path` is used in messages only. */
 int sqz_config_from_hf_json(sqz_llama_config *cfg, const char *json, size_t len, const char *path, sqz_err *err);
-/* Fills cfg from GGUF metadata (general.architecture "llama"; per-layer arrays allowed). */
+/* Fills cfg from GGUF metadata (general.architecture llama, deci, qwen2 or qwen3;
+ * per-layer arrays allowed). rope_freqs is filled later by the loader (a tensor). */
 int sqz_config_from_gguf(sqz_llama_config *cfg, const sqz_gguf *g, sqz_err *err);
 void sqz_config_free(sqz_llama_config *cfg);
 
@@ -57,6 +77,8 @@ typedef struct sqz_layer {
     const sqz_tensor *wq, *wk, *wv, *wo;     /* ne = [dim, n_head*head_dim], ..., wo: [n_head*head_dim, dim] */
     const sqz_tensor *ffn_norm;              /* [dim] */
     const sqz_tensor *w_gate, *w_up, *w_down; /* gate/up: [dim, n_ff], down: [n_ff, dim] */
+    const sqz_tensor *bq, *bk, *bv;          /* [n_head*head_dim], [kv width] ×2; NULL without attn_bias */
+    const sqz_tensor *q_norm, *k_norm;       /* [head_dim]; NULL without qk_norm */
 } sqz_layer;
 
 typedef enum sqz_model_source { SQZ_SRC_HF = 1, SQZ_SRC_GGUF = 2 } sqz_model_source;

@@ -108,7 +108,8 @@ int sqz_qmodel_fallback_type(int type, int64_t ncols);
  * tokenizer gets tokenizer.ggml.model "no_vocab". file_type: llama.cpp's ftype id. */
 int sqz_model_write_gguf_meta(const sqz_model *m, sqz_gguf_writer *w, int file_type, sqz_err *err);
 /* The same for m with per-layer shapes changed (a pruned model, n_layer values each):
- * architecture "deci" when a layer lacks a block or differs from layer 0, else "llama";
+ * architecture "deci" when a layer lacks a block or differs from layer 0 (always for
+ * qwen2; an error for qwen3, which deci cannot express), else the source's;
  * the source architecture's keys are renamed to it, the per-layer counts written as
  * arrays, and key_length/value_length always set. */
 int sqz_model_write_gguf_meta_shapes(const sqz_model *m, const int *n_head, const int *n_head_kv, const int *n_ff,

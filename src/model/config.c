@@ -1,10 +1,12 @@
-/* Llama hyper-parameters from a Hugging Face config.json or from GGUF metadata.
+/* Decoder hyper-parameters (Llama, Qwen2, Qwen3) from a Hugging Face config.json or
+ * from GGUF metadata.
  *
- * Defaults follow transformers' LlamaConfig where a field may be absent (head_dim =
- * hidden/heads, num_key_value_heads = heads, rope_theta 10000, rms_norm_eps 1e-6,
- * max_position_embeddings 2048, tie_word_embeddings false, hidden_act silu); anything
- * sqz's forward pass does not implement (rope scaling, biases, other activations) is
- * refused here, with the field named, rather than computed wrongly later. */
+ * Defaults follow transformers' LlamaConfig / Qwen2Config / Qwen3Config where a field may
+ * be absent (head_dim = hidden/heads, num_key_value_heads = heads, rope_theta 10000,
+ * rms_norm_eps 1e-6, max_position_embeddings 2048, tie_word_embeddings false, hidden_act
+ * silu); anything sqz's forward pass does not implement (rope scaling other than
+ * Llama-3's, an output-projection bias, sliding windows, other activations) is refused
+ * here, with the field named, rather than computed wrongly later. */
 #include "sqz/model.h"
 
 #include <math.h>
@@ -22,7 +24,16 @@ void sqz_config_free(sqz_llama_config *cfg) {
     free(cfg->layer_n_head);
     free(cfg->layer_n_head_kv);
     free(cfg->layer_n_ff);
+    free(cfg->rope_freqs);
     memset(cfg, 0, sizeof *cfg);
+}
+
+const char *sqz_arch_name(int arch) {
+    switch (arch) {
+    case SQZ_ARCH_QWEN2: return "qwen2";
+    case SQZ_ARCH_QWEN3: return "qwen3";
+    default: return "llama";
+    }
 }
 
 static int alloc_layers(sqz_llama_config *c, const char *path, sqz_err *err) {
@@ -132,26 +143,81 @@ static int hf_token_id(const cJSON *root, const char *key, int *out, const char 
     return SQZ_OK;
 }
 
-/* rope_scaling / rope_parameters: only plain RoPE ("default", or no type) is implemented. */
-static int hf_rope(const cJSON *root, double *theta, const char *path, sqz_err *err) {
+/* A number inside a rope_scaling object: required. */
+static int rope_num(const cJSON *obj, const char *parent, const char *key, double *out, const char *path,
+                    sqz_err *err) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (!cJSON_IsNumber(v)) return sqz_fail(err, "%s: %s.%s: missing or not a number (rope type llama3)", path, parent, key);
+    *out = v->valuedouble;
+    return SQZ_OK;
+}
+
+/* Llama-3's rope scaling as llama.cpp's converter turns it into rope_freqs: pairs whose
+ * wavelength is above original/low_freq_factor rotate `factor` times slower, those below
+ * original/high_freq_factor are unchanged, and the band between blends the two. The
+ * divisors match transformers' _compute_llama3_parameters (inv_freq / inv_freq_llama). */
+static int llama3_freqs(const cJSON *v, const char *key, double theta, int head_dim, float **out, const char *path,
+                        sqz_err *err) {
+    double factor = 0, lo = 0, hi = 0, orig = 0;
+    if (rope_num(v, key, "factor", &factor, path, err) || rope_num(v, key, "low_freq_factor", &lo, path, err) ||
+        rope_num(v, key, "high_freq_factor", &hi, path, err) ||
+        rope_num(v, key, "original_max_position_embeddings", &orig, path, err))
+        return SQZ_ERR;
+    if (!(factor > 0) || !(lo > 0) || !(hi > lo) || !(orig > 0))
+        return sqz_fail(err, "%s: %s: expected factor > 0, 0 < low_freq_factor < high_freq_factor, "
+                             "original_max_position_embeddings > 0", path, key);
+    if (head_dim <= 0 || head_dim % 2) return SQZ_OK; /* validate() reports the head size */
+    int half = head_dim / 2;
+    float *f = malloc((size_t)half * sizeof(float));
+    if (!f) return sqz_fail(err, "%s: out of memory", path);
+    const double pi = 3.14159265358979323846;
+    for (int i = 0; i < half; i++) {
+        double freq = pow(theta, -2.0 * i / head_dim), wavelen = 2.0 * pi / freq;
+        double d;
+        if (wavelen < orig / hi) d = 1.0;
+        else if (wavelen > orig / lo) d = factor;
+        else {
+            double smooth = (orig / wavelen - lo) / (hi - lo);
+            d = 1.0 / ((1.0 - smooth) / factor + smooth);
+        }
+        f[i] = (float)d;
+    }
+    free(*out);
+    *out = f;
+    return SQZ_OK;
+}
+
+/* rope_scaling / rope_parameters: plain RoPE ("default", or no type) and Llama-3's
+ * frequency scaling ("llama3"). The theta inside rope_parameters (transformers >= 5)
+ * wins over the top-level rope_theta. */
+static int hf_rope(const cJSON *root, double *theta, int head_dim, float **freqs, const char *path, sqz_err *err) {
     static const char *keys[] = {"rope_scaling", "rope_parameters"};
     for (int k = 0; k < 2; k++) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, keys[k]);
         if (!v || cJSON_IsNull(v)) continue;
         if (!cJSON_IsObject(v)) return sqz_fail(err, "%s: %s: expected an object or null", path, keys[k]);
-        const cJSON *t = cJSON_GetObjectItemCaseSensitive(v, "rope_type");
-        if (!t) t = cJSON_GetObjectItemCaseSensitive(v, "type");
-        const char *type = cJSON_IsString(t) ? t->valuestring : NULL;
-        /* transformers >= 5 writes {"rope_type": "default", "rope_theta": ...} for plain RoPE */
-        int plain = type ? strcmp(type, "default") == 0 : (k == 1);
-        if (!plain)
-            return sqz_fail(err, "%s: %s: rope type '%s' is not supported yet (only plain RoPE)", path, keys[k],
-                            type ? type : "(none)");
         const cJSON *th = cJSON_GetObjectItemCaseSensitive(v, "rope_theta");
         if (th) {
             if (!cJSON_IsNumber(th)) return sqz_fail(err, "%s: %s.rope_theta: expected a number", path, keys[k]);
             *theta = th->valuedouble;
         }
+    }
+    for (int k = 0; k < 2; k++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, keys[k]);
+        if (!cJSON_IsObject(v)) continue;
+        const char *field = "rope_type";
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(v, "rope_type");
+        if (!t) t = cJSON_GetObjectItemCaseSensitive(v, field = "type");
+        if (t && !cJSON_IsString(t)) return sqz_fail(err, "%s: %s.%s: expected a string", path, keys[k], field);
+        const char *type = t ? t->valuestring : NULL;
+        /* transformers >= 5 writes {"rope_type": "default", "rope_theta": ...} for plain RoPE */
+        if (type ? strcmp(type, "default") == 0 : (k == 1)) continue;
+        if (type && strcmp(type, "llama3") == 0) {
+            if (llama3_freqs(v, keys[k], *theta, head_dim, freqs, path, err)) return SQZ_ERR;
+            continue;
+        }
+        return sqz_fail(err, "%s: %s.%s: '%s' is not supported (expected default or llama3)", path, keys[k], field,
+                        type ? type : "(none)");
     }
     return SQZ_OK;
 }
@@ -167,24 +233,33 @@ int sqz_config_from_hf_json(sqz_llama_config *cfg, const char *json, size_t len,
         sqz_fail(err, "%s: expected a JSON object", path);
         goto done;
     }
-    /* architecture: LlamaForCausalLM in architectures, or model_type "llama" */
+    /* architecture: a known *ForCausalLM in architectures, or its model_type */
+    static const struct { const char *cls, *model_type; int arch; } known[] = {
+        {"LlamaForCausalLM", "llama", SQZ_ARCH_LLAMA},
+        {"Qwen2ForCausalLM", "qwen2", SQZ_ARCH_QWEN2},
+        {"Qwen3ForCausalLM", "qwen3", SQZ_ARCH_QWEN3}};
     const cJSON *arch = cJSON_GetObjectItemCaseSensitive(root, "architectures");
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
-    int is_llama = cJSON_IsString(mt) && strcmp(mt->valuestring, "llama") == 0;
+    int found = -1;
     const char *first_arch = NULL;
     if (cJSON_IsArray(arch)) {
-        for (const cJSON *a = arch->child; a; a = a->next) {
+        for (const cJSON *a = arch->child; a && found < 0; a = a->next) {
             if (!cJSON_IsString(a)) continue;
             if (!first_arch) first_arch = a->valuestring;
-            if (strcmp(a->valuestring, "LlamaForCausalLM") == 0) is_llama = 1;
+            for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+                if (strcmp(a->valuestring, known[i].cls) == 0) found = known[i].arch;
         }
     }
-    if (!is_llama) {
-        sqz_fail(err, "%s: architectures: expected LlamaForCausalLM (or model_type \"llama\"), found %s%s%s", path,
+    for (size_t i = 0; found < 0 && !first_arch && cJSON_IsString(mt) && i < sizeof known / sizeof known[0]; i++)
+        if (strcmp(mt->valuestring, known[i].model_type) == 0) found = known[i].arch;
+    if (found < 0) {
+        sqz_fail(err, "%s: architectures: expected LlamaForCausalLM, Qwen2ForCausalLM or Qwen3ForCausalLM (or their "
+                      "model_type), found %s%s%s", path,
                  first_arch ? "'" : "", first_arch ? first_arch : (cJSON_IsString(mt) ? mt->valuestring : "none"),
                  first_arch ? "'" : "");
         goto done;
     }
+    c.arch = found;
     if (hf_int(root, "hidden_size", 1, 0, &c.dim, path, err) || hf_int(root, "intermediate_size", 1, 0, &c.n_ff, path, err) ||
         hf_int(root, "num_hidden_layers", 1, 0, &c.n_layer, path, err) ||
         hf_int(root, "num_attention_heads", 1, 0, &c.n_head, path, err) ||
@@ -213,14 +288,24 @@ int sqz_config_from_hf_json(sqz_llama_config *cfg, const char *json, size_t len,
     double eps, theta;
     if (hf_num(root, "rms_norm_eps", 1e-6, &eps, path, err) || hf_num(root, "rope_theta", 10000.0, &theta, path, err))
         goto done;
-    if (hf_rope(root, &theta, path, err)) goto done;
+    if (hf_rope(root, &theta, c.head_dim, &c.rope_freqs, path, err)) goto done;
     c.norm_eps = (float)eps;
     c.rope_theta = (float)theta;
     if (hf_bool(root, "tie_word_embeddings", 0, &c.tie_embeddings, path, err)) goto done;
     int bias;
+    /* Qwen2 always has q/k/v biases (its config has no field for them); Llama's
+     * attention_bias would also put one on o_proj, which sqz does not implement. */
     if (hf_bool(root, "attention_bias", 0, &bias, path, err)) goto done;
-    if (bias) {
-        sqz_fail(err, "%s: attention_bias: true is not supported (expected false)", path);
+    if (bias && c.arch != SQZ_ARCH_QWEN2) {
+        sqz_fail(err, "%s: attention_bias: true is not supported (it adds an o_proj bias; expected false)", path);
+        goto done;
+    }
+    c.attn_bias = c.arch == SQZ_ARCH_QWEN2;
+    c.qk_norm = c.arch == SQZ_ARCH_QWEN3;
+    int sliding;
+    if (hf_bool(root, "use_sliding_window", 0, &sliding, path, err)) goto done;
+    if (sliding) {
+        sqz_fail(err, "%s: use_sliding_window: true is not supported (expected false)", path);
         goto done;
     }
     if (hf_bool(root, "mlp_bias", 0, &bias, path, err)) goto done;
@@ -370,9 +455,13 @@ int sqz_config_from_gguf(sqz_llama_config *cfg, const sqz_gguf *g, sqz_err *err)
     const char *arch;
     sqz_llama_config c = {0};
     if (sqz_gguf_get_str(g, "general.architecture", &arch, err)) return SQZ_ERR;
-    if (strcmp(arch, "llama") != 0 && strcmp(arch, "deci") != 0)
-        return sqz_fail(err, "%s: metadata general.architecture: '%s' is not supported (expected llama or deci)", path,
-                        arch);
+    if (!strcmp(arch, "qwen2"))
+        c.arch = SQZ_ARCH_QWEN2;
+    else if (!strcmp(arch, "qwen3"))
+        c.arch = SQZ_ARCH_QWEN3;
+    else if (strcmp(arch, "llama") != 0 && strcmp(arch, "deci") != 0)
+        return sqz_fail(err, "%s: metadata general.architecture: '%s' is not supported (expected llama, deci, qwen2 "
+                             "or qwen3)", path, arch);
     if (g_int(g, arch, "embedding_length", 1, 0, &c.dim, err) || g_int(g, arch, "block_count", 1, 0, &c.n_layer, err) ||
         g_int(g, arch, "context_length", 0, 0, &c.n_ctx_train, err))
         return SQZ_ERR;
@@ -441,7 +530,11 @@ int sqz_config_from_gguf(sqz_llama_config *cfg, const sqz_gguf *g, sqz_err *err)
             }
         }
     }
-    c.rope_mode = SQZ_ROPE_ADJACENT;
+    /* llama.cpp's converter permutes llama q/k rows to adjacent pairs; the Qwen families
+     * keep Hugging Face's rotate-half rows (ggml's NEOX mode). */
+    c.rope_mode = c.arch == SQZ_ARCH_LLAMA ? SQZ_ROPE_ADJACENT : SQZ_ROPE_HALF;
+    c.attn_bias = c.arch == SQZ_ARCH_QWEN2; /* a llama/deci file may carry them too: the loader looks */
+    c.qk_norm = c.arch == SQZ_ARCH_QWEN3;
     c.tie_embeddings = 0;
     if (validate(&c, path, gguf_field, err)) goto fail;
     *cfg = c;

@@ -1,5 +1,6 @@
-/* The Llama forward pass on the CPU, read top to bottom like the paper:
- *   embed → for each layer: RMSNorm → q,k,v → RoPE → causal GQA attention → o → residual
+/* The decoder forward pass on the CPU, read top to bottom like the paper:
+ *   embed → for each layer: RMSNorm → q,k,v (+ bias: Qwen2) → per-head RMSNorm of q, k
+ *                           (Qwen3) → RoPE → causal GQA attention → o → residual
  *                           → RMSNorm → SwiGLU MLP → residual
  *         → final RMSNorm → output head.
  * Linear layers are one SGEMM over the whole sequence (X[T×in] · Wᵀ), split by output
@@ -36,6 +37,8 @@ typedef struct fwd_state {
     float *wbuf;        /* dequantized weight scratch */
     size_t wbuf_n;
     float *normbuf;     /* [dim] a norm's weights as f32 when stored otherwise */
+    float *biasbuf;     /* [max q width + 2 · max kv width] q, k, v biases as f32 */
+    float *qknbuf;      /* [2 · head_dim] q_norm, k_norm weights as f32 */
     float *xr;          /* [T, max input width] activations rounded as llama.cpp does (act_rounding) */
     int blas_threads;   /* OpenBLAS's thread count before the pass, restored after */
 } fwd_state;
@@ -44,6 +47,8 @@ static void state_free(fwd_state *s) {
     free(s->x); free(s->xb); free(s->q); free(s->k); free(s->v); free(s->att);
     free(s->hb); free(s->hb2); free(s->rope_cos); free(s->rope_sin); free(s->scores); free(s->wbuf);
     free(s->normbuf);
+    free(s->biasbuf);
+    free(s->qknbuf);
     free(s->xr);
     memset(s, 0, sizeof *s);
 }
@@ -101,12 +106,14 @@ static int state_alloc(fwd_state *s, const sqz_model *m, int64_t T, int n_thread
     s->wbuf_n = wmax;
     s->wbuf = wmax ? alloc_f32((int64_t)wmax, 1) : NULL;
     s->normbuf = alloc_f32(c->dim, 1);
+    s->biasbuf = alloc_f32(qmax + 2 * kvmax, 1);
+    s->qknbuf = alloc_f32(2 * (int64_t)c->head_dim, 1);
     if (m->act_rounding) {
         int64_t inmax = c->dim > qmax ? c->dim : qmax;
         if (ffmax > inmax) inmax = ffmax;
         if (!(s->xr = alloc_f32(T, inmax))) return sqz_fail(err, "%s: forward: out of memory", m->path);
     }
-    if (!s->normbuf || !s->x || !s->xb || !s->q || !s->k || !s->v || !s->att || !s->hb || !s->hb2 || !s->rope_cos ||
+    if (!s->normbuf || !s->biasbuf || !s->qknbuf || !s->x || !s->xb || !s->q || !s->k || !s->v || !s->att || !s->hb || !s->hb2 || !s->rope_cos ||
         !s->rope_sin || !s->scores || (wmax && !s->wbuf))
         return sqz_fail(err, "%s: forward: out of memory for %lld tokens", m->path, (long long)T);
     return SQZ_OK;
@@ -122,11 +129,12 @@ void sqz_rmsnorm(float *out, const float *x, const float *w, int64_t n, float ep
     for (int64_t i = 0; i < n; i++) out[i] = x[i] * scale * w[i];
 }
 
-/* cos/sin of pos·θ^(-2i/d) for every position and pair, computed in double. */
-static void rope_table(float *cosv, float *sinv, int64_t T, int head_dim, double theta) {
+/* cos/sin of pos·θ^(-2i/d) / f_i for every position and pair, computed in double;
+ * f (head_dim/2 divisors, Llama-3's rope_freqs) may be NULL. */
+static void rope_table(float *cosv, float *sinv, int64_t T, int head_dim, double theta, const float *f) {
     int half = head_dim / 2;
     for (int i = 0; i < half; i++) {
-        double freq = pow(theta, -2.0 * i / head_dim);
+        double freq = pow(theta, -2.0 * i / head_dim) / (f ? (double)f[i] : 1.0);
         for (int64_t p = 0; p < T; p++) {
             double a = (double)p * freq;
             cosv[p * half + i] = (float)cos(a);
@@ -425,6 +433,8 @@ typedef struct {
     const sqz_layer *L;
     const float *norm_w; /* f32 norm weights of this block */
     int n_head, n_head_kv;
+    const float *bq, *bk, *bv; /* f32 biases or NULL */
+    const float *qn, *kn;      /* f32 per-head norm weights or NULL */
 } rows_ctx;
 
 static void norm_task(void *vctx, int64_t b, int64_t e, int thread) {
@@ -442,9 +452,19 @@ static void rope_task(void *vctx, int64_t b, int64_t e, int thread) {
     int hd = cfg->head_dim, half = hd / 2;
     int64_t qw = (int64_t)c->n_head * hd, kvw = (int64_t)c->n_head_kv * hd;
     for (int64_t t = b; t < e; t++) {
+        float *q = c->s->q + t * qw, *k = c->s->k + t * kvw, *v = c->s->v + t * kvw;
+        if (c->bq) {
+            for (int64_t i = 0; i < qw; i++) q[i] += c->bq[i];
+            for (int64_t i = 0; i < kvw; i++) k[i] += c->bk[i], v[i] += c->bv[i];
+        }
+        if (c->qn) {
+            for (int h = 0; h < c->n_head; h++) sqz_rmsnorm(q + (int64_t)h * hd, q + (int64_t)h * hd, c->qn, hd, cfg->norm_eps);
+            for (int h = 0; h < c->n_head_kv; h++)
+                sqz_rmsnorm(k + (int64_t)h * hd, k + (int64_t)h * hd, c->kn, hd, cfg->norm_eps);
+        }
         const float *cs = c->s->rope_cos + t * half, *sn = c->s->rope_sin + t * half;
-        rope(c->s->q + t * qw, c->n_head, hd, cs, sn, cfg->rope_mode);
-        rope(c->s->k + t * kvw, c->n_head_kv, hd, cs, sn, cfg->rope_mode);
+        rope(q, c->n_head, hd, cs, sn, cfg->rope_mode);
+        rope(k, c->n_head_kv, hd, cs, sn, cfg->rope_mode);
     }
 }
 
@@ -478,7 +498,7 @@ static int forward_layer(const sqz_model *m, fwd_state *s, sqz_pool *pool, int l
     const sqz_layer *L = &m->layers[l];
     int64_t T = s->T, dim = c->dim;
     int nh = c->layer_n_head[l], nkv = c->layer_n_head_kv[l], nff = c->layer_n_ff[l];
-    rows_ctx rc = {m, s, L, NULL, nh, nkv};
+    rows_ctx rc = {m, s, L, NULL, nh, nkv, NULL, NULL, NULL, NULL, NULL};
 
     if (nh > 0) {
         if (!(rc.norm_w = vector_f32(L->attn_norm, s->normbuf, err))) return SQZ_ERR;
@@ -487,6 +507,15 @@ static int forward_layer(const sqz_model *m, fwd_state *s, sqz_pool *pool, int l
         float *qkv_out[3] = {s->q, s->k, s->v};
         const sqz_tensor *qkv_w[3] = {L->wq, L->wk, L->wv};
         if (linear_group(s, pool, s->xb, 3, qkv_out, qkv_w, err)) return SQZ_ERR;
+        if (L->bq) {
+            int64_t qw = (int64_t)nh * c->head_dim, kvw = (int64_t)nkv * c->head_dim;
+            if (!(rc.bq = vector_f32(L->bq, s->biasbuf, err)) || !(rc.bk = vector_f32(L->bk, s->biasbuf + qw, err)) ||
+                !(rc.bv = vector_f32(L->bv, s->biasbuf + qw + kvw, err)))
+                return SQZ_ERR;
+        }
+        if (L->q_norm && (!(rc.qn = vector_f32(L->q_norm, s->qknbuf, err)) ||
+                          !(rc.kn = vector_f32(L->k_norm, s->qknbuf + c->head_dim, err))))
+            return SQZ_ERR;
         sqz_pool_for(pool, T, 16, rope_task, &rc);
         att_ctx ac = {s, nh, nkv, c->head_dim, (T + ATT_BLOCK - 1) / ATT_BLOCK};
         sqz_pool_for(pool, (int64_t)nh * ac.n_blocks, 1, attention_task, &ac);
@@ -562,7 +591,7 @@ static int fwd_begin(fwd_state *s, const sqz_model *m, sqz_pool *pool, int64_t n
     if (state_alloc(s, m, n_tokens, pool ? sqz_pool_threads(pool) : 1, err)) return SQZ_ERR;
     s->blas_threads = openblas_get_num_threads();
     openblas_set_num_threads(1);
-    rope_table(s->rope_cos, s->rope_sin, n_tokens, m->cfg.head_dim, m->cfg.rope_theta);
+    rope_table(s->rope_cos, s->rope_sin, n_tokens, m->cfg.head_dim, m->cfg.rope_theta, m->cfg.rope_freqs);
     return SQZ_OK;
 }
 

@@ -44,14 +44,20 @@ typedef struct {
 
 static int set_layer_ints(sqz_gguf_writer *w, const char *key, const int *v, int n, sqz_err *err);
 
-/* "deci" when a layer lacks a block or differs from layer 0 (plain llama takes its shapes
- * from layer 0 alone, DESIGN.md §6), else "llama". */
+/* "deci" when a layer lacks a block or differs from layer 0 (plain llama and the Qwen
+ * families take their shapes from layer 0 alone, DESIGN.md §6), else the model's own
+ * architecture. */
 static const char *arch_of(const sqz_llama_config *c, const shapes *sh) {
+    /* llama.cpp's qwen2 graph sizes q/o by n_embd and its qwen3 by layer 0: a pruned Qwen2
+     * is a deci file (it reads the q/k/v biases; rows are permuted to its adjacent RoPE);
+     * deci has no per-head q/k norms, so a pruned Qwen3 has no llama.cpp architecture. */
+    if (sh->reshaped && c->arch == SQZ_ARCH_QWEN2) return "deci";
+    if (sh->reshaped && c->arch == SQZ_ARCH_QWEN3) return NULL;
     for (int l = 0; l < c->n_layer; l++)
         if (sh->n_head[l] == 0 || sh->n_ff[l] == 0 || sh->n_head[l] != sh->n_head[0] ||
             sh->n_head_kv[l] != sh->n_head_kv[0] || sh->n_ff[l] != sh->n_ff[0])
             return "deci";
-    return "llama";
+    return sqz_arch_name(c->arch);
 }
 
 static int shape_meta(const sqz_model *m, const shapes *sh, const char *arch, sqz_gguf_writer *w, sqz_err *err) {
@@ -82,6 +88,9 @@ static int meta_from_gguf(const sqz_model *m, const shapes *sh, sqz_gguf_writer 
         return SQZ_OK;
     }
     const char *src_arch = NULL, *arch = arch_of(&m->cfg, sh);
+    if (!arch)
+        return sqz_fail(err, "%s: a pruned qwen3 model cannot be written as GGUF (llama.cpp's deci architecture has no "
+                             "q_norm/k_norm; use --hf-out)", m->path);
     for (int64_t i = 0; i < m->gguf.n_kv; i++)
         if (!strcmp(m->gguf.kv[i].key, "general.architecture")) src_arch = m->gguf.kv[i].str;
     size_t pl = src_arch ? strlen(src_arch) : 0;
@@ -145,6 +154,9 @@ static int tokenizer_meta(const sqz_vocab *v, sqz_gguf_writer *w, sqz_err *err) 
 static int meta_from_hf(const sqz_model *m, const shapes *sh, sqz_gguf_writer *w, sqz_err *err) {
     const sqz_llama_config *c = &m->cfg;
     const char *base = strrchr(m->path, '/'), *arch = arch_of(c, sh);
+    if (!arch)
+        return sqz_fail(err, "%s: a pruned qwen3 model cannot be written as GGUF (llama.cpp's deci architecture has no "
+                             "q_norm/k_norm; use --hf-out)", m->path);
     base = base && base[1] ? base + 1 : m->path;
     char k[8][96];
     const char *suffix[8] = {"context_length", "embedding_length", "block_count", "rope.freq_base",

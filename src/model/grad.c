@@ -5,6 +5,8 @@
  * recompute the layer from x_l keeping its activations, then
  *   FFN:  y = down(silu(gate(n)) ⊙ up(n)),  n = rmsnorm(x_mid)
  *   attn: y = o(softmax(q kᵀ/√d) v),        q, k rotated (RoPE), n = rmsnorm(x_l)
+ *         (Qwen2: q, k, v with biases, which move no gradient; Qwen3: q and k each
+ *         RMS-normed per head before RoPE, whose backward runs before the hooks)
  * with the residual gradient passing through unchanged. Products are SGEMMs in fixed
  * tiles over the pool (OpenBLAS single-threaded), so results do not depend on the thread
  * count; sums of squares and softmax normalizers are in double. */
@@ -44,6 +46,8 @@ struct sqz_grad {
     float *xtmp;             /* [T, dim] a recomputed layer's output (unused) */
     float *nb_a, *nb_f;      /* [T, dim] normed inputs of the attention / FFN */
     float *q, *k, *v;        /* rotated q, k and v */
+    float *q_pre, *k_pre;    /* [T, qmax] / [T, kvmax] q, k before the per-head norm (qk_norm) */
+    float *vecbuf;           /* [qmax + 2 kvmax + 2 head_dim] biases and q/k norm weights as f32 */
     float *att;              /* [T, qmax] attention output (input of o) */
     float *gate, *up, *act;  /* [T, ffmax] */
     float *dx, *dn;          /* [T, dim] gradient of the stream / of a normed input */
@@ -79,6 +83,7 @@ void sqz_grad_free(sqz_grad *g) {
     float *bufs[] = {g->resid, g->x_mid, g->xtmp, g->nb_a, g->nb_f, g->q,    g->k,     g->v,      g->att,      g->gate,
                      g->up,    g->act,   g->dx,   g->dn,   g->dbig, g->dgate, g->dup,    g->dq,       g->dk,
                      g->dv,    g->dk_h,  g->dv_h, g->scores, g->dscores, g->rope_cos, g->rope_sin, g->head_w,
+                     g->q_pre, g->k_pre, g->vecbuf,
                      g->logits, g->normw};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     for (int i = 0; i < SQZ_LIN_PER_LAYER; i++) free(g->w[i]);
@@ -146,7 +151,9 @@ int sqz_grad_create(sqz_grad **out, const sqz_model *m, sqz_pool *pool, int64_t 
              (g->dv_h = falloc(T, g->qmax)) && (g->scores = falloc((int64_t)g->n_threads * T, T)) &&
              (g->dscores = falloc((int64_t)g->n_threads * T, T)) && (g->rope_cos = falloc(T, c->head_dim / 2)) &&
              (g->rope_sin = falloc(T, c->head_dim / 2)) && (g->logits = falloc(HEAD_ROWS, c->n_vocab)) &&
-             (g->normw = falloc(dim, 1));
+             (g->normw = falloc(dim, 1)) &&
+             (g->vecbuf = falloc(g->qmax + 2 * g->kvmax + 2 * (int64_t)c->head_dim, 1)) &&
+             (!c->qk_norm || ((g->q_pre = falloc(T, g->qmax)) && (g->k_pre = falloc(T, g->kvmax))));
     for (int k = 0; ok && k < SQZ_LIN_PER_LAYER; k++)
         if (wmax[k] && !(g->w[k] = falloc(wmax[k], 1))) ok = 0;
     if (ok && !in_place(m->output) && !(g->head_w = falloc(c->n_vocab, dim))) ok = 0;
@@ -160,7 +167,7 @@ int sqz_grad_create(sqz_grad **out, const sqz_model *m, sqz_pool *pool, int64_t 
     }
     int half = c->head_dim / 2;
     for (int i = 0; i < half; i++) {
-        double freq = pow(c->rope_theta, -2.0 * i / c->head_dim);
+        double freq = pow(c->rope_theta, -2.0 * i / c->head_dim) / (c->rope_freqs ? (double)c->rope_freqs[i] : 1.0);
         for (int64_t p = 0; p < T; p++) {
             g->rope_cos[p * half + i] = (float)cos((double)p * freq);
             g->rope_sin[p * half + i] = (float)sin((double)p * freq);
@@ -348,10 +355,26 @@ static int load_layer(sqz_grad *g, int l, sqz_err *err) {
     return SQZ_OK;
 }
 
-static const float *norm_f32(sqz_grad *g, const sqz_tensor *t, sqz_err *err) {
+static const float *vec_f32(const sqz_tensor *t, float *buf, sqz_err *err) {
     if (in_place(t)) return t->data;
-    if (sqz_tensor_rows_f32(t, 0, 1, g->normw, err)) return NULL;
-    return g->normw;
+    if (sqz_tensor_rows_f32(t, 0, 1, buf, err)) return NULL;
+    return buf;
+}
+
+static const float *norm_f32(sqz_grad *g, const sqz_tensor *t, sqz_err *err) { return vec_f32(t, g->normw, err); }
+
+/* x[T, width] += b[width] per row. */
+static void add_bias(float *x, const float *b, int64_t T, int64_t width) {
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t i = 0; i < width; i++) x[t * width + i] += b[i];
+}
+
+/* Qwen3's per-head norm weights of layer l as f32 (q at [0], k at [1]). */
+static int qk_norm_f32(sqz_grad *g, const sqz_layer *L, const float *w[2], sqz_err *err) {
+    int64_t hd = g->m->cfg.head_dim;
+    float *buf = g->vecbuf + g->qmax + 2 * g->kvmax;
+    if (!(w[0] = vec_f32(L->q_norm, buf, err)) || !(w[1] = vec_f32(L->k_norm, buf + hd, err))) return SQZ_ERR;
+    return SQZ_OK;
 }
 
 /* Runs layer l on x_in (T rows) into x_out, keeping the activations in g. */
@@ -368,6 +391,23 @@ static int layer_fwd(sqz_grad *g, int l, const float *x_in, float *x_out, int64_
         linear_fwd(g->pool, g->q, g->nb_a, g->wl[SQZ_LIN_Q], T, dim, qw);
         linear_fwd(g->pool, g->k, g->nb_a, g->wl[SQZ_LIN_K], T, dim, kvw);
         linear_fwd(g->pool, g->v, g->nb_a, g->wl[SQZ_LIN_V], T, dim, kvw);
+        if (L->bq) {
+            const float *bq, *bk, *bv;
+            if (!(bq = vec_f32(L->bq, g->vecbuf, err)) || !(bk = vec_f32(L->bk, g->vecbuf + qw, err)) ||
+                !(bv = vec_f32(L->bv, g->vecbuf + qw + kvw, err)))
+                return SQZ_ERR;
+            add_bias(g->q, bq, T, qw);
+            add_bias(g->k, bk, T, kvw);
+            add_bias(g->v, bv, T, kvw);
+        }
+        if (L->q_norm) {
+            const float *nw[2];
+            if (qk_norm_f32(g, L, nw, err)) return SQZ_ERR;
+            memcpy(g->q_pre, g->q, (size_t)(T * qw) * sizeof(float));
+            memcpy(g->k_pre, g->k, (size_t)(T * kvw) * sizeof(float));
+            rmsnorm_rows(g->q, g->q_pre, nw[0], T * nh, c->head_dim, c->norm_eps);
+            rmsnorm_rows(g->k, g->k_pre, nw[1], T * nkv, c->head_dim, c->norm_eps);
+        }
         rope_all(g, g->q, T, (int)nh, 1.0f);
         rope_all(g, g->k, T, (int)nkv, 1.0f);
         att_ctx ac = {g, T, (int)nh, (int)nkv, c->head_dim, 0};
@@ -439,6 +479,16 @@ static int layer_bwd(sqz_grad *g, int l, const float *x_in, const int32_t *token
         }
         rope_all(g, g->dq, T, (int)nh, -1.0f);
         rope_all(g, g->dk, T, (int)nkv, -1.0f);
+        if (L->q_norm) { /* through the per-head norms; dk_h, dv_h are free again */
+            const float *nw[2];
+            if (qk_norm_f32(g, L, nw, err)) return SQZ_ERR;
+            memcpy(g->dk_h, g->dq, (size_t)(T * qw) * sizeof(float));
+            memcpy(g->dv_h, g->dk, (size_t)(T * kvw) * sizeof(float));
+            memset(g->dq, 0, (size_t)(T * qw) * sizeof(float));
+            memset(g->dk, 0, (size_t)(T * kvw) * sizeof(float));
+            rmsnorm_rows_bwd(g->dq, g->q_pre, nw[0], g->dk_h, T * nh, hd, c->norm_eps);
+            rmsnorm_rows_bwd(g->dk, g->k_pre, nw[1], g->dv_h, T * nkv, hd, c->norm_eps);
+        }
         if (call_hook(hook, hctx, l, SQZ_LIN_Q, g->nb_a, g->dq, tokens, 0, T, dim, qw, err) ||
             call_hook(hook, hctx, l, SQZ_LIN_K, g->nb_a, g->dk, tokens, 0, T, dim, kvw, err) ||
             call_hook(hook, hctx, l, SQZ_LIN_V, g->nb_a, g->dv, tokens, 0, T, dim, kvw, err))

@@ -4,6 +4,7 @@
  * forward pass can trust the shapes it reads. */
 #include "sqz/model.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,6 +26,13 @@ static const tensor_names NAME_FFN_NORM = {"model.layers.%d.post_attention_layer
 static const tensor_names NAME_GATE = {"model.layers.%d.mlp.gate_proj.weight", "blk.%d.ffn_gate.weight"};
 static const tensor_names NAME_UP = {"model.layers.%d.mlp.up_proj.weight", "blk.%d.ffn_up.weight"};
 static const tensor_names NAME_DOWN = {"model.layers.%d.mlp.down_proj.weight", "blk.%d.ffn_down.weight"};
+static const tensor_names NAME_BQ = {"model.layers.%d.self_attn.q_proj.bias", "blk.%d.attn_q.bias"};
+static const tensor_names NAME_BK = {"model.layers.%d.self_attn.k_proj.bias", "blk.%d.attn_k.bias"};
+static const tensor_names NAME_BV = {"model.layers.%d.self_attn.v_proj.bias", "blk.%d.attn_v.bias"};
+static const tensor_names NAME_QNORM = {"model.layers.%d.self_attn.q_norm.weight", "blk.%d.attn_q_norm.weight"};
+static const tensor_names NAME_KNORM = {"model.layers.%d.self_attn.k_norm.weight", "blk.%d.attn_k_norm.weight"};
+/* Llama-3 frequency divisors: GGUF only (a Hugging Face config gives rope_scaling) */
+static const tensor_names NAME_ROPE_FREQS = {"rope_freqs.weight", "rope_freqs.weight"};
 
 static const sqz_tensor *find_raw(const sqz_model *m, const char *name) {
     return m->source == SQZ_SRC_HF ? sqz_hf_find(&m->hf, name) : sqz_gguf_find_tensor(&m->gguf, name);
@@ -131,8 +139,31 @@ static int bind_tensors(sqz_model *m, sqz_err *err) {
         m->output = m->tok_embd; /* absent head = tied, as llama.cpp and transformers do */
         c->tie_embeddings = 1;
     }
+    if (m->source == SQZ_SRC_GGUF) {
+        const sqz_tensor *rf = NULL;
+        if (get_tensor(m, &NAME_ROPE_FREQS, 0, hd / 2, 0, 1, &rf, err)) return SQZ_ERR;
+        if (rf) {
+            free(c->rope_freqs);
+            if (!(c->rope_freqs = malloc((size_t)rf->ne[0] * sizeof(float))))
+                return sqz_fail(err, "%s: out of memory", m->path);
+            if (sqz_tensor_rows_f32(rf, 0, 1, c->rope_freqs, err)) return sqz_fail_prefix(err, "%s", m->path);
+            for (int64_t i = 0; i < hd / 2; i++)
+                if (!(c->rope_freqs[i] > 0.0f) || !isfinite(c->rope_freqs[i]))
+                    return sqz_fail(err, "%s: tensor 'rope_freqs.weight': entry %lld is %g (expected a positive divisor)",
+                                    m->path, (long long)i, (double)c->rope_freqs[i]);
+        }
+    }
     m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
     if (!m->layers) return sqz_fail(err, "%s: out of memory for %d layers", m->path, c->n_layer);
+    /* A llama/deci GGUF may carry q/k/v biases (llama.cpp's llama graph adds them when
+     * present; a pruned Qwen2 model is such a file): then every attention layer has them. */
+    if (m->source == SQZ_SRC_GGUF && c->arch == SQZ_ARCH_LLAMA) {
+        for (int l = 0; l < c->n_layer && !c->attn_bias; l++) {
+            char name[160];
+            format_name(m, &NAME_BQ, l, name, sizeof name);
+            if (find_raw(m, name)) c->attn_bias = 1;
+        }
+    }
     for (int l = 0; l < c->n_layer; l++) {
         sqz_layer *L = &m->layers[l];
         int64_t q = (int64_t)c->layer_n_head[l] * hd, kv = (int64_t)c->layer_n_head_kv[l] * hd;
@@ -144,9 +175,17 @@ static int bind_tensors(sqz_model *m, sqz_err *err) {
             if (get_tensor(m, &NAME_WK, l, dim, kv, 0, &L->wk, err)) return SQZ_ERR;
             if (get_tensor(m, &NAME_WV, l, dim, kv, 0, &L->wv, err)) return SQZ_ERR;
             if (get_tensor(m, &NAME_WO, l, q, dim, 0, &L->wo, err)) return SQZ_ERR;
+            if (c->attn_bias && (get_tensor(m, &NAME_BQ, l, q, 0, 0, &L->bq, err) ||
+                                 get_tensor(m, &NAME_BK, l, kv, 0, 0, &L->bk, err) ||
+                                 get_tensor(m, &NAME_BV, l, kv, 0, 0, &L->bv, err)))
+                return SQZ_ERR;
+            if (c->qk_norm && (get_tensor(m, &NAME_QNORM, l, hd, 0, 0, &L->q_norm, err) ||
+                               get_tensor(m, &NAME_KNORM, l, hd, 0, 0, &L->k_norm, err)))
+                return SQZ_ERR;
         } else {
-            const tensor_names *att[] = {&NAME_WQ, &NAME_WK, &NAME_WV, &NAME_WO};
-            for (int i = 0; i < 4; i++)
+            const tensor_names *att[] = {&NAME_WQ, &NAME_WK, &NAME_WV, &NAME_WO, &NAME_BQ, &NAME_BK, &NAME_BV,
+                                         &NAME_QNORM, &NAME_KNORM};
+            for (int i = 0; i < 9; i++)
                 if (check_absent(m, att[i], l, "0 attention heads", err)) return SQZ_ERR;
         }
         if (ff > 0) {
@@ -187,7 +226,6 @@ static int load_gguf(sqz_model *m, int need_tokenizer, sqz_err *err) {
     m->source = SQZ_SRC_GGUF;
     if (sqz_gguf_open(&m->gguf, m->path, err)) return SQZ_ERR;
     if (sqz_config_from_gguf(&m->cfg, &m->gguf, err)) return SQZ_ERR;
-    m->cfg.rope_mode = SQZ_ROPE_ADJACENT; /* llama.cpp's converter permutes q/k rows */
     if (bind_tensors(m, err)) return SQZ_ERR;
     const sqz_gguf_kv *tm = sqz_gguf_find(&m->gguf, "tokenizer.ggml.model");
     /* "no_vocab": written by sqz (and llama.cpp) for a model without a tokenizer */
@@ -239,7 +277,8 @@ int64_t sqz_model_n_params(const sqz_model *m) {
     if (m->output && m->output != m->tok_embd) n += sqz_tensor_nelements(m->output);
     for (int l = 0; m->layers && l < m->cfg.n_layer; l++) {
         const sqz_layer *L = &m->layers[l];
-        const sqz_tensor *ts[] = {L->attn_norm, L->wq, L->wk, L->wv, L->wo, L->ffn_norm, L->w_gate, L->w_up, L->w_down};
+        const sqz_tensor *ts[] = {L->attn_norm, L->wq, L->wk, L->wv, L->wo, L->ffn_norm, L->w_gate, L->w_up, L->w_down,
+                                  L->bq, L->bk, L->bv, L->q_norm, L->k_norm};
         for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++)
             if (ts[i]) n += sqz_tensor_nelements(ts[i]);
     }

@@ -435,12 +435,18 @@ static void hf_name(const char *g, char *out, size_t cap) {
         {"attn_norm", "input_layernorm"}, {"attn_q", "self_attn.q_proj"}, {"attn_k", "self_attn.k_proj"},
         {"attn_v", "self_attn.v_proj"}, {"attn_output", "self_attn.o_proj"}, {"ffn_norm", "post_attention_layernorm"},
         {"ffn_gate", "mlp.gate_proj"}, {"ffn_up", "mlp.up_proj"}, {"ffn_down", "mlp.down_proj"}};
+    static const char *const norms[][2] = {{"attn_q_norm", "self_attn.q_norm"}, {"attn_k_norm", "self_attn.k_norm"}};
     int l;
-    char what[64];
-    if (sscanf(g, "blk.%d.%63[a-z_].weight", &l, what) == 2) {
+    char what[64], kind[16];
+    if (sscanf(g, "blk.%d.%63[a-z_].%15[a-z]", &l, what, kind) == 3) {
         for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
             if (!strcmp(what, map[i][0])) {
-                snprintf(out, cap, "model.layers.%d.%s.weight", l, map[i][1]);
+                snprintf(out, cap, "model.layers.%d.%s.%s", l, map[i][1], kind);
+                return;
+            }
+        for (size_t i = 0; i < sizeof norms / sizeof norms[0]; i++)
+            if (!strcmp(what, norms[i][0])) {
+                snprintf(out, cap, "model.layers.%d.%s.%s", l, norms[i][1], kind);
                 return;
             }
     }
@@ -478,6 +484,32 @@ static int copy_row_blocks(prune_writer *p, const sqz_tensor *t, int64_t block, 
     return SQZ_OK;
 }
 
+/* The row-permutation of copy_row_blocks on one vector (a q/k/v bias): elements in blocks
+ * of `block`, the kept blocks idx[n], perm_d as there. */
+static int copy_vec_blocks(prune_writer *p, const sqz_tensor *t, int64_t block, const int *idx, int n, int perm_d,
+                           sqz_err *err) {
+    int64_t len = t->ne[0];
+    float *v = malloc((size_t)len * sizeof(float)), *o = malloc((size_t)(n > 0 ? n : 1) * (size_t)block * sizeof(float));
+    int rc = SQZ_ERR;
+    if (!v || !o) {
+        sqz_fail(err, "prune: out of memory");
+        goto done;
+    }
+    if (sqz_tensor_rows_f32(t, 0, 1, v, err)) goto done;
+    for (int i = 0; i < n; i++)
+        for (int64_t r = 0; r < block; r++) {
+            int64_t src = r;
+            if (perm_d > 0) src = (r % 2) * (perm_d / 2) + r / 2;
+            else if (perm_d < 0) src = 2 * (r % (-perm_d / 2)) + r / (-perm_d / 2);
+            o[(int64_t)i * block + r] = v[(int64_t)idx[i] * block + src];
+        }
+    rc = sink_write(p, o, (size_t)n * (size_t)block * sizeof(float), err);
+done:
+    free(v);
+    free(o);
+    return rc;
+}
+
 /* A whole tensor as F32. */
 static int copy_whole(prune_writer *p, const sqz_tensor *t, sqz_err *err) {
     int64_t rows = t->n_dims > 1 ? sqz_tensor_nelements(t) / t->ne[0] : 1;
@@ -513,8 +545,11 @@ static int write_layer(prune_writer *p, int l, const double *H_o, const double *
     const sqz_model *m = p->m;
     const sqz_layer *L = &m->layers[l];
     const sqz_layer_keep *k = &p->keep[l];
-    int d = m->cfg.head_dim, src_hf = m->source == SQZ_SRC_HF;
-    int perm = src_hf == p->hf ? 0 : p->hf ? -d : d; /* q/k rows between the two RoPE layouts */
+    int d = m->cfg.head_dim;
+    /* q/k rows (and their biases) between the two RoPE layouts: a Hugging Face folder is
+     * rotate-half, a GGUF file llama/deci, so adjacent pairs */
+    int src_half = m->cfg.rope_mode == SQZ_ROPE_HALF, out_half = p->hf;
+    int perm = src_half == out_half ? 0 : out_half ? -d : d;
     if (k->n_head > 0) {
         int *cols = malloc((size_t)k->n_head * (size_t)d * sizeof(int));
         if (!cols) return sqz_fail(err, "prune: out of memory");
@@ -523,7 +558,11 @@ static int write_layer(prune_writer *p, int l, const double *H_o, const double *
         int rc = copy_whole(p, L->attn_norm, err) || copy_row_blocks(p, L->wq, d, k->head, k->n_head, perm, err) ||
                  copy_row_blocks(p, L->wk, d, k->head_kv, k->n_head_kv, perm, err) ||
                  copy_row_blocks(p, L->wv, d, k->head_kv, k->n_head_kv, 0, err) ||
-                 write_consumer(p, L->wo, H_o, cols, k->n_head * d, err);
+                 write_consumer(p, L->wo, H_o, cols, k->n_head * d, err) ||
+                 (L->bq && (copy_vec_blocks(p, L->bq, d, k->head, k->n_head, perm, err) ||
+                            copy_vec_blocks(p, L->bk, d, k->head_kv, k->n_head_kv, perm, err) ||
+                            copy_vec_blocks(p, L->bv, d, k->head_kv, k->n_head_kv, 0, err))) ||
+                 (L->q_norm && (copy_whole(p, L->q_norm, err) || copy_whole(p, L->k_norm, err)));
         free(cols);
         if (rc) return SQZ_ERR;
     }
@@ -624,9 +663,10 @@ static int st_config(const sqz_model *m, const int *nh, const int *nkv, const in
         maxff = nff[l] > maxff ? nff[l] : maxff;
     }
     cJSON *j = cJSON_CreateObject();
-    const char *arch[1] = {"LlamaForCausalLM"};
+    const char *arch[1] = {c->arch == SQZ_ARCH_QWEN2 ? "Qwen2ForCausalLM"
+                           : c->arch == SQZ_ARCH_QWEN3 ? "Qwen3ForCausalLM" : "LlamaForCausalLM"};
     cJSON_AddItemToObject(j, "architectures", cJSON_CreateStringArray(arch, 1));
-    cJSON_AddStringToObject(j, "model_type", "llama");
+    cJSON_AddStringToObject(j, "model_type", sqz_arch_name(c->arch));
     cJSON_AddNumberToObject(j, "hidden_size", c->dim);
     cJSON_AddNumberToObject(j, "intermediate_size", maxff > 0 ? maxff : 1);
     cJSON_AddNumberToObject(j, "num_attention_heads", maxh > 0 ? maxh : 1);
@@ -695,6 +735,16 @@ static int prune_write(const sqz_model *m, sqz_pool *pool, const sqz_layer_keep 
                 snprintf(name, sizeof name, "blk.%d.%s.weight", l, a[i].n);
                 if (add(&p, name, a[i].t, a[i].type, a[i].ne0, a[i].ne1, err)) goto done;
             }
+            /* vectors in write_layer's order: q/k/v biases (pruned with their rows), q/k norms */
+            struct { const char *n; const sqz_tensor *t; int64_t ne0; } v[5] = {
+                {"attn_q.bias", L->bq, k->n_head * d}, {"attn_k.bias", L->bk, k->n_head_kv * d},
+                {"attn_v.bias", L->bv, k->n_head_kv * d}, {"attn_q_norm.weight", L->q_norm, d},
+                {"attn_k_norm.weight", L->k_norm, d}};
+            for (int i = 0; i < 5; i++) {
+                if (!v[i].t) continue;
+                snprintf(name, sizeof name, "blk.%d.%s", l, v[i].n);
+                if (add(&p, name, v[i].t, SQZ_TYPE_F32, v[i].ne0, 1, err)) goto done;
+            }
         }
         if (k->n_ff > 0) {
             struct { const char *n; const sqz_tensor *t; int type; int64_t ne0, ne1; } a[4] = {
@@ -711,6 +761,16 @@ static int prune_write(const sqz_model *m, sqz_pool *pool, const sqz_layer_keep 
     if (add(&p, "output_norm.weight", m->out_norm, SQZ_TYPE_F32, dim, 1, err) ||
         (!tied && add(&p, "output.weight", m->output, SQZ_TYPE_F32, dim, c->n_vocab, err)))
         goto done;
+    /* Llama-3's frequency divisors: a GGUF tensor; config.json would need the
+     * rope_scaling parameters they came from */
+    sqz_tensor rope_t = {(char *)"rope_freqs.weight", SQZ_TYPE_F32, 1, {d / 2, 1, 1, 1}, c->rope_freqs,
+                         (size_t)(d / 2) * sizeof(float)};
+    if (c->rope_freqs && hf) {
+        sqz_fail(err, "%s: rope_freqs (Llama-3 rope scaling) cannot be written to a Hugging Face config yet; write GGUF",
+                 m->path);
+        goto done;
+    }
+    if (c->rope_freqs && add(&p, "rope_freqs.weight", &rope_t, SQZ_TYPE_F32, d / 2, 1, err)) goto done;
     if ((hf ? st_begin(&p, path, err) : sqz_gguf_write_begin(&p.w, path, err)) || copy_whole(&p, m->tok_embd, err))
         goto done;
     if (compensate) {
@@ -720,6 +780,7 @@ static int prune_write(const sqz_model *m, sqz_pool *pool, const sqz_layer_keep 
             if (write_layer(&p, l, NULL, NULL, err)) goto done;
     }
     if (copy_whole(&p, m->out_norm, err) || (!tied && copy_whole(&p, m->output, err)) ||
+        (c->rope_freqs && copy_whole(&p, &rope_t, err)) ||
         (hf ? sqz_out_commit(&p.st, err) || st_config(m, nh, nkv, nff, path, err) : sqz_gguf_write_end(&p.w, err)))
         goto done;
     rc = SQZ_OK;

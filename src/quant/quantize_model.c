@@ -92,6 +92,9 @@ typedef struct qm {
     int tied;
     int idx_embd, idx_out, idx_out_norm; /* plan indices; idx_embd == idx_out when tied */
     int *idx_layer;            /* n_layer: the plan index of the layer's attn_norm */
+    int *n_extra;              /* n_layer: vectors after the layer's 9 tensors (biases, q/k norms) */
+    int idx_rope;              /* plan index of rope_freqs.weight, -1 when none */
+    sqz_tensor rope_t;         /* rope_freqs as a tensor over cfg.rope_freqs */
     sqz_gguf_writer w;
     sqz_progress prog;
     /* calibration */
@@ -156,12 +159,18 @@ static int plan_build(qm *q, sqz_err *err) {
     int n_lin = c->n_layer * LIN_COUNT;
     if (tt && tt[n_lin] >= 0) out_type = tt[n_lin];
     if (tt && tt[n_lin + 1] >= 0) embd_type = tt[n_lin + 1];
-    int perm = m->source == SQZ_SRC_HF; /* q/k rows to llama.cpp's adjacent-pair layout */
-    int n_max = 3 + c->n_layer * 9;
+    /* q/k rows to llama.cpp's adjacent-pair layout: Hugging Face llama only (the Qwen
+     * families keep rotate-half rows in GGUF too) */
+    int perm = m->source == SQZ_SRC_HF && c->rope_mode != SQZ_ROPE_ADJACENT && c->arch == SQZ_ARCH_LLAMA;
+    int n_max = 4 + c->n_layer * 14;
     q->rep->tensors = calloc((size_t)n_max, sizeof *q->rep->tensors);
     q->plan = calloc((size_t)n_max, sizeof *q->plan);
     q->idx_layer = calloc((size_t)c->n_layer, sizeof *q->idx_layer);
-    if (!q->rep->tensors || !q->plan || !q->idx_layer) return sqz_fail(err, "quantize: out of memory");
+    q->n_extra = calloc((size_t)c->n_layer, sizeof *q->n_extra);
+    q->idx_rope = -1;
+    if (!q->rep->tensors || !q->plan || !q->idx_layer || !q->n_extra) return sqz_fail(err, "quantize: out of memory");
+    if (perm && c->attn_bias)
+        return sqz_fail(err, "%s: q/k biases of a Hugging Face llama model cannot be written yet", m->path);
     q->tied = m->output == m->tok_embd;
     if (!q->tied && add_tensor(q, &q->idx_embd, "token_embd.weight", m->tok_embd, ROLE_EMBD, embd_type, 0, 0, err))
         return SQZ_ERR;
@@ -184,6 +193,16 @@ static int plan_build(qm *q, sqz_err *err) {
             int type = tt && tt[l * LIN_COUNT + i] >= 0 ? tt[l * LIN_COUNT + i] : o->type;
             if (add_tensor(q, NULL, name, layer_linear(L, i), ROLE_LINEAR, type, heads, 0, err)) return SQZ_ERR;
         }
+        /* biases and per-head norms: F32 vectors after the block's matrices */
+        const struct { const char *name; const sqz_tensor *t; } extra[5] = {
+            {"attn_q.bias", L->bq}, {"attn_k.bias", L->bk}, {"attn_v.bias", L->bv},
+            {"attn_q_norm.weight", L->q_norm}, {"attn_k_norm.weight", L->k_norm}};
+        for (int i = 0; i < 5; i++) {
+            if (!extra[i].t) continue;
+            snprintf(name, sizeof name, "blk.%d.%s", l, extra[i].name);
+            if (add_tensor(q, NULL, name, extra[i].t, ROLE_NORM, SQZ_TYPE_F32, 0, 0, err)) return SQZ_ERR;
+            q->n_extra[l]++;
+        }
     }
     if (add_tensor(q, &q->idx_out_norm, "output_norm.weight", m->out_norm, ROLE_NORM, SQZ_TYPE_F32, 0, 0, err))
         return SQZ_ERR;
@@ -191,6 +210,18 @@ static int plan_build(qm *q, sqz_err *err) {
                    0, o->keep_output_type, err))
         return SQZ_ERR;
     if (q->tied) q->idx_embd = q->idx_out;
+    if (c->rope_freqs) { /* Llama-3's frequency divisors, as llama.cpp's converter writes them */
+        sqz_tensor *t = &q->rope_t;
+        memset(t, 0, sizeof *t);
+        t->name = (char *)"rope_freqs.weight";
+        t->type = SQZ_TYPE_F32;
+        t->n_dims = 1;
+        for (int d = 0; d < SQZ_MAX_DIMS; d++) t->ne[d] = 1;
+        t->ne[0] = c->head_dim / 2;
+        t->data = c->rope_freqs;
+        t->nbytes = (size_t)t->ne[0] * sizeof(float);
+        if (add_tensor(q, &q->idx_rope, "rope_freqs.weight", t, ROLE_NORM, SQZ_TYPE_F32, 0, 0, err)) return SQZ_ERR;
+    }
     return SQZ_OK;
 }
 
@@ -556,6 +587,8 @@ static int do_layer(qm *q, int l, sqz_err *err) {
         *V = m->layers[l]; /* the buffers are reused by the next layer */
         if (arc) goto done;
     }
+    for (int i = 0; i < q->n_extra[l]; i++)
+        if (write_norm(q, base + 9 + i, err)) goto done;
     rc = SQZ_OK;
 done:
     free(A);
@@ -666,7 +699,8 @@ static int do_embedding(qm *q, sqz_err *err) {
                 if (id >= r0 && id < r0 + nr)
                     memcpy(q->xq + t * p->cols, Wq + (id - r0) * p->cols, (size_t)p->cols * sizeof(float));
             }
-        if (write_rows(q, p, dst, err)) goto done;
+        /* this chunk's rows only (an embedding is never permuted) */
+        if (sqz_gguf_write_data(&q->w, dst, p->row_bytes * (size_t)nr, err)) goto done;
     }
     q->rep->tensors[q->idx_embd].rel_weight_err = den > 0 ? sqrt(num / den) : 0;
     rc = SQZ_OK;
@@ -779,6 +813,7 @@ int sqz_quantize_model(const sqz_model *m, const char *out_path, const sqz_qmode
         sqz_progress_update(&q.prog, 2 + l, extra);
     }
     if (do_output(&q, err)) goto done;
+    if (q.idx_rope >= 0 && write_norm(&q, q.idx_rope, err)) goto done;
     sqz_progress_update(&q.prog, c->n_layer + 2, "output");
     sqz_progress_end(&q.prog);
     if (sqz_gguf_write_end(&q.w, err)) goto done;
@@ -799,7 +834,7 @@ done:
     }
     for (int i = 0; i < LIN_COUNT; i++) free(q.qdata[i]);
     if (q.xq == q.xo) q.xq = NULL;
-    free(q.da); free(q.db); free(q.xo); free(q.xq); free(q.view_layers); free(q.plan); free(q.idx_layer);
+    free(q.da); free(q.db); free(q.xo); free(q.xq); free(q.view_layers); free(q.plan); free(q.idx_layer); free(q.n_extra);
     if (rc || rep == &local) sqz_qmodel_report_free(rep);
     return rc;
 }
