@@ -14,7 +14,7 @@
 #include "sqz/sensitivity.h"
 
 const char HELP_PRUNE[] =
-    "usage: sqz prune MODEL -o OUT.gguf --calib FILE [--attn-keep F] [--ffn-keep F]\n"
+    "usage: sqz prune MODEL (-o OUT.gguf | --hf-out DIR) --calib FILE [--attn-keep F] [--ffn-keep F]\n"
     "                 [--nsamples N] [--seqlen L] [--seed S] [--heldout N] [--no-compensate]\n"
     "                 [--select grad|magnitude] [--damp F] [--shrink F] [--threads N]\n"
     "                 [--hf-out DIR] [--quiet] [--json OUT]\n"
@@ -44,7 +44,7 @@ const char HELP_PRUNE[] =
     "  --shrink F      H's off-diagonal entries scaled by 1-F in the compensation (default\n"
     "                  0.75, as GPTQ's: a Gram of a few thousand tokens is otherwise\n"
     "                  fitted, not estimated; 1 = plain removal)\n"
-    "  --hf-out DIR    also write the pruned model as a Hugging Face style folder\n"
+    "  --hf-out DIR    (also) write the pruned model as a Hugging Face style folder\n"
     "                  (model.safetensors in F32 + config.json with per-layer head counts\n"
     "                  and FFN widths, which sqz loads; no tokenizer files)\n"
     "  --json OUT      per-layer widths, predicted and measured changes as JSON\n";
@@ -132,9 +132,9 @@ int cmd_prune(args *a) {
         }
     }
     if (!model) return usage_fail(a->cmd, "no model given%s", "");
-    if (!out) return usage_fail(a->cmd, "no output given (-o OUT.gguf)%s", "");
+    if (!out && !hf_out) return usage_fail(a->cmd, "no output given (-o OUT.gguf and/or --hf-out DIR)%s", "");
     if (!cs.path) return usage_fail(a->cmd, "no calibration text given (--calib FILE)%s", "");
-    if ((rc = guard_output(out))) return rc;
+    if (out && (rc = guard_output(out))) return rc;
 
     sqz_err err;
     sqz_model m, pm;
@@ -187,7 +187,8 @@ int cmd_prune(args *a) {
         pred_plain += ao->dl_plain + fo->dl_plain;
         heads += ao->n_keep, heads0 += nh, ch += fo->n_keep, ch0 += m.cfg.layer_n_ff[l];
     }
-    if (sqz_prune_write(&m, pool, keep, cs.windows, (int)cs.nsamples, (int)cs.seqlen, damp, shrink, compensate, out, &err)) {
+    if (out &&
+        sqz_prune_write(&m, pool, keep, cs.windows, (int)cs.nsamples, (int)cs.seqlen, damp, shrink, compensate, out, &err)) {
         rc = fail(err.msg);
         goto done;
     }
@@ -198,7 +199,7 @@ int cmd_prune(args *a) {
     }
     double base = NAN, after = NAN;
     if (sqz_mean_loss(&m, pool, cs.held, (int)cs.heldout, (int)cs.seqlen, &base, &err) ||
-        sqz_model_load(&pm, out, 0, &err)) {
+        sqz_model_load(&pm, out ? out : hf_out, 0, &err)) {
         rc = fail(err.msg);
         goto done;
     }
@@ -212,11 +213,12 @@ int cmd_prune(args *a) {
            model, (long long)heads, (long long)heads0, (long long)ch, (long long)ch0, (long long)p1, (long long)p0,
            100.0 * (double)p1 / (double)p0, compensate ? "" : "; not compensated");
     printf("predicted dL %.5f with compensation, %.5f without; held-out loss %.5f -> %.5f (dL %.5f), perplexity "
-           "%.4f -> %.4f\nwrote %s\n", pred, pred_plain, base, after, after - base, exp(base), exp(after), out);
+           "%.4f -> %.4f\nwrote %s\n", pred, pred_plain, base, after, after - base, exp(base), exp(after),
+           out ? out : hf_out);
     if (json) {
         root = cJSON_CreateObject();
         cJSON_AddStringToObject(root, "model", model);
-        cJSON_AddStringToObject(root, "output", out);
+        cJSON_AddStringToObject(root, "output", out ? out : hf_out);
         cJSON_AddBoolToObject(root, "compensated", compensate);
         cJSON_AddNumberToObject(root, "params_before", (double)p0);
         cJSON_AddNumberToObject(root, "params_after", (double)p1);
