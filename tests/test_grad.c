@@ -11,7 +11,12 @@
  *    sampled entries per tensor for SmolLM2, half of them among the largest 5% (each
  *    within 1e-3 of the tensor's largest |gradient|: PyTorch's float32 reference is
  *    itself only that close to its float64 gradients, see the fixture README).
- * 3. sqz_grad_window's loss equals the forward pass's (sqz_forward) mean cross-entropy. */
+ * 3. sqz_grad_window's loss equals the forward pass's (sqz_forward) mean cross-entropy.
+ * 4. The same autograd reference for the architecture fixtures (tests/fixtures/arch/, made
+ *    by tools/make_arch_fixtures.py): Qwen2 (q/k/v biases) and Qwen3 (q_norm/k_norm before
+ *    RoPE, head_dim 32) complete, from the HF folder and from llama.cpp's GGUF (which keeps
+ *    the HF q/k row order for Qwen); Llama-3 rope scaling sampled, from the HF folder (its
+ *    GGUF has llama.cpp-permuted q/k rows, which the reference's columns are not in). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -333,5 +338,38 @@ int main(void) {
     }
     free(smol);
     free(fj);
+
+    /* architecture fixtures */
+    static const struct {
+        const char *name;
+        int gguf_too;
+    } arch[] = {{"qwen2", 1}, {"qwen3", 1}, {"llama3", 0}};
+    for (size_t i = 0; i < sizeof arch / sizeof arch[0]; i++) {
+        char rel[128], label[96];
+        snprintf(rel, sizeof rel, "arch/%s.grads.json", arch[i].name);
+        char *aj = tu_fixture(rel);
+        cJSON *root = tu_read_json(aj);
+        /* complete references name their .f32 in "data"; sampled ones carry the samples */
+        const cJSON *data = root ? cJSON_GetObjectItem(root, "data") : NULL;
+        snprintf(rel, sizeof rel, "arch/%s", cJSON_IsString(data) ? data->valuestring : "");
+        char *af = cJSON_IsString(data) ? tu_fixture(rel) : NULL;
+        int have = root != NULL;
+        cJSON_Delete(root);
+        for (int src = 0; have && src < 1 + arch[i].gguf_too; src++) {
+            snprintf(rel, sizeof rel, src ? "arch/%s.gguf" : "arch/%s", arch[i].name);
+            char *path = tu_fixture(rel);
+            snprintf(label, sizeof label, "%s %s vs PyTorch%s", arch[i].name, src ? "GGUF" : "HF",
+                     af ? "" : " (sampled)");
+            if (sqz_model_load(&m, path, 0, &err) == 0) {
+                test_reference(&m, aj, af, label);
+                sqz_model_free(&m);
+            } else {
+                CHECK(0, "load %s: %s", path, err.msg);
+            }
+            free(path);
+        }
+        free(aj);
+        free(af);
+    }
     return tu_done("test_grad");
 }
