@@ -10,6 +10,7 @@
 #     2 chunks, F32 KV cache): within 0.5% (llama.cpp rounds activations to Q8_K inside
 #     its dot products; --numerics llamacpp does the same).
 # SQZ_SLOW=1 adds, ~15 min:
+#   - sqz's logits at 24 positions against transformers' (tests/py/hf_gguf_logits.py);
 #   - the F32 expansion written by `sqz quantize --type F32` (llama.cpp must load it)
 #     against llama-perplexity with -ctk f32 -ctv f32, WikiText-2, ctx 512, 4 chunks:
 #     within 0.1% (same weights, f32 arithmetic on both sides);
@@ -91,6 +92,13 @@ fi
 
 [[ "${SQZ_SLOW:-0}" == 1 ]] || { echo "t_qwen: cheap tier passed (SQZ_SLOW=1 for the F32, quantize and prune checks)"; exit 0; }
 [[ $have_llama == 1 ]] || { echo "t_qwen: slow tier needs llama.cpp"; exit 0; }
+
+# ---- logits against transformers (it loads the GGUF through gguf-py: needs torch and
+# accelerate, developer packages scripts/setup.sh does not install)
+tool="${SQZ_TOOL_LOGITS:-$root/build/tests/tool_logits}"
+[[ -x "$tool" ]] || fail "tool_logits not built ($tool)"
+python3 -c 'import torch, accelerate' 2>/dev/null || fail "the slow tier needs torch and accelerate (pip install torch accelerate)"
+python3 "$root/tests/py/hf_gguf_logits.py" "$model" "$text" "$tool" "$tmp/hf-logits" || fail "logits differ from transformers'"
 
 # ---- F32 expansion (7.1 GB, kept between runs while newer than the model)
 f32="$tmp/qwen-F32.gguf"

@@ -41,7 +41,7 @@ def main():
     sqz_path = os.path.join(a.out, "sqz.f32")
     subprocess.run([a.tool, a.model, ids_path, sqz_path], check=True)
     torch.set_num_threads(2)
-    model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, torch_dtype=torch.float32, attn_implementation="eager")
+    model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32, attn_implementation="eager")
     model.eval()
     with torch.no_grad():
         ref = model(torch.tensor([ids])).logits[0].float().numpy()
