@@ -13,16 +13,20 @@
 #      llama-perplexity on the file itself: within 0.5%; and the quantized model is
 #      still a language model: its
 #      perplexity at most 1.25x the source model's;
-#  (c) llama-completion (or llama-simple) generates 16 greedy tokens after
-#      "The capital of France is" from it;
-#  (d) determinism: the same quantize command (RTN with calibration, to keep the time
-#      down) with --threads 1 and with several threads writes byte-identical files.
+#  (c) determinism: the same quantize command (Q8_0 RTN with calibration, to keep the
+#      time down) with --threads 1 and with several threads writes byte-identical files;
+#  (d) greedy generation against an independent reference: llama-completion (--temp 0,
+#      16 tokens after "The capital of France is") on sqz's Q8_0 file of (c) must write
+#      exactly the text llama-completion writes on the unquantized model (the source's
+#      F32 expansion by llama-quantize): the same 16 tokens.
 #
-# Needs llama.cpp's tools (scripts/build_llamacpp.sh, or $LLAMA_BIN). Without them the
-# test FAILS, unless SQZ_NO_LLAMACPP=1, when it exits 77 (skipped).
+# Needs llama.cpp's tools (scripts/build_llamacpp.sh, or $LLAMA_BIN): llama-perplexity,
+# llama-quantize, llama-completion. Without them the test FAILS, unless SQZ_NO_LLAMACPP=1,
+# when it runs (a), (c) and the sqz side of (b) and says which comparisons it skipped.
 set -uo pipefail
 
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/lib_llamacpp.sh"
 tmp="${SQZ_TMP:-${TMPDIR:-/tmp}}/t_quantize_llamacpp"
 bin="$(sqz_llama_bin)"
 
@@ -30,10 +34,9 @@ die() { echo "t_quantize_llamacpp: FAIL: $*" >&2; exit 1; }
 fails=0
 bad() { echo "t_quantize_llamacpp: FAIL: $*" >&2; fails=$((fails + 1)); }
 
-gen="$bin/llama-completion"
-[[ -x "$gen" ]] || gen="$bin/llama-simple"
-sqz_need_llamacpp t_quantize_llamacpp "$bin/llama-perplexity" "$gen"
-gen="$(basename "$gen")"
+have_llama=1
+sqz_want_llamacpp t_quantize_llamacpp "$bin/llama-perplexity" "$bin/llama-quantize" "$bin/llama-completion" \
+    || have_llama=0
 [[ -x "$sqz" ]] || die "sqz binary not found at $sqz"
 python3 -c "import gguf, numpy" 2>/dev/null || die "python3 cannot import gguf and numpy (pip install gguf numpy)"
 
@@ -81,22 +84,21 @@ EOF
 echo "  ($((SECONDS - t0)) s so far)"
 
 # ---------------------------------------------------------------- (b) perplexity
-# llama-perplexity prints "Final estimate: PPL = 12.3456 +/- 0.12345" on stderr.
+# llama-perplexity prints "Final estimate: PPL = 12.3456 +/- 0.12345" on stderr
+# (sqz_llama_perplexity: tests/lib_llamacpp.sh).
 llama_ppl() {   # llama_ppl MODEL LOG -> the number, empty on failure
-    "$bin/llama-perplexity" -m "$1" -f "$text" -c 256 --chunks 4 -t 2 -ctk f32 -ctv f32 >"$2" 2>&1 \
-        || { echo "  llama-perplexity on $1 failed (exit status non-zero): see $2" >&2; return 0; }
-    sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p' "$2" | tail -n 1
+    sqz_llama_perplexity "$2" 4 "$bin/llama-perplexity" -m "$1" -f "$text" -c 256 --chunks 4 -t 2 -ctk f32 -ctv f32
 }
 ppl_of() {   # sqz ppl MODEL JSON [ARGS] -> the "ppl" number of the JSON
     "$sqz" ppl "$1" "$text" --ctx 256 --chunks 4 --protocol llamacpp --json "$2" "${@:3}" >"$2.log" 2>&1 \
         || { echo "sqz ppl $1 failed: $(tail -n 2 "$2.log")" >&2; return 1; }
     python3 -c 'import json,sys; print(repr(float(json.load(open(sys.argv[1]))["ppl"])))' "$2"
 }
-ref="$(llama_ppl "$q" "$tmp/llama-ppl.log")"
-[[ -n "$ref" ]] || bad "no 'Final estimate' from llama-perplexity on $q (see $tmp/llama-ppl.log)"
-# the same weights expanded to F32 by llama.cpp's own dequantizer: the arithmetic of sqz
-ref32=""
-if [[ -x "$bin/llama-quantize" ]]; then
+ref="" ref32=""
+if [[ $have_llama == 1 ]]; then
+    ref="$(llama_ppl "$q" "$tmp/llama-ppl.log")"
+    [[ -n "$ref" ]] || bad "no 'Final estimate' from llama-perplexity on $q (see $tmp/llama-ppl.log)"
+    # the same weights expanded to F32 by llama.cpp's own dequantizer: the arithmetic of sqz
     if "$bin/llama-quantize" --allow-requantize "$q" "$tmp/q-f32.gguf" F32 >"$tmp/llama-quantize.log" 2>&1; then
         ref32="$(llama_ppl "$tmp/q-f32.gguf" "$tmp/llama-ppl-f32.log")"
         [[ -n "$ref32" ]] || bad "no 'Final estimate' from llama-perplexity on the F32 expansion"
@@ -105,7 +107,7 @@ if [[ -x "$bin/llama-quantize" ]]; then
     fi
     rm -f "$tmp/q-f32.gguf"
 else
-    echo "  (llama-quantize not built: the F32 expansion check is left out)"
+    sqz_skip t_quantize_llamacpp "(b) sqz ppl vs llama-perplexity on sqz's Q4_K file (0.5%) and on its F32 expansion (0.1%)"
 fi
 ours="$(ppl_of "$q" "$tmp/sqz-ppl.json")" || bad "sqz ppl on $q failed"
 oursl="$(ppl_of "$q" "$tmp/sqz-ppl-l.json" --numerics llamacpp)" || bad "sqz ppl --numerics llamacpp on $q failed"
@@ -116,10 +118,11 @@ echo "  llama-perplexity (its F32 expansion, llama.cpp) = ${ref32:-?}"
 echo "  sqz ppl          (sqz's Q4_K file)              = ${ours:-?}"
 echo "  sqz ppl --numerics llamacpp (sqz's Q4_K file)   = ${oursl:-?}"
 echo "  sqz ppl          (source Q4_1)                  = ${base:-?}"
-if [[ -n "$ref" && -n "$ours" && -n "$oursl" && -n "$base" ]]; then
-    python3 - "$ours" "$ref" "$base" "${ref32:-nan}" "$oursl" <<'EOF' || bad "perplexity (see above)"
+if [[ -n "$ours" && -n "$oursl" && -n "$base" && ( $have_llama == 0 || ( -n "$ref" && -n "$ref32" ) ) ]]; then
+    python3 - "$ours" "$ref" "$base" "$ref32" "$oursl" "$have_llama" <<'EOF' || bad "perplexity (see above)"
 import math, sys
-ours, ref, base, ref32, oursl = map(float, sys.argv[1:])
+ours, ref, base, ref32, oursl = (float(a) if a else math.nan for a in sys.argv[1:6])
+have_llama = sys.argv[6] == "1"
 ok = True
 # Native: llama.cpp rounds the activations to 8 bits (Q8_0 / Q8_K) inside its Q5_0 and
 # Q4_K dot products. With f32 activations sqz is ~1% off here (llama.cpp's OWN Q4_K_S
@@ -128,10 +131,10 @@ ok = True
 # file: 29.8865 vs 29.9726, 0.29%; f32 numerics 29.6781, 0.98%). The details matter:
 # Q8_0 levels as x·(1/d) rounded half away gave 30.1049 (0.44%), as x·(127/amax) rounded
 # half to even (ggml's AVX2 code) 29.8865. The exact check is the F32 one below.
-rel = abs(oursl - ref) / ref
-print(f"  |sqz(llamacpp numerics) - llama.cpp native| / llama.cpp = {rel:.5f} (limit 0.005)")
-ok &= rel <= 0.005
-if not math.isnan(ref32):
+if have_llama:
+    rel = abs(oursl - ref) / ref
+    print(f"  |sqz(llamacpp numerics) - llama.cpp native| / llama.cpp = {rel:.5f} (limit 0.005)")
+    ok &= rel <= 0.005
     rel32 = abs(ours - ref32) / ref32
     print(f"  |sqz - llama.cpp F32|    / llama.cpp = {rel32:.6f} (limit 0.001)")
     ok &= rel32 <= 0.001
@@ -140,43 +143,19 @@ print(f"  quantized / source perplexity = {ratio:.4f} (limit 1.25)")
 ok &= ratio <= 1.25
 sys.exit(0 if ok else 1)
 EOF
+else
+    bad "(b) a perplexity is missing, nothing compared (see above)"
 fi
 echo "  ($((SECONDS - t0)) s so far)"
 
-# ---------------------------------------------------------------- (c) generation
-prompt="The capital of France is"
-# one thread: llama.cpp's spinning thread barrier is very slow on a busy 2-core machine
-if [[ $gen == llama-completion ]]; then
-    "$bin/llama-completion" -m "$q" -p "$prompt" -n 16 --temp 0 -no-cnv -t 1 --no-warmup \
-        </dev/null >"$tmp/gen.out" 2>"$tmp/gen.log"
-else
-    "$bin/llama-simple" -m "$q" -n 16 "$prompt" </dev/null >"$tmp/gen.out" 2>"$tmp/gen.log"
-fi
-rc=$?
-echo "t_quantize_llamacpp: (c) $gen -n 16 --temp 0: exit $rc, output:"
-sed 's/^/  | /' "$tmp/gen.out"
-if [[ $rc -ne 0 ]]; then
-    bad "$gen on $q exited $rc: $(tail -n 3 "$tmp/gen.log")"
-else
-    python3 - "$tmp/gen.out" "$prompt" <<'EOF' || bad "$gen produced nothing after the prompt"
-import sys
-out = open(sys.argv[1], "rb").read().decode("utf-8", "replace")
-prompt = sys.argv[2]
-i = out.find(prompt)
-rest = out[i + len(prompt):] if i >= 0 else ""
-print(f"  prompt found: {i >= 0}; {len(rest.strip())} characters generated after it")
-sys.exit(0 if i >= 0 and rest.strip() else 1)
-EOF
-fi
-echo "  ($((SECONDS - t0)) s so far)"
-
-# ---------------------------------------------------------------- (d) determinism
+# ---------------------------------------------------------------- (c) determinism
 nt=$(nproc 2>/dev/null || echo 2)
 (( nt >= 2 )) || nt=2
-det=(quantize "$model" --type Q4_K --method rtn --calib "$calib" --nsamples 2 --seqlen 64 --seed 7 --quiet)
+# Q8_0: near-lossless, so (d) generates from the --threads 1 file
+det=(quantize "$model" --type Q8_0 --method rtn --calib "$calib" --nsamples 2 --seqlen 64 --seed 7 --quiet)
 "$sqz" "${det[@]}" -o "$tmp/d1.gguf" --threads 1 >"$tmp/d1.log" 2>&1 || bad "sqz quantize --threads 1 failed: $(tail -n 2 "$tmp/d1.log")"
 "$sqz" "${det[@]}" -o "$tmp/dn.gguf" --threads "$nt" >"$tmp/dn.log" 2>&1 || bad "sqz quantize --threads $nt failed: $(tail -n 2 "$tmp/dn.log")"
-echo "t_quantize_llamacpp: (d) sqz ${det[*]:0:1} MODEL ${det[*]:2} with --threads 1 and --threads $nt:"
+echo "t_quantize_llamacpp: (c) sqz ${det[*]:0:1} MODEL ${det[*]:2} with --threads 1 and --threads $nt:"
 if [[ -f "$tmp/d1.gguf" && -f "$tmp/dn.gguf" ]]; then
     if cmp "$tmp/d1.gguf" "$tmp/dn.gguf" >"$tmp/cmp.log" 2>&1; then
         echo "  byte-identical ($(wc -c <"$tmp/d1.gguf") bytes)"
@@ -184,11 +163,70 @@ if [[ -f "$tmp/d1.gguf" && -f "$tmp/dn.gguf" ]]; then
         bad "--threads 1 and --threads $nt files differ: $(head -n 1 "$tmp/cmp.log")"
     fi
 fi
+echo "  ($((SECONDS - t0)) s so far)"
 
+# ---------------------------------------------------------------- (d) generation
+# Greedy tokens against an independent reference: llama.cpp on the unquantized model (the
+# source's F32 expansion by llama-quantize) and llama.cpp on sqz's Q8_0 of the source
+# ((c)'s --threads 1 file, near-lossless) must write the same 16 tokens. One thread:
+# llama.cpp's spinning thread barrier is very slow on a busy 2-core machine.
+prompt="The capital of France is"
+ngen=16
+if [[ $have_llama == 1 ]]; then
+    gen_ok=1
+    ln -sf d1.gguf "$tmp/q8.gguf"
+    [[ -f "$tmp/d1.gguf" ]] || { bad "(d) no Q8_0 file from (c)"; gen_ok=0; }
+    "$bin/llama-quantize" --allow-requantize "$model" "$tmp/src-f32.gguf" F32 >"$tmp/src-f32.log" 2>&1 \
+        || { bad "llama-quantize could not expand $model to F32: $(tail -n 2 "$tmp/src-f32.log")"; gen_ok=0; }
+    for v in src-f32 q8; do
+        [[ $gen_ok == 1 ]] || break
+        gen() { "$bin/llama-completion" -m "$tmp/$v.gguf" -p "$prompt" -n $ngen --temp 0 -no-cnv -t 1 --no-warmup \
+            </dev/null >"$tmp/gen-$v.out" 2>"$tmp/gen-$v.log"; }
+        # its timing summary comes last: once there, the text before it was written
+        sqz_llama_until "$tmp/gen-$v.log" "common_perf_print: *total time =" gen
+        rc=$?
+        echo "t_quantize_llamacpp: (d) llama-completion -n $ngen --temp 0 on $v.gguf: exit $rc, output:"
+        sed 's/^/  | /' "$tmp/gen-$v.out"
+        [[ $rc == 0 ]] || { bad "llama-completion on $v.gguf exited $rc: $(tail -n 3 "$tmp/gen-$v.log")"; gen_ok=0; }
+    done
+    rm -f "$tmp/src-f32.gguf"
+    if [[ $gen_ok == 1 ]]; then
+        python3 - "$tmp/gen-src-f32.out" "$tmp/gen-q8.out" "$tmp/gen-src-f32.log" "$tmp/gen-q8.log" "$prompt" $ngen <<'EOF' \
+            || bad "(d) greedy generation from sqz's Q8_0 file differs from the unquantized model's (see above)"
+import re, sys
+ref, got = (open(p, "rb").read().decode("utf-8", "replace") for p in sys.argv[1:3])
+logs = [open(p, errors="replace").read() for p in sys.argv[3:5]]
+prompt, n = sys.argv[5], int(sys.argv[6])
+ok = True
+for name, out, log in (("unquantized (F32)", ref, logs[0]), ("sqz Q8_0", got, logs[1])):
+    if not out.startswith(prompt) or not out[len(prompt):].strip():
+        print(f"  FAIL: {name}: no text generated after the prompt: {out!r}")
+        ok = False
+    # llama.cpp's timing line "eval time = ... / N runs": the tokens after the first
+    m = re.findall(r"common_perf_print:\s+eval time =.*?/\s*(\d+) runs", log)
+    if not m or int(m[-1]) != n - 1:
+        print(f"  FAIL: {name}: llama-completion's log does not show {n} generated tokens ({m})")
+        ok = False
+# the same text: the same tokens (a difference at token k changes the text from there)
+if ref != got:
+    k = next((i for i, (a, b) in enumerate(zip(ref, got)) if a != b), min(len(ref), len(got)))
+    print(f"  FAIL: the texts differ from character {k}: reference {ref[k:k + 40]!r}, sqz Q8_0 {got[k:k + 40]!r}")
+    ok = False
+else:
+    print(f"  the same text from sqz's Q8_0 file as from the unquantized model: {got[len(prompt):]!r}")
+sys.exit(0 if ok else 1)
+EOF
+    fi
+else
+    sqz_skip t_quantize_llamacpp "(d) llama-completion's greedy tokens on sqz's Q8_0 file vs on the unquantized model"
+fi
+echo "  ($((SECONDS - t0)) s so far)"
+
+sqz_skipped_summary t_quantize_llamacpp
 echo "t_quantize_llamacpp: $((SECONDS - t0)) s"
 if [[ $fails -ne 0 ]]; then
     echo "t_quantize_llamacpp: $fails failure(s)" >&2
     exit 1
 fi
-rm -f "$q" "$tmp"/d1.gguf "$tmp"/dn.gguf
+rm -f "$q" "$tmp"/d1.gguf "$tmp"/dn.gguf "$tmp"/q8.gguf
 echo "t_quantize_llamacpp: OK"
