@@ -16,6 +16,7 @@
 set -euo pipefail
 
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/lib_llamacpp.sh"
 tmp="${SQZ_TMP:-${TMPDIR:-/tmp}}/t_llamacpp_ref"
 bin="$(sqz_llama_bin)"
 
@@ -35,12 +36,11 @@ if [[ ! -f "$f32" || "$f32" -ot "$model" ]]; then
         || fail "llama-quantize to F32 failed: see $tmp/quantize.log"
 fi
 
-# llama-perplexity prints "Final estimate: PPL = 12.3456 +/- 0.12345" on stderr.
+# llama-perplexity prints "Final estimate: PPL = 12.3456 +/- 0.12345" on stderr
+# (sqz_llama_perplexity, tests/lib_llamacpp.sh: reruns when llama.cpp's log lost it).
 llama_ppl() {
     local m="$1" log="$2"
-    "$bin/llama-perplexity" -m "$m" -f "$text" -c 512 --chunks 8 -t 2 -ctk f32 -ctv f32 >"$log" 2>&1 \
-        || fail "llama-perplexity on $m failed: see $log"
-    sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p' "$log" | tail -n 1
+    sqz_llama_perplexity "$log" 8 "$bin/llama-perplexity" -m "$m" -f "$text" -c 512 --chunks 8 -t 2 -ctk f32 -ctv f32
 }
 ref_f32="$(llama_ppl "$f32" "$tmp/ppl-f32.log")"
 [[ -n "$ref_f32" ]] || fail "no 'Final estimate' in $tmp/ppl-f32.log"
