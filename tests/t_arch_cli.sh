@@ -57,7 +57,7 @@ against_llama() { # FILE WHAT
     # exit (seen here: exit 0 with neither "[8]" nor "Final estimate"): up to 3 tries
     local lrc try
     for try in 1 2 3; do
-        "$bin/llama-perplexity" -m "$1" -f "$text" -c 64 --chunks 8 -t 1 -ctk f32 -ctv f32 >"$T/llama.log" 2>&1
+        "$bin/llama-perplexity" -m "$1" -f "$text" -c 64 --chunks 8 -t 1 -fa off -ctk f32 -ctv f32 >"$T/llama.log" 2>&1
         lrc=$?
         theirs=$(sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p' "$T/llama.log")
         [[ -n "$theirs" || $lrc -ne 0 ]] && break
