@@ -168,7 +168,8 @@ static int cmd_info(args *a) {
 
 static const char HELP_PPL[] =
     "usage: sqz ppl MODEL TEXT_FILE --ctx N [--protocol gptq|llamacpp] [--chunks K]\n"
-    "               [--numerics exact|llamacpp] [--threads T] [--json OUT]\n"
+    "               [--numerics exact|llamacpp] [--kl-base SRC] [--threads T]\n"
+    "               [--json OUT]\n"
     "\n"
     "Perplexity of MODEL on a UTF-8 text file, tokenized with the model's tokenizer,\n"
     "or on a .json array of token ids taken as they are (models without a tokenizer).\n"
@@ -182,13 +183,51 @@ static const char HELP_PPL[] =
     "  --numerics N   exact (default): f32 activations; llamacpp: round activations\n"
     "                 before each product with a quantized weight as llama.cpp's CPU\n"
     "                 backend does (8-bit blocks), to reproduce its numbers on a file\n"
+    "  --kl-base SRC  also run SRC, a model with the same vocabulary (e.g. the\n"
+    "                 unquantized one), on the same windows and report over the\n"
+    "                 scored positions KL(p_SRC || q_MODEL) in nats (mean, median,\n"
+    "                 90%, 99%, max), the fraction where both argmax agree (same\n"
+    "                 top) and SRC's perplexity, as llama-perplexity --kl-divergence\n"
+    "                 does; --numerics applies to both models\n"
     "  --threads T    worker threads (default: all CPUs)\n"
     "  --json OUT     also write the result as JSON to OUT\n";
+
+/* --kl-base scores base and model on the same token ids: the vocabularies must agree in
+ * size (the field llama-perplexity checks) and, when both carry a tokenizer, token by
+ * token and in BOS (the llama.cpp protocol's first token is the model's BOS). */
+static int check_same_vocab(const sqz_model *base, const char *base_path, const sqz_model *m, const char *model_path) {
+    char msg[1400];
+    if (base->cfg.n_vocab != m->cfg.n_vocab) {
+        snprintf(msg, sizeof msg, "%s: n_vocab: %d, expected %d (as %s)", base_path, base->cfg.n_vocab,
+                 m->cfg.n_vocab, model_path);
+        return fail(msg);
+    }
+    if (!base->tok || !m->tok) return 0;
+    const sqz_vocab *vb = sqz_tok_vocab(base->tok), *vm = sqz_tok_vocab(m->tok);
+    if (vb->n_tokens != vm->n_tokens) {
+        snprintf(msg, sizeof msg, "%s: tokenizer: %d tokens, expected %d (as %s)", base_path, vb->n_tokens,
+                 vm->n_tokens, model_path);
+        return fail(msg);
+    }
+    for (int32_t i = 0; i < vb->n_tokens; i++)
+        if (strcmp(vb->tokens[i], vm->tokens[i])) {
+            snprintf(msg, sizeof msg, "%s: tokenizer: token %d is '%.200s', expected '%.200s' (as %s)", base_path, i,
+                     vb->tokens[i], vm->tokens[i], model_path);
+            return fail(msg);
+        }
+    if (vb->bos_id != vm->bos_id) {
+        snprintf(msg, sizeof msg, "%s: tokenizer: bos_id %d, expected %d (as %s)", base_path, vb->bos_id, vm->bos_id,
+                 model_path);
+        return fail(msg);
+    }
+    return 0;
+}
 
 
 
 static int cmd_ppl(args *a) {
     const char *model = NULL, *text_path = NULL, *json = NULL, *protocol = "gptq", *numerics = "exact";
+    const char *kl_base = NULL;
     long long ctx = 0, chunks = 0, threads = 0;
     for (a->i = 0; a->i < a->argc; a->i++) {
         const char *s = a->argv[a->i], *v;
@@ -202,6 +241,9 @@ static int cmd_ppl(args *a) {
             if (!(numerics = opt_value(a))) return usage_fail(a->cmd, "%s needs exact or llamacpp", s);
             if (strcmp(numerics, "exact") && strcmp(numerics, "llamacpp"))
                 return usage_fail(a->cmd, "--numerics '%s': expected exact or llamacpp", numerics);
+        } else if (!strcmp(s, "--kl-base")) {
+            if (kl_base) return usage_fail(a->cmd, "%s", "--kl-base given twice (one base model)");
+            if (!(kl_base = opt_value(a))) return usage_fail(a->cmd, "%s needs a model (GGUF file or folder)", s);
         } else if (!strcmp(s, "--ctx")) {
             v = opt_value(a);
             if (parse_pos_int(v, 1 << 24, &ctx))
@@ -240,11 +282,30 @@ static int cmd_ppl(args *a) {
         return fail(err.msg);
     }
     m.act_rounding = !strcmp(numerics, "llamacpp") ? SQZ_ACT_LLAMACPP : SQZ_ACT_EXACT;
+    sqz_model base;
+    memset(&base, 0, sizeof base);
+    int have_base = 0;
+    if (kl_base) {
+        if (sqz_model_load(&base, kl_base, 0, &err)) {
+            free(text);
+            sqz_model_free(&m);
+            return fail(err.msg);
+        }
+        have_base = 1;
+        base.act_rounding = m.act_rounding;
+        if ((rc = check_same_vocab(&base, kl_base, &m, model))) {
+            free(text);
+            sqz_model_free(&base);
+            sqz_model_free(&m);
+            return rc;
+        }
+    }
     sqz_ppl_opts opts = {ctx, !strcmp(protocol, "llamacpp") ? SQZ_PPL_LLAMACPP : SQZ_PPL_GPTQ, chunks, 1};
     int32_t *ids = NULL;
     int64_t n_ids = 0;
     sqz_pool *pool = NULL;
     sqz_ppl_result res;
+    sqz_kl_result kl;
     double t_tok = sqz_now();
     if (is_ids) { /* token ids as given: a BOS is the file's to include */
         if ((rc = read_token_ids(text_path, m.cfg.n_vocab, &ids, &n_ids, NULL, NULL))) goto out;
@@ -269,15 +330,25 @@ static int cmd_ppl(args *a) {
         rc = fail(err.msg);
         goto out;
     }
-    if (sqz_perplexity(&m, pool, ids, n_ids, &opts, &res, &err)) {
+    if (sqz_perplexity_kl(&m, have_base ? &base : NULL, pool, ids, n_ids, &opts, &res, &kl, &err)) {
         rc = fail(err.msg);
         goto out;
     }
     printf("perplexity (protocol %s, ctx %lld): %.4f +/- %.4f\n", protocol, ctx, res.ppl, res.ppl * res.nll_stderr);
     printf("scored %lld tokens in %lld windows of %lld (text: %lld tokens)\n", (long long)res.n_scored,
            (long long)res.n_windows, ctx, (long long)res.n_tokens);
-    printf("speed: %.1f tokens/s (%d threads, %.2f s; tokenizing %.2f s)\n", res.tokens_per_s, sqz_pool_threads(pool),
-           res.seconds, t_tok);
+    if (have_base) {
+        printf("kl-divergence base: %s (perplexity %.4f +/- %.4f)\n", kl_base, kl.base_ppl,
+               kl.base_ppl * kl.base_nll_stderr);
+        printf("mean KLD:   %.6f +/- %.6f  (KL(base || model), nats per scored token)\n", kl.kl_mean, kl.kl_stderr);
+        printf("median KLD: %.6f\n", kl.kl_median);
+        printf("90.0%% KLD:  %.6f\n", kl.kl_p90);
+        printf("99.0%% KLD:  %.6f\n", kl.kl_p99);
+        printf("max KLD:    %.6f\n", kl.kl_max);
+        printf("same top:   %.3f +/- %.3f %%\n", 100.0 * kl.same_top, 100.0 * kl.same_top_stderr);
+    }
+    printf("speed: %.1f tokens/s (%d threads, %.2f s%s; tokenizing %.2f s)\n", res.tokens_per_s, sqz_pool_threads(pool),
+           res.seconds, have_base ? ", both models" : "", t_tok);
     if (json) {
         cJSON *root = cJSON_CreateObject();
         cJSON_AddStringToObject(root, "model", model);
@@ -294,6 +365,24 @@ static int cmd_ppl(args *a) {
         cJSON_AddNumberToObject(root, "seconds", res.seconds);
         cJSON_AddNumberToObject(root, "tokens_per_s", res.tokens_per_s);
         cJSON_AddNumberToObject(root, "threads", sqz_pool_threads(pool));
+        if (have_base) {
+            cJSON *k = cJSON_AddObjectToObject(root, "kl_base");
+            cJSON_AddStringToObject(k, "model", kl_base);
+            cJSON_AddNumberToObject(k, "ppl", kl.base_ppl);
+            cJSON_AddNumberToObject(k, "nll_mean", kl.base_nll_mean);
+            cJSON_AddNumberToObject(k, "nll_stderr", kl.base_nll_stderr);
+            cJSON_AddNumberToObject(k, "kl_mean", kl.kl_mean);
+            cJSON_AddNumberToObject(k, "kl_stderr", kl.kl_stderr);
+            cJSON_AddNumberToObject(k, "kl_median", kl.kl_median);
+            cJSON_AddNumberToObject(k, "kl_p90", kl.kl_p90);
+            cJSON_AddNumberToObject(k, "kl_p99", kl.kl_p99);
+            cJSON_AddNumberToObject(k, "kl_max", kl.kl_max);
+            cJSON_AddNumberToObject(k, "same_top", kl.same_top);
+            cJSON_AddNumberToObject(k, "same_top_stderr", kl.same_top_stderr);
+            cJSON_AddNumberToObject(k, "n_scored", (double)kl.n_scored);
+        } else {
+            cJSON_AddNullToObject(root, "kl_base");
+        }
         rc = write_json(json, root);
         cJSON_Delete(root);
     }
@@ -301,6 +390,7 @@ out:
     sqz_pool_free(pool);
     free(ids);
     free(text);
+    if (have_base) sqz_model_free(&base);
     sqz_model_free(&m);
     return rc;
 }
