@@ -61,7 +61,7 @@ static int cmd_info(args *a) {
     sqz_err err;
     if (sqz_model_load(&m, model, 0, &err)) return fail(err.msg);
     const sqz_llama_config *c = &m.cfg;
-    const char *arch = "llama";
+    const char *arch = sqz_arch_name(c->arch);
     if (m.source == SQZ_SRC_GGUF) {
         const sqz_gguf_kv *kv = sqz_gguf_find(&m.gguf, "general.architecture");
         if (kv && kv->type == SQZ_GGUF_STRING) arch = kv->str;
@@ -73,12 +73,15 @@ static int cmd_info(args *a) {
     if (m.output != m.tok_embd) add_tensor_stat(st, m.output);
     for (int l = 0; l < c->n_layer; l++) {
         const sqz_layer *L = &m.layers[l];
-        const sqz_tensor *ts[] = {L->attn_norm, L->wq, L->wk, L->wv, L->wo, L->ffn_norm, L->w_gate, L->w_up, L->w_down};
-        for (int i = 0; i < 9; i++) add_tensor_stat(st, ts[i]);
+        const sqz_tensor *ts[] = {L->attn_norm, L->wq, L->wk, L->wv, L->wo, L->ffn_norm, L->w_gate, L->w_up, L->w_down,
+                                  L->bq, L->bk, L->bv, L->q_norm, L->k_norm};
+        for (int i = 0; i < 14; i++)
+            if (ts[i]) add_tensor_stat(st, ts[i]);
     }
     int64_t n_params = sqz_model_n_params(&m);
     const sqz_vocab *voc = m.tok ? sqz_tok_vocab(m.tok) : NULL;
-    const char *rope = c->rope_mode == SQZ_ROPE_HALF ? "half (rotate_half, Hugging Face)" : "adjacent (GGUF llama)";
+    const char *rope = c->rope_mode == SQZ_ROPE_HALF ? "half (rotate_half: Hugging Face, GGUF qwen2/qwen3)"
+                                                     : "adjacent (GGUF llama)";
     const char *src = m.source == SQZ_SRC_HF ? "hf" : "gguf";
 
     printf("model:        %s\n", model);
@@ -86,8 +89,11 @@ static int cmd_info(args *a) {
     printf("architecture: %s\n", arch);
     printf("parameters:   %lld (%.1f M)\n", (long long)n_params, (double)n_params / 1e6);
     printf("hidden:       %d, layers %d, vocab %d, context length %d\n", c->dim, c->n_layer, c->n_vocab, c->n_ctx_train);
-    printf("rope:         %s, theta %g; rms norm eps %g; tied embeddings: %s\n", rope, (double)c->rope_theta,
-           (double)c->norm_eps, c->tie_embeddings ? "yes" : "no");
+    printf("rope:         %s, theta %g%s; rms norm eps %g; tied embeddings: %s\n", rope, (double)c->rope_theta,
+           c->rope_freqs ? ", llama3 frequency factors" : "", (double)c->norm_eps, c->tie_embeddings ? "yes" : "no");
+    if (c->attn_bias || c->qk_norm)
+        printf("attention:    %s%s%s\n", c->attn_bias ? "q/k/v biases" : "", c->attn_bias && c->qk_norm ? ", " : "",
+               c->qk_norm ? "per-head q/k RMSNorm" : "");
     if (m.tok)
         printf("tokenizer:    %s, vocab %d, bos %d, eos %d\n", sqz_tok_kind_name(m.tok), voc->n_tokens, voc->bos_id,
                voc->eos_id);
@@ -128,6 +134,9 @@ static int cmd_info(args *a) {
         cJSON_AddNumberToObject(root, "n_ctx_train", c->n_ctx_train);
         cJSON_AddNumberToObject(root, "rope_theta", c->rope_theta);
         cJSON_AddStringToObject(root, "rope_mode", c->rope_mode == SQZ_ROPE_HALF ? "half" : "adjacent");
+        cJSON_AddBoolToObject(root, "rope_freq_factors", c->rope_freqs != NULL);
+        cJSON_AddBoolToObject(root, "attn_bias", c->attn_bias);
+        cJSON_AddBoolToObject(root, "qk_norm", c->qk_norm);
         cJSON_AddNumberToObject(root, "norm_eps", c->norm_eps);
         cJSON_AddBoolToObject(root, "tied_embeddings", c->tie_embeddings);
         cJSON *layers = cJSON_AddArrayToObject(root, "layers");
