@@ -106,7 +106,7 @@ static void test_hf_bad(void) {
                    "rope_scaling", "linear rope scaling");
     expect_hf_fail("{\"model_type\":\"llama\"," BASE ",\"num_attention_heads\":4,\"rope_scaling\":{\"rope_type\":"
                    "\"llama3\",\"factor\":8.0}}",
-                   "not supported yet", "llama3 rope scaling");
+                   "low_freq_factor", "llama3 rope scaling without its factors");
     expect_hf_fail("{\"model_type\":\"llama\"," BASE ",\"num_attention_heads\":4,\"rope_parameters\":{\"rope_type\":"
                    "\"yarn\",\"rope_theta\":10000}}",
                    "rope_parameters", "yarn rope parameters");
