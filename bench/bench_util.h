@@ -478,6 +478,38 @@ BENCH_FN double run_logged(const char *cmd, const char *log, int quiet) {
     return dt;
 }
 
+/* run_logged until the log holds `expect` (a line the tool prints last), at most `tries`
+ * runs: llama.cpp's tools log through an asynchronous logger that is not flushed at exit,
+ * so now and then a run that succeeded lost its last lines (see tests/lib_llamacpp.sh).
+ * Returns the wall seconds of the run that kept the line, or -1 (the command failed, or
+ * every run lost the line; a message on stderr unless quiet). */
+BENCH_FN double run_logged_expect(const char *cmd, const char *log, const char *expect, int tries, int quiet) {
+    for (int i = 1; i <= tries; i++) {
+        double dt = run_logged(cmd, log, quiet);
+        if (dt < 0) return -1;
+        char *text = slurp(log);
+        int ok = text && strstr(text, expect);
+        free(text);
+        if (ok) return dt;
+        if (!quiet)
+            fprintf(stderr, "%s:   no \"%s\" in %s after run %d of %d (the log lost its end)\n", PROG, expect, log, i,
+                    tries);
+    }
+    return -1;
+}
+
+/* The number after `key` in text (spaces, ':' and '=' skipped): e.g. "Mean    KLD:" in
+ * llama-perplexity's log. NAN when key is not there or no number follows. */
+BENCH_FN double text_num_after(const char *text, const char *key) {
+    const char *p = text ? strstr(text, key) : NULL;
+    if (!p) return NAN;
+    p += strlen(key);
+    while (*p == ' ' || *p == '\t' || *p == ':' || *p == '=') p++;
+    char *end;
+    double v = strtod(p, &end);
+    return end > p ? v : NAN;
+}
+
 /* Makes `file` with cmd unless its marker is valid. Returns 0 (done, *seconds set) or -1.
  * `extra`: another file cmd must produce (or NULL). quiet_fail: leave reporting a failure
  * to the caller (the log is <file>.log). */
