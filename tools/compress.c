@@ -151,6 +151,56 @@ static void set_cost(sqz_sens_option *o, int form, double v) {
     else o->dl_local = v;
 }
 
+static cJSON *num_or_null(double v) { return isfinite(v) ? cJSON_CreateNumber(v) : cJSON_CreateNull(); }
+
+/* The GEMM each stage's arithmetic is held against: single precision for the model's
+ * passes, double for the Grams and everything solved on them; none for writing. */
+static const char *stage_ref(int s) {
+    return s == SQZ_STAGE_FORWARD || s == SQZ_STAGE_BACKWARD ? "sgemm" : s == SQZ_STAGE_WRITING ? NULL : "dgemm";
+}
+
+/* Each stage's wall time, GFLOP/s and the fraction of the machine's GEMM rate; the rest
+ * of the wall time (loading, held-out and --eval measurements, the knapsack) as "other". */
+static void print_stages(const sqz_stage_times *t, double sgemm, double dgemm, double total) {
+    double sum = 0.0;
+    printf("%-9s %9s %9s %9s %s\n", "stage", "seconds", "GFLOP", "GFLOP/s", "of the machine's GEMM rate");
+    for (int s = 0; s < SQZ_STAGE_COUNT; s++) {
+        sum += t->seconds[s];
+        if (t->seconds[s] <= 0 && t->flops[s] <= 0) continue;
+        const char *ref = stage_ref(s);
+        double rate = t->seconds[s] > 0 ? t->flops[s] / t->seconds[s] / 1e9 : 0.0, peak = ref && ref[0] == 's' ? sgemm : dgemm;
+        printf("%-9s %9.1f %9.1f %9.1f", sqz_stage_name(s), t->seconds[s], t->flops[s] / 1e9, rate);
+        if (ref && t->flops[s] > 0 && peak > 0) printf(" %5.1f%% of %s %.1f", 100.0 * rate / peak, ref, peak);
+        printf("\n");
+    }
+    printf("%-9s %9.1f\n%-9s %9.1f\n", "other", total - sum, "total", total);
+}
+
+static cJSON *stages_json(const sqz_stage_times *t, double sgemm, double dgemm, int threads, double total) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON *g = cJSON_AddObjectToObject(o, "gemm_rates");
+    cJSON_AddNumberToObject(g, "sgemm_gflops", sgemm);
+    cJSON_AddNumberToObject(g, "dgemm_gflops", dgemm);
+    cJSON_AddNumberToObject(g, "threads", threads);
+    double sum = 0.0;
+    for (int s = 0; s < SQZ_STAGE_COUNT; s++) {
+        cJSON *e = cJSON_AddObjectToObject(o, sqz_stage_name(s));
+        const char *ref = stage_ref(s);
+        double rate = t->seconds[s] > 0 ? t->flops[s] / t->seconds[s] / 1e9 : 0.0, peak = ref && ref[0] == 's' ? sgemm : dgemm;
+        sum += t->seconds[s];
+        cJSON_AddNumberToObject(e, "seconds", t->seconds[s]);
+        cJSON_AddNumberToObject(e, "gflop", t->flops[s] / 1e9);
+        cJSON_AddNumberToObject(e, "gflops", rate);
+        if (ref) {
+            cJSON_AddStringToObject(e, "reference", ref);
+            cJSON_AddItemToObject(e, "fraction_of_reference", num_or_null(peak > 0 && t->flops[s] > 0 ? rate / peak : NAN));
+        }
+    }
+    cJSON_AddNumberToObject(o, "other_seconds", total - sum);
+    cJSON_AddNumberToObject(o, "total_seconds", total);
+    return o;
+}
+
 int cmd_sensitivity(args *a) {
     const char *model = NULL, *json = NULL, *types_arg = kDefaultTypes, *vtypes_arg = NULL;
     calib_set cs = {NULL, 16, 512, 0, 4, NULL, 0, NULL, NULL};
@@ -195,6 +245,9 @@ int cmd_sensitivity(args *a) {
 
     sqz_err err;
     sqz_model m;
+    double t_start = sqz_now(), sgemm_rate = 0.0, dgemm_rate = 0.0;
+    sqz_stage_times times;
+    memset(&times, 0, sizeof times);
     if (sqz_model_load(&m, model, 0, &err)) return fail(err.msg);
     sqz_pool *pool = NULL;
     sqz_sens sens;
@@ -204,6 +257,10 @@ int cmd_sensitivity(args *a) {
     cJSON *root = NULL;
     if ((rc = calib_load(&cs, &m))) goto done;
     if (!(pool = sqz_pool_create((int)threads, &err))) {
+        rc = fail(err.msg);
+        goto done;
+    }
+    if (sqz_gemm_rates(sqz_pool_threads(pool), &sgemm_rate, &dgemm_rate, &err)) {
         rc = fail(err.msg);
         goto done;
     }
@@ -247,6 +304,7 @@ int cmd_sensitivity(args *a) {
         rc = fail(err.msg);
         goto done;
     }
+    times = sens.times;
     printf("sensitivity of %s: mean loss %.5f on %lld calibration tokens (gradients %.1f s, options %.1f s)\n", model,
            sens.loss, (long long)sens.n_scored, sens.seconds_grad, sens.seconds_quant);
     printf("%-28s %-7s %12s %12s %12s %12s %12s\n", "tensor", "type", "bytes", "dL grad", "dL gradtw", "dL diag",
@@ -324,10 +382,14 @@ int cmd_sensitivity(args *a) {
         for (int f = 0; f < N_FORMS; f++) printf(" %s %.4f", kFormName[f], rho_sym[f]);
         printf("\n");
     }
+    double total_seconds = sqz_now() - t_start;
+    if (!quiet) print_stages(&times, sgemm_rate, dgemm_rate, total_seconds);
     if (json) {
         root = cJSON_CreateObject();
         cJSON_AddStringToObject(root, "model", model);
         cJSON_AddNumberToObject(root, "loss", sens.loss);
+        cJSON_AddItemToObject(root, "stages",
+                              stages_json(&times, sgemm_rate, dgemm_rate, sqz_pool_threads(pool), total_seconds));
         cJSON_AddNumberToObject(root, "calib_tokens", (double)sens.n_scored);
         cJSON *arr = cJSON_AddArrayToObject(root, "tensors");
         for (int i = 0; i < sens.n_tensors; i++) {
@@ -562,7 +624,6 @@ static int load_sensitivity(const char *path, const sqz_model *m, const int *typ
     return 0;
 }
 
-static cJSON *num_or_null(double v) { return isfinite(v) ? cJSON_CreateNumber(v) : cJSON_CreateNull(); }
 
 int cmd_compress(args *a) {
     const char *model = NULL, *out = NULL, *json = NULL, *html = NULL, *types_arg = kDefaultTypes, *eval = NULL;
@@ -662,6 +723,9 @@ int cmd_compress(args *a) {
     sqz_layer_keep *keep = NULL;
     char *pruned_path = NULL;
     double *best_bytes = NULL, *best_params = NULL;
+    double t_start = sqz_now(), sgemm_rate = 0.0, dgemm_rate = 0.0;
+    sqz_stage_times times;
+    memset(&times, 0, sizeof times);
     if (sqz_model_load(&m, model, 0, &err)) return fail(err.msg);
     sqz_pool *pool = NULL;
     sqz_sens sens, shape;
@@ -775,6 +839,10 @@ int cmd_compress(args *a) {
         goto done;
     }
     if ((rc = guard_output(out))) goto done;
+    if (sqz_gemm_rates(sqz_pool_threads(pool), &sgemm_rate, &dgemm_rate, &err)) {
+        rc = fail(err.msg);
+        goto done;
+    }
     int n_t = shape.n_tensors, n_plan = m.cfg.n_layer * SQZ_LIN_PER_LAYER + 2;
     plan = malloc((size_t)n_plan * sizeof(int));
     best_plan = malloc((size_t)n_plan * sizeof(int));
@@ -844,6 +912,7 @@ int cmd_compress(args *a) {
             rc = fail(err.msg);
             goto done;
         }
+        sqz_stage_merge(&times, &sens.times);
         sqz_joint_free(&jt);
         if (joint && sqz_joint_build(&m, &sens, cost_fn(form), 1.0 - prune_max, &jt, &err)) {
             free(opts);
@@ -876,10 +945,12 @@ int cmd_compress(args *a) {
                 for (int l = 0; l < m.cfg.n_layer; l++) sqz_layer_keep_free(&keep[l]);
                 if (have_pm) sqz_model_free(&pm);
                 have_pm = 0;
-                if (sqz_joint_decode(&jt, &sens, choice, keep, plan, &err) ||
-                    sqz_prune_write(&m, pool, keep, cs.windows, (int)cs.nsamples, (int)cs.seqlen, damp, shrink, 1,
-                                    pruned_path, &err) ||
-                    sqz_model_load(&pm, pruned_path, 0, &err)) {
+                double tp = sqz_now();
+                int prc = sqz_joint_decode(&jt, &sens, choice, keep, plan, &err) ||
+                          sqz_prune_write(&m, pool, keep, cs.windows, (int)cs.nsamples, (int)cs.seqlen, damp, shrink,
+                                          1, pruned_path, &err);
+                sqz_stage_add(&times, SQZ_STAGE_PRUNING, sqz_now() - tp, 0.0);
+                if (prc || sqz_model_load(&pm, pruned_path, 0, &err)) {
                     free(opts);
                     rc = fail(err.msg);
                     goto done;
@@ -916,6 +987,7 @@ int cmd_compress(args *a) {
                 rc = fail(err.msg);
                 goto done;
             }
+            sqz_stage_merge(&times, &rep.times);
             uint64_t exact_fixed = rep.file_bytes - ar.bytes;
             if (rep.file_bytes <= budget || attempt >= 2) {
                 fixed = exact_fixed;
@@ -1070,6 +1142,8 @@ int cmd_compress(args *a) {
     }
     printf("wrote %s: round %d, %llu bytes, %.4f bits per weight, held-out perplexity %.4f (model %.4f)\n", out,
            best + 1, (unsigned long long)ri[best].file_bytes, ri[best].bpw, ri[best].heldout_ppl, base_held);
+    double total_seconds = sqz_now() - t_start;
+    if (!quiet) print_stages(&times, sgemm_rate, dgemm_rate, total_seconds);
     if (json || html) {
         root = cJSON_CreateObject();
         cJSON_AddStringToObject(root, "model", model);
@@ -1104,6 +1178,8 @@ int cmd_compress(args *a) {
             cJSON_AddItemToArray(rs, o);
         }
         cJSON_AddNumberToObject(root, "best_round", best + 1);
+        cJSON_AddItemToObject(root, "stages",
+                              stages_json(&times, sgemm_rate, dgemm_rate, sqz_pool_threads(pool), total_seconds));
         if (prune_max >= 0) {
             cJSON *pj = cJSON_AddObjectToObject(root, "prune");
             cJSON_AddNumberToObject(pj, "max_fraction", prune_max);

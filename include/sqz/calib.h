@@ -45,13 +45,26 @@ typedef int (*sqz_calib_layer_fn)(void *ctx, int layer, const sqz_layer_grams *g
 /* Runs the model on windows[nsamples * seqlen] (each window one sequence from position
  * 0) layer by layer and calls fn for every layer in order. */
 int sqz_calib_run(const sqz_model *m, sqz_pool *pool, const int32_t *windows, int nsamples, int seqlen,
-                  sqz_calib_layer_fn fn, void *ctx, sqz_err *err);
+                  sqz_calib_layer_fn fn, void *ctx, sqz_stage_times *times, sqz_err *err);
 
 /* As sqz_calib_run, plus token-weighted Grams: weights[l·7 + k] is NULL or the T =
  * nsamples·seqlen weights (window-major, as windows) of the tokens seen by layer l's
  * linear k; the callback then also gets gw[k] = Σ_t w_t x_t x_tᵀ (not normalized). */
 int sqz_calib_run_weighted(const sqz_model *m, sqz_pool *pool, const int32_t *windows, int nsamples, int seqlen,
-                           const float *const *weights, sqz_calib_layer_fn fn, void *ctx, sqz_err *err);
+                           const float *const *weights, sqz_calib_layer_fn fn, void *ctx, sqz_stage_times *times,
+                           sqz_err *err);
+
+/* times (may be NULL) of both: the layer passes go to SQZ_STAGE_FORWARD, the Grams to
+ * SQZ_STAGE_GRAMS; the callback's own time to neither. */
+
+/* G (n × n, row-major) += xᵀx for x [T, n] in double: the upper triangle and the
+ * diagonal blocks only (half the products; sqz_gram_mirror fills the rest once the sum
+ * is complete). Bit-identical for any thread count. */
+void sqz_gram_upper_add(sqz_pool *pool, const double *x, int64_t T, int64_t n, double *G);
+/* G's lower triangle ← its upper triangle. */
+void sqz_gram_mirror(double *G, int64_t n);
+/* The flops of one sqz_gram_upper_add. */
+double sqz_gram_flops(int64_t T, int64_t n);
 
 /* Every layer's Grams kept in memory (for small models and tests). */
 typedef struct sqz_model_grams {

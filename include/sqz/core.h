@@ -102,6 +102,38 @@ void sqz_progress_end(sqz_progress *p);
 /* Monotonic seconds. */
 double sqz_now(void);
 
+/* Where a compression spends its time: wall seconds and the floating-point operations
+ * of the stage's dense products (counted from the shapes, 2 per multiply-add), summed
+ * over every call. GFLOP/s = flops / seconds / 1e9, to hold beside the machine's GEMM
+ * rates (sqz_gemm_rates). */
+typedef enum sqz_stage {
+    SQZ_STAGE_FORWARD = 0, /* calibration forward passes (gradient windows, Gram passes, quantized stream) */
+    SQZ_STAGE_BACKWARD,    /* backward passes and the per-row gradient sums */
+    SQZ_STAGE_GRAMS,       /* input Gram matrices (double) */
+    SQZ_STAGE_SCORING,     /* candidate types of every matrix: GPTQ/RTN on its rows and the error sums */
+    SQZ_STAGE_GPTQ,        /* quantizing the written model: factor, sweep, error statistics, targets */
+    SQZ_STAGE_PRUNING,     /* removal costs, compensation and the pruned model's file */
+    SQZ_STAGE_WRITING,     /* packing and writing the output file */
+    SQZ_STAGE_COUNT
+} sqz_stage;
+
+typedef struct sqz_stage_times {
+    double seconds[SQZ_STAGE_COUNT];
+    double flops[SQZ_STAGE_COUNT];
+} sqz_stage_times;
+
+/* "forward", "backward", "grams", "scoring", "gptq", "pruning", "writing". */
+const char *sqz_stage_name(int stage);
+/* t->seconds[stage] += seconds, t->flops[stage] += flops; t may be NULL. */
+void sqz_stage_add(sqz_stage_times *t, int stage, double seconds, double flops);
+/* t += u, stage by stage. */
+void sqz_stage_merge(sqz_stage_times *t, const sqz_stage_times *u);
+
+/* This machine's SGEMM and DGEMM rates in GFLOP/s: the best of a few n × n × n products
+ * (n = 1024) on n_threads OpenBLAS threads (<= 0: all cores); OpenBLAS's thread count
+ * is restored afterwards. Takes about a second. */
+int sqz_gemm_rates(int n_threads, double *sgemm_gflops, double *dgemm_gflops, sqz_err *err);
+
 /* OpenBLAS picks its kernels from the CPU model at load time; on CPUs it does not know
  * (new Xeons, virtual machines hiding the model) it falls back to "Prescott" (SSE3),
  * which runs SGEMM 3-4x slower. The choice is made before main() and can only be

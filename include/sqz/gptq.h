@@ -60,6 +60,7 @@ typedef struct sqz_gptq_stats {
     int64_t n_dead;        /* inputs with H_ii == 0 */
     double seconds_factor; /* wall time of the Cholesky part */
     double seconds_sweep;  /* wall time of the column sweep */
+    double seconds_stats;  /* wall time of the error statistics */
 } sqz_gptq_stats;
 
 /* Quantizes W (rows × cols) into `type` (sqz_quant_supported; cols a multiple of its
@@ -72,6 +73,40 @@ typedef struct sqz_gptq_stats {
 int sqz_gptq_quantize(int type, const float *W, int64_t rows, int64_t cols, const double *H,
                       const sqz_gptq_opts *opts, sqz_pool *pool, void *dst, float *what, sqz_qparams *params,
                       int8_t *levels, sqz_gptq_stats *stats, sqz_err *err);
+
+/* The part of GPTQ that depends on H alone: the dampened, shrunk H's inverse as its
+ * upper Cholesky factor (in sweep order), the importances and dead inputs. Every linear
+ * layer with the same input (q/k/v; gate/up) and every candidate type of one matrix
+ * shares it, so it is computed once per Gram (1.3 cols³ flops: for an 8960-wide ffn_down,
+ * as much as the sweep of ~900 rows). */
+typedef struct sqz_gptq_factor {
+    int64_t cols;
+    double *U;      /* cols × cols, row-major upper */
+    float *imp;     /* dampened diag(H), original column order */
+    int64_t *perm;  /* sweep position → original column */
+    uint8_t *dead;  /* H_ii == 0, original column order */
+    int act_order;
+    double damp, shrink;
+    int64_t n_dead;
+    double seconds; /* wall time of the factorization */
+} sqz_gptq_factor;
+
+/* Fills f from H (cols × cols, both triangles) and the options' percdamp, act_order and
+ * shrink. Fails for a non-finite or (after dampening) singular H. */
+int sqz_gptq_factor_init(sqz_gptq_factor *f, const double *H, int64_t cols, const sqz_gptq_opts *opts,
+                         sqz_err *err);
+void sqz_gptq_factor_free(sqz_gptq_factor *f);
+
+/* sqz_gptq_quantize with a prepared factor, without statistics: the same bytes as
+ * sqz_gptq_quantize with the options the factor was made with. */
+int sqz_gptq_quantize_factored(int type, const float *W, int64_t rows, const sqz_gptq_factor *f, sqz_pool *pool,
+                               void *dst, float *what, sqz_qparams *params, int8_t *levels, sqz_err *err);
+
+/* sqz_gptq_quantize_factored, then stats (may be NULL) as sqz_gptq_quantize fills them;
+ * H is the Gram the factor came from (for the error statistics; unused when no_stats). */
+int sqz_gptq_finish(int type, const float *W, int64_t rows, const double *H, const sqz_gptq_factor *f, int no_stats,
+                    sqz_pool *pool, void *dst, float *what, sqz_qparams *params, int8_t *levels,
+                    sqz_gptq_stats *stats, sqz_err *err);
 
 /* The error statistics of an approximation Ŵ of W under H (as in sqz_gptq_stats):
  * relative Frobenius error and relative H-weighted output error, both in double. */

@@ -71,6 +71,8 @@ void sqz_grad_free(sqz_grad *g);
  * skipped). */
 int sqz_grad_window(sqz_grad *g, const int32_t *tokens, int64_t n_tokens, double scale, sqz_grad_hook hook,
                     void *hook_ctx, double *loss_sum, sqz_err *err);
+/* Adds the forward and backward time and arithmetic of every window so far to out. */
+void sqz_grad_times(const sqz_grad *g, sqz_stage_times *out);
 
 #ifdef __cplusplus
 }

@@ -146,6 +146,11 @@ int sqz_forward_embed(const sqz_model *m, const int32_t *tokens, int64_t n_token
 int sqz_forward_layer(const sqz_model *m, sqz_pool *pool, int layer, float *x, int64_t n_tokens, sqz_fwd_hook hook,
                       void *hook_ctx, sqz_err *err);
 
+/* Multiply-adds × 2 of the dense products of block `layer` on one causal window of T
+ * tokens (the seven linears, and QKᵀ and PV over the T(T+1)/2 visible pairs per head);
+ * layer -1: the output head on T positions. For stage accounting (sqz_stage_times). */
+double sqz_forward_flops(const sqz_model *m, int layer, int64_t T);
+
 #ifdef __cplusplus
 }
 #endif

@@ -93,6 +93,7 @@ typedef struct sqz_qmodel_report {
     double seconds_calib;   /* layer passes collecting inputs */
     double seconds_quant;   /* RTN / GPTQ */
     double seconds_total;
+    sqz_stage_times times;  /* forward, grams, gptq (RTN too), writing */
 } sqz_qmodel_report;
 
 void sqz_qmodel_report_free(sqz_qmodel_report *r);

@@ -43,6 +43,8 @@ typedef struct {
     size_t xd_n;
     const float *const *weights; /* [n_layer·7][T] or NULL */
     int64_t tok0; /* the window's first token in the weights */
+    sqz_stage_times *times; /* or NULL */
+    double hook_seconds;    /* in the Gram hook, this layer */
 } acc_ctx;
 
 static const int kSiteOfKind[SQZ_CALIB_KINDS] = {SQZ_SITE_ATTN_IN, SQZ_SITE_ATTN_IN, SQZ_SITE_ATTN_IN,
@@ -51,19 +53,44 @@ static const int kSiteOfKind[SQZ_CALIB_KINDS] = {SQZ_SITE_ATTN_IN, SQZ_SITE_ATTN
 
 int sqz_calib_site_of(int kind) { return kind >= 0 && kind < SQZ_CALIB_KINDS ? kSiteOfKind[kind] : -1; }
 
+/* Gram columns are done in fixed blocks, each only down to its own last row (the upper
+ * triangle and the diagonal block): half the products of the full matrix, and each
+ * entry one dot product over the tokens in order whatever the thread count. */
+#define GRAM_BLOCK 64
+
 typedef struct {
     const double *x;
     double *g;
     int64_t T, w;
 } syrk_ctx;
 
-/* G[:, b:e] += Xᵀ X[:, b:e]: each thread owns whole output columns and every entry is
- * one dot product over the tokens in order, so the thread count does not change a bit. */
 static void gram_task(void *vctx, int64_t b, int64_t e, int thread) {
     (void)thread;
     const syrk_ctx *c = vctx;
-    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)c->w, (int)(e - b), (int)c->T, 1.0, c->x, (int)c->w,
-                c->x + b, (int)c->w, 1.0, c->g + b, (int)c->w);
+    for (int64_t blk = b; blk < e; blk++) {
+        int64_t c0 = blk * GRAM_BLOCK, c1 = c0 + GRAM_BLOCK < c->w ? c0 + GRAM_BLOCK : c->w;
+        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)c1, (int)(c1 - c0), (int)c->T, 1.0, c->x, (int)c->w,
+                    c->x + c0, (int)c->w, 1.0, c->g + c0, (int)c->w);
+    }
+}
+
+void sqz_gram_upper_add(sqz_pool *pool, const double *x, int64_t T, int64_t n, double *G) {
+    syrk_ctx c = {x, G, T, n};
+    sqz_pool_for(pool, (n + GRAM_BLOCK - 1) / GRAM_BLOCK, 1, gram_task, &c);
+}
+
+void sqz_gram_mirror(double *G, int64_t n) {
+    for (int64_t i = 1; i < n; i++)
+        for (int64_t j = 0; j < i; j++) G[i * n + j] = G[j * n + i];
+}
+
+double sqz_gram_flops(int64_t T, int64_t n) {
+    double f = 0.0;
+    for (int64_t c0 = 0; c0 < n; c0 += GRAM_BLOCK) {
+        int64_t c1 = c0 + GRAM_BLOCK < n ? c0 + GRAM_BLOCK : n;
+        f += 2.0 * (double)T * (double)c1 * (double)(c1 - c0);
+    }
+    return f;
 }
 
 static int gram_hook(void *vctx, int layer, int site, const float *x, int64_t T, int64_t width, sqz_err *err) {
@@ -80,9 +107,9 @@ static int gram_hook(void *vctx, int layer, int site, const float *x, int64_t T,
                                       (long long)width);
         a->xd_n = n;
     }
+    double t0 = sqz_now(), fl = sqz_gram_flops(T, width);
     for (size_t i = 0; i < n; i++) a->xd[i] = x[i];
-    syrk_ctx c = {a->xd, a->g.g[site], T, width};
-    sqz_pool_for(a->pool, width, 16, gram_task, &c);
+    sqz_gram_upper_add(a->pool, a->xd, T, width, a->g.g[site]);
     for (int k = 0; k < SQZ_CALIB_KINDS && a->weights; k++) {
         const float *w = a->weights[layer * SQZ_CALIB_KINDS + k];
         if (kSiteOfKind[k] != site || !w || !a->g.gw[k]) continue;
@@ -90,9 +117,12 @@ static int gram_hook(void *vctx, int layer, int site, const float *x, int64_t T,
             double r = sqrt((double)w[a->tok0 + t]);
             for (int64_t i = 0; i < width; i++) a->xw[t * width + i] = r * a->xd[t * width + i];
         }
-        syrk_ctx cw = {a->xw, a->g.gw[k], T, width};
-        sqz_pool_for(a->pool, width, 16, gram_task, &cw);
+        sqz_gram_upper_add(a->pool, a->xw, T, width, a->g.gw[k]);
+        fl += sqz_gram_flops(T, width);
     }
+    double dt = sqz_now() - t0;
+    a->hook_seconds += dt;
+    sqz_stage_add(a->times, SQZ_STAGE_GRAMS, dt, fl);
     return SQZ_OK;
 }
 
@@ -113,12 +143,13 @@ static void layer_widths(const sqz_model *m, int l, int64_t n[SQZ_SITE_COUNT]) {
 }
 
 int sqz_calib_run(const sqz_model *m, sqz_pool *pool, const int32_t *windows, int nsamples, int seqlen,
-                  sqz_calib_layer_fn fn, void *ctx, sqz_err *err) {
-    return sqz_calib_run_weighted(m, pool, windows, nsamples, seqlen, NULL, fn, ctx, err);
+                  sqz_calib_layer_fn fn, void *ctx, sqz_stage_times *times, sqz_err *err) {
+    return sqz_calib_run_weighted(m, pool, windows, nsamples, seqlen, NULL, fn, ctx, times, err);
 }
 
 int sqz_calib_run_weighted(const sqz_model *m, sqz_pool *pool, const int32_t *windows, int nsamples, int seqlen,
-                           const float *const *weights, sqz_calib_layer_fn fn, void *ctx, sqz_err *err) {
+                           const float *const *weights, sqz_calib_layer_fn fn, void *ctx, sqz_stage_times *times,
+                           sqz_err *err) {
     if (nsamples <= 0 || seqlen <= 0)
         return sqz_fail(err, "calibration: nsamples %d and seqlen %d must both be >= 1", nsamples, seqlen);
     const int64_t dim = m->cfg.dim, T = (int64_t)nsamples * seqlen;
@@ -126,7 +157,7 @@ int sqz_calib_run_weighted(const sqz_model *m, sqz_pool *pool, const int32_t *wi
     if (sqz_mul_size((size_t)T, (size_t)dim, &nx) || sqz_mul_size(nx, sizeof(float), &bytes))
         return sqz_fail(err, "calibration: %d × %d tokens × dim %lld overflows", nsamples, seqlen, (long long)dim);
     float *X = malloc(bytes);
-    acc_ctx a = {pool, {{0}, {0}, {0}}, NULL, NULL, 0, weights, 0};
+    acc_ctx a = {pool, {{0}, {0}, {0}}, NULL, NULL, 0, weights, 0, times, 0.0};
     int rc = SQZ_ERR;
     if (!X) {
         sqz_fail(err, "calibration: out of memory for %zu bytes of activations", bytes);
@@ -160,10 +191,18 @@ int sqz_calib_run_weighted(const sqz_model *m, sqz_pool *pool, const int32_t *wi
                 goto done;
             }
         }
+        double t0 = sqz_now();
+        a.hook_seconds = 0.0;
         for (int s = 0; s < nsamples; s++) {
             a.tok0 = (int64_t)s * seqlen;
             if (sqz_forward_layer(m, pool, l, X + (int64_t)s * seqlen * dim, seqlen, gram_hook, &a, err)) goto done;
         }
+        for (int s = 0; s < SQZ_SITE_COUNT; s++)
+            if (a.g.g[s]) sqz_gram_mirror(a.g.g[s], a.g.n[s]);
+        for (int k = 0; k < SQZ_CALIB_KINDS; k++)
+            if (a.g.gw[k]) sqz_gram_mirror(a.g.gw[k], n[kSiteOfKind[k]]);
+        sqz_stage_add(times, SQZ_STAGE_FORWARD, sqz_now() - t0 - a.hook_seconds,
+                      (double)nsamples * sqz_forward_flops(m, l, seqlen));
         if (fn(ctx, l, &a.g, T, err)) goto done;
     }
     rc = SQZ_OK;
@@ -197,7 +236,7 @@ int sqz_calib_grams(const sqz_model *m, sqz_pool *pool, const int32_t *windows, 
     out->layers = calloc((size_t)m->cfg.n_layer, sizeof *out->layers);
     if (!out->layers) return sqz_fail(err, "calibration: out of memory");
     out->n_layer = m->cfg.n_layer;
-    if (sqz_calib_run(m, pool, windows, nsamples, seqlen, keep_layer, out, err)) {
+    if (sqz_calib_run(m, pool, windows, nsamples, seqlen, keep_layer, out, NULL, err)) {
         sqz_calib_grams_free(out);
         return SQZ_ERR;
     }

@@ -639,3 +639,12 @@ done:
     fwd_end(&s);
     return rc;
 }
+
+double sqz_forward_flops(const sqz_model *m, int layer, int64_t T) {
+    const sqz_llama_config *c = &m->cfg;
+    double t = (double)T;
+    if (layer < 0) return 2.0 * t * c->dim * (double)c->n_vocab;
+    double nh = c->layer_n_head[layer], nkv = c->layer_n_head_kv[layer], hd = c->head_dim, ff = c->layer_n_ff[layer];
+    double lin = (double)c->dim * (nh * hd * 2 + nkv * hd * 2) + 3.0 * c->dim * ff; /* q, o; k, v; gate, up, down */
+    return 2.0 * t * lin + 2.0 * nh * hd * t * (t + 1); /* QKᵀ and PV: 2 · hd · T(T+1)/2 each */
+}

@@ -64,6 +64,7 @@ struct sqz_grad {
     float *logits;           /* [HEAD_ROWS, n_vocab] */
     float *normw;            /* [dim] */
     int blas_threads;
+    sqz_stage_times times;   /* forward (with the head's loss) and backward (with the hooks) */
 };
 
 static float *falloc(int64_t a, int64_t b) {
@@ -556,18 +557,30 @@ int sqz_grad_window(sqz_grad *g, const int32_t *tokens, int64_t T, double scale,
     if (T < 2 || T > g->max_T)
         return sqz_fail(err, "%s: backward: window of %lld tokens (expected 2 .. %lld)", m->path, (long long)T,
                         (long long)g->max_T);
+    /* the head pass is counted here whole: its logits and, with a hook, their input gradient */
+    double t0 = sqz_now(), fl = (hook ? 2.0 : 1.0) * sqz_forward_flops(m, -1, T);
     if (sqz_forward_embed(m, tokens, T, g->resid, err)) return SQZ_ERR;
     for (int l = 0; l < c->n_layer; l++) {
         if (load_layer(g, l, err) ||
             layer_fwd(g, l, g->resid + (int64_t)l * T * dim, g->resid + (int64_t)(l + 1) * T * dim, T, err))
             return SQZ_ERR;
+        fl += sqz_forward_flops(m, l, T);
     }
     if (head_pass(g, tokens, T, scale, hook, hctx, loss_sum, err)) return SQZ_ERR;
+    double t1 = sqz_now();
+    sqz_stage_add(&g->times, SQZ_STAGE_FORWARD, t1 - t0, fl);
     if (!hook) return SQZ_OK;
+    /* each layer's forward is recomputed, then its input gradient takes about as much again */
+    fl = 0.0;
     for (int l = c->n_layer - 1; l >= 0; l--) {
         const float *x_in = g->resid + (int64_t)l * T * dim;
         if (load_layer(g, l, err) || layer_fwd(g, l, x_in, g->xtmp, T, err)) return SQZ_ERR;
         if (layer_bwd(g, l, x_in, tokens, T, hook, hctx, err)) return SQZ_ERR;
+        fl += 2.0 * sqz_forward_flops(m, l, T);
     }
-    return call_hook(hook, hctx, -1, SQZ_LIN_EMBD, NULL, g->dx, tokens, 0, T, c->n_vocab, dim, err);
+    int rc = call_hook(hook, hctx, -1, SQZ_LIN_EMBD, NULL, g->dx, tokens, 0, T, c->n_vocab, dim, err);
+    sqz_stage_add(&g->times, SQZ_STAGE_BACKWARD, sqz_now() - t1, fl);
+    return rc;
 }
+
+void sqz_grad_times(const sqz_grad *g, sqz_stage_times *out) { sqz_stage_merge(out, &g->times); }

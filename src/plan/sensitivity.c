@@ -136,7 +136,7 @@ static const sqz_tensor *tensor_at(const sqz_model *m, int idx) {
 }
 
 static int stats_collect(stats *st, const sqz_model *m, sqz_pool *pool, const sqz_sens_opts *o, double *loss,
-                         int64_t *n_scored, sqz_err *err) {
+                         int64_t *n_scored, sqz_stage_times *times, sqz_err *err) {
     memset(st, 0, sizeof *st);
     st->m = m;
     st->n = sqz_sens_count(m);
@@ -177,6 +177,7 @@ static int stats_collect(stats *st, const sqz_model *m, sqz_pool *pool, const sq
         sqz_progress_update(&prog, w + 1, NULL);
     }
     sqz_progress_end(&prog);
+    sqz_grad_times(g, times);
     sqz_grad_free(g);
     *n_scored = (int64_t)o->nsamples * (o->seqlen - 1);
     *loss = total / (double)*n_scored;
@@ -250,7 +251,8 @@ typedef struct {
     stats *st;
     sqz_sens *out;
     sqz_progress prog;
-    int64_t N; /* scored tokens */
+    int64_t N;    /* scored tokens */
+    double flops; /* of the scoring so far */
 } score_ctx;
 
 static int keep_what(const sqz_sens_opts *o, int idx, int type) {
@@ -261,13 +263,20 @@ static int keep_what(const sqz_sens_opts *o, int idx, int type) {
 
 /* Fills the options of tensor idx from its weights W and its input Gram H (Σ x xᵀ / T;
  * NULL for an untied embedding). */
-/* Rows scored exactly, and rows sampled from the rest, of a tensor with many rows (the
- * output head: one row per vocabulary entry). GPTQ treats rows independently given H, so
- * a row's error is the same quantized alone or with the others: the top rows by weight
- * (s_j, plus e_v for embedding rows) are exact, the rest an evenly spaced sample scaled
- * up to its count. */
-#define SENS_EXACT_ROWS 4096
-#define SENS_SAMPLE_ROWS 4096
+/* Rows scored of a large tensor (the output head: one row per vocabulary entry; the
+ * wide matrices of a 1.5B+ model). GPTQ treats rows independently given H, so a row's
+ * error is the same quantized alone or with the others: the top half of the scored rows
+ * by weight (s_j, plus e_v for embedding rows) are exact, the other half an evenly spaced
+ * sample of the rest scaled up to its count. Every candidate type of a tensor is scored
+ * on the same rows, so the comparison between types is paired.
+ * How many: all rows while rows·cols² (the multiply-adds of one error sum) is at most
+ * SENS_ROW_MACS, else as many as fit it, between SENS_MIN_ROWS and SENS_MAX_ROWS. Each
+ * type costs about 5·rows·cols² flops (GPTQ's sweep and two error sums): without this a
+ * 1.5B model's 28 ffn_down (1536 × 8960) alone cost 200 TFLOP over 12 types. SmolLM2's
+ * tensors are all scored whole but its head (8192 of 49152 rows, as before). */
+#define SENS_ROW_MACS 4294967296.0
+#define SENS_MIN_ROWS 256
+#define SENS_MAX_ROWS 8192
 
 static int any_keep(const sqz_sens_opts *o, int idx) {
     for (int i = 0; i < o->n_keep; i++)
@@ -284,8 +293,11 @@ static int cmp_desc(const void *a, const void *b, void *ctx) {
 
 /* Fills map[nsel] (original row of each scored row) and scale[nsel]; all rows when the
  * tensor is small or its Ŵ is kept. Returns nsel, or -1 when out of memory. */
-static int64_t choose_rows(const score_ctx *c, int idx, int64_t rows, int embd_part, int64_t *map, double *scale) {
-    if (rows <= SENS_EXACT_ROWS + SENS_SAMPLE_ROWS || any_keep(c->o, idx)) {
+static int64_t choose_rows(const score_ctx *c, int idx, int64_t rows, int64_t cols, int embd_part, int64_t *map,
+                           double *scale) {
+    double fit = SENS_ROW_MACS / ((double)cols * (double)cols);
+    int64_t want = fit >= (double)SENS_MAX_ROWS ? SENS_MAX_ROWS : fit <= SENS_MIN_ROWS ? SENS_MIN_ROWS : (int64_t)fit;
+    if ((double)rows <= fit || rows <= want || any_keep(c->o, idx)) {
         for (int64_t j = 0; j < rows; j++) map[j] = j, scale[j] = 1.0;
         return rows;
     }
@@ -303,10 +315,11 @@ static int64_t choose_rows(const score_ctx *c, int idx, int64_t rows, int embd_p
     }
     qsort_r(order, (size_t)rows, sizeof *order, cmp_desc, w);
     int64_t n = 0;
-    for (int64_t k = 0; k < SENS_EXACT_ROWS; k++) top[order[k]] = 1;
+    int64_t n_exact = want / 2, n_sample = want - n_exact;
+    for (int64_t k = 0; k < n_exact; k++) top[order[k]] = 1;
     for (int64_t j = 0; j < rows; j++)
         if (top[j]) map[n] = j, scale[n++] = 1.0;
-    int64_t rest = rows - SENS_EXACT_ROWS, stride = (rest + SENS_SAMPLE_ROWS - 1) / SENS_SAMPLE_ROWS, seen = 0;
+    int64_t rest = rows - n_exact, stride = (rest + n_sample - 1) / n_sample, seen = 0;
     int64_t first = n;
     for (int64_t j = 0; j < rows; j++) {
         if (top[j]) continue;
@@ -330,12 +343,12 @@ static int64_t stats_row(const score_ctx *c, int idx, int64_t row) {
 }
 
 /* Ŵ (what) of the nsel rows of W (nsel × cols) in type, packed in dst (row_bytes per row):
- * GPTQ on H where the type has it (and H is given), else round to nearest. */
+ * GPTQ with H's factor F where the type has it (and F is given), else round to nearest. */
 static int quantize_rows(score_ctx *c, const char *name, int type, const float *W, int64_t nsel, int64_t cols,
-                         const double *H, size_t row_bytes, uint8_t *dst, float *what, sqz_err *err) {
-    if (H && sqz_quant_supported(type)) {
-        sqz_gptq_opts go = {c->o->percdamp, 0, 1, c->o->shrink};
-        if (sqz_gptq_quantize(type, W, nsel, cols, H, &go, c->pool, dst, what, NULL, NULL, NULL, err)) {
+                         const sqz_gptq_factor *F, size_t row_bytes, uint8_t *dst, float *what, sqz_err *err) {
+    if (F && sqz_quant_supported(type)) {
+        c->flops += (double)nsel * (double)cols * (double)cols; /* the sweep's updates */
+        if (sqz_gptq_quantize_factored(type, W, nsel, F, c->pool, dst, what, NULL, NULL, err)) {
             sqz_fail_prefix(err, "%s: ", name);
             return SQZ_ERR;
         }
@@ -353,6 +366,7 @@ static void error_sums(score_ctx *c, int idx, const float *D, int64_t nsel, int6
                        const double *H, const double *Hw, const int64_t *map, const double *scale, double *E,
                        double *Ew, double sum[4]) {
     quad_ctx qc = {H, D, cols, E}, qw = {Hw, D, cols, Ew};
+    c->flops += 2.0 * 2.0 * (double)nsel * (double)cols * (double)cols;
     int blas_threads = openblas_get_num_threads();
     openblas_set_num_threads(1); /* the pool is the parallelism */
     sqz_pool_for(c->pool, nsel, QUAD_ROWS, quad_task, &qc);
@@ -400,7 +414,12 @@ static int score_narrow(score_ctx *c, int idx, const float *W, int64_t nsel, con
                 memcpy(Hn + i * cf, H + i * cols, (size_t)cf * sizeof(double));
                 memcpy(Hwn + i * cf, Hw + i * cols, (size_t)cf * sizeof(double));
             }
-            rc = quantize_rows(c, t->name, type, Wn, nsel, cf, Hn, row_bytes, dst, what, err);
+            sqz_gptq_factor F;
+            sqz_gptq_opts go = {c->o->percdamp, 0, 1, c->o->shrink};
+            int gptq = sqz_quant_supported(type);
+            rc = gptq ? sqz_gptq_factor_init(&F, Hn, cf, &go, err) : SQZ_OK;
+            if (rc == SQZ_OK) rc = quantize_rows(c, t->name, type, Wn, nsel, cf, gptq ? &F : NULL, row_bytes, dst, what, err);
+            if (gptq) sqz_gptq_factor_free(&F);
         }
         if (rc == SQZ_OK) {
             for (int64_t i = 0; i < nsel * cf; i++) D[i] = Wn[i] - what[i];
@@ -420,8 +439,10 @@ static int score_narrow(score_ctx *c, int idx, const float *W, int64_t nsel, con
 }
 
 /* Fills the options of tensor idx from its weights W, its input Gram H (Σ x xᵀ / T; NULL
- * for an untied embedding) and its token-weighted Gram Hw (Σ w_t x xᵀ / Σ w_t). */
-static int score_tensor(score_ctx *c, int idx, const double *H, const double *Hw, sqz_err *err) {
+ * for an untied embedding), H's GPTQ factor F (NULL: none of the types takes GPTQ) and its
+ * token-weighted Gram Hw (Σ w_t x xᵀ / Σ w_t). */
+static int score_tensor(score_ctx *c, int idx, const double *H, const sqz_gptq_factor *F, const double *Hw,
+                        sqz_err *err) {
     const sqz_sens_opts *o = c->o;
     sqz_sens_tensor *t = &c->out->t[idx];
     const sqz_tensor *src = tensor_at(c->wm, idx);
@@ -434,7 +455,7 @@ static int score_tensor(score_ctx *c, int idx, const double *H, const double *Hw
     double *E = NULL, *Ew = NULL;
     uint8_t *dst = NULL;
     int rc = SQZ_ERR;
-    int64_t nsel = map && scale ? choose_rows(c, idx, rows, has_embd_part, map, scale) : -1, n;
+    int64_t nsel = map && scale ? choose_rows(c, idx, rows, cols, has_embd_part, map, scale) : -1, n;
     if (nsel < 0) {
         sqz_fail(err, "sensitivity: out of memory for %s", t->name);
         goto done;
@@ -463,7 +484,7 @@ static int score_tensor(score_ctx *c, int idx, const double *H, const double *Hw
             sqz_fail(err, "sensitivity: out of memory for %s", t->name);
             goto done;
         }
-        if (quantize_rows(c, t->name, op->type, W, nsel, cols, H, row_bytes, dst, what, err)) goto done;
+        if (quantize_rows(c, t->name, op->type, W, nsel, cols, H ? F : NULL, row_bytes, dst, what, err)) goto done;
         for (int64_t i = 0; i < n; i++) D[i] = W[i] - what[i];
         double sum[4] = {0, 0, 0, 0};
         if (!is_embd) error_sums(c, idx, D, nsel, cols, cols, H, Hw, map, scale, E, Ew, sum);
@@ -533,11 +554,33 @@ static int widths_of(score_ctx *c, int layer, const sqz_layer_grams *g, int64_t 
     return rc;
 }
 
+/* Whether any candidate type is quantized by GPTQ (then each Gram gets its factor). */
+static int any_gptq(const sqz_sens_opts *o) {
+    for (int k = 0; k < o->n_types; k++)
+        if (sqz_quant_supported(o->types[k])) return 1;
+    return 0;
+}
+
+/* F ← the GPTQ factor of H (cols × cols) with the estimate's options; F->U NULL when no
+ * type takes GPTQ. */
+static int factor_of(score_ctx *c, const double *H, int64_t cols, sqz_gptq_factor *F, sqz_err *err) {
+    memset(F, 0, sizeof *F);
+    if (!any_gptq(c->o)) return SQZ_OK;
+    sqz_gptq_opts go = {c->o->percdamp, 0, 1, c->o->shrink};
+    c->flops += 4.0 / 3.0 * (double)cols * (double)cols * (double)cols; /* potrf, potri, potrf */
+    return sqz_gptq_factor_init(F, H, cols, &go, err);
+}
+
 static int layer_cb(void *vctx, int layer, const sqz_layer_grams *g, int64_t n_tokens, sqz_err *err) {
     score_ctx *c = vctx;
     double *H = NULL, *Hw = NULL;
     int64_t hn = 0;
+    sqz_gptq_factor F = {0};
+    int F_site = -1; /* q, k, v share their input's factor, as do gate and up */
+    double t0 = sqz_now();
     int rc = c->o->prune_ffn_step > 0 ? widths_of(c, layer, g, n_tokens, err) : SQZ_OK;
+    double t1 = sqz_now(), f0 = c->flops;
+    sqz_stage_add(&c->out->times, SQZ_STAGE_PRUNING, t1 - t0, 0.0);
     for (int k = 0; k < SQZ_LIN_PER_LAYER && rc == SQZ_OK && c->o->n_types > 0; k++) {
         int site = kSiteOf[k], idx = layer * SQZ_LIN_PER_LAYER + k;
         int64_t w = g->n[site];
@@ -560,10 +603,18 @@ static int layer_cb(void *vctx, int layer, const sqz_layer_grams *g, int64_t n_t
         double sw = weight_sum(c->st, idx, c->out->t[idx].rows);
         for (int64_t i = 0; i < w * w; i++) H[i] = g->g[site][i] / (double)n_tokens;
         for (int64_t i = 0; i < w * w; i++) Hw[i] = sw > 0 ? g->gw[k][i] / sw : H[i];
-        rc = score_tensor(c, idx, H, Hw, err);
+        if (site != F_site) {
+            sqz_gptq_factor_free(&F);
+            F_site = -1;
+            if ((rc = factor_of(c, H, w, &F, err))) break;
+            F_site = site;
+        }
+        rc = score_tensor(c, idx, H, F.U ? &F : NULL, Hw, err);
     }
+    sqz_gptq_factor_free(&F);
     free(H);
     free(Hw);
+    sqz_stage_add(&c->out->times, SQZ_STAGE_SCORING, sqz_now() - t1, c->flops - f0);
     sqz_progress_update(&c->prog, layer + 1, NULL);
     return rc;
 }
@@ -652,28 +703,33 @@ int sqz_sensitivity(const sqz_model *sm, const sqz_model *wm, sqz_pool *pool, co
     openblas_set_num_threads(1);
     stats st;
     double t0 = sqz_now();
-    if (stats_collect(&st, sm, pool, o, &out->loss, &out->n_scored, err)) {
+    if (stats_collect(&st, sm, pool, o, &out->loss, &out->n_scored, &out->times, err)) {
         stats_free(&st);
         openblas_set_num_threads(blas_threads);
         goto fail;
     }
     out->seconds_grad = sqz_now() - t0;
     t0 = sqz_now();
-    score_ctx c = {sm, wm, pool, o, &st, out, {0}, out->n_scored};
+    score_ctx c = {sm, wm, pool, o, &st, out, {0}, out->n_scored, 0.0};
     sqz_progress_begin(&c.prog, "options", sm->cfg.n_layer + 1, "layers", 0);
     if (!o->progress) c.prog.out = NULL;
     int rc = sqz_calib_run_weighted(sm, pool, o->windows, o->nsamples, o->seqlen, (const float *const *)st.tw,
-                                    layer_cb, &c, err);
+                                    layer_cb, &c, &out->times, err);
     if (rc == SQZ_OK && o->n_types > 0) {
         int64_t dim = sm->cfg.dim;
         int head = sqz_sens_index(wm, -1, SQZ_LIN_OUTPUT);
         double sw = weight_sum(&st, head, out->t[head].rows);
         for (int64_t i = 0; i < dim * dim; i++) st.H_out[i] /= (double)st.n_rows_out;
         for (int64_t i = 0; i < dim * dim; i++) st.H_outw[i] = sw > 0 ? st.H_outw[i] / sw : st.H_out[i];
-        rc = score_tensor(&c, head, st.H_out, st.H_outw, err);
+        sqz_gptq_factor F;
+        double t1 = sqz_now(), f0 = c.flops;
+        rc = factor_of(&c, st.H_out, dim, &F, err);
+        if (rc == SQZ_OK) rc = score_tensor(&c, head, st.H_out, F.U ? &F : NULL, st.H_outw, err);
+        sqz_gptq_factor_free(&F);
+        if (rc == SQZ_OK && wm->output != wm->tok_embd)
+            rc = score_tensor(&c, sqz_sens_index(wm, -1, SQZ_LIN_EMBD), NULL, NULL, NULL, err);
+        sqz_stage_add(&out->times, SQZ_STAGE_SCORING, sqz_now() - t1, c.flops - f0);
     }
-    if (rc == SQZ_OK && wm->output != wm->tok_embd && o->n_types > 0)
-        rc = score_tensor(&c, sqz_sens_index(wm, -1, SQZ_LIN_EMBD), NULL, NULL, err);
     sqz_progress_update(&c.prog, sm->cfg.n_layer + 1, NULL);
     sqz_progress_end(&c.prog);
     stats_free(&st);

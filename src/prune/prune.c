@@ -774,7 +774,7 @@ static int prune_write(const sqz_model *m, sqz_pool *pool, const sqz_layer_keep 
     if ((hf ? st_begin(&p, path, err) : sqz_gguf_write_begin(&p.w, path, err)) || copy_whole(&p, m->tok_embd, err))
         goto done;
     if (compensate) {
-        if (sqz_calib_run(m, pool, windows, nsamples, seqlen, layer_grams_cb, &p, err)) goto done;
+        if (sqz_calib_run(m, pool, windows, nsamples, seqlen, layer_grams_cb, &p, NULL, err)) goto done;
     } else {
         for (int l = 0; l < c->n_layer; l++)
             if (write_layer(&p, l, NULL, NULL, err)) goto done;

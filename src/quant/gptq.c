@@ -222,6 +222,111 @@ static int by_key_desc(const void *a, const void *b) {
     return x->idx < y->idx ? -1 : x->idx > y->idx; /* ties keep column order */
 }
 
+void sqz_gptq_factor_free(sqz_gptq_factor *f) {
+    if (!f) return;
+    free(f->U); free(f->imp); free(f->perm); free(f->dead);
+    memset(f, 0, sizeof *f);
+}
+
+int sqz_gptq_factor_init(sqz_gptq_factor *f, const double *H, int64_t cols, const sqz_gptq_opts *opts,
+                         sqz_err *err) {
+    memset(f, 0, sizeof *f);
+    if (cols <= 0 || cols > 65536) return sqz_fail(err, "gptq: H of %lld columns (expected 1 .. 65536)", (long long)cols);
+    sqz_gptq_opts o = opts ? *opts : (sqz_gptq_opts){0};
+    double percdamp = o.percdamp > 0 ? o.percdamp : 0.01;
+    if (!(o.shrink >= 0 && o.shrink <= 1)) return sqz_fail(err, "gptq: shrink %g is outside [0, 1]", o.shrink);
+    const double keep = 1.0 - o.shrink;
+    for (int64_t i = 0; i < cols * cols; i++)
+        if (!isfinite(H[i]))
+            return sqz_fail(err, "gptq: H[%lld, %lld] = %g is not finite", (long long)(i / cols), (long long)(i % cols),
+                            H[i]);
+    const size_t n2 = (size_t)cols * (size_t)cols;
+    double t0 = sqz_now();
+    f->cols = cols;
+    f->act_order = o.act_order;
+    f->shrink = o.shrink;
+    f->U = malloc(n2 * sizeof(double));
+    f->imp = malloc((size_t)cols * sizeof(float));
+    f->perm = malloc((size_t)cols * sizeof(int64_t));
+    f->dead = calloc((size_t)cols, 1);
+    double *diag = malloc((size_t)cols * sizeof(double));
+    if (!f->U || !f->imp || !f->perm || !f->dead || !diag) {
+        free(diag);
+        sqz_gptq_factor_free(f);
+        return sqz_fail(err, "gptq: out of memory for H of %lld × %lld", (long long)cols, (long long)cols);
+    }
+    double mean = 0;
+    for (int64_t i = 0; i < cols; i++) {
+        diag[i] = H[i * cols + i];
+        if (diag[i] == 0) {
+            f->dead[i] = 1;
+            diag[i] = 1;
+            f->n_dead++;
+        }
+        mean += diag[i];
+    }
+    f->damp = percdamp * mean / (double)cols;
+    for (int64_t i = 0; i < cols; i++) {
+        diag[i] += f->damp;
+        f->imp[i] = (float)diag[i];
+        f->perm[i] = i;
+    }
+    if (o.act_order) {
+        keyed *k = malloc((size_t)cols * sizeof *k);
+        if (!k) {
+            free(diag);
+            sqz_gptq_factor_free(f);
+            return sqz_fail(err, "gptq: out of memory");
+        }
+        for (int64_t i = 0; i < cols; i++) k[i] = (keyed){diag[i], i};
+        qsort(k, (size_t)cols, sizeof *k, by_key_desc);
+        for (int64_t i = 0; i < cols; i++) f->perm[i] = k[i].idx;
+        free(k);
+    }
+    double *A = f->U;
+    const int64_t *perm = f->perm;
+    for (int64_t i = 0; i < cols; i++)
+        for (int64_t j = 0; j < cols; j++) A[i * cols + j] = i == j ? diag[perm[i]] : keep * H[perm[i] * cols + perm[j]];
+    free(diag);
+    if (chol_inverse_upper(A, cols, err)) {
+        sqz_gptq_factor_free(f);
+        return SQZ_ERR;
+    }
+    for (int64_t i = 0; i < cols; i++) /* potrf left H⁻¹ below the diagonal: U is upper */
+        for (int64_t j = 0; j < i; j++) A[i * cols + j] = 0.0;
+    f->seconds = sqz_now() - t0;
+    return SQZ_OK;
+}
+
+int sqz_gptq_quantize_factored(int type, const float *W, int64_t rows, const sqz_gptq_factor *f, sqz_pool *pool,
+                               void *dst, float *what, sqz_qparams *params, int8_t *levels, sqz_err *err) {
+    const sqz_type_traits *tt = sqz_type_get(type);
+    const int64_t cols = f->cols;
+    if (!tt || !sqz_quant_supported(type))
+        return sqz_fail(err, "gptq: type %d (%s) cannot be quantized into", type, tt ? tt->name : "unknown");
+    if (rows <= 0 || cols <= 0 || rows > INT32_MAX / 2 || cols > 65536 || cols % tt->block_size != 0)
+        return sqz_fail(err, "gptq: %s: shape %lld × %lld (expected rows >= 1 and 1 <= cols <= 65536 a multiple of %lld)",
+                        tt->name, (long long)rows, (long long)cols, (long long)tt->block_size);
+    for (int64_t i = 0; i < rows * cols; i++)
+        if (!isfinite(W[i]))
+            return sqz_fail(err, "gptq: W[%lld, %lld] = %g is not finite", (long long)(i / cols), (long long)(i % cols),
+                            (double)W[i]);
+    size_t row_bytes;
+    if (sqz_type_row_bytes(type, cols, &row_bytes, err)) return SQZ_ERR;
+    sweep_ctx c = {type, (int)tt->block_size, f->act_order, rows, cols, cols / tt->block_size,
+                   tt->block_size > 128 ? tt->block_size : 128, row_bytes, W, f->U, f->imp,
+                   f->act_order ? f->perm : NULL, f->dead, dst, what, params, levels, 0, {{0}}};
+    int blas_threads = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+    sqz_pool_for(pool, rows, GPTQ_ROWS, sweep_task, &c);
+    openblas_set_num_threads(blas_threads);
+    if (c.failed) {
+        *err = c.err;
+        return SQZ_ERR;
+    }
+    return SQZ_OK;
+}
+
 int sqz_gptq_quantize(int type, const float *W, int64_t rows, int64_t cols, const double *H,
                       const sqz_gptq_opts *opts, sqz_pool *pool, void *dst, float *what, sqz_qparams *params,
                       int8_t *levels, sqz_gptq_stats *stats, sqz_err *err) {
@@ -231,108 +336,50 @@ int sqz_gptq_quantize(int type, const float *W, int64_t rows, int64_t cols, cons
     if (rows <= 0 || cols <= 0 || rows > INT32_MAX / 2 || cols > 65536 || cols % tt->block_size != 0)
         return sqz_fail(err, "gptq: %s: shape %lld × %lld (expected rows >= 1 and 1 <= cols <= 65536 a multiple of %lld)",
                         tt->name, (long long)rows, (long long)cols, (long long)tt->block_size);
-    sqz_gptq_opts o = opts ? *opts : (sqz_gptq_opts){0};
-    double percdamp = o.percdamp > 0 ? o.percdamp : 0.01;
-    if (!(o.shrink >= 0 && o.shrink <= 1))
-        return sqz_fail(err, "gptq: shrink %g is outside [0, 1]", o.shrink);
-    const double keep = 1.0 - o.shrink;
-    size_t row_bytes;
-    if (sqz_type_row_bytes(type, cols, &row_bytes, err)) return SQZ_ERR;
     for (int64_t i = 0; i < rows * cols; i++)
         if (!isfinite(W[i]))
             return sqz_fail(err, "gptq: W[%lld, %lld] = %g is not finite", (long long)(i / cols), (long long)(i % cols),
                             (double)W[i]);
-    for (int64_t i = 0; i < cols * cols; i++)
-        if (!isfinite(H[i]))
-            return sqz_fail(err, "gptq: H[%lld, %lld] = %g is not finite", (long long)(i / cols), (long long)(i % cols),
-                            H[i]);
-
-    const size_t n2 = (size_t)cols * (size_t)cols;
-    double *A = malloc(n2 * sizeof(double));
-    float *imp = malloc((size_t)cols * sizeof(float));
-    int64_t *perm = malloc((size_t)cols * sizeof(int64_t));
-    uint8_t *dead = calloc((size_t)cols, 1);
-    double *diag = malloc((size_t)cols * sizeof(double));
-    int rc = SQZ_ERR;
-    if (!A || !imp || !perm || !dead || !diag) {
-        sqz_fail(err, "gptq: out of memory for H of %lld × %lld", (long long)cols, (long long)cols);
-        goto done;
-    }
-    double t0 = sqz_now();
-    int64_t n_dead = 0;
-    double mean = 0;
-    for (int64_t i = 0; i < cols; i++) {
-        diag[i] = H[i * cols + i];
-        if (diag[i] == 0) {
-            dead[i] = 1;
-            diag[i] = 1;
-            n_dead++;
-        }
-        mean += diag[i];
-    }
-    double damp = percdamp * mean / (double)cols;
-    for (int64_t i = 0; i < cols; i++) {
-        diag[i] += damp;
-        imp[i] = (float)diag[i];
-        perm[i] = i;
-    }
-    if (o.act_order) {
-        keyed *k = malloc((size_t)cols * sizeof *k);
-        if (!k) {
-            sqz_fail(err, "gptq: out of memory");
-            goto done;
-        }
-        for (int64_t i = 0; i < cols; i++) k[i] = (keyed){diag[i], i};
-        qsort(k, (size_t)cols, sizeof *k, by_key_desc);
-        for (int64_t i = 0; i < cols; i++) perm[i] = k[i].idx;
-        free(k);
-    }
-    for (int64_t i = 0; i < cols; i++)
-        for (int64_t j = 0; j < cols; j++) A[i * cols + j] = i == j ? diag[perm[i]] : keep * H[perm[i] * cols + perm[j]];
-    if (chol_inverse_upper(A, cols, err)) goto done;
-    for (int64_t i = 0; i < cols; i++) /* potrf left H⁻¹ below the diagonal: U is upper */
-        for (int64_t j = 0; j < i; j++) A[i * cols + j] = 0.0;
-    double t1 = sqz_now();
-
-    sweep_ctx c = {type, (int)tt->block_size, o.act_order, rows, cols, cols / tt->block_size,
-                   tt->block_size > 128 ? tt->block_size : 128, row_bytes, W, A, imp,
-                   o.act_order ? perm : NULL, dead, dst, what, params, levels, 0, {{0}}};
-    int blas_threads = openblas_get_num_threads();
-    openblas_set_num_threads(1);
-    sqz_pool_for(pool, rows, GPTQ_ROWS, sweep_task, &c);
-    openblas_set_num_threads(blas_threads);
-    if (c.failed) {
-        *err = c.err;
-        goto done;
-    }
-    double t2 = sqz_now();
-    if (stats) {
-        memset(stats, 0, sizeof *stats);
-        stats->damp = damp;
-        stats->shrink = o.shrink;
-        stats->n_dead = n_dead;
-        stats->seconds_factor = t1 - t0;
-        stats->seconds_sweep = t2 - t1;
-        if (!o.no_stats) {
-            /* Ŵ is needed: the caller's, or dequantized from dst */
-            float *q = what;
-            if (!q) {
-                q = malloc((size_t)(rows * cols) * sizeof(float));
-                sqz_tensor t = {.name = "gptq", .type = type, .n_dims = 2, .ne = {cols, rows, 1, 1}, .data = dst,
-                                .nbytes = row_bytes * (size_t)rows};
-                if (!q || sqz_tensor_rows_f32(&t, 0, rows, q, err)) {
-                    free(q);
-                    if (!q) sqz_fail(err, "gptq: out of memory for Ŵ");
-                    goto done;
-                }
-            }
-            int e = sqz_gptq_errors(W, q, rows, cols, H, pool, &stats->rel_weight_err, &stats->rel_output_err, err);
-            if (q != what) free(q);
-            if (e) goto done;
-        }
-    }
-    rc = SQZ_OK;
-done:
-    free(A); free(imp); free(perm); free(dead); free(diag);
+    sqz_gptq_factor f;
+    if (sqz_gptq_factor_init(&f, H, cols, opts, err)) return SQZ_ERR;
+    int no_stats = opts ? opts->no_stats : 0;
+    int rc = sqz_gptq_finish(type, W, rows, H, &f, no_stats, pool, dst, what, params, levels, stats, err);
+    sqz_gptq_factor_free(&f);
     return rc;
+}
+
+int sqz_gptq_finish(int type, const float *W, int64_t rows, const double *H, const sqz_gptq_factor *f, int no_stats,
+                    sqz_pool *pool, void *dst, float *what, sqz_qparams *params, int8_t *levels,
+                    sqz_gptq_stats *stats, sqz_err *err) {
+    const int64_t cols = f->cols;
+    double t1 = sqz_now();
+    if (sqz_gptq_quantize_factored(type, W, rows, f, pool, dst, what, params, levels, err)) return SQZ_ERR;
+    double t2 = sqz_now();
+    if (!stats) return SQZ_OK;
+    memset(stats, 0, sizeof *stats);
+    stats->damp = f->damp;
+    stats->shrink = f->shrink;
+    stats->n_dead = f->n_dead;
+    stats->seconds_factor = f->seconds;
+    stats->seconds_sweep = t2 - t1;
+    if (no_stats) return SQZ_OK;
+    /* Ŵ is needed: the caller's, or dequantized from dst */
+    float *q = what;
+    if (!q) {
+        size_t row_bytes;
+        if (sqz_type_row_bytes(type, cols, &row_bytes, err)) return SQZ_ERR;
+        q = malloc((size_t)(rows * cols) * sizeof(float));
+        sqz_tensor t = {.name = "gptq", .type = type, .n_dims = 2, .ne = {cols, rows, 1, 1}, .data = dst,
+                        .nbytes = row_bytes * (size_t)rows};
+        if (!q) return sqz_fail(err, "gptq: out of memory for Ŵ");
+        if (sqz_tensor_rows_f32(&t, 0, rows, q, err)) {
+            free(q);
+            return SQZ_ERR;
+        }
+    }
+    double t3 = sqz_now();
+    int e = sqz_gptq_errors(W, q, rows, cols, H, pool, &stats->rel_weight_err, &stats->rel_output_err, err);
+    stats->seconds_stats = sqz_now() - t3;
+    if (q != what) free(q);
+    return e ? SQZ_ERR : SQZ_OK;
 }

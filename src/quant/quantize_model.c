@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sqz/calib.h"
 #include "sqz/gptq.h"
 #include "sqz/quant.h"
 
@@ -110,6 +111,7 @@ typedef struct qm {
     double *da, *db;           /* activations in double */
     size_t dn;
     int hook_mode;             /* HOOK_SAVE or HOOK_ACC */
+    double gram_seconds;       /* in accumulate() since collect_layer began */
     /* the quantized model's view: layers with quantized tensors swapped in */
     sqz_model view;
     sqz_layer *view_layers;
@@ -230,14 +232,20 @@ static int plan_build(qm *q, sqz_err *err) {
 /* Writes a tensor's rows (row-major bytes of the written type), permuting q/k rows from
  * rotate-half to adjacent pairs: new row h·d + 2i + j = old row h·d + j·d/2 + i. */
 static int write_rows(qm *q, const plan_tensor *p, const uint8_t *data, sqz_err *err) {
-    if (!p->perm_heads) return sqz_gguf_write_data(&q->w, data, p->row_bytes * (size_t)p->rows, err);
-    int64_t d = p->rows / p->perm_heads, half = d / 2;
-    for (int64_t r = 0; r < p->rows; r++) {
-        int64_t h = r / d, i = (r % d) / 2, j = r % 2;
-        int64_t old = h * d + j * half + i;
-        if (sqz_gguf_write_data(&q->w, data + (size_t)old * p->row_bytes, p->row_bytes, err)) return SQZ_ERR;
+    double t0 = sqz_now();
+    int rc = SQZ_OK;
+    if (!p->perm_heads) {
+        rc = sqz_gguf_write_data(&q->w, data, p->row_bytes * (size_t)p->rows, err);
+    } else {
+        int64_t d = p->rows / p->perm_heads, half = d / 2;
+        for (int64_t r = 0; r < p->rows && rc == SQZ_OK; r++) {
+            int64_t h = r / d, i = (r % d) / 2, j = r % 2;
+            int64_t old = h * d + j * half + i;
+            rc = sqz_gguf_write_data(&q->w, data + (size_t)old * p->row_bytes, p->row_bytes, err);
+        }
     }
-    return SQZ_OK;
+    sqz_stage_add(&q->rep->times, SQZ_STAGE_WRITING, sqz_now() - t0, 0.0);
+    return rc;
 }
 
 /* A norm: its weights as F32. */
@@ -302,17 +310,27 @@ static double rel_frobenius(const float *W, const float *Wq, int64_t n) {
 }
 
 /* Quantizes W (rows × cols) into dst by the tensor's type and the chosen method. H
- * (cols × cols, Σ x xᵀ) may be NULL. Fills the report's error columns. */
-static int quantize_matrix(qm *q, int idx, const float *W, const double *H, uint8_t *dst, sqz_err *err) {
+ * (cols × cols, Σ x xᵀ) may be NULL. F: H's GPTQ factor, made here on first use (F->U
+ * NULL) and kept for the next matrix of the same input; the caller frees it. Fills the
+ * report's error columns. */
+static int quantize_matrix(qm *q, int idx, const float *W, const double *H, sqz_gptq_factor *F, uint8_t *dst,
+                           sqz_err *err) {
     const plan_tensor *p = &q->plan[idx];
     sqz_qtensor_report *t = &q->rep->tensors[idx];
     int64_t rows = p->rows, cols = p->cols;
-    double t0 = sqz_now();
+    double t0 = sqz_now(), flops = 0.0;
     int gptq = q->o->method == SQZ_QMETHOD_GPTQ && H && sqz_quant_supported(t->type);
     if (gptq) {
         sqz_gptq_opts go = {q->o->percdamp, q->o->act_order, 0, q->o->shrink};
         sqz_gptq_stats st;
-        if (sqz_gptq_quantize(t->type, W, rows, cols, H, &go, q->pool, dst, NULL, NULL, NULL, &st, err))
+        if (!F->U) {
+            if (sqz_gptq_factor_init(F, H, cols, &go, err)) return sqz_fail(err, "%s: %s", t->name, err->msg);
+            flops += 4.0 / 3.0 * (double)cols * (double)cols * (double)cols; /* potrf, potri, potrf */
+        }
+        flops += 5.0 * (double)rows * (double)cols * (double)cols; /* the sweep's updates; the statistics' DSYMM */
+        if (F->cols != cols) return sqz_fail(err, "%s: GPTQ factor of %lld columns for %lld", t->name,
+                                             (long long)F->cols, (long long)cols);
+        if (sqz_gptq_finish(t->type, W, rows, H, F, 0, q->pool, dst, NULL, NULL, NULL, &st, err))
             return sqz_fail(err, "%s: %s", t->name, err->msg);
         t->rel_weight_err = st.rel_weight_err;
         t->rel_output_err = st.rel_output_err;
@@ -336,7 +354,9 @@ static int quantize_matrix(qm *q, int idx, const float *W, const double *H, uint
         free(Wq);
         if (rc) return SQZ_ERR;
     }
+    if (!gptq && H) flops += 4.0 * (double)rows * (double)cols * (double)cols; /* the statistics' DSYMM */
     q->rep->seconds_quant += sqz_now() - t0;
+    sqz_stage_add(&q->rep->times, SQZ_STAGE_GPTQ, sqz_now() - t0, flops);
     return SQZ_OK;
 }
 
@@ -374,14 +394,18 @@ static int ensure_dbuf(qm *q, size_t n, sqz_err *err) {
 static int accumulate(qm *q, int site, const float *x, const float *xo, int64_t T, int64_t n, sqz_err *err) {
     size_t cnt = (size_t)T * (size_t)n;
     if (ensure_dbuf(q, cnt, err)) return SQZ_ERR;
+    double t0 = sqz_now(), flops = sqz_gram_flops(T, n);
     for (size_t i = 0; i < cnt; i++) q->da[i] = x[i];
-    gemm_job j = {q->da, q->da, q->H[site], T, n};
-    sqz_pool_for(q->pool, n, 16, gram_cols_task, &j);
+    sqz_gram_upper_add(q->pool, q->da, T, n, q->H[site]); /* mirrored once the layer's windows are in */
     if (xo) {
         for (size_t i = 0; i < cnt; i++) q->db[i] = xo[i];
         gemm_job jc = {q->db, q->da, q->C[site], T, n};
         sqz_pool_for(q->pool, n, 16, gram_cols_task, &jc);
+        flops += 2.0 * (double)T * (double)n * (double)n;
     }
+    double dt = sqz_now() - t0;
+    q->gram_seconds += dt;
+    sqz_stage_add(&q->rep->times, SQZ_STAGE_GRAMS, dt, flops);
     return SQZ_OK;
 }
 
@@ -431,9 +455,11 @@ static int collect_layer(qm *q, int l, sqz_err *err) {
     int64_t L = q->o->seqlen, dim = c->dim;
     float *tmp = NULL;
     if (q->seq && !(tmp = malloc((size_t)(L * dim) * sizeof(float)))) return sqz_fail(err, "quantize: out of memory");
-    int rc = SQZ_OK;
+    int rc = SQZ_OK, passes = 0;
+    q->gram_seconds = 0.0;
     for (int s = 0; s < q->o->nsamples && rc == SQZ_OK; s++) {
         float *xo = q->xo + (int64_t)s * L * dim;
+        passes += !q->seq ? 1 : q->target ? 2 : 1;
         if (!q->seq) { /* one stream: the original model's, which also gives H */
             q->hook_mode = HOOK_ACC;
             rc = sqz_forward_layer(q->m, q->pool, l, xo, L, site_hook, q, err);
@@ -450,7 +476,11 @@ static int collect_layer(qm *q, int l, sqz_err *err) {
         }
     }
     free(tmp);
+    for (int s = 0; s < SQZ_SITE_COUNT && rc == SQZ_OK; s++)
+        if (q->H[s]) sqz_gram_mirror(q->H[s], n[s]);
     q->rep->seconds_calib += sqz_now() - t0;
+    sqz_stage_add(&q->rep->times, SQZ_STAGE_FORWARD, sqz_now() - t0 - q->gram_seconds,
+                  passes * sqz_forward_flops(q->m, l, L));
     return rc;
 }
 
@@ -461,6 +491,7 @@ static int advance_quantized(qm *q, int l, sqz_err *err) {
     for (int s = 0; s < q->o->nsamples; s++)
         if (sqz_forward_layer(&q->view, q->pool, l, q->xq + (int64_t)s * L * dim, L, NULL, NULL, err)) return SQZ_ERR;
     q->rep->seconds_calib += sqz_now() - t0;
+    sqz_stage_add(&q->rep->times, SQZ_STAGE_FORWARD, sqz_now() - t0, q->o->nsamples * sqz_forward_flops(q->m, l, L));
     return SQZ_OK;
 }
 
@@ -490,6 +521,7 @@ static void wstar_task(void *vctx, int64_t b, int64_t e, int thread) {
  * W are wiped out and the model breaks on other text). */
 static int target_map(qm *q, int site, float *A, sqz_err *err) {
     int64_t n = q->gn[site];
+    double t0 = sqz_now();
     size_t nn = (size_t)n * (size_t)n;
     double *Hd = malloc(nn * sizeof(double)), *B = malloc(nn * sizeof(double));
     if (!Hd || !B) {
@@ -517,6 +549,7 @@ static int target_map(qm *q, int site, float *A, sqz_err *err) {
         for (size_t i = 0; i < nn; i++) A[i] = (float)B[i];
     free(Hd);
     free(B);
+    sqz_stage_add(&q->rep->times, SQZ_STAGE_GPTQ, sqz_now() - t0, 7.0 / 3.0 * (double)n * (double)n * (double)n);
     if (info != 0) return sqz_fail(err, "quantize: the Gram of site %d is not positive definite (LAPACK info %d)", site,
                                    (int)info);
     return SQZ_OK;
@@ -527,7 +560,9 @@ static int apply_target_map(qm *q, float *W, int64_t rows, int64_t n, const floa
     float *out = malloc((size_t)rows * (size_t)n * sizeof(float));
     if (!out) return sqz_fail(err, "quantize: out of memory");
     wstar_job j = {W, A, out, rows, n};
+    double t0 = sqz_now();
     sqz_pool_for(q->pool, (rows + WSTAR_ROWS - 1) / WSTAR_ROWS, 1, wstar_task, &j);
+    sqz_stage_add(&q->rep->times, SQZ_STAGE_GPTQ, sqz_now() - t0, 2.0 * (double)rows * (double)n * (double)n);
     memcpy(W, out, (size_t)rows * (size_t)n * sizeof(float));
     free(out);
     return SQZ_OK;
@@ -544,6 +579,8 @@ static int do_layer(qm *q, int l, sqz_err *err) {
     if (write_norm(q, base, err)) return SQZ_ERR;
     float *A = NULL;
     int A_site = -1, rc = SQZ_ERR;
+    sqz_gptq_factor F = {0}; /* of H[F_site]: q, k, v share one, as do gate and up */
+    int F_site = -1;
     for (int i = 0; i < LIN_COUNT; i++) {
         if (i == LIN_GATE && write_norm(q, base + 5, err)) goto done;
         const plan_tensor *p = &q->plan[lin_idx[i]];
@@ -569,7 +606,11 @@ static int do_layer(qm *q, int l, sqz_err *err) {
             }
             if (!bad) bad = apply_target_map(q, W, p->rows, p->cols, A, err);
         }
-        if (!bad) bad = quantize_matrix(q, lin_idx[i], W, q->calib ? q->H[site] : NULL, q->qdata[i], err);
+        if (site != F_site) {
+            sqz_gptq_factor_free(&F);
+            F_site = site;
+        }
+        if (!bad) bad = quantize_matrix(q, lin_idx[i], W, q->calib ? q->H[site] : NULL, &F, q->qdata[i], err);
         free(W);
         if (bad || write_rows(q, p, q->qdata[i], err)) goto done;
         /* the quantized tensor, as the quantized stream's forward reads it */
@@ -592,6 +633,7 @@ static int do_layer(qm *q, int l, sqz_err *err) {
     rc = SQZ_OK;
 done:
     free(A);
+    sqz_gptq_factor_free(&F);
     return rc;
 }
 
@@ -638,6 +680,7 @@ static int do_output(qm *q, sqz_err *err) {
             }
             if (accumulate(q, 0, q->seq ? xq : xo, use_target ? xo : NULL, L, dim, err)) goto done;
         }
+        sqz_gram_mirror(q->H[0], dim);
         q->rep->seconds_calib += sqz_now() - t0;
     }
     size_t nW = (size_t)p->rows * (size_t)p->cols;
@@ -654,7 +697,10 @@ static int do_output(qm *q, sqz_err *err) {
         }
         if (target_map(q, 0, A, err) || apply_target_map(q, W, p->rows, p->cols, A, err)) goto done;
     }
-    if (quantize_matrix(q, q->idx_out, W, q->calib ? q->H[0] : NULL, dst, err)) goto done;
+    sqz_gptq_factor F = {0};
+    int qrc = quantize_matrix(q, q->idx_out, W, q->calib ? q->H[0] : NULL, &F, dst, err);
+    sqz_gptq_factor_free(&F);
+    if (qrc) goto done;
     if (write_rows(q, p, dst, err)) goto done;
     rc = SQZ_OK;
 done:
