@@ -179,6 +179,44 @@ static void test_shrink_one(sqz_pool *pool) {
     free(W); free(w); free(H);
 }
 
+/* The shared factor: U upper with UᵀU (H + λI) = I (shrink 0, no act-order), 1e-9 of
+ * the identity; and quantizing with it gives the bytes sqz_gptq_quantize writes. */
+static void test_factor(sqz_pool *pool) {
+    const int64_t rows = 8, cols = 96;
+    float *W = malloc((size_t)(rows * cols) * sizeof(float));
+    double *H = malloc((size_t)(cols * cols) * sizeof(double));
+    make_problem(rows, cols, W, H);
+    sqz_gptq_opts o = {0.01, 0, 1, 0.0};
+    sqz_gptq_factor f;
+    sqz_err err;
+    CHECK(sqz_gptq_factor_init(&f, H, cols, &o, &err) == 0, "%s", err.msg);
+    double worst = 0.0;
+    for (int64_t i = 0; i < cols; i++)
+        for (int64_t j = 0; j < i; j++) worst = fmax(worst, fabs(f.U[i * cols + j]));
+    CHECK(worst == 0.0, "U has %g below its diagonal", worst);
+    worst = 0.0;
+    for (int64_t i = 0; i < cols; i++)
+        for (int64_t j = 0; j < cols; j++) {
+            double v = 0.0; /* (UᵀU (H + λI))[i][j] */
+            for (int64_t k = 0; k < cols; k++) {
+                double utu = 0.0;
+                for (int64_t r = 0; r <= (i < k ? i : k); r++) utu += f.U[r * cols + i] * f.U[r * cols + k];
+                v += utu * (H[k * cols + j] + (k == j ? f.damp : 0.0));
+            }
+            worst = fmax(worst, fabs(v - (i == j ? 1.0 : 0.0)));
+        }
+    CHECK(worst < 1e-9, "UᵀU(H + λI) is off the identity by %g", worst);
+    size_t rb;
+    CHECK(sqz_type_row_bytes(SQZ_TYPE_Q4_0, cols, &rb, &err) == 0, "%s", err.msg);
+    uint8_t *a = malloc(rb * rows), *b = malloc(rb * rows);
+    CHECK(sqz_gptq_quantize(SQZ_TYPE_Q4_0, W, rows, cols, H, &o, pool, a, NULL, NULL, NULL, NULL, &err) == 0, "%s",
+          err.msg);
+    CHECK(sqz_gptq_quantize_factored(SQZ_TYPE_Q4_0, W, rows, &f, pool, b, NULL, NULL, NULL, &err) == 0, "%s", err.msg);
+    CHECK(memcmp(a, b, rb * rows) == 0, "the shared factor gave other bytes");
+    sqz_gptq_factor_free(&f);
+    free(W); free(H); free(a); free(b);
+}
+
 static void test_bad(void) {
     float W[64] = {0};
     double H[32 * 32] = {0};
@@ -319,6 +357,7 @@ int main(int argc, char **argv) {
     test_types(pool);
     test_identity();
     test_shrink_one(pool);
+    test_factor(pool);
     test_bad();
     sqz_pool_free(pool);
     return tu_done("test_gptq");

@@ -61,6 +61,8 @@ typedef struct sqz_gptq_stats {
     double seconds_factor; /* wall time of the Cholesky part */
     double seconds_sweep;  /* wall time of the column sweep */
     double seconds_stats;  /* wall time of the error statistics */
+    int64_t stats_rows;    /* rows the two errors were measured on: all while rows·cols² <= 2^32, else
+                              that many evenly spaced ones (>= 256) */
 } sqz_gptq_stats;
 
 /* Quantizes W (rows × cols) into `type` (sqz_quant_supported; cols a multiple of its

@@ -78,7 +78,8 @@ typedef struct sqz_qtensor_report {
     int64_t ne[4];
     uint64_t bytes;
     double rel_weight_err; /* ‖W − Ŵ‖_F / ‖W‖_F (NaN for norms and kept tensors) */
-    double rel_output_err; /* tr(ΔW H ΔWᵀ) / tr(W H Wᵀ) against the layer's target; NaN without H */
+    double rel_output_err; /* tr(ΔW H ΔWᵀ) / tr(W H Wᵀ) against the layer's target; NaN without H (GPTQ:
+                              from evenly spaced rows when rows·cols² > 2^32, sqz_gptq_stats) */
 } sqz_qtensor_report;
 
 typedef struct sqz_qmodel_report {

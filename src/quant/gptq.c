@@ -1,7 +1,7 @@
 /* GPTQ into ggml blocks: see include/sqz/gptq.h for the algorithm.
  *
- * The factorization is LAPACK's (OpenBLAS): potrf, potri, potrf again for the upper
- * Cholesky factor of the dampened H⁻¹. Rows are independent given that factor, so the
+ * The factorization is LAPACK's (OpenBLAS): potrf of the reversed H and trtri give the
+ * upper Cholesky factor of the dampened H⁻¹ (chol_inverse_upper). Rows are independent given that factor, so the
  * sweep runs over chunks of rows on the pool, each chunk with its own copy of its rows
  * and one DGEMM per lazy batch (double: float32 sweeps flip a few levels per thousand
  * against an exact sweep, each flip then steering the rest of its row) (OpenBLAS single-threaded inside, the pool is the only
@@ -19,6 +19,11 @@
 /* Rows swept together by one task: enough for the batch DGEMM to be efficient, few
  * enough to spread a layer over every thread. */
 #define GPTQ_ROWS 32
+
+/* The error statistics use every row while rows·cols² <= GPTQ_STATS_MACS, else as many
+ * evenly spaced rows as fit it (at least GPTQ_STATS_MIN_ROWS). */
+#define GPTQ_STATS_MACS 4294967296.0
+#define GPTQ_STATS_MIN_ROWS 256
 
 typedef struct {
     int type, bs, act;
@@ -122,19 +127,38 @@ static void sweep_task(void *vctx, int64_t b, int64_t e, int thread) {
     free(Wc); free(Q); free(Err); free(L); free(P);
 }
 
-/* A = U with AᵀA = the dampened H⁻¹ (row-major upper; LAPACK is column-major, so its
- * 'L' on our row-major array is our upper triangle). A holds H on entry. */
+/* A ← U, the upper Cholesky factor of A⁻¹ (UᵀU = A⁻¹, row-major; A holds the dampened H
+ * on entry). With J the reversal, J A J = L Lᵀ (Cholesky) gives A = R Rᵀ, R = J L J upper,
+ * so A⁻¹ = (R⁻¹)ᵀ R⁻¹ and U = R⁻¹ = J L⁻¹ J: one Cholesky and one triangular inverse,
+ * 2/3·n³ flops where factor / invert / factor again take 4/3·n³. */
 static int chol_inverse_upper(double *A, int64_t n, sqz_err *err) {
-    char lo = 'L';
+    /* J A J: A[i][j] ↔ A[n-1-i][n-1-j] is the flat array reversed */
+    for (int64_t a = 0, b = n * n - 1; a < b; a++, b--) {
+        double t = A[a];
+        A[a] = A[b];
+        A[b] = t;
+    }
+    char lo = 'L', diag = 'N';
     lapack_int N = (lapack_int)n, info = 0;
-    LAPACK_dpotrf(&lo, &N, A, &N, &info);
+    LAPACK_dpotrf(&lo, &N, A, &N, &info); /* column-major lower L = row-major upper Lᵀ */
     if (info != 0)
         return sqz_fail(err, "gptq: H (%lld × %lld) is not positive definite after dampening (potrf info %d)",
                         (long long)n, (long long)n, (int)info);
-    LAPACK_dpotri(&lo, &N, A, &N, &info);
-    if (info != 0) return sqz_fail(err, "gptq: cannot invert H (potri info %d)", (int)info);
-    LAPACK_dpotrf(&lo, &N, A, &N, &info);
-    if (info != 0) return sqz_fail(err, "gptq: H⁻¹ is not positive definite (potrf info %d)", (int)info);
+    LAPACK_dtrtri(&lo, &diag, &N, A, &N, &info);
+    if (info != 0) return sqz_fail(err, "gptq: cannot invert the Cholesky factor of H (trtri info %d)", (int)info);
+    /* row-major M[a][b] = L⁻¹[b][a] (b >= a); U[i][j] = L⁻¹[n-1-i][n-1-j] = M[n-1-j][n-1-i]:
+     * an anti-transpose of the upper triangle, in place (pairs swapped once), then the
+     * lower triangle cleared */
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = i; j < n; j++) {
+            int64_t pi = n - 1 - j, pj = n - 1 - i;
+            if (pi < i || (pi == i && pj <= j)) continue;
+            double t = A[i * n + j];
+            A[i * n + j] = A[pi * n + pj];
+            A[pi * n + pj] = t;
+        }
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < i; j++) A[i * n + j] = 0.0;
     return SQZ_OK;
 }
 
@@ -292,8 +316,6 @@ int sqz_gptq_factor_init(sqz_gptq_factor *f, const double *H, int64_t cols, cons
         sqz_gptq_factor_free(f);
         return SQZ_ERR;
     }
-    for (int64_t i = 0; i < cols; i++) /* potrf left H⁻¹ below the diagonal: U is upper */
-        for (int64_t j = 0; j < i; j++) A[i * cols + j] = 0.0;
     f->seconds = sqz_now() - t0;
     return SQZ_OK;
 }
@@ -378,7 +400,30 @@ int sqz_gptq_finish(int type, const float *W, int64_t rows, const double *H, con
         }
     }
     double t3 = sqz_now();
-    int e = sqz_gptq_errors(W, q, rows, cols, H, pool, &stats->rel_weight_err, &stats->rel_output_err, err);
+    /* a large matrix's ratios from evenly spaced rows: the statistics are a report, and
+     * all of an 8960-wide ffn_down's rows would cost 4× its sweep */
+    int64_t n = rows;
+    double fit = GPTQ_STATS_MACS / ((double)cols * (double)cols);
+    if ((double)rows > fit) n = fit < GPTQ_STATS_MIN_ROWS ? GPTQ_STATS_MIN_ROWS : (int64_t)fit;
+    if (n > rows) n = rows;
+    int e;
+    if (n == rows) {
+        e = sqz_gptq_errors(W, q, rows, cols, H, pool, &stats->rel_weight_err, &stats->rel_output_err, err);
+    } else {
+        float *Ws = malloc((size_t)(2 * n * cols) * sizeof(float));
+        if (!Ws) {
+            if (q != what) free(q);
+            return sqz_fail(err, "gptq: out of memory for the error statistics");
+        }
+        for (int64_t k = 0; k < n; k++) {
+            int64_t r = k * rows / n;
+            memcpy(Ws + k * cols, W + r * cols, (size_t)cols * sizeof(float));
+            memcpy(Ws + (n + k) * cols, q + r * cols, (size_t)cols * sizeof(float));
+        }
+        e = sqz_gptq_errors(Ws, Ws + n * cols, n, cols, H, pool, &stats->rel_weight_err, &stats->rel_output_err, err);
+        free(Ws);
+    }
+    stats->stats_rows = n;
     stats->seconds_stats = sqz_now() - t3;
     if (q != what) free(q);
     return e ? SQZ_ERR : SQZ_OK;

@@ -325,13 +325,14 @@ static int quantize_matrix(qm *q, int idx, const float *W, const double *H, sqz_
         sqz_gptq_stats st;
         if (!F->U) {
             if (sqz_gptq_factor_init(F, H, cols, &go, err)) return sqz_fail(err, "%s: %s", t->name, err->msg);
-            flops += 4.0 / 3.0 * (double)cols * (double)cols * (double)cols; /* potrf, potri, potrf */
+            flops += 2.0 / 3.0 * (double)cols * (double)cols * (double)cols; /* potrf, trtri */
         }
-        flops += 5.0 * (double)rows * (double)cols * (double)cols; /* the sweep's updates; the statistics' DSYMM */
+        flops += (double)rows * (double)cols * (double)cols; /* the sweep's updates */
         if (F->cols != cols) return sqz_fail(err, "%s: GPTQ factor of %lld columns for %lld", t->name,
                                              (long long)F->cols, (long long)cols);
         if (sqz_gptq_finish(t->type, W, rows, H, F, 0, q->pool, dst, NULL, NULL, NULL, &st, err))
             return sqz_fail(err, "%s: %s", t->name, err->msg);
+        flops += 4.0 * (double)st.stats_rows * (double)cols * (double)cols; /* the statistics' DSYMM */
         t->rel_weight_err = st.rel_weight_err;
         t->rel_output_err = st.rel_output_err;
     } else {
