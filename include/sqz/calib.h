@@ -39,8 +39,9 @@ typedef struct sqz_layer_grams {
 int sqz_calib_site_of(int kind);
 
 /* Receives each layer's Grams once they are complete (the buffers are reused after the
- * call returns). n_tokens is the token count: H = g / n_tokens. */
-typedef int (*sqz_calib_layer_fn)(void *ctx, int layer, const sqz_layer_grams *g, int64_t n_tokens, sqz_err *err);
+ * call returns, so the callback may scale them in place instead of copying: an 8960-wide
+ * Gram is 640 MB). n_tokens is the token count: H = g / n_tokens. */
+typedef int (*sqz_calib_layer_fn)(void *ctx, int layer, sqz_layer_grams *g, int64_t n_tokens, sqz_err *err);
 
 /* Runs the model on windows[nsamples * seqlen] (each window one sequence from position
  * 0) layer by layer and calls fn for every layer in order. */

@@ -216,7 +216,7 @@ done:
 
 /* ---------------------------------------------------------------- all in memory */
 
-static int keep_layer(void *ctx, int layer, const sqz_layer_grams *g, int64_t n_tokens, sqz_err *err) {
+static int keep_layer(void *ctx, int layer, sqz_layer_grams *g, int64_t n_tokens, sqz_err *err) {
     sqz_model_grams *out = ctx;
     sqz_layer_grams *d = &out->layers[layer];
     out->n_tokens = n_tokens;

@@ -571,16 +571,17 @@ static int factor_of(score_ctx *c, const double *H, int64_t cols, sqz_gptq_facto
     return sqz_gptq_factor_init(F, H, cols, &go, err);
 }
 
-static int layer_cb(void *vctx, int layer, const sqz_layer_grams *g, int64_t n_tokens, sqz_err *err) {
+static int layer_cb(void *vctx, int layer, sqz_layer_grams *g, int64_t n_tokens, sqz_err *err) {
     score_ctx *c = vctx;
-    double *H = NULL, *Hw = NULL;
-    int64_t hn = 0;
     sqz_gptq_factor F = {0};
     int F_site = -1; /* q, k, v share their input's factor, as do gate and up */
     double t0 = sqz_now();
     int rc = c->o->prune_ffn_step > 0 ? widths_of(c, layer, g, n_tokens, err) : SQZ_OK;
     double t1 = sqz_now(), f0 = c->flops;
     sqz_stage_add(&c->out->times, SQZ_STAGE_PRUNING, t1 - t0, 0.0);
+    /* H = g / T and Hw = gw / Σw are made in place: the Grams are not needed after this
+     * layer, and copies of ffn_down's would double the largest buffers */
+    int scaled[SQZ_SITE_COUNT] = {0};
     for (int k = 0; k < SQZ_LIN_PER_LAYER && rc == SQZ_OK && c->o->n_types > 0; k++) {
         int site = kSiteOf[k], idx = layer * SQZ_LIN_PER_LAYER + k;
         int64_t w = g->n[site];
@@ -589,20 +590,13 @@ static int layer_cb(void *vctx, int layer, const sqz_layer_grams *g, int64_t n_t
             rc = sqz_fail(err, "sensitivity: layer %d %s has no token-weighted Gram", layer, sqz_linear_kind_name(k));
             break;
         }
-        if (w * w > hn) {
-            free(H);
-            free(Hw);
-            H = malloc((size_t)(w * w) * sizeof(double));
-            Hw = malloc((size_t)(w * w) * sizeof(double));
-            if (!H || !Hw) {
-                rc = sqz_fail(err, "sensitivity: out of memory");
-                break;
-            }
-            hn = w * w;
+        double *H = g->g[site], *Hw = g->gw[k];
+        if (!scaled[site]) {
+            for (int64_t i = 0; i < w * w; i++) H[i] /= (double)n_tokens;
+            scaled[site] = 1;
         }
         double sw = weight_sum(c->st, idx, c->out->t[idx].rows);
-        for (int64_t i = 0; i < w * w; i++) H[i] = g->g[site][i] / (double)n_tokens;
-        for (int64_t i = 0; i < w * w; i++) Hw[i] = sw > 0 ? g->gw[k][i] / sw : H[i];
+        for (int64_t i = 0; i < w * w; i++) Hw[i] = sw > 0 ? Hw[i] / sw : H[i];
         if (site != F_site) {
             sqz_gptq_factor_free(&F);
             F_site = -1;
@@ -612,8 +606,6 @@ static int layer_cb(void *vctx, int layer, const sqz_layer_grams *g, int64_t n_t
         rc = score_tensor(c, idx, H, F.U ? &F : NULL, Hw, err);
     }
     sqz_gptq_factor_free(&F);
-    free(H);
-    free(Hw);
     sqz_stage_add(&c->out->times, SQZ_STAGE_SCORING, sqz_now() - t1, c->flops - f0);
     sqz_progress_update(&c->prog, layer + 1, NULL);
     return rc;

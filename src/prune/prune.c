@@ -574,7 +574,7 @@ static int write_layer(prune_writer *p, int l, const double *H_o, const double *
     return SQZ_OK;
 }
 
-static int layer_grams_cb(void *vctx, int layer, const sqz_layer_grams *g, int64_t n_tokens, sqz_err *err) {
+static int layer_grams_cb(void *vctx, int layer, sqz_layer_grams *g, int64_t n_tokens, sqz_err *err) {
     (void)n_tokens; /* H's scale does not matter: the dampening is relative */
     return write_layer(vctx, layer, g->g[SQZ_SITE_ATTN_O_IN], g->g[SQZ_SITE_FFN_DOWN_IN], err);
 }
