@@ -111,7 +111,7 @@ static void test_plumbing(void) {
     int32_t win[NS * L];
     for (int s = 0; s < NS; s++) memcpy(win + s * L, ids + 20 * s, L * sizeof(int32_t));
     int types[4] = {SQZ_TYPE_Q4_0, SQZ_TYPE_Q5_0, SQZ_TYPE_Q8_0, SQZ_TYPE_F16};
-    sqz_sens_opts o = {win, NS, L, types, 4, 0.01, 0.75, 1, NULL, 0, 0, 0, 0};
+    sqz_sens_opts o = {win, NS, L, types, 4, 0.01, 0.75, 1, NULL, 0, 0, 0, 0, 0};
     sqz_sens sens;
     rc = sqz_sensitivity(&m, &m, NULL, &o, &sens, &err);
     CHECK(rc == 0, "sensitivity: %s", err.msg);
@@ -172,6 +172,21 @@ static void test_plumbing(void) {
         }
         free(W); free(what);
         ref_free(&r);
+    }
+    /* 2a. weighted_only: the same gradtw for every option, grad and local NaN */
+    {
+        sqz_sens_opts ow = o;
+        ow.diag_fisher = 0, ow.weighted_only = 1;
+        sqz_sens sw;
+        CHECK(sqz_sensitivity(&m, &m, NULL, &ow, &sw, &err) == 0, "weighted only: %s", err.msg);
+        int bad = 0, n = 0;
+        for (int i = 0; i < sw.n_tensors && i < sens.n_tensors; i++)
+            for (int k = 0; k < sw.t[i].n_options; k++, n++) {
+                const sqz_sens_option *a = &sw.t[i].opt[k], *b = &sens.t[i].opt[k];
+                if (a->dl_gradtw != b->dl_gradtw || !isnan(a->dl_grad) || !isnan(a->dl_local)) bad++;
+            }
+        CHECK(n > 0 && bad == 0, "weighted only: %d of %d options differ from the full estimate", bad, n);
+        sqz_sens_free(&sw);
     }
     /* 2b. with width options, ffn_down (172 wide: no 32-block type fits) also gets the
      * types a narrowed row fits, scored on its first 160 columns and scaled by 172/160 */

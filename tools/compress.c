@@ -51,7 +51,7 @@ static int parse_types(const char *cmd, const char *list, int *types, int *n) {
 
 const char HELP_SENSITIVITY[] =
     "usage: sqz sensitivity MODEL --calib FILE [--nsamples N] [--seqlen L] [--seed S]\n"
-    "                       [--types LIST] [--validate K] [--heldout N] [--no-diag]\n"
+    "                       [--types LIST] [--validate K] [--heldout N] [--no-diag] [--weighted-only]\n"
     "                       [--damp F] [--shrink F] [--threads N] [--quiet] [--json OUT]\n"
     "\n"
     "Predicts, for every weight matrix and candidate type, how much the model's mean\n"
@@ -75,7 +75,10 @@ const char HELP_SENSITIVITY[] =
     "                  (e.g. the low-bit ones, whose effect stands out of the noise)\n"
     "  --heldout N     held-out windows for --validate (default 4)\n"
     "  --no-diag       skip the diagonal Fisher (it holds one float per weight)\n"
-    "  --json OUT      every prediction (and measurement) as JSON\n";
+    "  --weighted-only only gradtw, compress's default (grad, local and diag are null):\n"
+    "                  the plain-Gram error sums are 40% of the scoring arithmetic\n"
+    "  --json OUT      every prediction (and measurement) as JSON, with each stage's\n"
+    "                  wall time and GFLOP/s beside the machine's SGEMM/DGEMM rates\n";
 
 /* Replaces tensor idx of m by an F32 tensor over `data` (the caller keeps the original
  * in *saved_* and restores it with restore_tensor). */
@@ -205,7 +208,7 @@ int cmd_sensitivity(args *a) {
     const char *model = NULL, *json = NULL, *types_arg = kDefaultTypes, *vtypes_arg = NULL;
     calib_set cs = {NULL, 16, 512, 0, 4, NULL, 0, NULL, NULL};
     long long validate = 0, threads = 0;
-    int quiet = 0, diag = 1, rc = 0;
+    int quiet = 0, diag = 1, weighted_only = 0, rc = 0;
     double damp = 0.01, shrink = 0.75;
     for (a->i = 0; a->i < a->argc; a->i++) {
         const char *s = a->argv[a->i], *v;
@@ -227,6 +230,8 @@ int cmd_sensitivity(args *a) {
             if (rc) return rc;
         } else if (!strcmp(s, "--no-diag")) {
             diag = 0;
+        } else if (!strcmp(s, "--weighted-only")) {
+            weighted_only = 1;
         } else if (!strcmp(s, "--quiet")) {
             quiet = 1;
         } else if (s[0] == '-' && s[1]) {
@@ -298,8 +303,9 @@ int cmd_sensitivity(args *a) {
         free(all);
         sqz_sens_free(&shape);
     }
-    sqz_sens_opts so = {cs.windows, (int)cs.nsamples, (int)cs.seqlen, types, n_types, damp, shrink, diag, keep,
-                        n_keep, !quiet, 0, 0};
+    if (weighted_only && validate) return usage_fail(a->cmd, "%s", "--weighted-only cannot be used with --validate (it compares every form)");
+    sqz_sens_opts so = {cs.windows, (int)cs.nsamples, (int)cs.seqlen, types, n_types, damp, shrink,
+                        diag && !weighted_only, keep, n_keep, !quiet, 0, 0, weighted_only};
     if (sqz_sensitivity(&m, &m, pool, &so, &sens, &err)) {
         rc = fail(err.msg);
         goto done;
@@ -481,7 +487,8 @@ const char HELP_COMPRESS[] =
     "                     the token-weighted Gram (tokens weighted by their gradient's\n"
     "                     size; it ranked best on SmolLM2, see docs/architecture.md);\n"
     "                     grad: s_j H with the plain Gram; diag: the diagonal Fisher (one\n"
-    "                     float per weight in memory while estimating)\n"
+    "                     float per weight in memory while estimating); only the chosen\n"
+    "                     form is computed\n"
     "  --sensitivity F    round 1 from the predictions of 'sqz sensitivity --json F'\n"
     "                     (same model, types, calibration: the estimate does not depend\n"
     "                     on the budget, so one file serves many budgets)\n"
@@ -503,7 +510,9 @@ const char HELP_COMPRESS[] =
     "                     quantization as F (F32 GGUF), to measure pruning alone\n"
     "  --measure K        after the last round, apply K of the chosen tensors alone to the\n"
     "                     original model and measure their loss change (for the report)\n"
-    "  --json REPORT      plan, predictions, bytes and perplexity per round\n"
+    "  --json REPORT      plan, predictions, bytes and perplexity per round; each stage's\n"
+    "                     wall time and GFLOP/s beside this machine's SGEMM/DGEMM rates,\n"
+    "                     measured at the start (the table is also printed at the end)\n"
     "  --html REPORT      the same as a self-contained page (inline SVG)\n";
 
 /* Bytes from "123", "1.5G", "800MiB"...; 0 on success, -1 with unknown units. */
@@ -900,7 +909,7 @@ int cmd_compress(args *a) {
         const sqz_model *wm = have_pm ? &pm : &m;
         const sqz_model *stats_m = have_rm ? &rm : wm;
         sqz_sens_opts so = {cs.windows, (int)cs.nsamples, (int)cs.seqlen, types, n_types, damp, shrink,
-                            form == FORM_DIAG, NULL, 0, !quiet, joint ? ffn_step : 0, 0};
+                            form == FORM_DIAG, NULL, 0, !quiet, joint ? ffn_step : 0, 0, form == FORM_GRADTW};
         sqz_sens_free(&sens);
         if (r == 0 && sens_in) { /* round 1 from a saved estimate of the same model and types */
             if ((rc = load_sensitivity(sens_in, &m, types, n_types, form, &sens))) {

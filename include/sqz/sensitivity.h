@@ -98,6 +98,9 @@ typedef struct sqz_sens_opts {
     int prune_ffn_step;     /* > 0: also every layer's width options (prune.h), FFN widths in these steps;
                                n_types may then be 0 (width options only) */
     int prune_magnitude;    /* the width options ranked by activation-weighted magnitude (prune.h) */
+    int weighted_only;      /* 1: only the token-weighted form (dl_gradtw, compress's default); dl_grad
+                               and dl_local are NaN: the plain-Gram error sums are 2 of the 5 flops per
+                               candidate type */
 } sqz_sens_opts;
 
 typedef struct sqz_sens {

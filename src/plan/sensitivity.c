@@ -366,10 +366,12 @@ static void error_sums(score_ctx *c, int idx, const float *D, int64_t nsel, int6
                        const double *H, const double *Hw, const int64_t *map, const double *scale, double *E,
                        double *Ew, double sum[4]) {
     quad_ctx qc = {H, D, cols, E}, qw = {Hw, D, cols, Ew};
-    c->flops += 2.0 * 2.0 * (double)nsel * (double)cols * (double)cols;
+    int plain = !c->o->weighted_only;
+    c->flops += (plain ? 2.0 : 1.0) * 2.0 * (double)nsel * (double)cols * (double)cols;
     int blas_threads = openblas_get_num_threads();
     openblas_set_num_threads(1); /* the pool is the parallelism */
-    sqz_pool_for(c->pool, nsel, QUAD_ROWS, quad_task, &qc);
+    if (plain) sqz_pool_for(c->pool, nsel, QUAD_ROWS, quad_task, &qc);
+    else memset(E, 0, (size_t)nsel * sizeof(double));
     sqz_pool_for(c->pool, nsel, QUAD_ROWS, quad_task, &qw);
     openblas_set_num_threads(blas_threads);
     const double *s = c->st->s[idx];
@@ -430,7 +432,9 @@ static int score_narrow(score_ctx *c, int idx, const float *W, int64_t nsel, con
             op->dl_gradtw = 0.5 * sum[1] / (double)c->N * f;
             op->dl_local = 0.5 * sum[2] * f;
             op->dl_diag = c->o->diag_fisher ? 0.5 * sum[3] / (double)c->N * f : NAN;
-            if (!isfinite(op->dl_grad) || !isfinite(op->dl_gradtw) || !isfinite(op->dl_local))
+            if (c->o->weighted_only) op->dl_grad = op->dl_local = NAN;
+            if (!isfinite(op->dl_gradtw) ||
+                (!c->o->weighted_only && (!isfinite(op->dl_grad) || !isfinite(op->dl_local))))
                 rc = sqz_fail(err, "sensitivity: %s in %s (narrowed): prediction is not finite", t->name, tt->name);
         }
         free(Wn); free(Hn); free(E); free(dst);
@@ -511,7 +515,8 @@ static int score_tensor(score_ctx *c, int idx, const double *H, const sqz_gptq_f
         op->dl_gradtw = 0.5 * gradtw / (double)c->N;
         op->dl_local = 0.5 * local;
         op->dl_diag = o->diag_fisher ? 0.5 * diag / (double)c->N : NAN;
-        if (!isfinite(op->dl_grad) || !isfinite(op->dl_gradtw) || !isfinite(op->dl_local)) {
+        if (o->weighted_only) op->dl_grad = op->dl_local = NAN;
+        if (!isfinite(op->dl_gradtw) || (!o->weighted_only && (!isfinite(op->dl_grad) || !isfinite(op->dl_local)))) {
             sqz_fail(err, "sensitivity: %s in %s: prediction is not finite", t->name, sqz_type_get(op->type)->name);
             goto done;
         }
