@@ -394,11 +394,12 @@ static int ensure_dbuf(qm *q, size_t n, sqz_err *err) {
 /* H += xᵀx and, when xo is given, C += xoᵀx (x, xo: [T, n] floats). */
 static int accumulate(qm *q, int site, const float *x, const float *xo, int64_t T, int64_t n, sqz_err *err) {
     size_t cnt = (size_t)T * (size_t)n;
-    if (ensure_dbuf(q, cnt, err)) return SQZ_ERR;
+    if (xo && ensure_dbuf(q, cnt, err)) return SQZ_ERR;
     double t0 = sqz_now(), flops = sqz_gram_flops(T, n);
-    for (size_t i = 0; i < cnt; i++) q->da[i] = x[i];
-    sqz_gram_upper_add(q->pool, q->da, T, n, q->H[site]); /* mirrored once the layer's windows are in */
+    /* mirrored once the layer's windows are in */
+    if (sqz_gram_upper_add(q->pool, x, T, n, q->H[site], err)) return SQZ_ERR;
     if (xo) {
+        for (size_t i = 0; i < cnt; i++) q->da[i] = x[i];
         for (size_t i = 0; i < cnt; i++) q->db[i] = xo[i];
         gemm_job jc = {q->db, q->da, q->C[site], T, n};
         sqz_pool_for(q->pool, n, 16, gram_cols_task, &jc);
