@@ -13,6 +13,9 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "sqz/tensor.h"
 
@@ -41,6 +44,17 @@ typedef struct {
     int failed;
     sqz_err err;
 } sweep_ctx;
+
+/* w[0..n) -= e · u[0..n): the error of one column spread over the rest of its batch,
+ * element by element as the plain loop (two at a time where SSE2 is there). */
+static inline void axpy_neg(double *restrict w, const double *restrict u, double e, int64_t n) {
+    int64_t j = 0;
+#if defined(__SSE2__)
+    const __m128d ve = _mm_set1_pd(e);
+    for (; j + 2 <= n; j += 2) _mm_storeu_pd(w + j, _mm_sub_pd(_mm_loadu_pd(w + j), _mm_mul_pd(ve, _mm_loadu_pd(u + j))));
+#endif
+    for (; j < n; j++) w[j] -= e * u[j];
+}
 
 /* GPTQ over rows [r0, r0+R): copies the rows (permuted), fixes block params, sweeps. */
 static int sweep_rows(sweep_ctx *c, int64_t r0, int64_t R, double *Wc, double *Err, sqz_qparams *P, int8_t *L,
@@ -84,7 +98,7 @@ static int sweep_rows(sweep_ctx *c, int64_t r0, int64_t R, double *Wc, double *E
                 Q[r * cols + o] = q;
                 double e = (x - q) / d;
                 Err[r * B + (i - i1)] = e;
-                for (int64_t j = i + 1; j < i2; j++) w[j] -= e * Ui[j];
+                axpy_neg(w + i + 1, Ui + i + 1, e, i2 - i - 1);
             }
         }
         if (i2 < cols) /* lazy update of every later column: W[:, i2:] -= Err · U[i1:i2, i2:] */
