@@ -543,7 +543,7 @@ static int make_sensitivity(run_t *R, char *sens, size_t cap) {
     char *qs = shq(R->sqz), *qm = shq(R->model), *qc = shq(R->calib), *qsens = shq(sens);
     char scmd[4 * PATH_MAX];
     xfmt(scmd, sizeof scmd,
-         "%s sensitivity %s --calib %s --nsamples %lld --seqlen %lld --seed 0 --no-diag --threads %lld --quiet "
+         "%s sensitivity %s --calib %s --nsamples %lld --seqlen %lld --seed 0 --weighted-only --threads %lld --quiet "
          "--json %s",
          qs, qm, qc, R->o.nsamples, R->seqlen, R->o.threads, qsens);
     free(qs); free(qm); free(qc); free(qsens);
@@ -1203,7 +1203,7 @@ static void usage(FILE *f) {
             "usage: bench_frontier [options]\n"
             "  --preset qwen1.5b  Qwen2.5-Coder-1.5B-Instruct (scripts/get_model.sh qwen2.5-coder-1.5b):\n"
             "                     --llama-types " QWEN15_TYPES "\n"
-            "                     --llama-pure-types none --sqz-types none --bpw none --nsamples 16\n"
+            "                     --llama-pure-types none --sqz-types none --bpw none\n"
             "                     --no-sqz-ppl (options after it override it)\n"
             "  --model GGUF       the model (default: scripts/default_model.sh)\n"
             "  --ctx N            evaluation window (default 512)\n"
@@ -1307,7 +1307,6 @@ int main(int argc, char **argv) {
         o->pure_types_arg = "none";
         o->sqz_types_arg = "none";
         o->bpw_arg = "none";
-        o->nsamples = 16;
         o->sqz_ppl = 0;
     }
     for (int i = 1; i < argc; i++) {
