@@ -103,6 +103,34 @@ static const char *const FAM_COLOR[N_FAM] = {"#555555", "#d62728", "#ff7f0e", "#
 
 static int fam_is_sqz(int f) { return f == FAM_SQZ || f == FAM_COMPRESS || f == FAM_MATCH || f == FAM_MATCH_PRUNE; }
 
+/* The stage table of a `sqz compress`/`sqz sensitivity --json` report ("stages"): seconds
+ * and GFLOP per stage (SQZ_STAGE_* order, then "other"), the machine's GEMM rates. */
+#define N_STAGE 7
+static const char *const STAGE_KEY[N_STAGE] = {"forward", "backward", "grams", "scoring", "gptq", "pruning", "writing"};
+typedef struct {
+    int ok;
+    double sec[N_STAGE + 1], gflop[N_STAGE], total, sgemm, dgemm;
+} stages_t;
+
+static void read_stages(const char *json, stages_t *st) {
+    memset(st, 0, sizeof *st);
+    cJSON *j = read_json(json), *t = j ? cJSON_GetObjectItem(j, "stages") : NULL;
+    if (t) {
+        for (int i = 0; i < N_STAGE; i++) {
+            cJSON *e = cJSON_GetObjectItem(t, STAGE_KEY[i]);
+            st->sec[i] = json_num(e, "seconds", NAN);
+            st->gflop[i] = json_num(e, "gflop", NAN);
+        }
+        st->sec[N_STAGE] = json_num(t, "other_seconds", NAN);
+        st->total = json_num(t, "total_seconds", NAN);
+        cJSON *g = cJSON_GetObjectItem(t, "gemm_rates");
+        st->sgemm = json_num(g, "sgemm_gflops", NAN);
+        st->dgemm = json_num(g, "dgemm_gflops", NAN);
+        st->ok = isfinite(st->total);
+    }
+    cJSON_Delete(j);
+}
+
 /* One point of the frontier. */
 typedef struct {
     int family;
@@ -118,6 +146,7 @@ typedef struct {
     double bpw, ppl, seconds;             /* ppl: sqz ppl (GPTQ protocol), when on */
     double lppl, lppl2, kld, kld99, top1; /* llama-perplexity: WikiText, text 2, KL vs F32 */
     double score_seconds;                 /* llama-perplexity runs of this file (made now) */
+    stages_t st;                          /* sqz compress: its report's stage times */
 } point_t;
 
 typedef struct {
@@ -131,6 +160,7 @@ typedef struct {
     long long n_params, seqlen;
     int have_quantize, have_compress;
     double sens_seconds; /* the shared sqz sensitivity estimate's time (NaN: none) */
+    stages_t sens_st;    /* its stage times */
     double score_seconds; /* every llama-perplexity run made in this run */
     int n_score_runs, n_score_cached;
     point_t pts[MAX_POINTS];
@@ -554,6 +584,7 @@ static int make_sensitivity(run_t *R, char *sens, size_t cap) {
     }
     fprintf(stderr, "%s: shared estimate %s (%.1f s)\n", PROG, sens, s);
     R->sens_seconds = s;
+    read_stages(sens, &R->sens_st);
     return 1;
 }
 
@@ -588,7 +619,10 @@ static int compress_run(run_t *R, point_t *p, const char *label, const char *fil
          prune ? " --prune auto" : "", qsens ? " --sensitivity " : "", qsens ? qsens : "");
     free(qs); free(qm); free(qc); free(qo); free(qj); free(qsens);
     const char *deps[] = {sens, NULL};
-    if (make_step(label, file, NULL, sens && !prune ? deps : NULL, fresh, cmd, 1, seconds, NULL) == 0) return 0;
+    if (make_step(label, file, NULL, sens && !prune ? deps : NULL, fresh, cmd, 1, seconds, NULL) == 0) {
+        read_stages(json, &p->st);
+        return 0;
+    }
     char log[PATH_MAX + 8];
     xfmt(log, sizeof log, "%s.log", file);
     char *text = slurp(log);
@@ -871,6 +905,36 @@ static void make_table(strbuf *b, const run_t *R) {
     if (isfinite(R->sens_seconds))
         sb_printf(b, "\nThe sqz compress points without --prune share one first-round estimate (`sqz sensitivity`, "
                      "%.1f s, not in their seconds above; `compress --sensitivity`).\n", R->sens_seconds);
+}
+
+/* Where sqz's time went: each compress point's stages (and the shared estimate's), the
+ * dense ones with their share of the machine's SGEMM (forward, backward, grams) or DGEMM
+ * (scoring, gptq) rate measured in the same run. */
+static void make_stage_table(strbuf *b, const run_t *R) {
+    int any = R->sens_st.ok;
+    for (int i = 0; i < R->n_pts; i++) any |= R->pts[i].st.ok;
+    if (!any) return;
+    sb_printf(b, "| sqz run | forward | backward | grams | scoring | gptq | pruning | writing | other | total s | "
+                 "SGEMM / DGEMM GFLOP/s |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for (int i = -1; i < R->n_pts; i++) {
+        const stages_t *st = i < 0 ? &R->sens_st : &R->pts[i].st;
+        if (!st->ok) continue;
+        char name[96];
+        if (i < 0) xfmt(name, sizeof name, "shared sqz sensitivity");
+        else xfmt(name, sizeof name, "%s %s", FAM_NAME[R->pts[i].family], R->pts[i].label);
+        sb_printf(b, "| %s |", name);
+        for (int k = 0; k <= N_STAGE; k++) {
+            double peak = k <= 2 ? st->sgemm : st->dgemm;
+            if (k < N_STAGE && st->gflop[k] > 0 && st->sec[k] > 0 && peak > 0)
+                sb_printf(b, " %.0f (%.0f%%) |", st->sec[k], 100.0 * st->gflop[k] / st->sec[k] / peak);
+            else
+                sb_printf(b, " %.0f |", st->sec[k]);
+        }
+        sb_printf(b, " %.0f | %.0f / %.0f |\n", st->total, st->sgemm, st->dgemm);
+    }
+    sb_printf(b, "\nSeconds per stage (`sqz compress --json`'s `stages`); in brackets the stage's GFLOP/s as a "
+                 "share of the SGEMM (forward, backward, grams) or DGEMM (scoring, gptq) rate measured at the start "
+                 "of the same run. Points with a shared estimate spend no forward/backward/scoring of their own.\n");
 }
 
 /* sqz at llama.cpp's sizes. Returns how many --goal-types sizes miss the goal (no sqz file
@@ -1533,8 +1597,9 @@ int main(int argc, char **argv) {
         if (R->pts[i].family == FAM_F32 && R->pts[i].state == 1) f32_ppl = R->pts[i].ppl;
         failed += R->pts[i].state == -1;
     }
-    strbuf tab = {0}, mt = {0}, cmp = {0}, svg = {0}, notes = {0}, body = {0};
+    strbuf tab = {0}, mt = {0}, cmp = {0}, svg = {0}, notes = {0}, body = {0}, stt = {0};
     make_table(&tab, R);
+    make_stage_table(&stt, R);
     int size_missed = 0;
     int goal_missed = make_match_table(&mt, R, gtypes, n_g, &size_missed);
     int missed = o->sqz_ppl ? make_comparison(&cmp, R, f32_ppl) : 0;
@@ -1593,7 +1658,7 @@ int main(int argc, char **argv) {
         sb_printf(&notes,
                   " sqz compress: `sqz compress MODEL -o OUT (--target-bpw B | --target-size BYTES) --calib CALIB "
                   "--nsamples %lld --seqlen %lld --seed 0 --rounds %lld --threads T`, without --prune with "
-                  "`--sensitivity` of one shared `sqz sensitivity --no-diag --json` (same calibration); at llama.cpp's "
+                  "`--sensitivity` of one shared `sqz sensitivity --weighted-only --json` (same calibration); at llama.cpp's "
                   "sizes BYTES = its file's size for each mix of at most %.2f bpw and each of %s, a file above it made "
                   "again with the budget lowered by the overshoot (sizes table: first run → final); `--prune auto` at "
                   "the %lld smallest of those of at most %.2f bpw (a budget below the smallest reachable size: "
@@ -1619,6 +1684,7 @@ int main(int argc, char **argv) {
                         o->goal_arg, GOAL_RATIO, mt.s);
     if (cmp.s) sb_printf(&body, "\nBy sqz ppl (GPTQ protocol), sqz against llama.cpp's curve at the same size:\n\n%s",
                          cmp.s);
+    if (stt.s) sb_printf(&body, "\nWhere sqz's time went:\n\n%s", stt.s);
     sb_printf(&body, "\n%s", notes.s ? notes.s : "");
     if (mt.s) {
         if (goal_missed) sb_printf(&body, "\n%d of the goal sizes (%s) missed.\n", goal_missed, o->goal_arg);
@@ -1646,7 +1712,7 @@ int main(int argc, char **argv) {
             }
         }
     }
-    free(tab.s); free(mt.s); free(cmp.s); free(svg.s); free(notes.s); free(body.s);
+    free(tab.s); free(mt.s); free(cmp.s); free(svg.s); free(notes.s); free(body.s); free(stt.s);
     rc = failed ? 1 : 0;
 
 out:
