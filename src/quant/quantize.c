@@ -19,11 +19,6 @@
 #include <math.h>
 #include <string.h>
 
-#if defined(__SSE4_1__)
-#include <smmintrin.h>
-#define SQZ_SIMD 1 /* the candidate sums and sub_err of the linear grids, 4 values at a time */
-#endif
-
 /* The non-linear grid of IQ4_NL (a format constant of ggml's block_iq4_nl). */
 static const int8_t kvalues_iq4nl[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 
@@ -112,29 +107,6 @@ static int round_level(const qfmt *f, float x, float step, float off) {
 static double sub_err(const qfmt *f, const float *x, const float *w, int n, float step, float off, int8_t *L) {
     const float inv = inverse(step);
     double e = 0.0;
-#ifdef SQZ_SIMD
-    if (!f->nonlinear && inv != 0.0f && n % 4 == 0) { /* each value as below; only the sum's order differs */
-        const __m128 vi = _mm_set1_ps(inv), vo = _mm_set1_ps(off), vs = _mm_set1_ps(step);
-        const __m128 lo = _mm_set1_ps((float)f->lmin), hi = _mm_set1_ps((float)f->lmax);
-        __m128d e0 = _mm_setzero_pd(), e1 = _mm_setzero_pd();
-        for (int i = 0; i < n; i += 4) {
-            const __m128 xv = _mm_loadu_ps(x + i);
-            __m128 t = _mm_mul_ps(_mm_add_ps(xv, vo), vi);
-            t = _mm_min_ps(_mm_max_ps(t, lo), hi); /* max first: a NaN quotient becomes lmin */
-            const __m128 l = _mm_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-            const __m128i li = _mm_cvtps_epi32(l);
-            const int32_t packed = _mm_cvtsi128_si32(_mm_packs_epi16(_mm_packs_epi32(li, li), _mm_setzero_si128()));
-            memcpy(L + i, &packed, 4);
-            const __m128 d = _mm_sub_ps(xv, _mm_sub_ps(_mm_mul_ps(vs, l), vo));
-            const __m128 q = _mm_mul_ps(_mm_mul_ps(_mm_loadu_ps(w + i), d), d);
-            e0 = _mm_add_pd(e0, _mm_cvtps_pd(q));
-            e1 = _mm_add_pd(e1, _mm_cvtps_pd(_mm_movehl_ps(q, q)));
-        }
-        double lanes[2];
-        _mm_storeu_pd(lanes, _mm_add_pd(e0, e1));
-        return lanes[0] + lanes[1];
-    }
-#endif
     for (int i = 0; i < n; i++) {
         const int l = round_level_inv(f, x[i], inv, off);
         L[i] = (int8_t)l;
@@ -199,24 +171,6 @@ static float fit_scale(const qfmt *f, const float *x, const float *w, int n, int
             if (fabsf(t) < 0.5f || (t > 0) != (E > 0)) continue;
             const float inv = t / M;
             float sxl = 0.0f, sll = 0.0f; /* n <= 32 terms: float is plenty to rank candidates */
-#ifdef SQZ_SIMD
-            if (!f->nonlinear && n % 4 == 0) {
-                const __m128 vi = _mm_set1_ps(inv), lo = _mm_set1_ps((float)f->lmin), hi = _mm_set1_ps((float)f->lmax);
-                __m128 a = _mm_setzero_ps(), b = _mm_setzero_ps();
-                for (int i = 0; i < n; i += 4) {
-                    __m128 v = _mm_mul_ps(_mm_loadu_ps(x + i), vi);
-                    v = _mm_round_ps(_mm_min_ps(_mm_max_ps(v, lo), hi), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-                    const __m128 wv = _mm_mul_ps(_mm_loadu_ps(w + i), v);
-                    a = _mm_add_ps(a, _mm_mul_ps(wv, _mm_loadu_ps(x + i)));
-                    b = _mm_add_ps(b, _mm_mul_ps(wv, v));
-                }
-                float la[4], lb[4];
-                _mm_storeu_ps(la, a);
-                _mm_storeu_ps(lb, b);
-                sxl = (la[0] + la[1]) + (la[2] + la[3]);
-                sll = (lb[0] + lb[1]) + (lb[2] + lb[3]);
-            } else
-#endif
             for (int i = 0; i < n; i++) {
                 const float v = level_value(f, round_level_inv(f, x[i], inv, 0.0f));
                 sxl += w[i] * x[i] * v;
@@ -281,27 +235,6 @@ static void fit_scale_min(const qfmt *f, const float *x, const float *w, int n, 
         const float iscale = ((float)f->lmax - 1.0f + 0.1f * (float)k) / (mx - mn);
         /* one pass of sums; the least-squares (s, off) and its error follow in closed form */
         float sw = 0, sl = 0, sll = 0, sx = 0, sxl = 0;
-#ifdef SQZ_SIMD
-        if (n % 4 == 0) {
-            const __m128 vm = _mm_set1_ps(mn), vi = _mm_set1_ps(iscale), lo = _mm_setzero_ps(),
-                         hi = _mm_set1_ps((float)f->lmax);
-            __m128 a = lo, b = lo, c = lo, d = lo, e = lo;
-            for (int i = 0; i < n; i += 4) {
-                const __m128 xv = _mm_loadu_ps(x + i), wv = _mm_loadu_ps(w + i);
-                __m128 l = _mm_mul_ps(_mm_sub_ps(xv, vm), vi);
-                l = _mm_round_ps(_mm_min_ps(_mm_max_ps(l, lo), hi), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-                const __m128 wl = _mm_mul_ps(wv, l), wx = _mm_mul_ps(wv, xv);
-                a = _mm_add_ps(a, wv), b = _mm_add_ps(b, wl), c = _mm_add_ps(c, _mm_mul_ps(wl, l));
-                d = _mm_add_ps(d, wx), e = _mm_add_ps(e, _mm_mul_ps(wx, l));
-            }
-            float la[5][4];
-            _mm_storeu_ps(la[0], a), _mm_storeu_ps(la[1], b), _mm_storeu_ps(la[2], c), _mm_storeu_ps(la[3], d);
-            _mm_storeu_ps(la[4], e);
-            sw = (la[0][0] + la[0][1]) + (la[0][2] + la[0][3]), sl = (la[1][0] + la[1][1]) + (la[1][2] + la[1][3]);
-            sll = (la[2][0] + la[2][1]) + (la[2][2] + la[2][3]), sx = (la[3][0] + la[3][1]) + (la[3][2] + la[3][3]);
-            sxl = (la[4][0] + la[4][1]) + (la[4][2] + la[4][3]);
-        } else
-#endif
         for (int i = 0; i < n; i++) {
             const float l = rintf(clampf((x[i] - mn) * iscale, 0.0f, (float)f->lmax)), wi = w[i];
             sw += wi, sl += wi * l, sll += wi * l * l, sx += wi * x[i], sxl += wi * x[i] * l;
