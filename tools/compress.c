@@ -162,6 +162,13 @@ static const char *stage_ref(int s) {
     return s == SQZ_STAGE_FORWARD || s == SQZ_STAGE_BACKWARD ? "sgemm" : s == SQZ_STAGE_WRITING ? NULL : "dgemm";
 }
 
+/* Stage s's GFLOP/s and the rate of the GEMM it is held against (0: none). */
+static double stage_rate(const sqz_stage_times *t, int s, double sgemm, double dgemm, double *peak) {
+    const char *ref = stage_ref(s);
+    *peak = !ref ? 0.0 : ref[0] == 's' ? sgemm : dgemm;
+    return t->seconds[s] > 0 ? t->flops[s] / t->seconds[s] / 1e9 : 0.0;
+}
+
 /* Each stage's wall time, GFLOP/s and the fraction of the machine's GEMM rate; the rest
  * of the wall time (loading, held-out and --eval measurements, the knapsack) as "other". */
 static void print_stages(const sqz_stage_times *t, double sgemm, double dgemm, double total) {
@@ -170,10 +177,9 @@ static void print_stages(const sqz_stage_times *t, double sgemm, double dgemm, d
     for (int s = 0; s < SQZ_STAGE_COUNT; s++) {
         sum += t->seconds[s];
         if (t->seconds[s] <= 0 && t->flops[s] <= 0) continue;
-        const char *ref = stage_ref(s);
-        double rate = t->seconds[s] > 0 ? t->flops[s] / t->seconds[s] / 1e9 : 0.0, peak = ref && ref[0] == 's' ? sgemm : dgemm;
+        double peak, rate = stage_rate(t, s, sgemm, dgemm, &peak);
         printf("%-9s %9.1f %9.1f %9.1f", sqz_stage_name(s), t->seconds[s], t->flops[s] / 1e9, rate);
-        if (ref && t->flops[s] > 0 && peak > 0) printf(" %5.1f%% of %s %.1f", 100.0 * rate / peak, ref, peak);
+        if (t->flops[s] > 0 && peak > 0) printf(" %5.1f%% of %s %.1f", 100.0 * rate / peak, stage_ref(s), peak);
         printf("\n");
     }
     printf("%-9s %9.1f\n%-9s %9.1f\n", "other", total - sum, "total", total);
@@ -189,7 +195,7 @@ static cJSON *stages_json(const sqz_stage_times *t, double sgemm, double dgemm, 
     for (int s = 0; s < SQZ_STAGE_COUNT; s++) {
         cJSON *e = cJSON_AddObjectToObject(o, sqz_stage_name(s));
         const char *ref = stage_ref(s);
-        double rate = t->seconds[s] > 0 ? t->flops[s] / t->seconds[s] / 1e9 : 0.0, peak = ref && ref[0] == 's' ? sgemm : dgemm;
+        double peak, rate = stage_rate(t, s, sgemm, dgemm, &peak);
         sum += t->seconds[s];
         cJSON_AddNumberToObject(e, "seconds", t->seconds[s]);
         cJSON_AddNumberToObject(e, "gflop", t->flops[s] / 1e9);

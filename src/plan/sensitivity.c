@@ -387,6 +387,23 @@ static void error_sums(score_ctx *c, int idx, const float *D, int64_t nsel, int6
     }
 }
 
+/* Whether any candidate type is quantized by GPTQ (then each Gram gets its factor). */
+static int any_gptq(const sqz_sens_opts *o) {
+    for (int k = 0; k < o->n_types; k++)
+        if (sqz_quant_supported(o->types[k])) return 1;
+    return 0;
+}
+
+/* F ← the GPTQ factor of H (cols × cols) with the estimate's options; F->U NULL when no
+ * type takes GPTQ. */
+static int factor_of(score_ctx *c, const double *H, int64_t cols, sqz_gptq_factor *F, sqz_err *err) {
+    memset(F, 0, sizeof *F);
+    if (!any_gptq(c->o)) return SQZ_OK;
+    sqz_gptq_opts go = {c->o->percdamp, 0, 1, c->o->shrink};
+    c->flops += 4.0 / 3.0 * (double)cols * (double)cols * (double)cols; /* potrf, potri, potrf */
+    return sqz_gptq_factor_init(F, H, cols, &go, err);
+}
+
 /* The options of a pruned ffn_down's row lengths that its full rows do not fit
  * (sqz_sens_tensor.narrow, listed by sqz_sens_add_narrow): each type is scored on the
  * first cols' columns it fits (W's and H's leading block), its changes scaled by
@@ -416,12 +433,10 @@ static int score_narrow(score_ctx *c, int idx, const float *W, int64_t nsel, con
                 memcpy(Hn + i * cf, H + i * cols, (size_t)cf * sizeof(double));
                 memcpy(Hwn + i * cf, Hw + i * cols, (size_t)cf * sizeof(double));
             }
-            sqz_gptq_factor F;
-            sqz_gptq_opts go = {c->o->percdamp, 0, 1, c->o->shrink};
-            int gptq = sqz_quant_supported(type);
-            rc = gptq ? sqz_gptq_factor_init(&F, Hn, cf, &go, err) : SQZ_OK;
-            if (rc == SQZ_OK) rc = quantize_rows(c, t->name, type, Wn, nsel, cf, gptq ? &F : NULL, row_bytes, dst, what, err);
-            if (gptq) sqz_gptq_factor_free(&F);
+            sqz_gptq_factor F; /* of H's leading cf × cf block */
+            rc = factor_of(c, Hn, cf, &F, err);
+            if (rc == SQZ_OK) rc = quantize_rows(c, t->name, type, Wn, nsel, cf, F.U ? &F : NULL, row_bytes, dst, what, err);
+            sqz_gptq_factor_free(&F);
         }
         if (rc == SQZ_OK) {
             for (int64_t i = 0; i < nsel * cf; i++) D[i] = Wn[i] - what[i];
@@ -545,48 +560,29 @@ static double weight_sum(const stats *st, int idx, int64_t rows) {
     return sum;
 }
 
-/* The layer's width options: removal of heads (o_proj's columns) and channels (ffn_down's). */
-static int widths_of(score_ctx *c, int layer, const sqz_layer_grams *g, int64_t n_tokens, sqz_err *err) {
+/* The layer's width options: removal of heads (o_proj's columns) and channels (ffn_down's),
+ * from the layer's Grams already divided by the token count. */
+static int widths_of(score_ctx *c, int layer, const sqz_layer_grams *g, sqz_err *err) {
     int64_t no = g->n[SQZ_SITE_ATTN_O_IN], nd = g->n[SQZ_SITE_FFN_DOWN_IN];
-    double *Ho = malloc((size_t)(no * no + nd * nd + 1) * sizeof(double)), *Hd = Ho ? Ho + no * no : NULL;
-    if (!Ho) return sqz_fail(err, "sensitivity: out of memory");
-    for (int64_t i = 0; i < no * no; i++) Ho[i] = g->g[SQZ_SITE_ATTN_O_IN][i] / (double)n_tokens;
-    for (int64_t i = 0; i < nd * nd; i++) Hd[i] = g->g[SQZ_SITE_FFN_DOWN_IN][i] / (double)n_tokens;
     int io = layer * SQZ_LIN_PER_LAYER + SQZ_LIN_O, id = layer * SQZ_LIN_PER_LAYER + SQZ_LIN_DOWN;
-    int rc = sqz_prune_layer_options(c->wm, layer, Ho, no ? c->st->s[io] : NULL, Hd, nd ? c->st->s[id] : NULL,
-                                     (double)c->N, c->o->percdamp, c->o->shrink, c->o->prune_magnitude, c->o->prune_ffn_step, &c->out->widths[layer], err);
-    free(Ho);
-    return rc;
-}
-
-/* Whether any candidate type is quantized by GPTQ (then each Gram gets its factor). */
-static int any_gptq(const sqz_sens_opts *o) {
-    for (int k = 0; k < o->n_types; k++)
-        if (sqz_quant_supported(o->types[k])) return 1;
-    return 0;
-}
-
-/* F ← the GPTQ factor of H (cols × cols) with the estimate's options; F->U NULL when no
- * type takes GPTQ. */
-static int factor_of(score_ctx *c, const double *H, int64_t cols, sqz_gptq_factor *F, sqz_err *err) {
-    memset(F, 0, sizeof *F);
-    if (!any_gptq(c->o)) return SQZ_OK;
-    sqz_gptq_opts go = {c->o->percdamp, 0, 1, c->o->shrink};
-    c->flops += 4.0 / 3.0 * (double)cols * (double)cols * (double)cols; /* potrf, potri, potrf */
-    return sqz_gptq_factor_init(F, H, cols, &go, err);
+    return sqz_prune_layer_options(c->wm, layer, g->g[SQZ_SITE_ATTN_O_IN], no ? c->st->s[io] : NULL,
+                                   g->g[SQZ_SITE_FFN_DOWN_IN], nd ? c->st->s[id] : NULL, (double)c->N,
+                                   c->o->percdamp, c->o->shrink, c->o->prune_magnitude, c->o->prune_ffn_step,
+                                   &c->out->widths[layer], err);
 }
 
 static int layer_cb(void *vctx, int layer, sqz_layer_grams *g, int64_t n_tokens, sqz_err *err) {
     score_ctx *c = vctx;
     sqz_gptq_factor F = {0};
     int F_site = -1; /* q, k, v share their input's factor, as do gate and up */
-    double t0 = sqz_now();
-    int rc = c->o->prune_ffn_step > 0 ? widths_of(c, layer, g, n_tokens, err) : SQZ_OK;
-    double t1 = sqz_now(), f0 = c->flops;
-    sqz_stage_add(&c->out->times, SQZ_STAGE_PRUNING, t1 - t0, 0.0);
     /* H = g / T and Hw = gw / Σw are made in place: the Grams are not needed after this
      * layer, and copies of ffn_down's would double the largest buffers */
-    int scaled[SQZ_SITE_COUNT] = {0};
+    for (int site = 0; site < SQZ_SITE_COUNT; site++)
+        for (int64_t i = 0; g->g[site] && i < g->n[site] * g->n[site]; i++) g->g[site][i] /= (double)n_tokens;
+    double t0 = sqz_now();
+    int rc = c->o->prune_ffn_step > 0 ? widths_of(c, layer, g, err) : SQZ_OK;
+    double t1 = sqz_now(), f0 = c->flops;
+    sqz_stage_add(&c->out->times, SQZ_STAGE_PRUNING, t1 - t0, 0.0);
     for (int k = 0; k < SQZ_LIN_PER_LAYER && rc == SQZ_OK && c->o->n_types > 0; k++) {
         int site = kSiteOf[k], idx = layer * SQZ_LIN_PER_LAYER + k;
         int64_t w = g->n[site];
@@ -596,10 +592,6 @@ static int layer_cb(void *vctx, int layer, sqz_layer_grams *g, int64_t n_tokens,
             break;
         }
         double *H = g->g[site], *Hw = g->gw[k];
-        if (!scaled[site]) {
-            for (int64_t i = 0; i < w * w; i++) H[i] /= (double)n_tokens;
-            scaled[site] = 1;
-        }
         double sw = weight_sum(c->st, idx, c->out->t[idx].rows);
         for (int64_t i = 0; i < w * w; i++) Hw[i] = sw > 0 ? Hw[i] / sw : H[i];
         if (site != F_site) {

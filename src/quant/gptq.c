@@ -248,6 +248,22 @@ static int by_key_desc(const void *a, const void *b) {
     return x->idx < y->idx ? -1 : x->idx > y->idx; /* ties keep column order */
 }
 
+/* The type, the shape and W as GPTQ takes them: a quantizable type whose block divides
+ * cols, and finite weights. */
+static int check_input(int type, const float *W, int64_t rows, int64_t cols, sqz_err *err) {
+    const sqz_type_traits *tt = sqz_type_get(type);
+    if (!tt || !sqz_quant_supported(type))
+        return sqz_fail(err, "gptq: type %d (%s) cannot be quantized into", type, tt ? tt->name : "unknown");
+    if (rows <= 0 || cols <= 0 || rows > INT32_MAX / 2 || cols > 65536 || cols % tt->block_size != 0)
+        return sqz_fail(err, "gptq: %s: shape %lld × %lld (expected rows >= 1 and 1 <= cols <= 65536 a multiple of %lld)",
+                        tt->name, (long long)rows, (long long)cols, (long long)tt->block_size);
+    for (int64_t i = 0; i < rows * cols; i++)
+        if (!isfinite(W[i]))
+            return sqz_fail(err, "gptq: W[%lld, %lld] = %g is not finite", (long long)(i / cols), (long long)(i % cols),
+                            (double)W[i]);
+    return SQZ_OK;
+}
+
 void sqz_gptq_factor_free(sqz_gptq_factor *f) {
     if (!f) return;
     free(f->U); free(f->imp); free(f->perm); free(f->dead);
@@ -324,17 +340,9 @@ int sqz_gptq_factor_init(sqz_gptq_factor *f, const double *H, int64_t cols, cons
 
 int sqz_gptq_quantize_factored(int type, const float *W, int64_t rows, const sqz_gptq_factor *f, sqz_pool *pool,
                                void *dst, float *what, sqz_qparams *params, int8_t *levels, sqz_err *err) {
-    const sqz_type_traits *tt = sqz_type_get(type);
     const int64_t cols = f->cols;
-    if (!tt || !sqz_quant_supported(type))
-        return sqz_fail(err, "gptq: type %d (%s) cannot be quantized into", type, tt ? tt->name : "unknown");
-    if (rows <= 0 || cols <= 0 || rows > INT32_MAX / 2 || cols > 65536 || cols % tt->block_size != 0)
-        return sqz_fail(err, "gptq: %s: shape %lld × %lld (expected rows >= 1 and 1 <= cols <= 65536 a multiple of %lld)",
-                        tt->name, (long long)rows, (long long)cols, (long long)tt->block_size);
-    for (int64_t i = 0; i < rows * cols; i++)
-        if (!isfinite(W[i]))
-            return sqz_fail(err, "gptq: W[%lld, %lld] = %g is not finite", (long long)(i / cols), (long long)(i % cols),
-                            (double)W[i]);
+    if (check_input(type, W, rows, cols, err)) return SQZ_ERR;
+    const sqz_type_traits *tt = sqz_type_get(type);
     size_t row_bytes;
     if (sqz_type_row_bytes(type, cols, &row_bytes, err)) return SQZ_ERR;
     sweep_ctx c = {type, (int)tt->block_size, f->act_order, rows, cols, cols / tt->block_size,
@@ -354,16 +362,7 @@ int sqz_gptq_quantize_factored(int type, const float *W, int64_t rows, const sqz
 int sqz_gptq_quantize(int type, const float *W, int64_t rows, int64_t cols, const double *H,
                       const sqz_gptq_opts *opts, sqz_pool *pool, void *dst, float *what, sqz_qparams *params,
                       int8_t *levels, sqz_gptq_stats *stats, sqz_err *err) {
-    const sqz_type_traits *tt = sqz_type_get(type);
-    if (!tt || !sqz_quant_supported(type))
-        return sqz_fail(err, "gptq: type %d (%s) cannot be quantized into", type, tt ? tt->name : "unknown");
-    if (rows <= 0 || cols <= 0 || rows > INT32_MAX / 2 || cols > 65536 || cols % tt->block_size != 0)
-        return sqz_fail(err, "gptq: %s: shape %lld × %lld (expected rows >= 1 and 1 <= cols <= 65536 a multiple of %lld)",
-                        tt->name, (long long)rows, (long long)cols, (long long)tt->block_size);
-    for (int64_t i = 0; i < rows * cols; i++)
-        if (!isfinite(W[i]))
-            return sqz_fail(err, "gptq: W[%lld, %lld] = %g is not finite", (long long)(i / cols), (long long)(i % cols),
-                            (double)W[i]);
+    if (check_input(type, W, rows, cols, err)) return SQZ_ERR;
     sqz_gptq_factor f;
     if (sqz_gptq_factor_init(&f, H, cols, opts, err)) return SQZ_ERR;
     int no_stats = opts ? opts->no_stats : 0;
