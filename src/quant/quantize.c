@@ -18,6 +18,9 @@
 
 #include <math.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 /* The non-linear grid of IQ4_NL (a format constant of ggml's block_iq4_nl). */
 static const int8_t kvalues_iq4nl[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
@@ -82,6 +85,17 @@ static inline int nearest_iq4nl(float t) {
     return l;
 }
 
+/* lrintf of a float already clamped to the level range: the nearest integer, ties to
+ * even (the default rounding mode). cvtss2si is that instruction; lrintf is a libm call
+ * unless errno handling is off. */
+static inline int round_int(float t) {
+#if defined(__SSE2__)
+    return _mm_cvtss_si32(_mm_set_ss(t));
+#else
+    return (int)lrintf(t);
+#endif
+}
+
 /* The level nearest to x for xhat = step * v(l) - off, given inv = 1/step (0 when step
  * is 0). Clamps before converting to int, so huge or NaN quotients cannot overflow. */
 static inline int round_level_inv(const qfmt *f, float x, float inv, float off) {
@@ -94,7 +108,7 @@ static inline int round_level_inv(const qfmt *f, float x, float inv, float off) 
     float t = (x + off) * inv;
     if (!(t >= (float)f->lmin)) t = (float)f->lmin; /* also catches NaN */
     if (t > (float)f->lmax) t = (float)f->lmax;
-    return (int)lrintf(t);
+    return round_int(t);
 }
 
 static inline float inverse(float step) { return step != 0.0f ? 1.0f / step : 0.0f; }
@@ -107,7 +121,29 @@ static int round_level(const qfmt *f, float x, float step, float off) {
 static double sub_err(const qfmt *f, const float *x, const float *w, int n, float step, float off, int8_t *L) {
     const float inv = inverse(step);
     double e = 0.0;
-    for (int i = 0; i < n; i++) {
+    int i = 0;
+#if defined(__SSE2__)
+    if (!f->nonlinear && inv != 0.0f) { /* four values' levels and terms at once, summed in order below */
+        const __m128 vi = _mm_set1_ps(inv), vo = _mm_set1_ps(off), vs = _mm_set1_ps(step);
+        const __m128 lo = _mm_set1_ps((float)f->lmin), hi = _mm_set1_ps((float)f->lmax);
+        for (; i + 4 <= n; i += 4) {
+            const __m128 xv = _mm_loadu_ps(x + i);
+            /* max(t, lo) is lo for a NaN t, as the scalar clamp */
+            const __m128 t = _mm_min_ps(_mm_max_ps(_mm_mul_ps(_mm_add_ps(xv, vo), vi), lo), hi);
+            const __m128i li = _mm_cvtps_epi32(t);
+            const __m128 d = _mm_sub_ps(xv, _mm_sub_ps(_mm_mul_ps(vs, _mm_cvtepi32_ps(li)), vo));
+            float term[4];
+            int32_t lv[4];
+            _mm_storeu_ps(term, _mm_mul_ps(_mm_mul_ps(_mm_loadu_ps(w + i), d), d));
+            _mm_storeu_si128((__m128i *)lv, li);
+            for (int j = 0; j < 4; j++) {
+                L[i + j] = (int8_t)lv[j];
+                e += (double)term[j];
+            }
+        }
+    }
+#endif
+    for (; i < n; i++) {
         const int l = round_level_inv(f, x[i], inv, off);
         L[i] = (int8_t)l;
         const float d = x[i] - recon(f, step, off, l);
@@ -141,6 +177,62 @@ static float lsq_scale(const qfmt *f, const float *x, const float *w, int n, con
     return sll > 0.0 ? (float)(sxl / sll) : 0.0f;
 }
 
+#define FIT_CANDIDATES 56 /* fit_scale's 2 × 25, padded to a multiple of 8 */
+
+/* For each candidate inverse step inv[c] (c < nc), the sums fit_scale ranks it by:
+ * sxl[c] = Σ w x v(l), sll[c] = Σ w v(l)², l the level nearest x·inv[c]. n <= 32 terms:
+ * float is plenty to rank candidates. Each candidate's sums run value by value in index
+ * order with the scalar roundings, so the SIMD path (four candidates side by side, one
+ * per lane) gives the bits of the plain loop, and the written files do not depend on
+ * the instruction set. */
+static void candidate_sums(const qfmt *f, const float *x, const float *w, int n, const float *inv, int nc, float *sxl,
+                           float *sll) {
+    int c = 0;
+#if defined(__SSE2__)
+    if (!f->nonlinear) {
+        float wx[SQZ_QBLOCK_MAX];
+        for (int i = 0; i < n; i++) wx[i] = w[i] * x[i];
+        const __m128 lo = _mm_set1_ps((float)f->lmin), hi = _mm_set1_ps((float)f->lmax);
+        for (; c + 8 <= nc; c += 8) { /* two groups of four: independent sums hide the add latency */
+            const __m128 vi0 = _mm_loadu_ps(inv + c), vi1 = _mm_loadu_ps(inv + c + 4);
+            __m128 a0 = _mm_setzero_ps(), b0 = a0, a1 = a0, b1 = a0;
+            for (int i = 0; i < n; i++) {
+                const __m128 xv = _mm_set1_ps(x[i]), wxv = _mm_set1_ps(wx[i]), wv = _mm_set1_ps(w[i]);
+                const __m128 v0 = _mm_cvtepi32_ps(_mm_cvtps_epi32(_mm_min_ps(_mm_max_ps(_mm_mul_ps(xv, vi0), lo), hi)));
+                const __m128 v1 = _mm_cvtepi32_ps(_mm_cvtps_epi32(_mm_min_ps(_mm_max_ps(_mm_mul_ps(xv, vi1), lo), hi)));
+                a0 = _mm_add_ps(a0, _mm_mul_ps(wxv, v0));
+                a1 = _mm_add_ps(a1, _mm_mul_ps(wxv, v1));
+                b0 = _mm_add_ps(b0, _mm_mul_ps(_mm_mul_ps(wv, v0), v0));
+                b1 = _mm_add_ps(b1, _mm_mul_ps(_mm_mul_ps(wv, v1), v1));
+            }
+            _mm_storeu_ps(sxl + c, a0), _mm_storeu_ps(sxl + c + 4, a1);
+            _mm_storeu_ps(sll + c, b0), _mm_storeu_ps(sll + c + 4, b1);
+        }
+        for (; c + 4 <= nc; c += 4) {
+            const __m128 vi = _mm_loadu_ps(inv + c);
+            __m128 a = _mm_setzero_ps(), b = _mm_setzero_ps();
+            for (int i = 0; i < n; i++) {
+                const __m128 t = _mm_min_ps(_mm_max_ps(_mm_mul_ps(_mm_set1_ps(x[i]), vi), lo), hi);
+                const __m128 v = _mm_cvtepi32_ps(_mm_cvtps_epi32(t));
+                a = _mm_add_ps(a, _mm_mul_ps(_mm_set1_ps(wx[i]), v));
+                b = _mm_add_ps(b, _mm_mul_ps(_mm_mul_ps(_mm_set1_ps(w[i]), v), v));
+            }
+            _mm_storeu_ps(sxl + c, a);
+            _mm_storeu_ps(sll + c, b);
+        }
+    }
+#endif
+    for (; c < nc; c++) {
+        float a = 0.0f, b = 0.0f;
+        for (int i = 0; i < n; i++) {
+            const float v = level_value(f, round_level_inv(f, x[i], inv[c], 0.0f));
+            a += w[i] * x[i] * v;
+            b += w[i] * v * v;
+        }
+        sxl[c] = a, sll[c] = b;
+    }
+}
+
 /* Searches the scale s of n values (xhat = s * v(l)); with f16 set, every candidate is
  * judged with s rounded to f16 (the stored scale). For each candidate rounding the best
  * scale and its error follow in closed form: s = Sxl/Sll, E = Sxx - 2 s Sxl + s^2 Sll.
@@ -162,6 +254,8 @@ static float fit_scale(const qfmt *f, const float *x, const float *w, int n, int
     }
     /* Map the largest |x| onto either end of the level range, at and around it. */
     const float ends[2] = {level_value(f, f->lmin), level_value(f, f->lmax)};
+    float inv[FIT_CANDIDATES], sxl[FIT_CANDIDATES], sll[FIT_CANDIDATES];
+    int nc = 0;
     for (int e = 0; e < 2; e++) {
         const float E = ends[e];
         if (fabsf(E) < 0.5f) continue;
@@ -169,20 +263,20 @@ static float fit_scale(const qfmt *f, const float *x, const float *w, int n, int
         for (int k = -12; k <= 12; k++) {
             const float t = E + copysignf(step * (float)k, E);
             if (fabsf(t) < 0.5f || (t > 0) != (E > 0)) continue;
-            const float inv = t / M;
-            float sxl = 0.0f, sll = 0.0f; /* n <= 32 terms: float is plenty to rank candidates */
-            for (int i = 0; i < n; i++) {
-                const float v = level_value(f, round_level_inv(f, x[i], inv, 0.0f));
-                sxl += w[i] * x[i] * v;
-                sll += w[i] * v * v;
-            }
-            if (!(sll > 0.0f)) continue;
-            float s = sxl / sll;
-            if (f16) s = to_f16(s);
-            if (s == 0.0f) continue;
-            const double ek = sxx - 2.0 * s * sxl + (double)s * s * sll;
-            if (ek < best) best = ek, s_best = s;
+            inv[nc++] = t / M;
         }
+    }
+    /* pad to a multiple of 8 with the last candidate (the padding's sums go unread) */
+    int np = nc;
+    while (nc > 0 && np % 8) inv[np] = inv[nc - 1], np++;
+    candidate_sums(f, x, w, n, inv, np, sxl, sll);
+    for (int c = 0; c < nc; c++) {
+        if (!(sll[c] > 0.0f)) continue;
+        float s = sxl[c] / sll[c];
+        if (f16) s = to_f16(s);
+        if (s == 0.0f) continue;
+        const double ek = sxx - 2.0 * s * sxl[c] + (double)s * s * sll[c];
+        if (ek < best) best = ek, s_best = s;
     }
     /* Re-round with the best scale, then alternate refit and re-round while it helps. */
     best = sub_err(f, x, w, n, s_best, 0.0f, L);
@@ -231,14 +325,43 @@ static void fit_scale_min(const qfmt *f, const float *x, const float *w, int n, 
     for (int i = 0; i < n; i++) sxx += (double)w[i] * x[i] * x[i];
     float s_best = (mx - mn) / (float)f->lmax, off_best = -mn;
     double best = sub_err(f, x, w, n, s_best, off_best, L);
-    for (int k = 0; k <= 20; k++) {
-        const float iscale = ((float)f->lmax - 1.0f + 0.1f * (float)k) / (mx - mn);
-        /* one pass of sums; the least-squares (s, off) and its error follow in closed form */
-        float sw = 0, sl = 0, sll = 0, sx = 0, sxl = 0;
-        for (int i = 0; i < n; i++) {
-            const float l = rintf(clampf((x[i] - mn) * iscale, 0.0f, (float)f->lmax)), wi = w[i];
-            sw += wi, sl += wi * l, sll += wi * l * l, sx += wi * x[i], sxl += wi * x[i] * l;
+    /* one pass of sums per candidate; the least-squares (s, off) and its error follow in
+     * closed form. Σw and Σwx do not depend on the candidate. */
+    float sw = 0, sx = 0, sl_c[24], sll_c[24], sxl_c[24], iscale_c[24];
+    for (int i = 0; i < n; i++) sw += w[i], sx += w[i] * x[i];
+    for (int k = 0; k < 24; k++) iscale_c[k] = ((float)f->lmax - 1.0f + 0.1f * (float)(k <= 20 ? k : 20)) / (mx - mn);
+    int k0 = 0;
+#if defined(__SSE2__)
+    { /* four candidates side by side, each summed in index order: the plain loop's bits */
+        const __m128 vm = _mm_set1_ps(mn), lo = _mm_setzero_ps(), hi = _mm_set1_ps((float)f->lmax);
+        for (; k0 < 21; k0 += 8) { /* two groups of four at a time, as in candidate_sums */
+            const __m128 vi0 = _mm_loadu_ps(iscale_c + k0), vi1 = _mm_loadu_ps(iscale_c + k0 + 4);
+            __m128 a0 = lo, b0 = lo, c0 = lo, a1 = lo, b1 = lo, c1 = lo;
+            for (int i = 0; i < n; i++) {
+                const __m128 xm = _mm_sub_ps(_mm_set1_ps(x[i]), vm), wv = _mm_set1_ps(w[i]),
+                             wxv = _mm_set1_ps(w[i] * x[i]);
+                const __m128 l0 = _mm_cvtepi32_ps(_mm_cvtps_epi32(_mm_min_ps(_mm_max_ps(_mm_mul_ps(xm, vi0), lo), hi)));
+                const __m128 l1 = _mm_cvtepi32_ps(_mm_cvtps_epi32(_mm_min_ps(_mm_max_ps(_mm_mul_ps(xm, vi1), lo), hi)));
+                const __m128 wl0 = _mm_mul_ps(wv, l0), wl1 = _mm_mul_ps(wv, l1);
+                a0 = _mm_add_ps(a0, wl0), a1 = _mm_add_ps(a1, wl1);
+                b0 = _mm_add_ps(b0, _mm_mul_ps(wl0, l0)), b1 = _mm_add_ps(b1, _mm_mul_ps(wl1, l1));
+                c0 = _mm_add_ps(c0, _mm_mul_ps(wxv, l0)), c1 = _mm_add_ps(c1, _mm_mul_ps(wxv, l1));
+            }
+            _mm_storeu_ps(sl_c + k0, a0), _mm_storeu_ps(sll_c + k0, b0), _mm_storeu_ps(sxl_c + k0, c0);
+            _mm_storeu_ps(sl_c + k0 + 4, a1), _mm_storeu_ps(sll_c + k0 + 4, b1), _mm_storeu_ps(sxl_c + k0 + 4, c1);
         }
+    }
+#endif
+    for (; k0 <= 20; k0++) {
+        float sl = 0, sll = 0, sxl = 0;
+        for (int i = 0; i < n; i++) {
+            const float l = rintf(clampf((x[i] - mn) * iscale_c[k0], 0.0f, (float)f->lmax)), wi = w[i];
+            sl += wi * l, sll += wi * l * l, sxl += wi * x[i] * l;
+        }
+        sl_c[k0] = sl, sll_c[k0] = sll, sxl_c[k0] = sxl;
+    }
+    for (int k = 0; k <= 20; k++) {
+        const float sl = sl_c[k], sll = sll_c[k], sxl = sxl_c[k];
         const float D = sw * sll - sl * sl;
         if (!(D > 0.0f)) continue;
         float a = (sw * sxl - sx * sl) / D, b = (sll * sx - sl * sxl) / D; /* x ~ a l + b */
