@@ -51,7 +51,8 @@ static int parse_types(const char *cmd, const char *list, int *types, int *n) {
 
 const char HELP_SENSITIVITY[] =
     "usage: sqz sensitivity MODEL --calib FILE [--nsamples N] [--seqlen L] [--seed S]\n"
-    "                       [--types LIST] [--validate K] [--heldout N] [--no-diag] [--weighted-only]\n"
+    "                       [--types LIST] [--all-types] [--validate K] [--heldout N] [--no-diag]\n"
+    "                       [--weighted-only]\n"
     "                       [--damp F] [--shrink F] [--threads N] [--quiet] [--json OUT]\n"
     "\n"
     "Predicts, for every weight matrix and candidate type, how much the model's mean\n"
@@ -66,7 +67,9 @@ const char HELP_SENSITIVITY[] =
     "                  tenth is held out for --validate\n"
     "  --nsamples N    calibration windows (default 16)   --seqlen L  tokens each (512)\n"
     "  --types LIST    candidate types (default " "Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0,Q4_0,Q4_1,\n"
-    "                  Q5_0,Q5_1,IQ4_NL,F16; each tensor keeps the ones its rows fit)\n"
+    "                  Q5_0,Q5_1,IQ4_NL,F16; each tensor keeps the ones its rows fit, and\n"
+    "                  on rows a k-quant fits Q4_0 Q4_1 Q5_0 Q5_1 IQ4_NL yield to it)\n"
+    "  --all-types     every listed type its rows fit on every tensor\n"
     "  --validate K    apply K random (tensor, quantized type) options one at a time,\n"
     "                  measure the true loss change on held-out windows (and its\n"
     "                  symmetric part, (L(W-dW)+L(W+dW))/2-L(W), free of the first-order\n"
@@ -214,7 +217,7 @@ int cmd_sensitivity(args *a) {
     const char *model = NULL, *json = NULL, *types_arg = kDefaultTypes, *vtypes_arg = NULL;
     calib_set cs = {NULL, 16, 512, 0, 4, NULL, 0, NULL, NULL};
     long long validate = 0, threads = 0;
-    int quiet = 0, diag = 1, weighted_only = 0, rc = 0;
+    int quiet = 0, diag = 1, weighted_only = 0, all_types = 0, rc = 0;
     double damp = 0.01, shrink = 0.75;
     for (a->i = 0; a->i < a->argc; a->i++) {
         const char *s = a->argv[a->i], *v;
@@ -238,6 +241,8 @@ int cmd_sensitivity(args *a) {
             diag = 0;
         } else if (!strcmp(s, "--weighted-only")) {
             weighted_only = 1;
+        } else if (!strcmp(s, "--all-types")) {
+            all_types = 1;
         } else if (!strcmp(s, "--quiet")) {
             quiet = 1;
         } else if (s[0] == '-' && s[1]) {
@@ -278,7 +283,7 @@ int cmd_sensitivity(args *a) {
     /* the options to validate, drawn before the estimate so their Ŵ are kept */
     if (validate) {
         sqz_sens shape;
-        if (sqz_sens_options(&m, types, n_types, &shape, &err)) {
+        if (sqz_sens_options(&m, types, n_types, all_types, &shape, &err)) {
             rc = fail(err.msg);
             goto done;
         }
@@ -311,7 +316,7 @@ int cmd_sensitivity(args *a) {
     }
     if (weighted_only && validate) return usage_fail(a->cmd, "%s", "--weighted-only cannot be used with --validate (it compares every form)");
     sqz_sens_opts so = {cs.windows, (int)cs.nsamples, (int)cs.seqlen, types, n_types, damp, shrink,
-                        diag && !weighted_only, keep, n_keep, !quiet, 0, 0, weighted_only};
+                        diag && !weighted_only, keep, n_keep, !quiet, 0, 0, weighted_only, all_types};
     if (sqz_sensitivity(&m, &m, pool, &so, &sens, &err)) {
         rc = fail(err.msg);
         goto done;
@@ -467,7 +472,7 @@ done:
 const char HELP_COMPRESS[] =
     "usage: sqz compress MODEL -o OUT.gguf (--target-bpw B | --target-size SIZE)\n"
     "                    --calib FILE [--nsamples N] [--seqlen L] [--seed S] [--heldout N]\n"
-    "                    [--rounds R] [--types LIST] [--eval TEXT] [--eval-ctx C]\n"
+    "                    [--rounds R] [--types LIST] [--all-types] [--eval TEXT] [--eval-ctx C]\n"
     "                    [--eval-chunks K] [--measure K] [--proxy grad|gradtw|diag] [--damp F] [--shrink F]\n"
     "                    [--prune auto|none|max=F] [--keep-pruned F32.gguf] [--threads N]\n"
     "                    [--quiet] [--json REPORT]\n"
@@ -499,7 +504,10 @@ const char HELP_COMPRESS[] =
     "                     (same model, types, calibration: the estimate does not depend\n"
     "                     on the budget, so one file serves many budgets)\n"
     "  --types LIST       candidate types (default Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0,Q4_0,\n"
-    "                     Q4_1,Q5_0,Q5_1,IQ4_NL,F16; a tensor keeps the ones its rows fit)\n"
+    "                     Q4_1,Q5_0,Q5_1,IQ4_NL,F16; a tensor keeps the ones its rows fit,\n"
+    "                     and on rows a k-quant fits Q4_0 Q4_1 Q5_0 Q5_1 IQ4_NL yield to\n"
+    "                     it: llama.cpp writes the k-quant there, and each costs scoring)\n"
+    "  --all-types        every listed type its rows fit on every tensor\n"
     "  --eval TEXT        also perplexity on TEXT after each round (GPTQ protocol,\n"
     "                     --eval-ctx 512, --eval-chunks 8 windows)\n"
     "  --prune P          none (default); auto or max=F (F in [0, 0.9]): also remove\n"
@@ -590,8 +598,8 @@ static int fixed_bytes(const sqz_model *m, uint64_t *out, sqz_err *err) {
 
 /* The predictions of a `sqz sensitivity --json` file as the first round's estimate: every
  * tensor and option of this model and these types must be in it with the same bytes. */
-static int load_sensitivity(const char *path, const sqz_model *m, const int *types, int n_types, int form,
-                            sqz_sens *out) {
+static int load_sensitivity(const char *path, const sqz_model *m, const int *types, int n_types, int all_types,
+                            int form, sqz_sens *out) {
     char msg[1600];
     sqz_err err;
     char *text = NULL;
@@ -605,7 +613,7 @@ static int load_sensitivity(const char *path, const sqz_model *m, const int *typ
         snprintf(msg, sizeof msg, "%s: not a 'sqz sensitivity --json' file (no \"tensors\" array)", path);
         return fail(msg);
     }
-    if (sqz_sens_options(m, types, n_types, out, &err)) {
+    if (sqz_sens_options(m, types, n_types, all_types, out, &err)) {
         cJSON_Delete(root);
         return fail(err.msg);
     }
@@ -626,7 +634,7 @@ static int load_sensitivity(const char *path, const sqz_model *m, const int *typ
             double bytes = oj ? cJSON_GetNumberValue(cJSON_GetObjectItem(oj, "bytes")) : -1;
             if (!cJSON_IsNumber(dl) || bytes != (double)t->opt[k].bytes) {
                 snprintf(msg, sizeof msg, "%s: no prediction for %s in %s with %llu bytes (made for another model "
-                         "or other --types?)", path, t->name, type_name(t->opt[k].type),
+                         "or other --types / --all-types?)", path, t->name, type_name(t->opt[k].type),
                          (unsigned long long)t->opt[k].bytes);
                 cJSON_Delete(root);
                 sqz_sens_free(out);
@@ -646,7 +654,7 @@ int cmd_compress(args *a) {
     const char *size_arg = NULL, *bpw_arg = NULL, *sens_in = NULL;
     calib_set cs = {NULL, 16, 512, 0, 4, NULL, 0, NULL, NULL};
     long long rounds = 1, threads = 0, eval_ctx = 512, eval_chunks = 8, measure = 0;
-    int quiet = 0, rc = 0, form = FORM_GRADTW;
+    int quiet = 0, rc = 0, form = FORM_GRADTW, all_types = 0;
     double prune_max = -1.0; /* --prune: the largest fraction of a block's heads or channels removed; < 0: none */
     int prune_auto = 0;      /* --prune auto: 0.5 when the budget leaves room at it, else 0.75 */
     double damp = 0.01, shrink = 0.75;
@@ -672,6 +680,8 @@ int cmd_compress(args *a) {
             for (int f = 0; f < FORM_LOCAL && pv; f++)
                 if (!strcmp(pv, kFormName[f])) form = f;
             if (form < 0) return usage_fail(a->cmd, "--proxy '%s': expected grad, gradtw or diag", pv ? pv : "");
+        } else if (!strcmp(s, "--all-types")) {
+            all_types = 1;
         } else if (!strcmp(s, "--types")) {
             if (!(types_arg = opt_value(a))) return usage_fail(a->cmd, "%s needs a list", s);
         } else if (!strcmp(s, "--prune")) {
@@ -760,7 +770,7 @@ int cmd_compress(args *a) {
     }
 
     /* sizes first: a budget outside what the model allows fails before any work */
-    if (sqz_sens_options(&m, types, n_types, &shape, &err)) {
+    if (sqz_sens_options(&m, types, n_types, all_types, &shape, &err)) {
         rc = fail(err.msg);
         goto done;
     }
@@ -915,10 +925,11 @@ int cmd_compress(args *a) {
         const sqz_model *wm = have_pm ? &pm : &m;
         const sqz_model *stats_m = have_rm ? &rm : wm;
         sqz_sens_opts so = {cs.windows, (int)cs.nsamples, (int)cs.seqlen, types, n_types, damp, shrink,
-                            form == FORM_DIAG, NULL, 0, !quiet, joint ? ffn_step : 0, 0, form == FORM_GRADTW};
+                            form == FORM_DIAG, NULL, 0, !quiet, joint ? ffn_step : 0, 0, form == FORM_GRADTW,
+                            all_types};
         sqz_sens_free(&sens);
         if (r == 0 && sens_in) { /* round 1 from a saved estimate of the same model and types */
-            if ((rc = load_sensitivity(sens_in, &m, types, n_types, form, &sens))) {
+            if ((rc = load_sensitivity(sens_in, &m, types, n_types, all_types, form, &sens))) {
                 free(opts);
                 goto done;
             }

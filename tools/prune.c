@@ -163,7 +163,7 @@ int cmd_prune(args *a) {
         }
     int step = nff0 - ffn_target > 0 ? nff0 - ffn_target : nff0;
     sqz_sens_opts so = {cs.windows, (int)cs.nsamples, (int)cs.seqlen, NULL, 0, damp, shrink, 0, NULL, 0, !quiet, step,
-                        magnitude, 0};
+                        magnitude, 0, 0};
     if (sqz_sensitivity(&m, &m, pool, &so, &sens, &err)) {
         rc = fail(err.msg);
         goto done;

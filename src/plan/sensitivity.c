@@ -610,6 +610,12 @@ static int layer_cb(void *vctx, int layer, sqz_layer_grams *g, int64_t n_tokens,
 
 /* ---------------------------------------------------------------- the whole estimate */
 
+static int is_option(const sqz_sens_tensor *t, int type) {
+    for (int k = 0; k < t->n_options; k++)
+        if (t->opt[k].type == type) return 1;
+    return 0;
+}
+
 void sqz_sens_add_narrow(sqz_sens *s, const int *types, int n_types) {
     for (int i = 0; i < s->n_tensors; i++) {
         sqz_sens_tensor *t = &s->t[i];
@@ -618,7 +624,9 @@ void sqz_sens_add_narrow(sqz_sens *s, const int *types, int n_types) {
         for (int k = 0; k < n_types && t->n_narrow < SQZ_SENS_MAX_OPTIONS; k++) {
             const sqz_type_traits *tt = sqz_type_get(types[k]);
             int64_t bs = tt ? tt->block_size : 0;
-            if (!bs || t->cols % bs == 0 || t->cols < bs) continue;
+            /* the types the full rows do not take: a block that does not divide them, or a
+             * 32-block type left to the k-quants (narrowed rows may leave the k-quants) */
+            if (!bs || t->cols < bs || is_option(t, types[k])) continue;
             sqz_sens_option *op = &t->narrow[t->n_narrow++];
             memset(op, 0, sizeof *op);
             op->type = types[k];
@@ -626,7 +634,17 @@ void sqz_sens_add_narrow(sqz_sens *s, const int *types, int n_types) {
     }
 }
 
-int sqz_sens_options(const sqz_model *m, const int *types, int n_types, sqz_sens *out, sqz_err *err) {
+/* Whether a 32-value block type yields to the k-quants on rows they fit: each has a
+ * k-quant of its size or one a step either side (Q4_0, IQ4_NL ~ Q4_K at 4.5 bpw; Q5_0 ~
+ * Q5_K at 5.5; Q4_1 5.0, Q5_1 6.0 between Q4_K, Q5_K, Q6_K) that llama.cpp itself writes
+ * there. Q8_0 has no k-quant near it and stays. */
+static int yields_to_kquants(int type) {
+    return type == SQZ_TYPE_Q4_0 || type == SQZ_TYPE_Q4_1 || type == SQZ_TYPE_Q5_0 || type == SQZ_TYPE_Q5_1 ||
+           type == SQZ_TYPE_IQ4_NL;
+}
+
+int sqz_sens_options(const sqz_model *m, const int *types, int n_types, int all_types, sqz_sens *out,
+                     sqz_err *err) {
     memset(out, 0, sizeof *out);
     out->n_tensors = sqz_sens_count(m);
     if (!(out->t = calloc((size_t)out->n_tensors, sizeof *out->t))) return sqz_fail(err, "sensitivity: out of memory");
@@ -641,12 +659,18 @@ int sqz_sens_options(const sqz_model *m, const int *types, int n_types, sqz_sens
         else snprintf(t->name, sizeof t->name, "%s", (i == per && !tied) ? "output.weight" : "token_embd.weight");
         t->rows = src->ne[1];
         t->cols = src->ne[0];
+        int kquant_fits = 0; /* a listed k-quant fits these rows */
+        for (int k = 0; k < n_types; k++) {
+            const sqz_type_traits *tt = sqz_type_get(types[k]);
+            if (tt && tt->block_size == 256 && t->cols % 256 == 0) kquant_fits = 1;
+        }
         for (int k = 0; k < n_types; k++) {
             const sqz_type_traits *tt = sqz_type_get(types[k]);
             size_t rb;
             if (!tt || !tt->from_float || !tt->dequantize)
                 return sqz_fail(err, "sensitivity: candidate type %d cannot be written and read back", types[k]);
             if (t->cols % tt->block_size) continue;
+            if (!all_types && kquant_fits && yields_to_kquants(types[k])) continue;
             if (sqz_type_row_bytes(types[k], t->cols, &rb, err)) return SQZ_ERR;
             sqz_sens_option *op = &t->opt[t->n_options++];
             op->type = types[k];
@@ -677,7 +701,7 @@ int sqz_sensitivity(const sqz_model *sm, const sqz_model *wm, sqz_pool *pool, co
     if (sm->cfg.n_layer != wm->cfg.n_layer || sm->cfg.dim != wm->cfg.dim || sm->cfg.n_vocab != wm->cfg.n_vocab ||
         (sm->output == sm->tok_embd) != (wm->output == wm->tok_embd))
         return sqz_fail(err, "sensitivity: %s and %s do not have the same shapes", sm->path, wm->path);
-    if (sqz_sens_options(wm, o->types, o->n_types, out, err)) goto fail;
+    if (sqz_sens_options(wm, o->types, o->n_types, o->all_types, out, err)) goto fail;
     if (o->prune_ffn_step > 0) {
         sqz_sens_add_narrow(out, o->types, o->n_types);
         if (!(out->widths = calloc((size_t)wm->cfg.n_layer, sizeof *out->widths))) {
