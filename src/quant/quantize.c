@@ -256,7 +256,11 @@ static float fit_scale(const qfmt *f, const float *x, const float *w, int n, int
     const float ends[2] = {level_value(f, f->lmin), level_value(f, f->lmax)};
     float inv[FIT_CANDIDATES], sxl[FIT_CANDIDATES], sll[FIT_CANDIDATES];
     int nc = 0;
-    for (int e = 0; e < 2; e++) {
+    /* On a symmetric grid (Q8_0's -127..127) the second end's candidates are the first's
+     * negated: the same sums up to sign, the same errors, and the strict comparison below
+     * never takes them; they are not computed. */
+    const int n_ends = !f->nonlinear && f->lmin == -f->lmax ? 1 : 2;
+    for (int e = 0; e < n_ends; e++) {
         const float E = ends[e];
         if (fabsf(E) < 0.5f) continue;
         const float step = fmaxf(0.1f, fabsf(E) / 80.0f);
