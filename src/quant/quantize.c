@@ -21,6 +21,10 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define SQZ_AVX2 1 /* the candidate sums also in eight lanes where the CPU has AVX2 */
+#endif
 
 /* The non-linear grid of IQ4_NL (a format constant of ggml's block_iq4_nl). */
 static const int8_t kvalues_iq4nl[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
@@ -179,6 +183,71 @@ static float lsq_scale(const qfmt *f, const float *x, const float *w, int n, con
 
 #define FIT_CANDIDATES 56 /* fit_scale's 2 × 25, padded to a multiple of 8 */
 
+#ifdef SQZ_AVX2
+/* candidate_sums' lanes eight wide (sixteen candidates a pass, then eight): the same
+ * operations per lane as the SSE2 and plain loops. Returns how many candidates it did. */
+__attribute__((target("avx2"))) static int candidate_sums_avx2(const qfmt *f, const float *x, const float *wx,
+                                                               const float *w, int n, const float *inv, int nc,
+                                                               float *sxl, float *sll) {
+    const __m256 lo = _mm256_set1_ps((float)f->lmin), hi = _mm256_set1_ps((float)f->lmax);
+    int c = 0;
+    for (; c + 16 <= nc; c += 16) {
+        const __m256 vi0 = _mm256_loadu_ps(inv + c), vi1 = _mm256_loadu_ps(inv + c + 8);
+        __m256 a0 = _mm256_setzero_ps(), b0 = a0, a1 = a0, b1 = a0;
+        for (int i = 0; i < n; i++) {
+            const __m256 xv = _mm256_set1_ps(x[i]), wxv = _mm256_set1_ps(wx[i]), wv = _mm256_set1_ps(w[i]);
+            const __m256 v0 =
+                _mm256_cvtepi32_ps(_mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(xv, vi0), lo), hi)));
+            const __m256 v1 =
+                _mm256_cvtepi32_ps(_mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(xv, vi1), lo), hi)));
+            a0 = _mm256_add_ps(a0, _mm256_mul_ps(wxv, v0));
+            a1 = _mm256_add_ps(a1, _mm256_mul_ps(wxv, v1));
+            b0 = _mm256_add_ps(b0, _mm256_mul_ps(_mm256_mul_ps(wv, v0), v0));
+            b1 = _mm256_add_ps(b1, _mm256_mul_ps(_mm256_mul_ps(wv, v1), v1));
+        }
+        _mm256_storeu_ps(sxl + c, a0), _mm256_storeu_ps(sxl + c + 8, a1);
+        _mm256_storeu_ps(sll + c, b0), _mm256_storeu_ps(sll + c + 8, b1);
+    }
+    for (; c + 8 <= nc; c += 8) {
+        const __m256 vi = _mm256_loadu_ps(inv + c);
+        __m256 a = _mm256_setzero_ps(), b = a;
+        for (int i = 0; i < n; i++) {
+            const __m256 v = _mm256_cvtepi32_ps(
+                _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(_mm256_set1_ps(x[i]), vi), lo), hi)));
+            a = _mm256_add_ps(a, _mm256_mul_ps(_mm256_set1_ps(wx[i]), v));
+            b = _mm256_add_ps(b, _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(w[i]), v), v));
+        }
+        _mm256_storeu_ps(sxl + c, a);
+        _mm256_storeu_ps(sll + c, b);
+    }
+    return c;
+}
+
+/* fit_scale_min's 24 candidate lanes (21 used) in one pass of three eight-wide groups. */
+__attribute__((target("avx2"))) static void min_sums_avx2(const float *x, const float *w, int n, float mn, float lmax,
+                                                          const float *iscale, float *sl, float *sll, float *sxl) {
+    const __m256 vm = _mm256_set1_ps(mn), lo = _mm256_setzero_ps(), hi = _mm256_set1_ps(lmax);
+    const __m256 vi0 = _mm256_loadu_ps(iscale), vi1 = _mm256_loadu_ps(iscale + 8), vi2 = _mm256_loadu_ps(iscale + 16);
+    __m256 a0 = lo, b0 = lo, c0 = lo, a1 = lo, b1 = lo, c1 = lo, a2 = lo, b2 = lo, c2 = lo;
+    for (int i = 0; i < n; i++) {
+        const __m256 xm = _mm256_sub_ps(_mm256_set1_ps(x[i]), vm), wv = _mm256_set1_ps(w[i]),
+                     wxv = _mm256_set1_ps(w[i] * x[i]);
+        const __m256 l0 = _mm256_cvtepi32_ps(_mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(xm, vi0), lo), hi)));
+        const __m256 l1 = _mm256_cvtepi32_ps(_mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(xm, vi1), lo), hi)));
+        const __m256 l2 = _mm256_cvtepi32_ps(_mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(xm, vi2), lo), hi)));
+        const __m256 wl0 = _mm256_mul_ps(wv, l0), wl1 = _mm256_mul_ps(wv, l1), wl2 = _mm256_mul_ps(wv, l2);
+        a0 = _mm256_add_ps(a0, wl0), a1 = _mm256_add_ps(a1, wl1), a2 = _mm256_add_ps(a2, wl2);
+        b0 = _mm256_add_ps(b0, _mm256_mul_ps(wl0, l0)), b1 = _mm256_add_ps(b1, _mm256_mul_ps(wl1, l1));
+        b2 = _mm256_add_ps(b2, _mm256_mul_ps(wl2, l2));
+        c0 = _mm256_add_ps(c0, _mm256_mul_ps(wxv, l0)), c1 = _mm256_add_ps(c1, _mm256_mul_ps(wxv, l1));
+        c2 = _mm256_add_ps(c2, _mm256_mul_ps(wxv, l2));
+    }
+    _mm256_storeu_ps(sl, a0), _mm256_storeu_ps(sl + 8, a1), _mm256_storeu_ps(sl + 16, a2);
+    _mm256_storeu_ps(sll, b0), _mm256_storeu_ps(sll + 8, b1), _mm256_storeu_ps(sll + 16, b2);
+    _mm256_storeu_ps(sxl, c0), _mm256_storeu_ps(sxl + 8, c1), _mm256_storeu_ps(sxl + 16, c2);
+}
+#endif
+
 /* For each candidate inverse step inv[c] (c < nc), the sums fit_scale ranks it by:
  * sxl[c] = Σ w x v(l), sll[c] = Σ w v(l)², l the level nearest x·inv[c]. n <= 32 terms:
  * float is plenty to rank candidates. Each candidate's sums run value by value in index
@@ -192,6 +261,9 @@ static void candidate_sums(const qfmt *f, const float *x, const float *w, int n,
     if (!f->nonlinear) {
         float wx[SQZ_QBLOCK_MAX];
         for (int i = 0; i < n; i++) wx[i] = w[i] * x[i];
+#ifdef SQZ_AVX2
+        if (__builtin_cpu_supports("avx2")) c = candidate_sums_avx2(f, x, wx, w, n, inv, nc, sxl, sll);
+#endif
         const __m128 lo = _mm_set1_ps((float)f->lmin), hi = _mm_set1_ps((float)f->lmax);
         for (; c + 8 <= nc; c += 8) { /* two groups of four: independent sums hide the add latency */
             const __m128 vi0 = _mm_loadu_ps(inv + c), vi1 = _mm_loadu_ps(inv + c + 4);
@@ -335,8 +407,14 @@ static void fit_scale_min(const qfmt *f, const float *x, const float *w, int n, 
     for (int i = 0; i < n; i++) sw += w[i], sx += w[i] * x[i];
     for (int k = 0; k < 24; k++) iscale_c[k] = ((float)f->lmax - 1.0f + 0.1f * (float)(k <= 20 ? k : 20)) / (mx - mn);
     int k0 = 0;
+#ifdef SQZ_AVX2
+    if (__builtin_cpu_supports("avx2")) {
+        min_sums_avx2(x, w, n, mn, (float)f->lmax, iscale_c, sl_c, sll_c, sxl_c);
+        k0 = 24;
+    }
+#endif
 #if defined(__SSE2__)
-    { /* four candidates side by side, each summed in index order: the plain loop's bits */
+    if (k0 == 0) { /* four candidates side by side, each summed in index order: the plain loop's bits */
         const __m128 vm = _mm_set1_ps(mn), lo = _mm_setzero_ps(), hi = _mm_set1_ps((float)f->lmax);
         for (; k0 < 21; k0 += 8) { /* two groups of four at a time, as in candidate_sums */
             const __m128 vi0 = _mm_loadu_ps(iscale_c + k0), vi1 = _mm_loadu_ps(iscale_c + k0 + 4);
