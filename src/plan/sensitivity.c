@@ -193,22 +193,38 @@ typedef struct {
     double *E;      /* [rows] δw_jᵀ H δw_j */
 } quad_ctx;
 
-#define QUAD_ROWS 32
+/* Rows per DGEMM with H: OpenBLAS packs H once per call, so 32-row calls spent about as
+ * long packing as multiplying (profiled on a 1.5B model); 256 rows at most, and at most
+ * QUAD_DOUBLES doubles of scratch per buffer. Each product's bits do not depend on the
+ * rows per call (OpenBLAS splits m and n, never k). */
+#define QUAD_ROWS 256
+#define QUAD_DOUBLES 4194304
 
-/* E_j for rows [b, e): blocks of QUAD_ROWS rows as one DGEMM with H (BLAS-3, not a
+static int64_t quad_rows(int64_t n) {
+    int64_t r = QUAD_DOUBLES / (n > 0 ? n : 1);
+    return r < 32 ? 32 : r > QUAD_ROWS ? QUAD_ROWS : r;
+}
+
+/* Rows per pool task: quad_rows, but no more than an even share of the threads. */
+static int64_t quad_grain(int64_t rows, int64_t n, int threads) {
+    int64_t share = (rows + threads - 1) / (threads > 0 ? threads : 1), r = quad_rows(n);
+    return share < r ? (share > 0 ? share : 1) : r;
+}
+
+/* E_j for rows [b, e): blocks of quad_rows rows as one DGEMM with H (BLAS-3, not a
  * matrix-vector product per row). */
 static void quad_task(void *vctx, int64_t b, int64_t e, int thread) {
     (void)thread;
     const quad_ctx *c = vctx;
-    int64_t n = c->cols;
-    double *d = malloc((size_t)(QUAD_ROWS * n) * 2 * sizeof(double));
+    int64_t n = c->cols, blk = quad_rows(n);
+    double *d = malloc((size_t)(blk * n) * 2 * sizeof(double));
     if (!d) {
         for (int64_t j = b; j < e; j++) c->E[j] = NAN;
         return;
     }
-    double *y = d + QUAD_ROWS * n;
-    for (int64_t j0 = b; j0 < e; j0 += QUAD_ROWS) {
-        int64_t m = e - j0 < QUAD_ROWS ? e - j0 : QUAD_ROWS;
+    double *y = d + blk * n;
+    for (int64_t j0 = b; j0 < e; j0 += blk) {
+        int64_t m = e - j0 < blk ? e - j0 : blk;
         for (int64_t i = 0; i < m * n; i++) d[i] = c->D[j0 * n + i];
         cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)n, (int)n, 1.0, d, (int)n, c->H, (int)n,
                     0.0, y, (int)n);
@@ -370,9 +386,10 @@ static void error_sums(score_ctx *c, int idx, const float *D, int64_t nsel, int6
     c->flops += (plain ? 2.0 : 1.0) * 2.0 * (double)nsel * (double)cols * (double)cols;
     int blas_threads = openblas_get_num_threads();
     openblas_set_num_threads(1); /* the pool is the parallelism */
-    if (plain) sqz_pool_for(c->pool, nsel, QUAD_ROWS, quad_task, &qc);
+    const int64_t grain = quad_grain(nsel, cols, sqz_pool_threads(c->pool));
+    if (plain) sqz_pool_for(c->pool, nsel, grain, quad_task, &qc);
     else memset(E, 0, (size_t)nsel * sizeof(double));
-    sqz_pool_for(c->pool, nsel, QUAD_ROWS, quad_task, &qw);
+    sqz_pool_for(c->pool, nsel, grain, quad_task, &qw);
     openblas_set_num_threads(blas_threads);
     const double *s = c->st->s[idx];
     const float *F = c->st->F[idx];

@@ -19,9 +19,15 @@
 
 #include "sqz/tensor.h"
 
-/* Rows swept together by one task: enough for the batch DGEMM to be efficient, few
- * enough to spread a layer over every thread. */
-#define GPTQ_ROWS 32
+/* Rows swept together: enough for the batch DGEMM to be efficient (OpenBLAS packs the
+ * U block once per call: at 32 rows that packing was a large part of the sweep), at most
+ * an even share of the threads. Rows are independent, so this changes no bit. */
+#define GPTQ_ROWS 128
+
+static int64_t sweep_grain(int64_t rows, const sqz_pool *pool) {
+    int64_t nt = sqz_pool_threads(pool), share = (rows + nt - 1) / nt;
+    return share < 32 ? 32 : share > GPTQ_ROWS ? GPTQ_ROWS : share;
+}
 
 /* The error statistics use every row while rows·cols² <= GPTQ_STATS_MACS, else as many
  * evenly spaced rows as fit it (at least GPTQ_STATS_MIN_ROWS). */
@@ -350,7 +356,7 @@ int sqz_gptq_quantize_factored(int type, const float *W, int64_t rows, const sqz
                    f->act_order ? f->perm : NULL, f->dead, dst, what, params, levels, 0, {{0}}};
     int blas_threads = openblas_get_num_threads();
     openblas_set_num_threads(1);
-    sqz_pool_for(pool, rows, GPTQ_ROWS, sweep_task, &c);
+    sqz_pool_for(pool, rows, sweep_grain(rows, pool), sweep_task, &c);
     openblas_set_num_threads(blas_threads);
     if (c.failed) {
         *err = c.err;

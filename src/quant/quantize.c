@@ -896,7 +896,11 @@ int sqz_quantize_row(int type, const float *x, void *dst, int64_t n, const float
             return sqz_fail_prefix(err, "row columns [%lld, %lld)", (long long)(b * f->block),
                                    (long long)((b + 1) * f->block));
         int8_t L[SQZ_QBLOCK_MAX];
-        for (int i = 0; i < f->block; i++) sqz_quant_round_with_params(&p, i, xb[i], &L[i]);
+        for (int j = 0; j < p.n_sub; j++) { /* sqz_quant_round_with_params, one inverse per sub-block */
+            const float inv = inverse(p.scale[j]);
+            for (int i = j * p.sub_size; i < (j + 1) * p.sub_size; i++)
+                L[i] = (int8_t)round_level_inv(f, xb[i], inv, p.min[j]);
+        }
         sqz_quant_pack_block(&p, L, out + (size_t)b * tt->block_bytes);
     }
     return SQZ_OK;
