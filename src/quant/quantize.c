@@ -305,6 +305,58 @@ static void candidate_sums(const qfmt *f, const float *x, const float *w, int n,
     }
 }
 
+#ifdef SQZ_AVX2
+/* candidate_errors eight candidates at a time: the same float division, f16 rounding
+ * (F16C's round-to-nearest-even equals sqz_f32_to_f16 on every float in range: checked
+ * on all 2^32) and double operations in the same order. */
+__attribute__((target("avx2,f16c"))) static void candidate_errors_avx2(double sxx, const float *sxl, const float *sll,
+                                                                       int nc, int f16, float *s_out, double *e_out) {
+    const __m256 zero = _mm256_setzero_ps(), hi = _mm256_set1_ps(65504.0f), lo = _mm256_set1_ps(-65504.0f);
+    const __m256d two = _mm256_set1_pd(2.0), vxx = _mm256_set1_pd(sxx);
+    for (int c = 0; c < nc; c += 8) {
+        const __m256 a = _mm256_loadu_ps(sxl + c), b = _mm256_loadu_ps(sll + c);
+        const __m256 valid = _mm256_cmp_ps(b, zero, _CMP_GT_OQ);
+        __m256 s = _mm256_div_ps(a, b);
+        if (f16) {
+            s = _mm256_min_ps(_mm256_max_ps(s, lo), hi);
+            s = _mm256_cvtph_ps(_mm256_cvtps_ph(s, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        }
+        s = _mm256_and_ps(s, valid);
+        _mm256_storeu_ps(s_out + c, s);
+        for (int h = 0; h < 2; h++) {
+            const __m256d sd = _mm256_cvtps_pd(h ? _mm256_extractf128_ps(s, 1) : _mm256_castps256_ps128(s));
+            const __m256d ad = _mm256_cvtps_pd(h ? _mm256_extractf128_ps(a, 1) : _mm256_castps256_ps128(a));
+            const __m256d bd = _mm256_cvtps_pd(h ? _mm256_extractf128_ps(b, 1) : _mm256_castps256_ps128(b));
+            const __m256d ek = _mm256_add_pd(_mm256_sub_pd(vxx, _mm256_mul_pd(_mm256_mul_pd(two, sd), ad)),
+                                             _mm256_mul_pd(_mm256_mul_pd(sd, sd), bd));
+            _mm256_storeu_pd(e_out + c + 4 * h, ek);
+        }
+    }
+}
+#endif
+
+/* For each candidate's sums, its least-squares scale s = Σwxv / Σwv² (stored as f16 when
+ * f16 is set) and the error of that scale for the candidate's levels, in closed form:
+ * E = Σwx² - 2 s Σwxv + s² Σwv². s_out[c] = 0 marks a candidate to skip (no levels, or a
+ * scale that rounds to 0). nc: a multiple of 8. */
+static void candidate_errors(double sxx, const float *sxl, const float *sll, int nc, int f16, float *s_out,
+                             double *e_out) {
+#ifdef SQZ_AVX2
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c")) {
+        candidate_errors_avx2(sxx, sxl, sll, nc, f16, s_out, e_out);
+        return;
+    }
+#endif
+    for (int c = 0; c < nc; c++) {
+        s_out[c] = 0.0f;
+        if (!(sll[c] > 0.0f)) continue;
+        float s = sxl[c] / sll[c];
+        if (f16) s = to_f16(s);
+        s_out[c] = s;
+        e_out[c] = sxx - 2.0 * s * sxl[c] + (double)s * s * sll[c];
+    }
+}
+
 /* Searches the scale s of n values (xhat = s * v(l)); with f16 set, every candidate is
  * judged with s rounded to f16 (the stored scale). For each candidate rounding the best
  * scale and its error follow in closed form: s = Sxl/Sll, E = Sxx - 2 s Sxl + s^2 Sll.
@@ -346,13 +398,12 @@ static float fit_scale(const qfmt *f, const float *x, const float *w, int n, int
     int np = nc;
     while (nc > 0 && np % 8) inv[np] = inv[nc - 1], np++;
     candidate_sums(f, x, w, n, inv, np, sxl, sll);
+    float sc[FIT_CANDIDATES];
+    double ec[FIT_CANDIDATES];
+    candidate_errors(sxx, sxl, sll, np, f16, sc, ec);
     for (int c = 0; c < nc; c++) {
-        if (!(sll[c] > 0.0f)) continue;
-        float s = sxl[c] / sll[c];
-        if (f16) s = to_f16(s);
-        if (s == 0.0f) continue;
-        const double ek = sxx - 2.0 * s * sxl[c] + (double)s * s * sll[c];
-        if (ek < best) best = ek, s_best = s;
+        if (sc[c] == 0.0f) continue;
+        if (ec[c] < best) best = ec[c], s_best = sc[c];
     }
     /* Re-round with the best scale, then alternate refit and re-round while it helps. */
     best = sub_err(f, x, w, n, s_best, 0.0f, L);
