@@ -13,7 +13,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#if defined(__SSE2__)
+#if defined(__SSE2__) && !defined(SQZ_NO_SIMD)
 #include <emmintrin.h>
 #endif
 
@@ -55,7 +55,7 @@ typedef struct {
  * element by element as the plain loop (two at a time where SSE2 is there). */
 static inline void axpy_neg(double *restrict w, const double *restrict u, double e, int64_t n) {
     int64_t j = 0;
-#if defined(__SSE2__)
+#if defined(__SSE2__) && !defined(SQZ_NO_SIMD)
     const __m128d ve = _mm_set1_pd(e);
     for (; j + 2 <= n; j += 2) _mm_storeu_pd(w + j, _mm_sub_pd(_mm_loadu_pd(w + j), _mm_mul_pd(ve, _mm_loadu_pd(u + j))));
 #endif

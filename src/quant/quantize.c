@@ -18,10 +18,14 @@
 
 #include <math.h>
 #include <string.h>
-#if defined(__SSE2__)
+/* SIMD paths compute, lane by lane, exactly what the plain loops compute (the written
+ * bytes do not depend on the instruction set). SQZ_NO_SIMD builds the plain loops only:
+ * the test t_quant_simd quantizes the same rows with both builds and compares bytes. */
+#if defined(__SSE2__) && !defined(SQZ_NO_SIMD)
+#define SQZ_SSE2 1
 #include <emmintrin.h>
 #endif
-#if defined(__x86_64__) && defined(__GNUC__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(SQZ_NO_SIMD)
 #include <immintrin.h>
 #define SQZ_AVX2 1 /* the candidate sums also in eight lanes where the CPU has AVX2 */
 #endif
@@ -93,7 +97,7 @@ static inline int nearest_iq4nl(float t) {
  * even (the default rounding mode). cvtss2si is that instruction; lrintf is a libm call
  * unless errno handling is off. */
 static inline int round_int(float t) {
-#if defined(__SSE2__)
+#ifdef SQZ_SSE2
     return _mm_cvtss_si32(_mm_set_ss(t));
 #else
     return (int)lrintf(t);
@@ -126,7 +130,7 @@ static double sub_err(const qfmt *f, const float *x, const float *w, int n, floa
     const float inv = inverse(step);
     double e = 0.0;
     int i = 0;
-#if defined(__SSE2__)
+#ifdef SQZ_SSE2
     if (!f->nonlinear && inv != 0.0f) { /* four values' levels and terms at once, summed in order below */
         const __m128 vi = _mm_set1_ps(inv), vo = _mm_set1_ps(off), vs = _mm_set1_ps(step);
         const __m128 lo = _mm_set1_ps((float)f->lmin), hi = _mm_set1_ps((float)f->lmax);
@@ -257,7 +261,7 @@ __attribute__((target("avx2"))) static void min_sums_avx2(const float *x, const 
 static void candidate_sums(const qfmt *f, const float *x, const float *w, int n, const float *inv, int nc, float *sxl,
                            float *sll) {
     int c = 0;
-#if defined(__SSE2__)
+#ifdef SQZ_SSE2
     if (!f->nonlinear) {
         float wx[SQZ_QBLOCK_MAX];
         for (int i = 0; i < n; i++) wx[i] = w[i] * x[i];
@@ -464,7 +468,7 @@ static void fit_scale_min(const qfmt *f, const float *x, const float *w, int n, 
         k0 = 24;
     }
 #endif
-#if defined(__SSE2__)
+#ifdef SQZ_SSE2
     if (k0 == 0) { /* four candidates side by side, each summed in index order: the plain loop's bits */
         const __m128 vm = _mm_set1_ps(mn), lo = _mm_setzero_ps(), hi = _mm_set1_ps((float)f->lmax);
         for (; k0 < 21; k0 += 8) { /* two groups of four at a time, as in candidate_sums */
