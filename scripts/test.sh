@@ -49,12 +49,13 @@ build_release() {
     cmake -S . -B "$bdir" -DCMAKE_BUILD_TYPE=Release >/dev/null &&
     cmake --build "$bdir" -j"$jobs"
 }
-# Only what the tests run (the CLI and the test programs): the benchmarks are built in
-# the Release stage and never run under the sanitizers.
+# Only what the tests run (the CLI, the test programs and t_quant_simd's two builds of
+# quant_twin): the benchmarks are built in the Release stage and never run under the
+# sanitizers.
 build_asan() {
     cmake -S . -B "$adir" -DCMAKE_BUILD_TYPE=Debug -DSQZ_SANITIZE=ON >/dev/null || return 1
     local targets
-    targets=$(cmake --build "$adir" --target help | awk '/^\.\.\. (sqz|test_[A-Za-z0-9_]+)$/ {print $2}')
+    targets=$(cmake --build "$adir" --target help | awk '/^\.\.\. (sqz|test_[A-Za-z0-9_]+|quant_twin[A-Za-z0-9_]*)$/ {print $2}')
     # shellcheck disable=SC2086  # one word per target
     cmake --build "$adir" -j"$jobs" --target $targets
 }

@@ -28,6 +28,18 @@
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(SQZ_NO_SIMD)
 #include <immintrin.h>
 #define SQZ_AVX2 1 /* the candidate sums also in eight lanes where the CPU has AVX2 */
+
+/* The compiler's run-time checks (they read a table filled once at start-up). clang's
+ * __builtin_cpu_supports does not know "f16c": there (the fuzzing build) the errors take
+ * the plain path, which gives the same bits. */
+static int have_avx2(void) { return __builtin_cpu_supports("avx2"); }
+static int have_avx2_f16c(void) {
+#if defined(__clang__)
+    return 0;
+#else
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+#endif
+}
 #endif
 
 /* The non-linear grid of IQ4_NL (a format constant of ggml's block_iq4_nl). */
@@ -266,7 +278,7 @@ static void candidate_sums(const qfmt *f, const float *x, const float *w, int n,
         float wx[SQZ_QBLOCK_MAX];
         for (int i = 0; i < n; i++) wx[i] = w[i] * x[i];
 #ifdef SQZ_AVX2
-        if (__builtin_cpu_supports("avx2")) c = candidate_sums_avx2(f, x, wx, w, n, inv, nc, sxl, sll);
+        if (have_avx2()) c = candidate_sums_avx2(f, x, wx, w, n, inv, nc, sxl, sll);
 #endif
         const __m128 lo = _mm_set1_ps((float)f->lmin), hi = _mm_set1_ps((float)f->lmax);
         for (; c + 8 <= nc; c += 8) { /* two groups of four: independent sums hide the add latency */
@@ -346,7 +358,7 @@ __attribute__((target("avx2,f16c"))) static void candidate_errors_avx2(double sx
 static void candidate_errors(double sxx, const float *sxl, const float *sll, int nc, int f16, float *s_out,
                              double *e_out) {
 #ifdef SQZ_AVX2
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c")) {
+    if (have_avx2_f16c()) {
         candidate_errors_avx2(sxx, sxl, sll, nc, f16, s_out, e_out);
         return;
     }
@@ -463,7 +475,7 @@ static void fit_scale_min(const qfmt *f, const float *x, const float *w, int n, 
     for (int k = 0; k < 24; k++) iscale_c[k] = ((float)f->lmax - 1.0f + 0.1f * (float)(k <= 20 ? k : 20)) / (mx - mn);
     int k0 = 0;
 #ifdef SQZ_AVX2
-    if (__builtin_cpu_supports("avx2")) {
+    if (have_avx2()) {
         min_sums_avx2(x, w, n, mn, (float)f->lmax, iscale_c, sl_c, sll_c, sxl_c);
         k0 = 24;
     }
