@@ -533,6 +533,37 @@ static void fit_scale_min(const qfmt *f, const float *x, const float *w, int n, 
 
 /* ---------------- scale and free min (Q4_1/Q5_1 blocks) ---------------- */
 
+#define AFFINE_CANDIDATES 40 /* fit_affine's 37, padded to a multiple of 8 */
+
+#ifdef SQZ_AVX2
+/* fit_affine's candidate sums in double, four candidates per register and two registers
+ * a pass, each lane summing value by value in index order with the plain loop's float
+ * rounding and double products: the same bits. Returns the candidates done (40). */
+__attribute__((target("avx2"))) static int affine_sums_avx2(const float *x, const float *w, int n, float mn, float lmax,
+                                                            const float *iscale, double *sl, double *sll, double *sxl) {
+    const __m128 vm = _mm_set1_ps(mn), lo = _mm_setzero_ps(), hi = _mm_set1_ps(lmax);
+    for (int k = 0; k < AFFINE_CANDIDATES; k += 8) {
+        const __m128 vi0 = _mm_loadu_ps(iscale + k), vi1 = _mm_loadu_ps(iscale + k + 4);
+        __m256d a0 = _mm256_setzero_pd(), b0 = a0, c0 = a0, a1 = a0, b1 = a0, c1 = a0;
+        for (int i = 0; i < n; i++) {
+            const __m128 xm = _mm_sub_ps(_mm_set1_ps(x[i]), vm);
+            const __m256d l0 = _mm256_cvtps_pd(_mm_cvtepi32_ps(_mm_cvtps_epi32(_mm_min_ps(_mm_max_ps(_mm_mul_ps(xm, vi0), lo), hi))));
+            const __m256d l1 = _mm256_cvtps_pd(_mm_cvtepi32_ps(_mm_cvtps_epi32(_mm_min_ps(_mm_max_ps(_mm_mul_ps(xm, vi1), lo), hi))));
+            const double wi = w[i];
+            const __m256d wv = _mm256_set1_pd(wi), wxv = _mm256_set1_pd(wi * x[i]);
+            const __m256d wl0 = _mm256_mul_pd(wv, l0), wl1 = _mm256_mul_pd(wv, l1);
+            a0 = _mm256_add_pd(a0, wl0), a1 = _mm256_add_pd(a1, wl1);
+            b0 = _mm256_add_pd(b0, _mm256_mul_pd(wl0, l0)), b1 = _mm256_add_pd(b1, _mm256_mul_pd(wl1, l1));
+            c0 = _mm256_add_pd(c0, _mm256_mul_pd(wxv, l0)), c1 = _mm256_add_pd(c1, _mm256_mul_pd(wxv, l1));
+        }
+        _mm256_storeu_pd(sl + k, a0), _mm256_storeu_pd(sl + k + 4, a1);
+        _mm256_storeu_pd(sll + k, b0), _mm256_storeu_pd(sll + k + 4, b1);
+        _mm256_storeu_pd(sxl + k, c0), _mm256_storeu_pd(sxl + k + 4, c1);
+    }
+    return AFFINE_CANDIDATES;
+}
+#endif
+
 /* Searches x ~ d*l + m, l in 0..lmax, d >= 0 and m of either sign, both stored as f16,
  * like fit_scale: candidate roundings from (x - min)*iscale with iscale around lmax/range,
  * for each the weighted least-squares (d, m), d rounded to f16 and m refitted for that
@@ -556,13 +587,25 @@ static void fit_affine(const qfmt *f, const float *x, const float *w, int n, flo
     double best = sub_err(f, x, w, n, d_best, -m_best, L);
     float d_c = d_best, m_c = m_best;
     double best_c = INFINITY;
-    for (int k = -18; k <= 18; k++) {
-        const float iscale = (lmax + 0.05f * (float)k) / (mx - mn);
+    /* 37 candidate roundings (padded to 40 with the last), their sums first */
+    float iscale_c[AFFINE_CANDIDATES];
+    double sl_c[AFFINE_CANDIDATES], sll_c[AFFINE_CANDIDATES], sxl_c[AFFINE_CANDIDATES];
+    for (int k = 0; k < AFFINE_CANDIDATES; k++)
+        iscale_c[k] = (lmax + 0.05f * (float)((k < 37 ? k : 36) - 18)) / (mx - mn);
+    int k0 = 0;
+#ifdef SQZ_AVX2
+    if (have_avx2()) k0 = affine_sums_avx2(x, w, n, mn, lmax, iscale_c, sl_c, sll_c, sxl_c);
+#endif
+    for (; k0 < 37; k0++) {
         double sl = 0, sll = 0, sxl = 0;
         for (int i = 0; i < n; i++) {
-            const double l = rintf(clampf((x[i] - mn) * iscale, 0.0f, lmax)), wi = w[i];
+            const double l = rintf(clampf((x[i] - mn) * iscale_c[k0], 0.0f, lmax)), wi = w[i];
             sl += wi * l, sll += wi * l * l, sxl += wi * x[i] * l;
         }
+        sl_c[k0] = sl, sll_c[k0] = sll, sxl_c[k0] = sxl;
+    }
+    for (int k = 0; k < 37; k++) {
+        const double sl = sl_c[k], sll = sll_c[k], sxl = sxl_c[k];
         const double D = sw * sll - sl * sl;
         if (!(D > 0.0)) continue;
         const double a = (sw * sxl - sx * sl) / D;
