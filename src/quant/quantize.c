@@ -200,8 +200,9 @@ static float lsq_scale(const qfmt *f, const float *x, const float *w, int n, con
 #define FIT_CANDIDATES 56 /* fit_scale's 2 × 25, padded to a multiple of 8 */
 
 #ifdef SQZ_AVX2
-/* candidate_sums' lanes eight wide (sixteen candidates a pass, then eight): the same
- * operations per lane as the SSE2 and plain loops. Returns how many candidates it did. */
+/* candidate_sums' lanes eight wide, sixteen candidates a pass (two registers: independent
+ * sums hide the add latency): the same operations per lane as the SSE2 and plain loops.
+ * Returns how many candidates it did (a multiple of 16; the SSE2 loop takes the rest). */
 __attribute__((target("avx2"))) static int candidate_sums_avx2(const qfmt *f, const float *x, const float *wx,
                                                                const float *w, int n, const float *inv, int nc,
                                                                float *sxl, float *sll) {
@@ -223,18 +224,6 @@ __attribute__((target("avx2"))) static int candidate_sums_avx2(const qfmt *f, co
         }
         _mm256_storeu_ps(sxl + c, a0), _mm256_storeu_ps(sxl + c + 8, a1);
         _mm256_storeu_ps(sll + c, b0), _mm256_storeu_ps(sll + c + 8, b1);
-    }
-    for (; c + 8 <= nc; c += 8) {
-        const __m256 vi = _mm256_loadu_ps(inv + c);
-        __m256 a = _mm256_setzero_ps(), b = a;
-        for (int i = 0; i < n; i++) {
-            const __m256 v = _mm256_cvtepi32_ps(
-                _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(_mm256_set1_ps(x[i]), vi), lo), hi)));
-            a = _mm256_add_ps(a, _mm256_mul_ps(_mm256_set1_ps(wx[i]), v));
-            b = _mm256_add_ps(b, _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(w[i]), v), v));
-        }
-        _mm256_storeu_ps(sxl + c, a);
-        _mm256_storeu_ps(sll + c, b);
     }
     return c;
 }
@@ -267,9 +256,9 @@ __attribute__((target("avx2"))) static void min_sums_avx2(const float *x, const 
 /* For each candidate inverse step inv[c] (c < nc), the sums fit_scale ranks it by:
  * sxl[c] = Σ w x v(l), sll[c] = Σ w v(l)², l the level nearest x·inv[c]. n <= 32 terms:
  * float is plenty to rank candidates. Each candidate's sums run value by value in index
- * order with the scalar roundings, so the SIMD path (four candidates side by side, one
- * per lane) gives the bits of the plain loop, and the written files do not depend on
- * the instruction set. */
+ * order with the scalar roundings, so the SIMD paths (one candidate per lane: AVX2 sixteen
+ * a pass, then SSE2 eight) give the bits of the plain loop, which takes any rest, and the
+ * written files do not depend on the instruction set. */
 static void candidate_sums(const qfmt *f, const float *x, const float *w, int n, const float *inv, int nc, float *sxl,
                            float *sll) {
     int c = 0;
@@ -295,18 +284,6 @@ static void candidate_sums(const qfmt *f, const float *x, const float *w, int n,
             }
             _mm_storeu_ps(sxl + c, a0), _mm_storeu_ps(sxl + c + 4, a1);
             _mm_storeu_ps(sll + c, b0), _mm_storeu_ps(sll + c + 4, b1);
-        }
-        for (; c + 4 <= nc; c += 4) {
-            const __m128 vi = _mm_loadu_ps(inv + c);
-            __m128 a = _mm_setzero_ps(), b = _mm_setzero_ps();
-            for (int i = 0; i < n; i++) {
-                const __m128 t = _mm_min_ps(_mm_max_ps(_mm_mul_ps(_mm_set1_ps(x[i]), vi), lo), hi);
-                const __m128 v = _mm_cvtepi32_ps(_mm_cvtps_epi32(t));
-                a = _mm_add_ps(a, _mm_mul_ps(_mm_set1_ps(wx[i]), v));
-                b = _mm_add_ps(b, _mm_mul_ps(_mm_mul_ps(_mm_set1_ps(w[i]), v), v));
-            }
-            _mm_storeu_ps(sxl + c, a);
-            _mm_storeu_ps(sll + c, b);
         }
     }
 #endif
