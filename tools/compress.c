@@ -17,6 +17,7 @@
 #include "sqz/grad.h"
 #include "sqz/joint.h"
 #include "sqz/model.h"
+#include "sqz/pipeline.h"
 #include "sqz/plan.h"
 #include "sqz/prune.h"
 #include "sqz/quant.h"

@@ -10,6 +10,7 @@
 #include "cli.h"
 #include "sqz/core.h"
 #include "sqz/model.h"
+#include "sqz/pipeline.h"
 #include "sqz/prune.h"
 #include "sqz/sensitivity.h"
 
