@@ -1,8 +1,10 @@
-/* Writing a pruned model (GGUF or a Hugging Face folder): see include/sqz/pipeline.h. */
+/* Writing a pruned model (GGUF or a Hugging Face folder), and sqz_prune_run, which picks
+ * the widths and writes it: see include/sqz/pipeline.h. */
 #include "sqz/pipeline.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -403,3 +405,97 @@ int sqz_prune_write_hf(const sqz_model *m, sqz_pool *pool, const sqz_layer_keep 
     return prune_write(m, pool, keep, windows, nsamples, seqlen, percdamp, shrink, compensate, dir, 1, err);
 }
 
+
+/* ---------------------------------------------------------------- sqz_prune_run */
+
+void sqz_prune_report_free(sqz_prune_report *r) {
+    if (!r) return;
+    for (int l = 0; r->keep && l < r->n_layer; l++) sqz_layer_keep_free(&r->keep[l]);
+    free(r->keep);
+    memset(r, 0, sizeof *r);
+}
+
+/* The attention option of layer l with the fewest heads >= target, then the cheapest
+ * (by the plain removal cost when ranking by magnitude). */
+static int pick_attn(const sqz_layer_widths *w, int target, int magnitude) {
+    int best = 0;
+    for (int i = 1; i < w->n_attn; i++) {
+        const sqz_width_option *a = &w->attn[i], *b = &w->attn[best];
+        double ca = magnitude ? a->dl_plain : a->dl, cb = magnitude ? b->dl_plain : b->dl;
+        if (a->n_keep < target) continue;
+        if (a->n_keep < b->n_keep || (a->n_keep == b->n_keep && ca < cb)) best = i;
+    }
+    return best;
+}
+
+static int pick_ffn(const sqz_layer_widths *w, int target) {
+    for (int i = 0; i < w->n_ffn; i++)
+        if (w->ffn[i].n_keep == target) return i;
+    return 0;
+}
+
+int sqz_prune_run(const sqz_model *m, const char *out, const char *hf_out, const sqz_prune_opts *o, sqz_pool *pool,
+                  sqz_prune_report *rep, sqz_err *err) {
+    memset(rep, 0, sizeof *rep);
+    if (!out && !hf_out) return sqz_fail(err, "prune: no output given");
+    int nl = m->cfg.n_layer, rc = SQZ_OK, have_pm = 0;
+    sqz_model pm;
+    sqz_sens sens = {0};
+    /* the FFN widths: one step from full to the target keeps the estimate to the two
+     * options used (every layer of a Llama has the same n_ff before pruning) */
+    int nff0 = m->cfg.layer_n_ff[0], ffn_target = (int)lround(o->ffn_keep * nff0 / 32.0) * 32;
+    if (nff0 < 64) ffn_target = (int)lround(o->ffn_keep * nff0);
+    if (ffn_target > nff0) ffn_target = nff0;
+    for (int l = 0; l < nl; l++)
+        if (m->cfg.layer_n_ff[l] != nff0)
+            return sqz_fail(err, "prune: the model's layers have different FFN widths already (a pruned model)");
+    int step = nff0 - ffn_target > 0 ? nff0 - ffn_target : nff0;
+    sqz_sens_opts so = {o->windows, o->nsamples, o->seqlen, NULL, 0, o->damp, o->shrink, 0, NULL, 0, o->progress,
+                        step, o->magnitude, 0, 0};
+    if (sqz_sensitivity(m, m, pool, &so, &sens, err)) return SQZ_ERR;
+    if (!(rep->keep = calloc((size_t)nl, sizeof *rep->keep))) {
+        rc = sqz_fail(err, "prune: out of memory");
+        goto done;
+    }
+    rep->n_layer = nl;
+    for (int l = 0; l < nl; l++) {
+        const sqz_layer_widths *w = &sens.widths[l];
+        int nh = m->cfg.layer_n_head[l];
+        const sqz_width_option *ao = &w->attn[pick_attn(w, (int)lround(o->attn_keep * nh), o->magnitude)];
+        const sqz_width_option *fo = &w->ffn[pick_ffn(w, ffn_target)];
+        if (sqz_layer_keep_set(&rep->keep[l], ao, fo, err)) {
+            rc = SQZ_ERR;
+            goto done;
+        }
+        rep->predicted += ao->dl + fo->dl;
+        rep->predicted_plain += ao->dl_plain + fo->dl_plain;
+        rep->heads += ao->n_keep, rep->heads_before += nh;
+        rep->channels += fo->n_keep, rep->channels_before += m->cfg.layer_n_ff[l];
+    }
+    if (out && sqz_prune_write(m, pool, rep->keep, o->windows, o->nsamples, o->seqlen, o->damp, o->shrink,
+                               o->compensate, out, err)) {
+        rc = SQZ_ERR;
+        goto done;
+    }
+    if (hf_out && sqz_prune_write_hf(m, pool, rep->keep, o->windows, o->nsamples, o->seqlen, o->damp, o->shrink,
+                                     o->compensate, hf_out, err)) {
+        rc = SQZ_ERR;
+        goto done;
+    }
+    if (sqz_mean_loss(m, pool, o->held, o->heldout, o->seqlen, &rep->loss_before, err) ||
+        sqz_model_load(&pm, out ? out : hf_out, 0, err)) {
+        rc = SQZ_ERR;
+        goto done;
+    }
+    have_pm = 1;
+    if (sqz_mean_loss(&pm, pool, o->held, o->heldout, o->seqlen, &rep->loss_after, err)) {
+        rc = SQZ_ERR;
+        goto done;
+    }
+    rep->params_before = sqz_model_n_params(m);
+    rep->params_after = sqz_model_n_params(&pm);
+done:
+    sqz_sens_free(&sens);
+    if (have_pm) sqz_model_free(&pm);
+    return rc;
+}
