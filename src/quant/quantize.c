@@ -996,9 +996,9 @@ int sqz_quantize_row(int type, const float *x, void *dst, int64_t n, const float
 int sqz_convert_row(int type, const float *x, void *dst, int64_t n, const float *weights, sqz_err *err) {
     const sqz_type_traits *tt = sqz_type_get(type);
     if (!tt) return sqz_fail(err, "convert: unknown type id %d", type);
-    if (!tt->from_float) return sqz_fail(err, "convert: sqz cannot write type %s (id %d)", tt->name, type);
+    if (!sqz_type_writable(type)) return sqz_fail(err, "convert: sqz cannot write type %s (id %d)", tt->name, type);
     if (n < 0 || n % tt->block_size != 0)
         return sqz_fail(err, "convert %s: row length %lld is not a multiple of the block size %lld", tt->name,
                         (long long)n, (long long)tt->block_size);
-    return tt->from_float(type, x, dst, n, weights, err);
+    return tt->quantize ? sqz_quantize_row(type, x, dst, n, weights, err) : tt->from_float(type, x, dst, n, weights, err);
 }
