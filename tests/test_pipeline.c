@@ -6,7 +6,10 @@
  *  2. sqz_sensitivity_run validates the options it drew: measured changes and each
  *     form's prediction are finite;
  *  3. sqz_prune_run keeps fewer heads and channels than the model has and measures the
- *     written model. */
+ *     written model;
+ *  4. sqz_calib_split: a stream's held-out part is its last tenth (windows as
+ *     sqz_calib_windows cuts them there), sequences give their first tokens in order and
+ *     cycle; too few sequences or a short one fail. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -133,6 +136,33 @@ int main(void) {
               pr.loss_before, pr.loss_after);
     }
     sqz_prune_report_free(&pr);
+
+    /* 4. sqz_calib_split */
+    int32_t *w = NULL, *h = NULL, ref[NS * L];
+    int64_t held_len = n_ids / 10 > L ? n_ids / 10 : L;
+    rc = sqz_calib_split(ids, n_ids, NULL, 0, NS, NH, L, 5, &w, &h, &err);
+    CHECK(rc == 0, "split: %s", err.msg);
+    if (rc == 0) {
+        CHECK(sqz_calib_windows(ids, n_ids - held_len, NS, L, 5, ref, &err) == 0 &&
+                  !memcmp(w, ref, sizeof(int32_t) * NS * L), "calibration windows differ from sqz_calib_windows'");
+        CHECK(sqz_calib_windows(ids + n_ids - held_len, held_len, NH, L, 6, ref, &err) == 0 &&
+                  !memcmp(h, ref, sizeof(int32_t) * NH * L), "held-out windows differ");
+    }
+    free(w), free(h);
+    int64_t starts[3] = {0, L, 2 * L};
+    rc = n_ids >= 3 * L ? sqz_calib_split(ids, 3 * L, starts, 3, 3, 2, L, 0, &w, &h, &err) : -1;
+    CHECK(rc == 0, "split sequences: %s", err.msg);
+    if (rc == 0)
+        CHECK(!memcmp(w, ids, sizeof(int32_t) * L) && !memcmp(w + L, ids + L, sizeof(int32_t) * L) &&
+                  !memcmp(w + 2 * L, ids, sizeof(int32_t) * L) && !memcmp(h, ids + 2 * L, sizeof(int32_t) * L) &&
+                  !memcmp(h + L, ids + 2 * L, sizeof(int32_t) * L),
+              "sequence windows: two for calibration (cycling), the last held out");
+    free(w), free(h);
+    rc = sqz_calib_split(ids, L, starts, 1, 1, 1, L, 0, &w, &h, &err);
+    CHECK(rc != 0 && strstr(err.msg, "need at least two") && !w && !h, "one sequence: rc %d, %s", rc, err.msg);
+    int64_t short_starts[2] = {0, L - 1};
+    rc = sqz_calib_split(ids, 2 * L, short_starts, 2, 1, 1, L, 0, &w, &h, &err);
+    CHECK(rc != 0 && strstr(err.msg, "sequence 0 has"), "a short sequence: rc %d, %s", rc, err.msg);
 
     unlink(out);
     unlink(pruned);
