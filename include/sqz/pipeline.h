@@ -3,7 +3,7 @@
  *
  * This module is the top floor of the library: it calls model, quant, prune and plan;
  * none of them calls it. Its functions take a loaded model, calibration windows (token
- * ids, see sqz_calib_windows) and an options struct, write their output files through
+ * ids, see sqz_calib_split in calib.h) and an options struct, write their output files through
  * sqz_out (temporary name + rename: nothing is left on failure) and fill a report of
  * plain data, which the caller owns and frees with its _free function. Nothing here
  * prints; progress bars on stderr only when asked (opts.progress) and stderr is a
