@@ -14,6 +14,7 @@
 
 #include "sqz/grad.h"
 #include "sqz/model.h"
+#include "sqz/pipeline.h"
 #include "sqz/prune.h"
 #include "testutil.h"
 

@@ -33,10 +33,10 @@ static void load_types(void) {
         const sqz_type_traits *tt = sqz_type_get(t);
         sqz_err err = {{0}};
         int lo, hi;
-        /* a quantizable type must be readable, writable through sqz_quantize_row, and known
-         * to the quantizer */
-        CHECK(tt->dequantize != NULL && tt->from_float == sqz_quantize_row, "%s: quantize set without dequantize "
-              "or with another writer", tt->name);
+        /* a quantizable type must be readable, writable (through sqz_quantize_row, not a
+         * float writer), and known to the quantizer */
+        CHECK(tt->dequantize != NULL && tt->from_float == NULL && sqz_type_writable(t), "%s: quantize set without "
+              "dequantize or with another writer", tt->name);
         CHECK(sqz_quant_supported(t) && sqz_quant_level_range(t, &lo, &hi, &err) == SQZ_OK, "%s: %s", tt->name,
               err.msg);
         CHECK(tt->block_size == 32 || tt->block_size == 256, "%s: block size %lld", tt->name,
@@ -359,7 +359,7 @@ static void test_affine(void) {
     }
 }
 
-/* sqz_convert_row writes every type with a from_float: the float types bit for bit as
+/* sqz_convert_row writes every writable type (sqz_type_writable): the float types bit for bit as
  * sqz_f32_to_f16 / sqz_f32_to_bf16 (round to nearest even), the quantized ones as
  * sqz_quantize_row; every writable type reads back through its dequantizer. */
 static void test_convert(void) {
@@ -379,7 +379,7 @@ static void test_convert(void) {
         const sqz_type_traits *tt = sqz_type_get(t);
         if (!tt) continue;
         const int64_t n = tt->block_size == 1 ? N : 256;
-        if (!tt->from_float) {
+        if (!sqz_type_writable(t)) {
             CHECK(sqz_convert_row(t, x, a, n - n % tt->block_size, NULL, &err) == SQZ_ERR && strstr(err.msg, tt->name),
                   "%s: not writable, yet converted: %s", tt->name, err.msg);
             continue;

@@ -80,36 +80,6 @@ bad:
     return fail(msg);
 }
 
-/* Windows from separate sequences (a model trained with BOS first sees each window as
- * it was trained): the last tenth of the sequences (at least one) is held out; windows
- * are the first seqlen tokens of sequences in order, cycling when there are fewer. */
-static int windows_from_sequences(calib_set *c, const int64_t *starts, int n_seq) {
-    char msg[1400];
-    int64_t L = c->seqlen;
-    int n_held = n_seq / 10 > 1 ? n_seq / 10 : 1, n_cal = n_seq - n_held;
-    if (n_cal < 1) {
-        snprintf(msg, sizeof msg, "%s: %d sequences: need at least two (one for calibration, one held out)", c->path,
-                 n_seq);
-        return fail(msg);
-    }
-    for (int q = 0; q < n_seq; q++) {
-        int64_t len = (q + 1 < n_seq ? starts[q + 1] : c->n_ids) - starts[q];
-        if (len < L) {
-            snprintf(msg, sizeof msg, "%s: sequence %d has %lld tokens, fewer than --seqlen %lld", c->path, q,
-                     (long long)len, (long long)L);
-            return fail(msg);
-        }
-    }
-    c->windows = malloc((size_t)(c->nsamples * L) * sizeof(int32_t));
-    c->held = malloc((size_t)(c->heldout * L) * sizeof(int32_t));
-    if (!c->windows || !c->held) return fail("out of memory for the calibration windows");
-    for (int64_t i = 0; i < c->nsamples; i++)
-        memcpy(c->windows + i * L, c->ids + starts[i % n_cal], (size_t)L * sizeof(int32_t));
-    for (int64_t i = 0; i < c->heldout; i++)
-        memcpy(c->held + i * L, c->ids + starts[n_cal + i % n_held], (size_t)L * sizeof(int32_t));
-    return 0;
-}
-
 /* Reads the calibration tokens and cuts the windows: the last tenth of the tokens (at
  * least one window) is kept apart for held-out measurements. */
 int calib_load(calib_set *c, const sqz_model *m) {
@@ -118,15 +88,10 @@ int calib_load(calib_set *c, const sqz_model *m) {
     char *text = NULL;
     size_t len = 0;
     int rc;
+    int64_t *starts = NULL;
+    int n_seq = 0;
     if (is_token_ids_path(c->path)) {
-        int64_t *starts = NULL;
-        int n_seq = 0;
         if ((rc = read_token_ids(c->path, m->cfg.n_vocab, &c->ids, &c->n_ids, &starts, &n_seq))) return rc;
-        if (starts) {
-            rc = windows_from_sequences(c, starts, n_seq);
-            free(starts);
-            return rc;
-        }
     } else {
         if ((rc = read_text(c->path, &text, &len))) return rc;
         if (!m->tok) {
@@ -138,18 +103,13 @@ int calib_load(calib_set *c, const sqz_model *m) {
         free(text);
         if (rc) return fail(err.msg);
     }
-    int64_t L = c->seqlen, held_len = c->n_ids / 10 > L ? c->n_ids / 10 : L, cal_len = c->n_ids - held_len;
-    if (cal_len < L) {
-        snprintf(msg, sizeof msg, "%s: %lld calibration tokens: need at least two windows of --seqlen %lld (one "
-                 "for calibration, one held out)", c->path, (long long)c->n_ids, (long long)L);
+    rc = sqz_calib_split(c->ids, c->n_ids, starts, n_seq, (int)c->nsamples, (int)c->heldout, (int)c->seqlen,
+                         (uint64_t)c->seed, &c->windows, &c->held, &err);
+    free(starts);
+    if (rc) {
+        snprintf(msg, sizeof msg, "%s: %s", c->path, err.msg);
         return fail(msg);
     }
-    c->windows = malloc((size_t)(c->nsamples * L) * sizeof(int32_t));
-    c->held = malloc((size_t)(c->heldout * L) * sizeof(int32_t));
-    if (!c->windows || !c->held) return fail("out of memory for the calibration windows");
-    if (sqz_calib_windows(c->ids, cal_len, (int)c->nsamples, (int)L, (uint64_t)c->seed, c->windows, &err) ||
-        sqz_calib_windows(c->ids + cal_len, held_len, (int)c->heldout, (int)L, (uint64_t)c->seed + 1, c->held, &err))
-        return fail(err.msg);
     return 0;
 }
 

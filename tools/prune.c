@@ -1,6 +1,6 @@
-/* sqz prune: structured pruning of attention heads and FFN channels at a given width,
- * with least-squares compensation (DESIGN.md §6). The heads and channels removed are
- * those whose removal the gradient-scaled proxy predicts to cost least. */
+/* sqz prune: flags, printing and JSON around the library's sqz_prune_run
+ * (include/sqz/pipeline.h): structured pruning of attention heads and FFN channels at a
+ * given width, with least-squares compensation (DESIGN.md §6). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,8 +10,8 @@
 #include "cli.h"
 #include "sqz/core.h"
 #include "sqz/model.h"
+#include "sqz/pipeline.h"
 #include "sqz/prune.h"
-#include "sqz/sensitivity.h"
 
 const char HELP_PRUNE[] =
     "usage: sqz prune MODEL (-o OUT.gguf | --hf-out DIR) --calib FILE [--attn-keep F] [--ffn-keep F]\n"
@@ -60,25 +60,6 @@ cJSON *layer_keep_json(const struct sqz_layer_keep *keep, int n_layer) {
         cJSON_AddItemToArray(arr, o);
     }
     return arr;
-}
-
-/* The attention option of layer l with the fewest heads >= target, then the cheapest
- * (by the plain removal cost when ranking by magnitude). */
-static int pick_attn(const sqz_layer_widths *w, int target, int magnitude) {
-    int best = 0;
-    for (int i = 1; i < w->n_attn; i++) {
-        const sqz_width_option *a = &w->attn[i], *b = &w->attn[best];
-        double ca = magnitude ? a->dl_plain : a->dl, cb = magnitude ? b->dl_plain : b->dl;
-        if (a->n_keep < target) continue;
-        if (a->n_keep < b->n_keep || (a->n_keep == b->n_keep && ca < cb)) best = i;
-    }
-    return best;
-}
-
-static int pick_ffn(const sqz_layer_widths *w, int target) {
-    for (int i = 0; i < w->n_ffn; i++)
-        if (w->ffn[i].n_keep == target) return i;
-    return 0;
 }
 
 static int parse_frac(const char *v, double lo, double *out) {
@@ -137,81 +118,29 @@ int cmd_prune(args *a) {
     if (out && (rc = guard_output(out))) return rc;
 
     sqz_err err;
-    sqz_model m, pm;
-    int have_m = 0, have_pm = 0;
+    sqz_model m;
     sqz_pool *pool = NULL;
-    sqz_sens sens = {0};
-    sqz_layer_keep *keep = NULL;
+    sqz_prune_report rep;
+    memset(&rep, 0, sizeof rep);
     cJSON *root = NULL;
     if (sqz_model_load(&m, model, 0, &err)) return fail(err.msg);
-    have_m = 1;
-    int nl = m.cfg.n_layer;
     if ((rc = calib_load(&cs, &m))) goto done;
     if (!(pool = sqz_pool_create((int)threads, &err))) {
         rc = fail(err.msg);
         goto done;
     }
-    /* the FFN widths: one step from full to the target keeps the estimate to the two
-     * options used (every layer of a Llama has the same n_ff before pruning) */
-    int nff0 = m.cfg.layer_n_ff[0], ffn_target = (int)lround(ffn_keep * nff0 / 32.0) * 32;
-    if (nff0 < 64) ffn_target = (int)lround(ffn_keep * nff0);
-    if (ffn_target > nff0) ffn_target = nff0;
-    for (int l = 0; l < nl; l++)
-        if (m.cfg.layer_n_ff[l] != nff0) {
-            rc = fail("prune: the model's layers have different FFN widths already (a pruned model)");
-            goto done;
-        }
-    int step = nff0 - ffn_target > 0 ? nff0 - ffn_target : nff0;
-    sqz_sens_opts so = {cs.windows, (int)cs.nsamples, (int)cs.seqlen, NULL, 0, damp, shrink, 0, NULL, 0, !quiet, step,
-                        magnitude, 0, 0};
-    if (sqz_sensitivity(&m, &m, pool, &so, &sens, &err)) {
+    sqz_prune_opts po = {attn_keep, ffn_keep, cs.windows, (int)cs.nsamples, (int)cs.seqlen, cs.held, (int)cs.heldout,
+                         damp, shrink, compensate, magnitude, !quiet};
+    if (sqz_prune_run(&m, out, hf_out, &po, pool, &rep, &err)) {
         rc = fail(err.msg);
         goto done;
     }
-    if (!(keep = calloc((size_t)nl, sizeof *keep))) {
-        rc = fail("out of memory");
-        goto done;
-    }
-    double pred = 0.0, pred_plain = 0.0;
-    int64_t heads = 0, heads0 = 0, ch = 0, ch0 = 0;
-    for (int l = 0; l < nl; l++) {
-        const sqz_layer_widths *w = &sens.widths[l];
-        int nh = m.cfg.layer_n_head[l];
-        const sqz_width_option *ao = &w->attn[pick_attn(w, (int)lround(attn_keep * nh), magnitude)];
-        const sqz_width_option *fo = &w->ffn[pick_ffn(w, ffn_target)];
-        if (sqz_layer_keep_set(&keep[l], ao, fo, &err)) {
-            rc = fail(err.msg);
-            goto done;
-        }
-        pred += ao->dl + fo->dl;
-        pred_plain += ao->dl_plain + fo->dl_plain;
-        heads += ao->n_keep, heads0 += nh, ch += fo->n_keep, ch0 += m.cfg.layer_n_ff[l];
-    }
-    if (out &&
-        sqz_prune_write(&m, pool, keep, cs.windows, (int)cs.nsamples, (int)cs.seqlen, damp, shrink, compensate, out, &err)) {
-        rc = fail(err.msg);
-        goto done;
-    }
-    if (hf_out && sqz_prune_write_hf(&m, pool, keep, cs.windows, (int)cs.nsamples, (int)cs.seqlen, damp, shrink,
-                                     compensate, hf_out, &err)) {
-        rc = fail(err.msg);
-        goto done;
-    }
-    double base = NAN, after = NAN;
-    if (sqz_mean_loss(&m, pool, cs.held, (int)cs.heldout, (int)cs.seqlen, &base, &err) ||
-        sqz_model_load(&pm, out ? out : hf_out, 0, &err)) {
-        rc = fail(err.msg);
-        goto done;
-    }
-    have_pm = 1;
-    if (sqz_mean_loss(&pm, pool, cs.held, (int)cs.heldout, (int)cs.seqlen, &after, &err)) {
-        rc = fail(err.msg);
-        goto done;
-    }
-    int64_t p0 = sqz_model_n_params(&m), p1 = sqz_model_n_params(&pm);
+    double pred = rep.predicted, pred_plain = rep.predicted_plain, base = rep.loss_before, after = rep.loss_after;
+    int64_t p0 = rep.params_before, p1 = rep.params_after;
     printf("prune %s: kept %lld of %lld query heads, %lld of %lld FFN channels; %lld of %lld weights (%.1f%%)%s\n",
-           model, (long long)heads, (long long)heads0, (long long)ch, (long long)ch0, (long long)p1, (long long)p0,
-           100.0 * (double)p1 / (double)p0, compensate ? "" : "; not compensated");
+           model, (long long)rep.heads, (long long)rep.heads_before, (long long)rep.channels,
+           (long long)rep.channels_before, (long long)p1, (long long)p0, 100.0 * (double)p1 / (double)p0,
+           compensate ? "" : "; not compensated");
     printf("predicted dL %.5f with compensation, %.5f without; held-out loss %.5f -> %.5f (dL %.5f), perplexity "
            "%.4f -> %.4f\nwrote %s\n", pred, pred_plain, base, after, after - base, exp(base), exp(after),
            out ? out : hf_out);
@@ -230,17 +159,14 @@ int cmd_prune(args *a) {
         cJSON_AddNumberToObject(root, "heldout_loss_after", after);
         cJSON_AddNumberToObject(root, "heldout_ppl_before", exp(base));
         cJSON_AddNumberToObject(root, "heldout_ppl_after", exp(after));
-        cJSON_AddItemToObject(root, "layers", layer_keep_json(keep, nl));
+        cJSON_AddItemToObject(root, "layers", layer_keep_json(rep.keep, rep.n_layer));
         rc = write_json(json, root);
     }
 done:
     cJSON_Delete(root);
-    for (int l = 0; keep && l < nl; l++) sqz_layer_keep_free(&keep[l]);
-    free(keep);
-    sqz_sens_free(&sens);
+    sqz_prune_report_free(&rep);
     sqz_pool_free(pool);
-    if (have_pm) sqz_model_free(&pm);
-    if (have_m) sqz_model_free(&m);
+    sqz_model_free(&m);
     calib_free(&cs);
     return rc;
 }

@@ -56,7 +56,7 @@ const char HELP_QUANTIZE[] =
 
 static int parse_type(const char *cmd, const char *flag, const char *v, int *out) {
     int t = v ? sqz_type_from_name(v) : -1;
-    int ok = t >= 0 && sqz_type_get(t) && sqz_type_get(t)->from_float;
+    int ok = t >= 0 && sqz_type_writable(t);
     if (!ok) {
         char msg[256];
         snprintf(msg, sizeof msg, "%s '%%s': expected one of Q8_0 Q6_K Q5_K Q4_K Q3_K Q2_K Q5_1 Q5_0 Q4_1 Q4_0 "

@@ -24,6 +24,18 @@ extern "C" {
 int sqz_calib_windows(const int32_t *tokens, int64_t n_tokens, int nsamples, int seqlen, uint64_t seed,
                       int32_t *out, sqz_err *err);
 
+/* The calibration and held-out windows of one token stream, cut as sqz's commands cut
+ * them. Without sequences (starts NULL): the last tenth of ids (at least one window) is
+ * held out; nsamples windows at random starts in the rest (sqz_calib_windows, seed) and
+ * heldout windows in the held-out part (seed + 1). With sequences (starts: the n_seq
+ * offsets into ids where each begins; a model trained with BOS first then sees each
+ * window as in training): the last tenth of the sequences (at least one) is held out and
+ * windows are the first seqlen tokens of the sequences in order, cycling when there are
+ * fewer. *windows (nsamples × seqlen) and *held (heldout × seqlen) are malloc'd and the
+ * caller's; both NULL on failure. */
+int sqz_calib_split(const int32_t *ids, int64_t n_ids, const int64_t *starts, int n_seq, int nsamples, int heldout,
+                    int seqlen, uint64_t seed, int32_t **windows, int32_t **held, sqz_err *err);
+
 #define SQZ_CALIB_KINDS 7 /* linear kinds per layer (SQZ_LIN_PER_LAYER in grad.h) */
 
 /* The Grams of one layer: g[site] is n[site] × n[site], Σ x xᵀ over all tokens (both

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "sqz/core.h"
+#include "sqz/gguf_write.h"
 #include "sqz/io.h"
 #include "sqz/tensor.h"
 #include "sqz/tok.h"
@@ -150,6 +151,22 @@ int sqz_forward_layer(const sqz_model *m, sqz_pool *pool, int layer, float *x, i
  * tokens (the seven linears, and QKᵀ and PV over the T(T+1)/2 visible pairs per head);
  * layer -1: the output head on T positions. For stage accounting (sqz_stage_times). */
 double sqz_forward_flops(const sqz_model *m, int layer, int64_t T);
+
+/* ---- GGUF metadata of a model (src/model/gguf_meta.c), for the writers above model */
+
+/* Writes the GGUF metadata of m into w: general.*, llama.* hyper-parameters and the
+ * tokenizer (tokenizer.ggml.*). A GGUF source has its key/values copied (except the
+ * file type, quantization version and alignment, which describe the new file); a
+ * Hugging Face source has them built from its config and tokenizer. A model without a
+ * tokenizer gets tokenizer.ggml.model "no_vocab". file_type: llama.cpp's ftype id. */
+int sqz_model_write_gguf_meta(const sqz_model *m, sqz_gguf_writer *w, int file_type, sqz_err *err);
+/* The same for m with per-layer shapes changed (a pruned model, n_layer values each):
+ * architecture "deci" when a layer lacks a block or differs from layer 0 (always for
+ * qwen2; an error for qwen3, which deci cannot express), else the source's;
+ * the source architecture's keys are renamed to it, the per-layer counts written as
+ * arrays, and key_length/value_length always set. */
+int sqz_model_write_gguf_meta_shapes(const sqz_model *m, const int *n_head, const int *n_head_kv, const int *n_ff,
+                                     sqz_gguf_writer *w, int file_type, sqz_err *err);
 
 #ifdef __cplusplus
 }

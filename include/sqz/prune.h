@@ -94,15 +94,6 @@ int sqz_prune_layer_options(const sqz_model *m, int l, const double *H_o, const 
                             const double *s_down, double N, double percdamp, double shrink, int magnitude,
                             int ffn_step, sqz_layer_widths *out, sqz_err *err);
 
-/* The same as a Hugging Face folder dir (created if absent): model.safetensors (F32,
- * transformers' Llama names, q/k rows in the rotate-half layout) and config.json with
- * the per-layer counts as num_attention_heads_per_layer, num_key_value_heads_per_layer
- * and intermediate_size_per_layer, which sqz_model_load reads (transformers' Llama does
- * not: its layers are all alike). No tokenizer files are written. */
-int sqz_prune_write_hf(const sqz_model *m, sqz_pool *pool, const sqz_layer_keep *keep, const int32_t *windows,
-                       int nsamples, int seqlen, double percdamp, double shrink, int compensate, const char *dir,
-                       sqz_err *err);
-
 /* The same widths without their costs or kept units (n_keep, n_keep_kv only): the shapes a
  * plan can take, known before any estimate (the smallest reachable size). */
 int sqz_prune_layer_shapes(const sqz_model *m, int l, int ffn_step, sqz_layer_widths *out, sqz_err *err);
@@ -111,15 +102,6 @@ int sqz_prune_layer_shapes(const sqz_model *m, int l, int ffn_step, sqz_layer_wi
  * (ffn_down's rows then still fit the k-quants' 256-blocks), else of 32, else 32 when
  * n_ff >= 64 (fewer options, rows that fit 32-blocks), else 1. */
 int sqz_prune_ffn_step(int n_ff);
-
-/* Writes m with layer l keeping keep[l] to path (GGUF, architecture "deci" when any
- * layer differs from layer 0's shape or lacks a block, else "llama"), unquantized: every
- * tensor in F32 (a quantized source's values exactly); q, k, v, gate and up lose rows,
- * o_proj and ffn_down columns, compensated on the calibration windows' Grams when
- * compensate = 1. Streams: one layer's Grams and two matrices at a time. */
-int sqz_prune_write(const sqz_model *m, sqz_pool *pool, const sqz_layer_keep *keep, const int32_t *windows,
-                    int nsamples, int seqlen, double percdamp, double shrink, int compensate, const char *path,
-                    sqz_err *err);
 
 #ifdef __cplusplus
 }

@@ -88,10 +88,10 @@ void sqz_quant_pack_block(const sqz_qparams *p, const int8_t *levels, void *dst)
  * NULL. Errors name the type, the row length or the offending column. */
 int sqz_quantize_row(int type, const float *x, void *dst, int64_t n, const float *weights, sqz_err *err);
 
-/* Writes one row of n values into dst in any type sqz can write (the type table's
- * from_float): F32 (a copy), F16 and BF16 (round to nearest even, as ggml converts; no
- * value is rejected, |x| >= 65520 becomes an F16 inf) and every sqz_quant_supported type
- * (sqz_quantize_row, with the weights). n must be a multiple of the type's block size; dst
+/* Writes one row of n values into dst in any type sqz can write (sqz_type_writable): F32
+ * (a copy), F16 and BF16 (the table's from_float: round to nearest even, as ggml converts;
+ * no value is rejected, |x| >= 65520 becomes an F16 inf) and every sqz_quant_supported
+ * type (sqz_quantize_row, with the weights). n must be a multiple of the type's block size; dst
  * holds sqz_type_row_bytes bytes. Fails for a type sqz cannot write (e.g. Q8_K, IQ2_XXS)
  * or as sqz_quantize_row does. */
 int sqz_convert_row(int type, const float *x, void *dst, int64_t n, const float *weights, sqz_err *err);

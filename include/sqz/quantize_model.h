@@ -103,20 +103,6 @@ void sqz_qmodel_report_free(sqz_qmodel_report *r);
  * fits; else llama-quantize's fallback). */
 int sqz_qmodel_fallback_type(int type, int64_t ncols);
 
-/* Writes the GGUF metadata of m into w: general.*, llama.* hyper-parameters and the
- * tokenizer (tokenizer.ggml.*). A GGUF source has its key/values copied (except the
- * file type, quantization version and alignment, which describe the new file); a
- * Hugging Face source has them built from its config and tokenizer. A model without a
- * tokenizer gets tokenizer.ggml.model "no_vocab". file_type: llama.cpp's ftype id. */
-int sqz_model_write_gguf_meta(const sqz_model *m, sqz_gguf_writer *w, int file_type, sqz_err *err);
-/* The same for m with per-layer shapes changed (a pruned model, n_layer values each):
- * architecture "deci" when a layer lacks a block or differs from layer 0 (always for
- * qwen2; an error for qwen3, which deci cannot express), else the source's;
- * the source architecture's keys are renamed to it, the per-layer counts written as
- * arrays, and key_length/value_length always set. */
-int sqz_model_write_gguf_meta_shapes(const sqz_model *m, const int *n_head, const int *n_head_kv, const int *n_ff,
-                                     sqz_gguf_writer *w, int file_type, sqz_err *err);
-
 /* Quantizes m into a GGUF file at out_path (through a temporary file; nothing is left
  * at out_path on failure). rep (may be NULL) receives the per-tensor report. */
 int sqz_quantize_model(const sqz_model *m, const char *out_path, const sqz_qmodel_opts *opts, sqz_pool *pool,

@@ -1,4 +1,5 @@
-/* Tensor metadata and the ggml type-traits table.
+/* Tensor metadata and the ggml type-traits table (src/format: format facts only, below io
+ * and quant; the quantizers live in src/quant).
  *
  * Type ids are ggml's own (the values stored in GGUF files), so a tensor's type can be
  * written to and read from GGUF without translation. Shapes use ggml order: ne[0] is the
@@ -50,8 +51,9 @@ typedef struct sqz_type_traits {
     int64_t block_size;     /* values per block */
     size_t block_bytes;     /* bytes per block */
     sqz_dequant_fn dequantize; /* NULL when sqz cannot read this type yet */
-    sqz_from_float_fn from_float; /* NULL when sqz cannot write this type: F32/F16/BF16 convert,
-                                     the quantized types go through sqz_quantize_row */
+    sqz_from_float_fn from_float; /* the float types' writer (F32/F16/BF16 convert); NULL for the
+                                     others: the quantized ones are written by quant (sqz_quantize_row,
+                                     sqz_convert_row), which sits above this table */
     int quantize;           /* 1: a block type sqz quantizes into by the weighted scale search
                                (sqz_quant_supported, sqz_quant_block_params, GPTQ); else 0 */
 } sqz_type_traits;
@@ -60,6 +62,8 @@ typedef struct sqz_type_traits {
 const sqz_type_traits *sqz_type_get(int type);
 /* The type id for a name such as "Q4_K" (case-insensitive), or -1. */
 int sqz_type_from_name(const char *name);
+/* 1 when sqz can write the type (from_float or quantize set; sqz_convert_row), else 0. */
+int sqz_type_writable(int type);
 /* Bits per weight of a type (block_bytes * 8 / block_size). */
 double sqz_type_bpw(int type);
 /* Bytes of one row of n values; fails when n is not a multiple of the block size or the

@@ -33,6 +33,50 @@ int sqz_calib_windows(const int32_t *tokens, int64_t n_tokens, int nsamples, int
     return SQZ_OK;
 }
 
+/* Windows from separate sequences: see sqz_calib_split. */
+static int split_sequences(const int32_t *ids, int64_t n_ids, const int64_t *starts, int n_seq, int nsamples,
+                           int heldout, int64_t L, int32_t *w, int32_t *h, sqz_err *err) {
+    int n_held = n_seq / 10 > 1 ? n_seq / 10 : 1, n_cal = n_seq - n_held;
+    if (n_cal < 1)
+        return sqz_fail(err, "%d sequences: need at least two (one for calibration, one held out)", n_seq);
+    for (int q = 0; q < n_seq; q++) {
+        int64_t len = (q + 1 < n_seq ? starts[q + 1] : n_ids) - starts[q];
+        if (len < L)
+            return sqz_fail(err, "sequence %d has %lld tokens, fewer than --seqlen %lld", q, (long long)len,
+                            (long long)L);
+    }
+    for (int64_t i = 0; i < nsamples; i++) memcpy(w + i * L, ids + starts[i % n_cal], (size_t)L * sizeof(int32_t));
+    for (int64_t i = 0; i < heldout; i++)
+        memcpy(h + i * L, ids + starts[n_cal + i % n_held], (size_t)L * sizeof(int32_t));
+    return SQZ_OK;
+}
+
+int sqz_calib_split(const int32_t *ids, int64_t n_ids, const int64_t *starts, int n_seq, int nsamples, int heldout,
+                    int seqlen, uint64_t seed, int32_t **windows, int32_t **held, sqz_err *err) {
+    *windows = NULL, *held = NULL;
+    if (nsamples <= 0 || heldout <= 0 || seqlen <= 0)
+        return sqz_fail(err, "calibration: nsamples %d, heldout %d and seqlen %d must all be >= 1", nsamples, heldout,
+                        seqlen);
+    int64_t L = seqlen, held_len = n_ids / 10 > L ? n_ids / 10 : L, cal_len = n_ids - held_len;
+    if (!starts && cal_len < L)
+        return sqz_fail(err, "%lld calibration tokens: need at least two windows of --seqlen %lld (one for "
+                        "calibration, one held out)", (long long)n_ids, (long long)L);
+    int32_t *w = malloc((size_t)(nsamples * L) * sizeof(int32_t)), *h = malloc((size_t)(heldout * L) * sizeof(int32_t));
+    int rc = !w || !h ? sqz_fail(err, "out of memory for the calibration windows")
+             : starts ? split_sequences(ids, n_ids, starts, n_seq, nsamples, heldout, L, w, h, err)
+                      : (sqz_calib_windows(ids, cal_len, nsamples, seqlen, seed, w, err) ||
+                         sqz_calib_windows(ids + cal_len, held_len, heldout, seqlen, seed + 1, h, err))
+                            ? SQZ_ERR
+                            : SQZ_OK;
+    if (rc) {
+        free(w);
+        free(h);
+        return SQZ_ERR;
+    }
+    *windows = w, *held = h;
+    return SQZ_OK;
+}
+
 /* ---------------------------------------------------------------- Grams */
 
 typedef struct {

@@ -1,6 +1,6 @@
 /* GGUF metadata of a model being written: see sqz_model_write_gguf_meta in
- * include/sqz/quantize_model.h. The key names are llama.cpp's (gguf-py constants). */
-#include "sqz/quantize_model.h"
+ * include/sqz/model.h. The key names are llama.cpp's (gguf-py constants). */
+#include "sqz/model.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -684,7 +684,7 @@ int sqz_sens_options(const sqz_model *m, const int *types, int n_types, int all_
         for (int k = 0; k < n_types; k++) {
             const sqz_type_traits *tt = sqz_type_get(types[k]);
             size_t rb;
-            if (!tt || !tt->from_float || !tt->dequantize)
+            if (!tt || !sqz_type_writable(types[k]) || !tt->dequantize)
                 return sqz_fail(err, "sensitivity: candidate type %d cannot be written and read back", types[k]);
             if (t->cols % tt->block_size) continue;
             if (!all_types && kquant_fits && yields_to_kquants(types[k])) continue;

@@ -13,7 +13,7 @@
  * is exactly sum_i w_i (x_i - xhat_i)^2. Sums are accumulated in double.
  *
  * Which types are quantized is the type table's decision (sqz_type_traits.quantize in
- * src/quant/types.c); the table below only holds each format's level and scale ranges. */
+ * src/format/types.c); the table below only holds each format's level and scale ranges. */
 #include "sqz/quant.h"
 
 #include <math.h>
@@ -996,9 +996,11 @@ int sqz_quantize_row(int type, const float *x, void *dst, int64_t n, const float
 int sqz_convert_row(int type, const float *x, void *dst, int64_t n, const float *weights, sqz_err *err) {
     const sqz_type_traits *tt = sqz_type_get(type);
     if (!tt) return sqz_fail(err, "convert: unknown type id %d", type);
-    if (!tt->from_float) return sqz_fail(err, "convert: sqz cannot write type %s (id %d)", tt->name, type);
+    if (!sqz_type_writable(type)) return sqz_fail(err, "convert: sqz cannot write type %s (id %d)", tt->name, type);
     if (n < 0 || n % tt->block_size != 0)
         return sqz_fail(err, "convert %s: row length %lld is not a multiple of the block size %lld", tt->name,
                         (long long)n, (long long)tt->block_size);
+    /* the table (src/format) holds the float types' writers; the block types are ours */
+    if (tt->quantize) return sqz_quantize_row(type, x, dst, n, weights, err);
     return tt->from_float(type, x, dst, n, weights, err);
 }

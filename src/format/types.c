@@ -12,8 +12,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include "sqz/quant.h"
-
 #define QK_K 256
 
 static float rd_f16(const uint8_t *p) { return sqz_f16_to_f32((uint16_t)(p[0] | (p[1] << 8))); }
@@ -36,7 +34,7 @@ static void dq_bf16(const void *src, float *dst, int64_t n) {
     for (int64_t i = 0; i < n; i++) dst[i] = sqz_bf16_to_f32((uint16_t)(p[2 * i] | (p[2 * i + 1] << 8)));
 }
 
-/* The writers of the float types (the quantized ones are sqz_quantize_row). F16 and BF16
+/* The writers of the float types (the quantized ones are quant's sqz_quantize_row). F16 and BF16
  * round to nearest even, as ggml's conversions do; nothing is rejected: NaN and inf pass
  * through and |x| >= 65520 becomes an F16 inf, as in ggml. Weights are ignored. */
 static int wr_float(int type, const float *x, void *dst, int64_t n, const float *weights, sqz_err *err) {
@@ -276,13 +274,14 @@ static void dq_q8_k(const void *src, float *dst, int64_t n) {
     }
 }
 
-/* The quantized types sqz writes: from_float is sqz_quantize_row, quantize is set. */
-#define QUANT .from_float = sqz_quantize_row, .quantize = 1
+/* The quantized types sqz writes: quantize is set (quant's sqz_quantize_row writes them). */
+#define QUANT .quantize = 1
 
 /* Indexed by ggml type id; ids ggml retired stay empty (name NULL). Adding a format is
  * adding a row; sizes are ggml's (checked against gguf-py's GGML_QUANT_SIZES). A type is
- * readable when it has a dequantizer, writable when it has from_float, and quantizable
- * (scale search, GPTQ) when quantize is set; sqz_quant_supported reads that flag. */
+ * readable when it has a dequantizer, writable when it has from_float (the float types) or
+ * quantize set (the block types quant quantizes into by the scale search and GPTQ;
+ * sqz_quant_supported reads that flag). */
 static const sqz_type_traits type_table[SQZ_TYPE_COUNT] = {
     [SQZ_TYPE_F32] = {.name = "F32", .block_size = 1, .block_bytes = 4, .dequantize = dq_f32, .from_float = wr_float},
     [SQZ_TYPE_F16] = {.name = "F16", .block_size = 1, .block_bytes = 2, .dequantize = dq_f16, .from_float = wr_float},
@@ -323,6 +322,11 @@ static const sqz_type_traits type_table[SQZ_TYPE_COUNT] = {
 const sqz_type_traits *sqz_type_get(int type) {
     if (type < 0 || type >= SQZ_TYPE_COUNT || !type_table[type].name) return NULL;
     return &type_table[type];
+}
+
+int sqz_type_writable(int type) {
+    const sqz_type_traits *tt = sqz_type_get(type);
+    return tt && (tt->from_float || tt->quantize) ? 1 : 0;
 }
 
 int sqz_type_from_name(const char *name) {

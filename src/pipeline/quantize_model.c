@@ -80,8 +80,7 @@ static int ftype_of(int type) {
 }
 
 static int writable(int type) {
-    const sqz_type_traits *tt = sqz_type_get(type);
-    return tt && tt->from_float;
+    return sqz_type_writable(type);
 }
 
 typedef struct qm {
