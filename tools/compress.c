@@ -74,9 +74,12 @@ const char HELP_SENSITIVITY[] =
 static cJSON *num_or_null(double v) { return isfinite(v) ? cJSON_CreateNumber(v) : cJSON_CreateNull(); }
 
 /* The GEMM each stage's arithmetic is held against: single precision for the model's
- * passes, double for the Grams and everything solved on them; none for writing. */
+ * passes and the Grams' products, double for everything solved on the Grams; none for
+ * writing. */
 static const char *stage_ref(int s) {
-    return s == SQZ_STAGE_FORWARD || s == SQZ_STAGE_BACKWARD ? "sgemm" : s == SQZ_STAGE_WRITING ? NULL : "dgemm";
+    return s == SQZ_STAGE_FORWARD || s == SQZ_STAGE_BACKWARD || s == SQZ_STAGE_GRAMS ? "sgemm"
+           : s == SQZ_STAGE_WRITING                                                 ? NULL
+                                                                                    : "dgemm";
 }
 
 /* Stage s's GFLOP/s and the rate of the GEMM it is held against (0: none). */

@@ -1,7 +1,8 @@
 /* Calibration: random token windows and the input Gram matrices of every linear layer.
  *
  * H = XᵀX over the calibration tokens, per layer and per group of linear layers sharing
- * an input (q/k/v, o, gate/up, down), accumulated in double. The model runs layer by
+ * an input (q/k/v, o, gate/up, down), accumulated in double (each window's products in
+ * single precision, sqz_gram_upper_add). The model runs layer by
  * layer over all windows (sqz_forward_layer), so memory is the windows' activations
  * (nsamples · seqlen · dim floats) plus one layer's Grams; each finished layer is handed
  * to a callback. The same windows give bit-identical Grams for any thread count. */
@@ -70,10 +71,11 @@ int sqz_calib_run_weighted(const sqz_model *m, sqz_pool *pool, const int32_t *wi
 /* times (may be NULL) of both: the layer passes go to SQZ_STAGE_FORWARD, the Grams to
  * SQZ_STAGE_GRAMS; the callback's own time to neither. */
 
-/* G (n × n, row-major) += xᵀx for x [T, n] in double: the upper triangle and the
- * diagonal blocks only (half the products; sqz_gram_mirror fills the rest once the sum
- * is complete). Bit-identical for any thread count. */
-void sqz_gram_upper_add(sqz_pool *pool, const double *x, int64_t T, int64_t n, double *G);
+/* G (n × n, row-major, double) += xᵀx for x [T, n]: the upper triangle and the diagonal
+ * blocks only (half the products; sqz_gram_mirror fills the rest once the sum is
+ * complete), each block's products one SGEMM over the T tokens added in double (T a
+ * window: a few hundred tokens). Bit-identical for any thread count. */
+int sqz_gram_upper_add(sqz_pool *pool, const float *x, int64_t T, int64_t n, double *G, sqz_err *err);
 /* G's lower triangle ← its upper triangle. */
 void sqz_gram_mirror(double *G, int64_t n);
 /* The flops of one sqz_gram_upper_add. */

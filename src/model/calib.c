@@ -82,9 +82,8 @@ int sqz_calib_split(const int32_t *ids, int64_t n_ids, const int64_t *starts, in
 typedef struct {
     sqz_pool *pool;
     sqz_layer_grams g;
-    double *xd;   /* the hooked activations in double */
-    double *xw;   /* the same, row t scaled by √w_t */
-    size_t xd_n;
+    float *xw;    /* the hooked activations, row t scaled by √w_t */
+    size_t xw_n;
     const float *const *weights; /* [n_layer·7][T] or NULL */
     int64_t tok0; /* the window's first token in the weights */
     sqz_stage_times *times; /* or NULL */
@@ -98,31 +97,44 @@ static const int kSiteOfKind[SQZ_CALIB_KINDS] = {SQZ_SITE_ATTN_IN, SQZ_SITE_ATTN
 int sqz_calib_site_of(int kind) { return kind >= 0 && kind < SQZ_CALIB_KINDS ? kSiteOfKind[kind] : -1; }
 
 /* Gram columns are done in fixed blocks, each only down to its own last row (the upper
- * triangle and the diagonal block): half the products of the full matrix, and each
- * entry one dot product over the tokens in order whatever the thread count. */
+ * triangle and the diagonal block): half the products of the full matrix. A block's
+ * products are one SGEMM over the window's tokens (single precision, twice DGEMM's rate;
+ * a window is a few hundred tokens, so each entry's relative error stays ~1e-6) added
+ * into the double sum; each entry is one dot product over the tokens in order whatever
+ * the thread count. */
 #define GRAM_BLOCK 128 /* 64 spent a fifth more time in OpenBLAS's packing, 256 balances worse */
 
 typedef struct {
-    const double *x;
+    const float *x;
     double *g;
     int64_t T, w;
+    int failed;
 } syrk_ctx;
 
 static void gram_task(void *vctx, int64_t b, int64_t e, int thread) {
     (void)thread;
-    const syrk_ctx *c = vctx;
+    syrk_ctx *c = vctx;
     const int64_t nblk = (c->w + GRAM_BLOCK - 1) / GRAM_BLOCK;
+    float *p = malloc((size_t)c->w * GRAM_BLOCK * sizeof(float));
+    if (!p) {
+        c->failed = 1; /* a benign race: every writer stores 1 */
+        return;
+    }
     for (int64_t k = b; k < e; k++) {
         const int64_t blk = nblk - 1 - k; /* the widest (last) blocks first: better balance */
-        int64_t c0 = blk * GRAM_BLOCK, c1 = c0 + GRAM_BLOCK < c->w ? c0 + GRAM_BLOCK : c->w;
-        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)c1, (int)(c1 - c0), (int)c->T, 1.0, c->x, (int)c->w,
-                    c->x + c0, (int)c->w, 1.0, c->g + c0, (int)c->w);
+        int64_t c0 = blk * GRAM_BLOCK, c1 = c0 + GRAM_BLOCK < c->w ? c0 + GRAM_BLOCK : c->w, nb = c1 - c0;
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)c1, (int)nb, (int)c->T, 1.0f, c->x, (int)c->w,
+                    c->x + c0, (int)c->w, 0.0f, p, (int)nb);
+        for (int64_t r = 0; r < c1; r++)
+            for (int64_t j = 0; j < nb; j++) c->g[r * c->w + c0 + j] += p[r * nb + j];
     }
+    free(p);
 }
 
-void sqz_gram_upper_add(sqz_pool *pool, const double *x, int64_t T, int64_t n, double *G) {
-    syrk_ctx c = {x, G, T, n};
+int sqz_gram_upper_add(sqz_pool *pool, const float *x, int64_t T, int64_t n, double *G, sqz_err *err) {
+    syrk_ctx c = {x, G, T, n, 0};
     sqz_pool_for(pool, (n + GRAM_BLOCK - 1) / GRAM_BLOCK, 1, gram_task, &c);
+    return c.failed ? sqz_fail(err, "calibration: out of memory for a %lld-wide Gram block", (long long)n) : SQZ_OK;
 }
 
 void sqz_gram_mirror(double *G, int64_t n) {
@@ -145,25 +157,23 @@ static int gram_hook(void *vctx, int layer, int site, const float *x, int64_t T,
         return sqz_fail(err, "calibration: layer %d site %d: width %lld, expected %lld", layer, site, (long long)width,
                         (long long)(site >= 0 && site < SQZ_SITE_COUNT ? a->g.n[site] : -1));
     size_t n = (size_t)T * (size_t)width;
-    if (n > a->xd_n) {
-        double *p = realloc(a->xd, n * sizeof(double)), *q = p ? realloc(a->xw, n * sizeof(double)) : NULL;
-        if (p) a->xd = p;
-        if (q) a->xw = q;
-        if (!p || !q) return sqz_fail(err, "calibration: out of memory for %lld × %lld activations", (long long)T,
-                                      (long long)width);
-        a->xd_n = n;
+    if (a->weights && n > a->xw_n) {
+        float *p = realloc(a->xw, n * sizeof(float));
+        if (!p) return sqz_fail(err, "calibration: out of memory for %lld × %lld activations", (long long)T,
+                                (long long)width);
+        a->xw = p;
+        a->xw_n = n;
     }
     double t0 = sqz_now(), fl = sqz_gram_flops(T, width);
-    for (size_t i = 0; i < n; i++) a->xd[i] = x[i];
-    sqz_gram_upper_add(a->pool, a->xd, T, width, a->g.g[site]);
+    if (sqz_gram_upper_add(a->pool, x, T, width, a->g.g[site], err)) return SQZ_ERR;
     for (int k = 0; k < SQZ_CALIB_KINDS && a->weights; k++) {
         const float *w = a->weights[layer * SQZ_CALIB_KINDS + k];
         if (kSiteOfKind[k] != site || !w || !a->g.gw[k]) continue;
         for (int64_t t = 0; t < T; t++) {
-            double r = sqrt((double)w[a->tok0 + t]);
-            for (int64_t i = 0; i < width; i++) a->xw[t * width + i] = r * a->xd[t * width + i];
+            float r = (float)sqrt((double)w[a->tok0 + t]);
+            for (int64_t i = 0; i < width; i++) a->xw[t * width + i] = r * x[t * width + i];
         }
-        sqz_gram_upper_add(a->pool, a->xw, T, width, a->g.gw[k]);
+        if (sqz_gram_upper_add(a->pool, a->xw, T, width, a->g.gw[k], err)) return SQZ_ERR;
         fl += sqz_gram_flops(T, width);
     }
     double dt = sqz_now() - t0;
@@ -203,7 +213,7 @@ int sqz_calib_run_weighted(const sqz_model *m, sqz_pool *pool, const int32_t *wi
     if (sqz_mul_size((size_t)T, (size_t)dim, &nx) || sqz_mul_size(nx, sizeof(float), &bytes))
         return sqz_fail(err, "calibration: %d × %d tokens × dim %lld overflows", nsamples, seqlen, (long long)dim);
     float *X = malloc(bytes);
-    acc_ctx a = {pool, {{0}, {0}, {0}}, NULL, NULL, 0, weights, 0, times, 0.0};
+    acc_ctx a = {pool, {{0}, {0}, {0}}, NULL, 0, weights, 0, times, 0.0};
     int rc = SQZ_ERR;
     if (!X) {
         sqz_fail(err, "calibration: out of memory for %zu bytes of activations", bytes);
@@ -254,7 +264,6 @@ int sqz_calib_run_weighted(const sqz_model *m, sqz_pool *pool, const int32_t *wi
     rc = SQZ_OK;
 done:
     free(X);
-    free(a.xd);
     free(a.xw);
     grams_free(&a.g);
     return rc;

@@ -324,7 +324,7 @@ static int quantize_matrix(qm *q, int idx, const float *W, const double *H, sqz_
         sqz_gptq_stats st;
         if (!F->U) {
             if (sqz_gptq_factor_init(F, H, cols, &go, err)) return sqz_fail(err, "%s: %s", t->name, err->msg);
-            flops += 4.0 / 3.0 * (double)cols * (double)cols * (double)cols; /* potrf, potri, potrf */
+            flops += 2.0 / 3.0 * (double)cols * (double)cols * (double)cols; /* potrf, trtri */
         }
         flops += (double)rows * (double)cols * (double)cols; /* the sweep's updates */
         if (F->cols != cols) return sqz_fail(err, "%s: GPTQ factor of %lld columns for %lld", t->name,
@@ -393,11 +393,12 @@ static int ensure_dbuf(qm *q, size_t n, sqz_err *err) {
 /* H += xᵀx and, when xo is given, C += xoᵀx (x, xo: [T, n] floats). */
 static int accumulate(qm *q, int site, const float *x, const float *xo, int64_t T, int64_t n, sqz_err *err) {
     size_t cnt = (size_t)T * (size_t)n;
-    if (ensure_dbuf(q, cnt, err)) return SQZ_ERR;
+    if (xo && ensure_dbuf(q, cnt, err)) return SQZ_ERR;
     double t0 = sqz_now(), flops = sqz_gram_flops(T, n);
-    for (size_t i = 0; i < cnt; i++) q->da[i] = x[i];
-    sqz_gram_upper_add(q->pool, q->da, T, n, q->H[site]); /* mirrored once the layer's windows are in */
+    /* mirrored once the layer's windows are in */
+    if (sqz_gram_upper_add(q->pool, x, T, n, q->H[site], err)) return SQZ_ERR;
     if (xo) {
+        for (size_t i = 0; i < cnt; i++) q->da[i] = x[i];
         for (size_t i = 0; i < cnt; i++) q->db[i] = xo[i];
         gemm_job jc = {q->db, q->da, q->C[site], T, n};
         sqz_pool_for(q->pool, n, 16, gram_cols_task, &jc);

@@ -417,7 +417,7 @@ static int factor_of(score_ctx *c, const double *H, int64_t cols, sqz_gptq_facto
     memset(F, 0, sizeof *F);
     if (!any_gptq(c->o)) return SQZ_OK;
     sqz_gptq_opts go = {c->o->percdamp, 0, 1, c->o->shrink};
-    c->flops += 4.0 / 3.0 * (double)cols * (double)cols * (double)cols; /* potrf, potri, potrf */
+    c->flops += 2.0 / 3.0 * (double)cols * (double)cols * (double)cols; /* potrf, trtri */
     return sqz_gptq_factor_init(F, H, cols, &go, err);
 }
 

@@ -1,11 +1,11 @@
 /* GPTQ into ggml blocks: see include/sqz/gptq.h for the algorithm.
  *
- * The factorization is LAPACK's (OpenBLAS): potrf, potri, potrf again for the upper
- * Cholesky factor of the dampened H⁻¹. Rows are independent given that factor, so the
- * sweep runs over chunks of rows on the pool, each chunk with its own copy of its rows
- * and one DGEMM per lazy batch (double: float32 sweeps flip a few levels per thousand
- * against an exact sweep, each flip then steering the rest of its row) (OpenBLAS single-threaded inside, the pool is the only
- * source of threads). */
+ * The factorization is LAPACK's (OpenBLAS): potrf of the reversed H and trtri give the
+ * upper Cholesky factor of the dampened H⁻¹ (chol_inverse_upper). Rows are independent
+ * given that factor, so the sweep runs over chunks of rows on the pool, each chunk with
+ * its own copy of its rows and one DGEMM per lazy batch (double: float32 sweeps flip a
+ * few levels per thousand against an exact sweep, each flip then steering the rest of
+ * its row; OpenBLAS single-threaded inside, the pool is the only source of threads). */
 #include "sqz/gptq.h"
 
 #include <cblas.h>
@@ -147,25 +147,37 @@ static void sweep_task(void *vctx, int64_t b, int64_t e, int thread) {
     free(Wc); free(Q); free(Err); free(L); free(P);
 }
 
-/* A = U with AᵀA = the dampened H⁻¹ (row-major upper; LAPACK is column-major, so its
- * 'L' on our row-major array is our upper triangle). A holds H on entry. The same U
- * comes from one Cholesky of the reversed H and a triangular inverse at half the flops
- * (2/3·n³ instead of 4/3·n³), but with other rounding: its bytes differ from these, and
- * the suite's llama.cpp comparisons of a GPTQ file (t_quantize_llamacpp (b): sqz's
- * llama.cpp-numerics emulation within 0.5%) moved from 0.04% to 0.55% with it; kept
- * as is until that emulation is exact. */
+/* A ← U, the upper Cholesky factor of A⁻¹ (UᵀU = A⁻¹, row-major; A holds the dampened H
+ * on entry). With J the reversal, J A J = L Lᵀ (Cholesky) gives A = R Rᵀ, R = J L J upper,
+ * so A⁻¹ = (R⁻¹)ᵀ R⁻¹ and U = R⁻¹ = J L⁻¹ J: one Cholesky and one triangular inverse,
+ * 2/3·n³ flops where factor / invert / factor again take 4/3·n³. */
 static int chol_inverse_upper(double *A, int64_t n, sqz_err *err) {
-    char lo = 'L';
+    /* J A J: A[i][j] ↔ A[n-1-i][n-1-j] is the flat array reversed */
+    for (int64_t a = 0, b = n * n - 1; a < b; a++, b--) {
+        double t = A[a];
+        A[a] = A[b];
+        A[b] = t;
+    }
+    char lo = 'L', diag = 'N';
     lapack_int N = (lapack_int)n, info = 0;
-    LAPACK_dpotrf(&lo, &N, A, &N, &info);
+    LAPACK_dpotrf(&lo, &N, A, &N, &info); /* column-major lower L = row-major upper Lᵀ */
     if (info != 0)
         return sqz_fail(err, "gptq: H (%lld × %lld) is not positive definite after dampening (potrf info %d)",
                         (long long)n, (long long)n, (int)info);
-    LAPACK_dpotri(&lo, &N, A, &N, &info);
-    if (info != 0) return sqz_fail(err, "gptq: cannot invert H (potri info %d)", (int)info);
-    LAPACK_dpotrf(&lo, &N, A, &N, &info);
-    if (info != 0) return sqz_fail(err, "gptq: H⁻¹ is not positive definite (potrf info %d)", (int)info);
-    for (int64_t i = 0; i < n; i++) /* potrf left H⁻¹ below the diagonal: U is upper */
+    LAPACK_dtrtri(&lo, &diag, &N, A, &N, &info);
+    if (info != 0) return sqz_fail(err, "gptq: cannot invert the Cholesky factor of H (trtri info %d)", (int)info);
+    /* row-major M[a][b] = L⁻¹[b][a] (b >= a); U[i][j] = L⁻¹[n-1-i][n-1-j] = M[n-1-j][n-1-i]:
+     * an anti-transpose of the upper triangle, in place (pairs swapped once), then the
+     * lower triangle cleared */
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = i; j < n; j++) {
+            int64_t pi = n - 1 - j, pj = n - 1 - i;
+            if (pi < i || (pi == i && pj <= j)) continue;
+            double t = A[i * n + j];
+            A[i * n + j] = A[pi * n + pj];
+            A[pi * n + pj] = t;
+        }
+    for (int64_t i = 0; i < n; i++)
         for (int64_t j = 0; j < i; j++) A[i * n + j] = 0.0;
     return SQZ_OK;
 }
