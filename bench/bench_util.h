@@ -337,17 +337,32 @@ BENCH_FN uint32_t fnv1a(const char *s, uint32_t h) {
     return h;
 }
 
-/* "<stem>-<8 hex>" for a file: the stem is readable, the hash (of the real path, size and
- * modification time) changes when the file does. */
+/* "<stem>-<8 hex>" for a file: the stem is readable, the hash changes when the file does.
+ * Files up to 256 MiB (texts) hash their contents, so a copy or a fresh checkout of the
+ * same text keeps its key (../shared gets new modification times on every machine);
+ * larger ones (models) their real path, size and modification time. */
 BENCH_FN void path_key(const char *path, char *out, size_t cap) {
     char real[PATH_MAX];
     if (!realpath(path, real)) xfmt(real, sizeof real, "%s", path);
     struct stat st;
-    char meta[128] = "";
-    if (stat(real, &st) == 0)
-        xfmt(meta, sizeof meta, "|%lld|%lld.%09ld", (long long)st.st_size, (long long)st.st_mtim.tv_sec,
-             (long)st.st_mtim.tv_nsec);
-    uint32_t h = fnv1a(meta, fnv1a(real, 2166136261u));
+    uint32_t h = 2166136261u;
+    FILE *f = NULL;
+    if (stat(real, &st) == 0 && st.st_size <= (256ll << 20) && (f = fopen(real, "rb"))) {
+        unsigned char buf[1 << 16];
+        size_t n;
+        while ((n = fread(buf, 1, sizeof buf, f)) > 0)
+            for (size_t i = 0; i < n; i++) {
+                h ^= buf[i];
+                h *= 16777619u;
+            }
+        fclose(f);
+    } else {
+        char meta[128] = "";
+        if (stat(real, &st) == 0)
+            xfmt(meta, sizeof meta, "|%lld|%lld.%09ld", (long long)st.st_size, (long long)st.st_mtim.tv_sec,
+                 (long)st.st_mtim.tv_nsec);
+        h = fnv1a(meta, fnv1a(real, h));
+    }
     const char *base = strrchr(real, '/');
     base = base && base[1] ? base + 1 : real;
     char stem[96];
