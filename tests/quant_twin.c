@@ -83,16 +83,18 @@ int main(int argc, char **argv) {
                 }
                 fwrite(dst, 1, row_bytes, out);
             }
-        sqz_gptq_opts go = {0.01, 0, 1, 0.5};
-        if (sqz_gptq_quantize(type, W, ROWS, COLS, H, &go, NULL, dst, NULL, NULL, NULL, NULL, &err)) {
-            fprintf(stderr, "quant_twin: GPTQ %s: %s\n", tt->name, err.msg);
-            return 1;
+        for (int single = 0; single < 2; single++) { /* the quantizer's double and the estimate's float */
+            sqz_gptq_opts go = {0.01, 0, 1, 0.5, single};
+            if (sqz_gptq_quantize(type, W, ROWS, COLS, H, &go, NULL, dst, NULL, NULL, NULL, NULL, &err)) {
+                fprintf(stderr, "quant_twin: GPTQ %s%s: %s\n", tt->name, single ? " (single)" : "", err.msg);
+                return 1;
+            }
+            fwrite(dst, 1, row_bytes * ROWS, out);
         }
-        fwrite(dst, 1, row_bytes * ROWS, out);
         n_types++;
     }
     free(W); free(imp); free(H); free(dst); free(xin);
     if (fclose(out)) return 1;
-    printf("quant_twin: %d types, %d rows each (RTN, weighted RTN, GPTQ)\n", n_types, ROWS);
+    printf("quant_twin: %d types, %d rows each (RTN, weighted RTN, GPTQ in double and in single precision)\n", n_types, ROWS);
     return n_types > 0 ? 0 : 1;
 }

@@ -100,7 +100,7 @@ static void test_types(sqz_pool *pool) {
         CHECK(rtn(type, W, rows, cols, H, rq) == 0, "%s: rtn", name);
         CHECK(sqz_gptq_errors(W, rq, rows, cols, H, pool, &rw, &ro, &err) == 0, "%s", err.msg);
         for (int act = 0; act < 2; act++) {
-            sqz_gptq_opts o = {0.01, act, 0, 0};
+            sqz_gptq_opts o = {0.01, act, 0, 0, 0};
             sqz_gptq_stats st;
             int rc = sqz_gptq_quantize(type, W, rows, cols, H, &o, pool, dst, what, NULL, NULL, &st, &err);
             CHECK(rc == 0, "%s act %d: %s", name, act, err.msg);
@@ -115,6 +115,15 @@ static void test_types(sqz_pool *pool) {
             CHECK(sqz_gptq_quantize(type, W, rows, cols, H, &o, NULL, dst1, NULL, NULL, NULL, NULL, &err) == 0, "%s",
                   err.msg);
             CHECK(memcmp(dst, dst1, rb * (size_t)rows) == 0, "%s act %d: bytes depend on the thread count", name, act);
+            /* the estimate's single-precision GPTQ: nearly the same output error */
+            sqz_gptq_opts os = o;
+            os.single = 1;
+            sqz_gptq_stats ss;
+            CHECK(sqz_gptq_quantize(type, W, rows, cols, H, &os, pool, dst1, NULL, NULL, NULL, &ss, &err) == 0, "%s",
+                  err.msg);
+            CHECK(fabs(ss.rel_output_err - st.rel_output_err) <= 0.01 * st.rel_output_err,
+                  "%s act %d: single-precision GPTQ output error %.6e, double %.6e (more than 1%% apart)", name, act,
+                  ss.rel_output_err, st.rel_output_err);
         }
         free(dst); free(dst1);
     }
@@ -165,13 +174,13 @@ static void test_shrink_one(sqz_pool *pool) {
     for (int64_t i = 0; i < cols; i++) mean += H[i * cols + i];
     double damp = 0.01 * mean / (double)cols;
     for (int64_t i = 0; i < cols; i++) w[i] = (float)(H[i * cols + i] + damp);
-    const sqz_gptq_opts one = {0.01, 0, 1, 1.0};
+    const sqz_gptq_opts one = {0.01, 0, 1, 1.0, 0};
     expect_gptq_is_rtn("shrink 1 (RTN with diag(H) + damp)", W, rows, cols, H, &one, pool, w);
     sqz_err err;
     uint8_t dst[8 * 512];
     const double bad[3] = {-0.1, 1.5, NAN};
     for (int i = 0; i < 3; i++) {
-        sqz_gptq_opts o = {0.01, 0, 1, bad[i]};
+        sqz_gptq_opts o = {0.01, 0, 1, bad[i], 0};
         CHECK(sqz_gptq_quantize(SQZ_TYPE_Q4_0, W, 1, cols, H, &o, NULL, dst, NULL, NULL, NULL, NULL, &err) != 0,
               "shrink %g must be refused", bad[i]);
         CHECK(strstr(err.msg, "shrink") != NULL, "message: %s", err.msg);
@@ -186,7 +195,7 @@ static void test_factor(sqz_pool *pool) {
     float *W = malloc((size_t)(rows * cols) * sizeof(float));
     double *H = malloc((size_t)(cols * cols) * sizeof(double));
     make_problem(rows, cols, W, H);
-    sqz_gptq_opts o = {0.01, 0, 1, 0.0};
+    sqz_gptq_opts o = {0.01, 0, 1, 0.0, 0};
     sqz_gptq_factor f;
     sqz_err err;
     CHECK(sqz_gptq_factor_init(&f, H, cols, &o, &err) == 0, "%s", err.msg);
@@ -277,7 +286,7 @@ static int emit(const char *dir) {
         float *what = malloc((size_t)(rows * cols) * sizeof(float));
         /* per row, per block, per sub-block: scale, min (floats) */
         float *sm = malloc((size_t)(rows * nblk * 2 * SQZ_QSUB_MAX) * sizeof(float));
-        sqz_gptq_opts o = {0.01, cases[ci].act, 0, 0};
+        sqz_gptq_opts o = {0.01, cases[ci].act, 0, 0, 0};
         sqz_gptq_stats st;
         if (sqz_gptq_quantize(type, W, rows, cols, H, &o, NULL, dst, what, P, L, &st, &err))
             return fprintf(stderr, "test_gptq --emit: %s\n", err.msg), 1;

@@ -50,6 +50,8 @@ typedef struct sqz_gptq_opts {
     int act_order;   /* 1: sweep columns by decreasing diag(H), static groups */
     int no_stats;    /* 1: skip the error statistics (they cost another rows·cols² MACs) */
     double shrink;   /* 0..1: H's off-diagonal entries are scaled by (1 − shrink); 0 = plain GPTQ */
+    int single;      /* 1: factor and sweep in single precision (about twice as fast; a few
+                        levels per thousand differ from the double sweep): for estimates */
 } sqz_gptq_opts;
 
 typedef struct sqz_gptq_stats {
@@ -83,7 +85,9 @@ int sqz_gptq_quantize(int type, const float *W, int64_t rows, int64_t cols, cons
  * as much as the sweep of ~900 rows). */
 typedef struct sqz_gptq_factor {
     int64_t cols;
-    double *U;      /* cols × cols, row-major upper */
+    double *U;      /* cols × cols, row-major upper (NULL when single) */
+    float *Uf;      /* the same in single precision when single, else NULL */
+    int single;
     float *imp;     /* dampened diag(H), original column order */
     int64_t *perm;  /* sweep position → original column */
     uint8_t *dead;  /* H_ii == 0, original column order */

@@ -320,7 +320,7 @@ static int quantize_matrix(qm *q, int idx, const float *W, const double *H, sqz_
     double t0 = sqz_now(), flops = 0.0;
     int gptq = q->o->method == SQZ_QMETHOD_GPTQ && H && sqz_quant_supported(t->type);
     if (gptq) {
-        sqz_gptq_opts go = {q->o->percdamp, q->o->act_order, 0, q->o->shrink};
+        sqz_gptq_opts go = {q->o->percdamp, q->o->act_order, 0, q->o->shrink, 0};
         sqz_gptq_stats st;
         if (!F->U) {
             if (sqz_gptq_factor_init(F, H, cols, &go, err)) return sqz_fail(err, "%s: %s", t->name, err->msg);

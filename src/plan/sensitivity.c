@@ -186,22 +186,25 @@ static int stats_collect(stats *st, const sqz_model *m, sqz_pool *pool, const sq
 
 /* ---------------------------------------------------------------- scoring options */
 
+/* The error sums run in single precision (SGEMM, about twice DGEMM's rate): a float
+ * copy of each Gram, products summed in double per row. They are estimates whose
+ * options differ by far more than float rounding moves them. */
 typedef struct {
-    const double *H;
+    const float *H;
     const float *D; /* δW rows × cols */
     int64_t cols;
     double *E;      /* [rows] δw_jᵀ H δw_j */
 } quad_ctx;
 
-/* Rows per DGEMM with H: OpenBLAS packs H once per call, so 32-row calls spent about as
+/* Rows per GEMM with H: OpenBLAS packs H once per call, so 32-row calls spent about as
  * long packing as multiplying (profiled on a 1.5B model); 256 rows at most, and at most
- * QUAD_DOUBLES doubles of scratch per buffer. Each product's bits do not depend on the
+ * QUAD_FLOATS floats of scratch per buffer. Each product's bits do not depend on the
  * rows per call (OpenBLAS splits m and n, never k). */
 #define QUAD_ROWS 256
-#define QUAD_DOUBLES 4194304
+#define QUAD_FLOATS 4194304
 
 static int64_t quad_rows(int64_t n) {
-    int64_t r = QUAD_DOUBLES / (n > 0 ? n : 1);
+    int64_t r = QUAD_FLOATS / (n > 0 ? n : 1);
     return r < 32 ? 32 : r > QUAD_ROWS ? QUAD_ROWS : r;
 }
 
@@ -217,24 +220,23 @@ static void quad_task(void *vctx, int64_t b, int64_t e, int thread) {
     (void)thread;
     const quad_ctx *c = vctx;
     int64_t n = c->cols, blk = quad_rows(n);
-    double *d = malloc((size_t)(blk * n) * 2 * sizeof(double));
-    if (!d) {
+    float *y = malloc((size_t)(blk * n) * sizeof(float));
+    if (!y) {
         for (int64_t j = b; j < e; j++) c->E[j] = NAN;
         return;
     }
-    double *y = d + blk * n;
     for (int64_t j0 = b; j0 < e; j0 += blk) {
         int64_t m = e - j0 < blk ? e - j0 : blk;
-        for (int64_t i = 0; i < m * n; i++) d[i] = c->D[j0 * n + i];
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)n, (int)n, 1.0, d, (int)n, c->H, (int)n,
-                    0.0, y, (int)n);
+        const float *d = c->D + j0 * n;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)n, (int)n, 1.0f, d, (int)n, c->H, (int)n,
+                    0.0f, y, (int)n);
         for (int64_t r = 0; r < m; r++) {
             double q = 0.0;
-            for (int64_t i = 0; i < n; i++) q += d[r * n + i] * y[r * n + i];
+            for (int64_t i = 0; i < n; i++) q += (double)d[r * n + i] * y[r * n + i];
             c->E[j0 + r] = q;
         }
     }
-    free(d);
+    free(y);
 }
 
 typedef struct {
@@ -379,7 +381,7 @@ static int quantize_rows(score_ctx *c, const char *name, int type, const float *
  * scale[r]) into sum[0..3]: Σ s_j δwᵀHδw (grad), Σ s_j δwᵀH_wδw (gradtw), Σ δwᵀHδw (local),
  * Σ F δw² (diag; the statistics' rows are ld long). E, Ew: nsel doubles of scratch. */
 static void error_sums(score_ctx *c, int idx, const float *D, int64_t nsel, int64_t cols, int64_t ld,
-                       const double *H, const double *Hw, const int64_t *map, const double *scale, double *E,
+                       const float *H, const float *Hw, const int64_t *map, const double *scale, double *E,
                        double *Ew, double sum[4]) {
     quad_ctx qc = {H, D, cols, E}, qw = {Hw, D, cols, Ew};
     int plain = !c->o->weighted_only;
@@ -411,12 +413,12 @@ static int any_gptq(const sqz_sens_opts *o) {
     return 0;
 }
 
-/* F ← the GPTQ factor of H (cols × cols) with the estimate's options; F->U NULL when no
- * type takes GPTQ. */
+/* F ← the GPTQ factor of H (cols × cols) with the estimate's options, in single
+ * precision; F->Uf NULL when no type takes GPTQ. */
 static int factor_of(score_ctx *c, const double *H, int64_t cols, sqz_gptq_factor *F, sqz_err *err) {
     memset(F, 0, sizeof *F);
     if (!any_gptq(c->o)) return SQZ_OK;
-    sqz_gptq_opts go = {c->o->percdamp, 0, 1, c->o->shrink};
+    sqz_gptq_opts go = {c->o->percdamp, 0, 1, c->o->shrink, 1};
     c->flops += 2.0 / 3.0 * (double)cols * (double)cols * (double)cols; /* potrf, trtri */
     return sqz_gptq_factor_init(F, H, cols, &go, err);
 }
@@ -426,10 +428,10 @@ static int factor_of(score_ctx *c, const double *H, int64_t cols, sqz_gptq_facto
  * first cols' columns it fits (W's and H's leading block), its changes scaled by
  * cols / cols'. */
 static int score_narrow(score_ctx *c, int idx, const float *W, int64_t nsel, const int64_t *map,
-                        const double *scale, const double *H, const double *Hw, sqz_err *err) {
+                        const double *scale, const double *H, const float *Hf, const float *Hw, sqz_err *err) {
     sqz_sens_tensor *t = &c->out->t[idx];
     int64_t cols = t->cols;
-    if (!H || !Hw) return SQZ_OK;
+    if (!H || !Hf || !Hw) return SQZ_OK;
     int rc = SQZ_OK;
     for (int k = 0; k < t->n_narrow && rc == SQZ_OK; k++) {
         int type = t->narrow[k].type;
@@ -439,26 +441,28 @@ static int score_narrow(score_ctx *c, int idx, const float *W, int64_t nsel, con
         if (sqz_type_row_bytes(type, cf, &row_bytes, err)) return SQZ_ERR;
         float *Wn = malloc((size_t)(nsel * cf) * 3 * sizeof(float)), *what = Wn ? Wn + nsel * cf : NULL;
         float *D = what ? what + nsel * cf : NULL;
-        double *Hn = malloc((size_t)(cf * cf) * 2 * sizeof(double)), *Hwn = Hn ? Hn + cf * cf : NULL;
+        double *Hn = malloc((size_t)(cf * cf) * sizeof(double));
+        float *Hfn = malloc((size_t)(cf * cf) * 2 * sizeof(float)), *Hwn = Hfn ? Hfn + cf * cf : NULL;
         double *E = malloc((size_t)nsel * 2 * sizeof(double)), *Ew = E ? E + nsel : NULL;
         uint8_t *dst = malloc(row_bytes * (size_t)nsel);
-        if (!Wn || !Hn || !E || !dst) {
+        if (!Wn || !Hn || !Hfn || !E || !dst) {
             rc = sqz_fail(err, "sensitivity: out of memory for %s", t->name);
         } else {
             for (int64_t r = 0; r < nsel; r++) memcpy(Wn + r * cf, W + r * cols, (size_t)cf * sizeof(float));
             for (int64_t i = 0; i < cf; i++) {
                 memcpy(Hn + i * cf, H + i * cols, (size_t)cf * sizeof(double));
-                memcpy(Hwn + i * cf, Hw + i * cols, (size_t)cf * sizeof(double));
+                memcpy(Hfn + i * cf, Hf + i * cols, (size_t)cf * sizeof(float));
+                memcpy(Hwn + i * cf, Hw + i * cols, (size_t)cf * sizeof(float));
             }
             sqz_gptq_factor F; /* of H's leading cf × cf block */
             rc = factor_of(c, Hn, cf, &F, err);
-            if (rc == SQZ_OK) rc = quantize_rows(c, t->name, type, Wn, nsel, cf, F.U ? &F : NULL, row_bytes, dst, what, err);
+            if (rc == SQZ_OK) rc = quantize_rows(c, t->name, type, Wn, nsel, cf, F.Uf ? &F : NULL, row_bytes, dst, what, err);
             sqz_gptq_factor_free(&F);
         }
         if (rc == SQZ_OK) {
             for (int64_t i = 0; i < nsel * cf; i++) D[i] = Wn[i] - what[i];
             double sum[4] = {0, 0, 0, 0}, f = (double)cols / (double)cf;
-            error_sums(c, idx, D, nsel, cf, cols, Hn, Hwn, map, scale, E, Ew, sum);
+            error_sums(c, idx, D, nsel, cf, cols, Hfn, Hwn, map, scale, E, Ew, sum);
             sqz_sens_option *op = &t->narrow[k];
             op->dl_grad = 0.5 * sum[0] / (double)c->N * f;
             op->dl_gradtw = 0.5 * sum[1] / (double)c->N * f;
@@ -469,16 +473,16 @@ static int score_narrow(score_ctx *c, int idx, const float *W, int64_t nsel, con
                 (!c->o->weighted_only && (!isfinite(op->dl_grad) || !isfinite(op->dl_local))))
                 rc = sqz_fail(err, "sensitivity: %s in %s (narrowed): prediction is not finite", t->name, tt->name);
         }
-        free(Wn); free(Hn); free(E); free(dst);
+        free(Wn); free(Hn); free(Hfn); free(E); free(dst);
     }
     return rc;
 }
 
 /* Fills the options of tensor idx from its weights W, its input Gram H (Σ x xᵀ / T; NULL
- * for an untied embedding), H's GPTQ factor F (NULL: none of the types takes GPTQ) and its
- * token-weighted Gram Hw (Σ w_t x xᵀ / Σ w_t). */
-static int score_tensor(score_ctx *c, int idx, const double *H, const sqz_gptq_factor *F, const double *Hw,
-                        sqz_err *err) {
+ * for an untied embedding) with Hf its float copy, H's GPTQ factor F (NULL: none of the
+ * types takes GPTQ) and its token-weighted Gram Hw (Σ w_t x xᵀ / Σ w_t, float). */
+static int score_tensor(score_ctx *c, int idx, const double *H, const float *Hf, const sqz_gptq_factor *F,
+                        const float *Hw, sqz_err *err) {
     const sqz_sens_opts *o = c->o;
     sqz_sens_tensor *t = &c->out->t[idx];
     const sqz_tensor *src = tensor_at(c->wm, idx);
@@ -523,7 +527,7 @@ static int score_tensor(score_ctx *c, int idx, const double *H, const sqz_gptq_f
         if (quantize_rows(c, t->name, op->type, W, nsel, cols, H ? F : NULL, row_bytes, dst, what, err)) goto done;
         for (int64_t i = 0; i < n; i++) D[i] = W[i] - what[i];
         double sum[4] = {0, 0, 0, 0};
-        if (!is_embd) error_sums(c, idx, D, nsel, cols, cols, H, Hw, map, scale, E, Ew, sum);
+        if (!is_embd) error_sums(c, idx, D, nsel, cols, cols, Hf, Hw, map, scale, E, Ew, sum);
         double grad = sum[0], gradtw = sum[1], local = sum[2], diag = sum[3];
         if (has_embd_part) { /* the lookup rows (see the header) */
             double eg = 0.0, el = 0.0, ed = 0.0;
@@ -560,7 +564,7 @@ static int score_tensor(score_ctx *c, int idx, const double *H, const sqz_gptq_f
             memcpy(op->what, what, (size_t)n * sizeof(float));
         }
     }
-    if (score_narrow(c, idx, W, nsel, map, scale, H, Hw, err)) goto done;
+    if (score_narrow(c, idx, W, nsel, map, scale, H, Hf, Hw, err)) goto done;
     rc = SQZ_OK;
 done:
     free(map); free(scale); free(W); free(what); free(D); free(E); free(Ew); free(dst);
@@ -588,12 +592,21 @@ static int widths_of(score_ctx *c, int layer, const sqz_layer_grams *g, sqz_err 
                                    &c->out->widths[layer], err);
 }
 
+/* A float copy of n doubles, or NULL when out of memory. */
+static float *to_float(const double *x, int64_t n) {
+    float *y = malloc((size_t)n * sizeof(float));
+    for (int64_t i = 0; y && i < n; i++) y[i] = (float)x[i];
+    return y;
+}
+
 static int layer_cb(void *vctx, int layer, sqz_layer_grams *g, int64_t n_tokens, sqz_err *err) {
     score_ctx *c = vctx;
     sqz_gptq_factor F = {0};
-    int F_site = -1; /* q, k, v share their input's factor, as do gate and up */
+    float *Hf = NULL; /* H's float copy for the error sums */
+    int F_site = -1;  /* q, k, v share their input's factor and Hf, as do gate and up */
     /* H = g / T and Hw = gw / Σw are made in place: the Grams are not needed after this
-     * layer, and copies of ffn_down's would double the largest buffers */
+     * layer, and copies of ffn_down's would double the largest buffers (each Hw is
+     * narrowed to float in its own buffer, too) */
     for (int site = 0; site < SQZ_SITE_COUNT; site++)
         for (int64_t i = 0; g->g[site] && i < g->n[site] * g->n[site]; i++) g->g[site][i] /= (double)n_tokens;
     double t0 = sqz_now();
@@ -609,17 +622,24 @@ static int layer_cb(void *vctx, int layer, sqz_layer_grams *g, int64_t n_tokens,
             break;
         }
         double *H = g->g[site], *Hw = g->gw[k];
+        float *Hwf = (float *)Hw; /* in place: element i's float lies at or before its double */
         double sw = weight_sum(c->st, idx, c->out->t[idx].rows);
-        for (int64_t i = 0; i < w * w; i++) Hw[i] = sw > 0 ? Hw[i] / sw : H[i];
+        for (int64_t i = 0; i < w * w; i++) Hwf[i] = (float)(sw > 0 ? Hw[i] / sw : H[i]);
         if (site != F_site) {
             sqz_gptq_factor_free(&F);
+            free(Hf);
             F_site = -1;
+            if (!(Hf = to_float(H, w * w))) {
+                rc = sqz_fail(err, "sensitivity: out of memory for layer %d's Gram", layer);
+                break;
+            }
             if ((rc = factor_of(c, H, w, &F, err))) break;
             F_site = site;
         }
-        rc = score_tensor(c, idx, H, F.U ? &F : NULL, Hw, err);
+        rc = score_tensor(c, idx, H, Hf, F.Uf ? &F : NULL, Hwf, err);
     }
     sqz_gptq_factor_free(&F);
+    free(Hf);
     sqz_stage_add(&c->out->times, SQZ_STAGE_SCORING, sqz_now() - t1, c->flops - f0);
     sqz_progress_update(&c->prog, layer + 1, NULL);
     return rc;
@@ -751,13 +771,17 @@ int sqz_sensitivity(const sqz_model *sm, const sqz_model *wm, sqz_pool *pool, co
         double sw = weight_sum(&st, head, out->t[head].rows);
         for (int64_t i = 0; i < dim * dim; i++) st.H_out[i] /= (double)st.n_rows_out;
         for (int64_t i = 0; i < dim * dim; i++) st.H_outw[i] = sw > 0 ? st.H_outw[i] / sw : st.H_out[i];
-        sqz_gptq_factor F;
+        sqz_gptq_factor F = {0};
         double t1 = sqz_now(), f0 = c.flops;
-        rc = factor_of(&c, st.H_out, dim, &F, err);
-        if (rc == SQZ_OK) rc = score_tensor(&c, head, st.H_out, F.U ? &F : NULL, st.H_outw, err);
+        float *Hf = to_float(st.H_out, dim * dim), *Hwf = to_float(st.H_outw, dim * dim);
+        if (!Hf || !Hwf) rc = sqz_fail(err, "sensitivity: out of memory for the head's Grams");
+        if (rc == SQZ_OK) rc = factor_of(&c, st.H_out, dim, &F, err);
+        if (rc == SQZ_OK) rc = score_tensor(&c, head, st.H_out, Hf, F.Uf ? &F : NULL, Hwf, err);
         sqz_gptq_factor_free(&F);
+        free(Hf);
+        free(Hwf);
         if (rc == SQZ_OK && wm->output != wm->tok_embd)
-            rc = score_tensor(&c, sqz_sens_index(wm, -1, SQZ_LIN_EMBD), NULL, NULL, NULL, err);
+            rc = score_tensor(&c, sqz_sens_index(wm, -1, SQZ_LIN_EMBD), NULL, NULL, NULL, NULL, err);
         sqz_stage_add(&out->times, SQZ_STAGE_SCORING, sqz_now() - t1, c.flops - f0);
     }
     sqz_progress_update(&c.prog, sm->cfg.n_layer + 1, NULL);

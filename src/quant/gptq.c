@@ -5,7 +5,9 @@
  * given that factor, so the sweep runs over chunks of rows on the pool, each chunk with
  * its own copy of its rows and one DGEMM per lazy batch (double: float32 sweeps flip a
  * few levels per thousand against an exact sweep, each flip then steering the rest of
- * its row; OpenBLAS single-threaded inside, the pool is the only source of threads). */
+ * its row; OpenBLAS single-threaded inside, the pool is the only source of threads).
+ * The sensitivity estimate asks for both in single precision (sqz_gptq_opts.single):
+ * gptq_kernels.inc holds them once for either. */
 #include "sqz/gptq.h"
 
 #include <cblas.h>
@@ -40,6 +42,7 @@ typedef struct {
     size_t row_bytes;
     const float *W;
     const double *U;       /* cols × cols upper Cholesky factor of H⁻¹, in sweep order */
+    const float *Uf;       /* the same in single precision (the estimate's sweeps), or NULL */
     const float *imp;      /* cols importances, original column order */
     const int64_t *perm;   /* sweep position → original column; NULL for identity */
     const uint8_t *dead;   /* original column order */
@@ -51,136 +54,36 @@ typedef struct {
     sqz_err err;
 } sweep_ctx;
 
-/* w[0..n) -= e · u[0..n): the error of one column spread over the rest of its batch,
- * element by element as the plain loop (two at a time where SSE2 is there). */
-static inline void axpy_neg(double *restrict w, const double *restrict u, double e, int64_t n) {
-    int64_t j = 0;
-#if defined(__SSE2__) && !defined(SQZ_NO_SIMD)
-    const __m128d ve = _mm_set1_pd(e);
-    for (; j + 2 <= n; j += 2) _mm_storeu_pd(w + j, _mm_sub_pd(_mm_loadu_pd(w + j), _mm_mul_pd(ve, _mm_loadu_pd(u + j))));
-#endif
-    for (; j < n; j++) w[j] -= e * u[j];
-}
-
-/* GPTQ over rows [r0, r0+R): copies the rows (permuted), fixes block params, sweeps. */
-static int sweep_rows(sweep_ctx *c, int64_t r0, int64_t R, double *Wc, double *Err, sqz_qparams *P, int8_t *L,
-                      float *Q, sqz_err *err) {
-    const int64_t cols = c->cols, nblk = c->nblk, B = c->batch;
-    const int bs = c->bs;
-    for (int64_t r = 0; r < R; r++)
-        for (int64_t j = 0; j < cols; j++) {
-            int64_t o = c->perm ? c->perm[j] : j;
-            Wc[r * cols + j] = c->dead[o] ? 0.0f : c->W[(r0 + r) * cols + o];
-        }
-    if (c->act) { /* static groups: every block's scales from the original (dead-zeroed) W */
-        float xb[SQZ_QBLOCK_MAX];
-        for (int64_t r = 0; r < R; r++)
-            for (int64_t b = 0; b < nblk; b++) {
-                for (int i = 0; i < bs; i++) {
-                    int64_t o = b * bs + i;
-                    xb[i] = c->dead[o] ? 0.0f : c->W[(r0 + r) * cols + o];
-                }
-                if (sqz_quant_block_params(c->type, xb, c->imp + b * bs, &P[r * nblk + b], err)) return SQZ_ERR;
-            }
-    }
-    for (int64_t i1 = 0; i1 < cols; i1 += B) {
-        int64_t i2 = i1 + B < cols ? i1 + B : cols;
-        for (int64_t i = i1; i < i2; i++) {
-            if (!c->act && i % bs == 0)
-                for (int64_t r = 0; r < R; r++) {
-                    float xb[SQZ_QBLOCK_MAX];
-                    for (int k = 0; k < bs; k++) xb[k] = (float)Wc[r * cols + i + k];
-                    if (sqz_quant_block_params(c->type, xb, c->imp + i, &P[r * nblk + i / bs], err)) return SQZ_ERR;
-                }
-            const double *Ui = c->U + i * cols;
-            const double d = Ui[i];
-            const int64_t o = c->perm ? c->perm[i] : i;
-            for (int64_t r = 0; r < R; r++) {
-                double *w = Wc + r * cols;
-                int8_t lev;
-                double x = w[i];
-                float q = sqz_quant_round_with_params(&P[r * nblk + o / bs], (int)(o % bs), (float)x, &lev);
-                L[r * cols + o] = lev;
-                Q[r * cols + o] = q;
-                double e = (x - q) / d;
-                Err[r * B + (i - i1)] = e;
-                axpy_neg(w + i + 1, Ui + i + 1, e, i2 - i - 1);
-            }
-        }
-        if (i2 < cols) /* lazy update of every later column: W[:, i2:] -= Err · U[i1:i2, i2:] */
-            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, (int)(cols - i2), (int)(i2 - i1), -1.0,
-                        Err, (int)B, c->U + i1 * cols + i2, (int)cols, 1.0, Wc + i2, (int)cols);
-    }
-    for (int64_t r = 0; r < R; r++) {
-        uint8_t *row = c->dst + (size_t)(r0 + r) * c->row_bytes;
-        size_t bb = c->row_bytes / (size_t)nblk;
-        for (int64_t b = 0; b < nblk; b++) sqz_quant_pack_block(&P[r * nblk + b], L + r * cols + b * bs, row + b * bb);
-    }
-    if (c->what) memcpy(c->what + r0 * cols, Q, (size_t)(R * cols) * sizeof(float));
-    if (c->levels) memcpy(c->levels + r0 * cols, L, (size_t)(R * cols));
-    if (c->params) memcpy(c->params + r0 * nblk, P, (size_t)(R * nblk) * sizeof(sqz_qparams));
-    return SQZ_OK;
-}
-
-static void sweep_task(void *vctx, int64_t b, int64_t e, int thread) {
-    (void)thread;
-    sweep_ctx *c = vctx;
-    const int64_t cols = c->cols;
-    double *Wc = malloc((size_t)(GPTQ_ROWS * cols) * sizeof(double));
-    float *Q = malloc((size_t)(GPTQ_ROWS * cols) * sizeof(float));
-    double *Err = malloc((size_t)(GPTQ_ROWS * c->batch) * sizeof(double));
-    int8_t *L = malloc((size_t)(GPTQ_ROWS * cols));
-    sqz_qparams *P = malloc((size_t)(GPTQ_ROWS * c->nblk) * sizeof(sqz_qparams));
-    sqz_err err;
-    if (!Wc || !Q || !Err || !L || !P) {
-        c->failed = 1;
-        sqz_fail(&c->err, "gptq: out of memory for a chunk of %d rows × %lld columns", GPTQ_ROWS, (long long)cols);
-    } else {
-        for (int64_t r0 = b; r0 < e && !c->failed; r0 += GPTQ_ROWS) {
-            int64_t R = e - r0 < GPTQ_ROWS ? e - r0 : GPTQ_ROWS;
-            if (sweep_rows(c, r0, R, Wc, Err, P, L, Q, &err)) {
-                c->failed = 1; /* a benign race: any one message will do */
-                c->err = err;
-            }
-        }
-    }
-    free(Wc); free(Q); free(Err); free(L); free(P);
-}
-
-/* A ← U, the upper Cholesky factor of A⁻¹ (UᵀU = A⁻¹, row-major; A holds the dampened H
- * on entry). With J the reversal, J A J = L Lᵀ (Cholesky) gives A = R Rᵀ, R = J L J upper,
- * so A⁻¹ = (R⁻¹)ᵀ R⁻¹ and U = R⁻¹ = J L⁻¹ J: one Cholesky and one triangular inverse,
- * 2/3·n³ flops where factor / invert / factor again take 4/3·n³. */
-static int chol_inverse_upper(double *A, int64_t n, sqz_err *err) {
-    /* J A J: A[i][j] ↔ A[n-1-i][n-1-j] is the flat array reversed */
-    for (int64_t a = 0, b = n * n - 1; a < b; a++, b--) {
-        double t = A[a];
-        A[a] = A[b];
-        A[b] = t;
-    }
-    char lo = 'L', diag = 'N';
-    lapack_int N = (lapack_int)n, info = 0;
-    LAPACK_dpotrf(&lo, &N, A, &N, &info); /* column-major lower L = row-major upper Lᵀ */
-    if (info != 0)
-        return sqz_fail(err, "gptq: H (%lld × %lld) is not positive definite after dampening (potrf info %d)",
-                        (long long)n, (long long)n, (int)info);
-    LAPACK_dtrtri(&lo, &diag, &N, A, &N, &info);
-    if (info != 0) return sqz_fail(err, "gptq: cannot invert the Cholesky factor of H (trtri info %d)", (int)info);
-    /* row-major M[a][b] = L⁻¹[b][a] (b >= a); U[i][j] = L⁻¹[n-1-i][n-1-j] = M[n-1-j][n-1-i]:
-     * an anti-transpose of the upper triangle, in place (pairs swapped once), then the
-     * lower triangle cleared */
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t j = i; j < n; j++) {
-            int64_t pi = n - 1 - j, pj = n - 1 - i;
-            if (pi < i || (pi == i && pj <= j)) continue;
-            double t = A[i * n + j];
-            A[i * n + j] = A[pi * n + pj];
-            A[pi * n + pj] = t;
-        }
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t j = 0; j < i; j++) A[i * n + j] = 0.0;
-    return SQZ_OK;
-}
+#define REAL double
+#define SFX _d
+#define UF U
+#define GEMM cblas_dgemm
+#define POTRF LAPACK_dpotrf
+#define TRTRI LAPACK_dtrtri
+#define GPTQ_IS_DOUBLE 1
+#include "gptq_kernels.inc"
+#undef REAL
+#undef SFX
+#undef UF
+#undef GEMM
+#undef POTRF
+#undef TRTRI
+#undef GPTQ_IS_DOUBLE
+#define REAL float
+#define SFX _f
+#define UF Uf
+#define GEMM cblas_sgemm
+#define POTRF LAPACK_spotrf
+#define TRTRI LAPACK_strtri
+#define GPTQ_IS_DOUBLE 0
+#include "gptq_kernels.inc"
+#undef REAL
+#undef SFX
+#undef UF
+#undef GEMM
+#undef POTRF
+#undef TRTRI
+#undef GPTQ_IS_DOUBLE
 
 /* ---------------------------------------------------------------- errors */
 
@@ -284,7 +187,7 @@ static int check_input(int type, const float *W, int64_t rows, int64_t cols, sqz
 
 void sqz_gptq_factor_free(sqz_gptq_factor *f) {
     if (!f) return;
-    free(f->U); free(f->imp); free(f->perm); free(f->dead);
+    free(f->U); free(f->Uf); free(f->imp); free(f->perm); free(f->dead);
     memset(f, 0, sizeof *f);
 }
 
@@ -305,6 +208,9 @@ int sqz_gptq_factor_init(sqz_gptq_factor *f, const double *H, int64_t cols, cons
     f->cols = cols;
     f->act_order = o.act_order;
     f->shrink = o.shrink;
+    f->single = o.single;
+    /* single: the float factor lives in the first half of the same buffer while it is
+     * made, then the buffer shrinks to it */
     f->U = malloc(n2 * sizeof(double));
     f->imp = malloc((size_t)cols * sizeof(float));
     f->perm = malloc((size_t)cols * sizeof(int64_t));
@@ -343,14 +249,29 @@ int sqz_gptq_factor_init(sqz_gptq_factor *f, const double *H, int64_t cols, cons
         for (int64_t i = 0; i < cols; i++) f->perm[i] = k[i].idx;
         free(k);
     }
-    double *A = f->U;
     const int64_t *perm = f->perm;
-    for (int64_t i = 0; i < cols; i++)
-        for (int64_t j = 0; j < cols; j++) A[i * cols + j] = i == j ? diag[perm[i]] : keep * H[perm[i] * cols + perm[j]];
-    free(diag);
-    if (chol_inverse_upper(A, cols, err)) {
-        sqz_gptq_factor_free(f);
-        return SQZ_ERR;
+    if (o.single) {
+        float *A = (float *)f->U;
+        for (int64_t i = 0; i < cols; i++)
+            for (int64_t j = 0; j < cols; j++)
+                A[i * cols + j] = (float)(i == j ? diag[perm[i]] : keep * H[perm[i] * cols + perm[j]]);
+        free(diag);
+        if (chol_inverse_upper_f(A, cols, err)) {
+            sqz_gptq_factor_free(f);
+            return SQZ_ERR;
+        }
+        float *shrunk = realloc(A, n2 * sizeof(float));
+        f->Uf = shrunk ? shrunk : A;
+        f->U = NULL;
+    } else {
+        double *A = f->U;
+        for (int64_t i = 0; i < cols; i++)
+            for (int64_t j = 0; j < cols; j++) A[i * cols + j] = i == j ? diag[perm[i]] : keep * H[perm[i] * cols + perm[j]];
+        free(diag);
+        if (chol_inverse_upper_d(A, cols, err)) {
+            sqz_gptq_factor_free(f);
+            return SQZ_ERR;
+        }
     }
     f->seconds = sqz_now() - t0;
     return SQZ_OK;
@@ -364,11 +285,11 @@ int sqz_gptq_quantize_factored(int type, const float *W, int64_t rows, const sqz
     size_t row_bytes;
     if (sqz_type_row_bytes(type, cols, &row_bytes, err)) return SQZ_ERR;
     sweep_ctx c = {type, (int)tt->block_size, f->act_order, rows, cols, cols / tt->block_size,
-                   tt->block_size > 128 ? tt->block_size : 128, row_bytes, W, f->U, f->imp,
+                   tt->block_size > 128 ? tt->block_size : 128, row_bytes, W, f->U, f->Uf, f->imp,
                    f->act_order ? f->perm : NULL, f->dead, dst, what, params, levels, 0, {{0}}};
     int blas_threads = openblas_get_num_threads();
     openblas_set_num_threads(1);
-    sqz_pool_for(pool, rows, sweep_grain(rows, pool), sweep_task, &c);
+    sqz_pool_for(pool, rows, sweep_grain(rows, pool), f->Uf ? sweep_task_f : sweep_task_d, &c);
     openblas_set_num_threads(blas_threads);
     if (c.failed) {
         *err = c.err;
