@@ -6,13 +6,18 @@
 #   3. Debug build with AddressSanitizer + UBSan in build-asan/ and the tests again,
 #      except those labelled "asan_slow" (the one mechanism for leaving a test out of
 #      the sanitizer run: the LABELS set in tests/CMakeLists.txt, each with its reason);
-#   4. the fuzz targets for FUZZ_SECONDS=15 each, when scripts/fuzz.sh exists.
+#   4. the fuzz targets for FUZZ_SECONDS=15 each, when scripts/fuzz.sh exists;
+#   5. the CUDA backend compiled (cmake -DSQZ_CUDA=ON in build-cuda/: the CLI and
+#      test_backend) when the CUDA toolkit is there (nvcc on PATH or /usr/local/cuda),
+#      and test_backend run: its CPU checks always; its GPU comparisons only where a GPU
+#      is (else it says so and exits 77, which this stage reports as skipped).
 # Every stage runs even when an earlier one failed: a stage's tests run whenever its own
 # build succeeded (a failed llama.cpp build fails the llama.cpp comparisons, not the
 # stage); the exit status is non-zero if any stage failed. Meant to finish well under
 # 20 minutes on 2 cores.
 # Env: JOBS (default 2), FUZZ_SECONDS (default 15),
-#      SQZ_BUILD / SQZ_BUILD_ASAN (build folders, default build / build-asan),
+#      SQZ_BUILD / SQZ_BUILD_ASAN / SQZ_BUILD_CUDA (build folders, default build /
+#      build-asan / build-cuda),
 #      SQZ_NO_LLAMACPP=1 (do not build llama.cpp: the tests still run everything that
 #      needs no llama.cpp, print which llama.cpp comparisons they skipped, and
 #      t_llamacpp_ref, which is nothing but such a comparison, reports itself skipped)
@@ -23,6 +28,7 @@ cd "$root"
 jobs="${JOBS:-2}"
 bdir="${SQZ_BUILD:-build}"
 adir="${SQZ_BUILD_ASAN:-build-asan}"
+cdir="${SQZ_BUILD_CUDA:-build-cuda}"
 failed=()
 say() { printf '\n== %s\n' "$*"; }
 stage() {  # stage NAME CMD...: run, remember a failure, go on
@@ -90,6 +96,30 @@ if ! stage_failed "build (Debug, ASan+UBSan)"; then
 fi
 if [[ -f scripts/fuzz.sh ]]; then
     stage "fuzz (${FUZZ_SECONDS:-15} s per target)" env FUZZ_SECONDS="${FUZZ_SECONDS:-15}" bash scripts/fuzz.sh
+fi
+
+# The CUDA sources must not rot on machines without a GPU: compile them (nothing runs
+# them here but test_backend's CPU part and its "no GPU" path).
+nvcc_bin="$(command -v nvcc || true)"
+[[ -z "$nvcc_bin" && -x /usr/local/cuda/bin/nvcc ]] && nvcc_bin=/usr/local/cuda/bin/nvcc
+build_cuda() {
+    cmake -S . -B "$cdir" -DCMAKE_BUILD_TYPE=Release -DSQZ_CUDA=ON -DCMAKE_CUDA_COMPILER="$nvcc_bin" >/dev/null &&
+    cmake --build "$cdir" -j"$jobs" --target sqz test_backend
+}
+run_test_backend() {
+    local rc=0
+    "$cdir/tests/test_backend" || rc=$?
+    [[ $rc == 77 ]] && { echo "test_backend: CPU checks passed; GPU comparisons skipped (no GPU here)"; return 0; }
+    return $rc
+}
+if [[ -n "$nvcc_bin" ]]; then
+    cuda_stage="build (CUDA backend, $("$nvcc_bin" --version | sed -n 's/.*release \([0-9.]*\).*/nvcc \1/p'))"
+    stage "$cuda_stage" build_cuda
+    if ! stage_failed "$cuda_stage"; then
+        stage "test_backend (CUDA build)" run_test_backend
+    fi
+else
+    say "CUDA backend: no CUDA toolkit here (no nvcc): its sources were not compiled"
 fi
 
 say "summary"

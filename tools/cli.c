@@ -61,6 +61,15 @@ int gptq_flag(args *a, double *damp, double *shrink, int *rc) {
     return 0;
 }
 
+/* --device cpu|cuda: 1 when it was this flag (then *rc is 0 or the usage error). */
+int device_flag(args *a, sqz_device *device, int *rc) {
+    if (strcmp(a->argv[a->i], "--device")) return 0;
+    const char *v = opt_value(a);
+    sqz_err err;
+    if (sqz_device_parse(v, device, &err)) *rc = usage_fail(a->cmd, "%s", err.msg);
+    return 1;
+}
+
 /* ---------------------------------------------------------------- JSON output */
 
 int write_json(const char *path, cJSON *root) {

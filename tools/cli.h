@@ -6,6 +6,7 @@
 #include <stddef.h>
 
 #include <cjson/cJSON.h>
+#include "sqz/backend.h"
 
 enum { EXIT_ERR = 1, EXIT_USAGE = 2 };
 
@@ -31,6 +32,7 @@ int parse_pos_int(const char *s, long long max, long long *out);
 /* GPTQ's --damp F (in (0, 1)) and --shrink F (in [0, 1]) at argv[i]: returns 1 when it
  * was one of them (*rc set to a usage error's exit code when its value is bad), else 0. */
 int gptq_flag(args *a, double *damp, double *shrink, int *rc);
+int device_flag(args *a, sqz_device *device, int *rc);
 /* Writes root as JSON to path (atomically); returns 0 or an exit code. */
 int write_json(const char *path, cJSON *root);
 /* Reads a text file and checks it is non-empty, non-binary UTF-8; *text is malloc'd.

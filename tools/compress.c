@@ -306,7 +306,8 @@ const char HELP_COMPRESS[] =
     "                    --calib FILE [--nsamples N] [--seqlen L] [--seed S] [--heldout N]\n"
     "                    [--rounds R] [--types LIST] [--all-types] [--eval TEXT] [--eval-ctx C]\n"
     "                    [--eval-chunks K] [--measure K] [--proxy grad|gradtw|diag] [--damp F] [--shrink F]\n"
-    "                    [--prune auto|none|max=F] [--keep-pruned F32.gguf] [--threads N]\n"
+    "                    [--prune auto|none|max=F] [--keep-pruned F32.gguf] [--device cpu|cuda]\n"
+    "                    [--threads N]\n"
     "                    [--quiet] [--json REPORT]\n"
     "                    [--html REPORT.html]\n"
     "\n"
@@ -354,6 +355,9 @@ const char HELP_COMPRESS[] =
     "                     llama.cpp 'deci' GGUF when layers differ\n"
     "  --keep-pruned F    with --prune: also keep the pruned, compensated model before\n"
     "                     quantization as F (F32 GGUF), to measure pruning alone\n"
+    "  --device D         cpu (default) or cuda: where GPTQ's Grams and factors are\n"
+    "                     computed (a build with cmake -DSQZ_CUDA=ON and a GPU; the\n"
+    "                     estimate, the layer passes and the sweeps stay on the CPU)\n"
     "  --measure K        after the last round, apply K of the chosen tensors alone to the\n"
     "                     original model and measure their loss change (for the report)\n"
     "  --json REPORT      plan, predictions, bytes and perplexity per round; each stage's\n"
@@ -486,6 +490,7 @@ int cmd_compress(args *a) {
     int quiet = 0, rc = 0, form = SQZ_PROXY_GRADTW, all_types = 0;
     double prune_max = -1.0; /* --prune: the largest fraction of a block's heads or channels removed; < 0: none */
     int prune_auto = 0;      /* --prune auto: 0.5 when the budget leaves room at it, else 0.75 */
+    sqz_device device = SQZ_DEVICE_CPU;
     double damp = 0.01, shrink = 0.75;
     for (a->i = 0; a->i < a->argc; a->i++) {
         const char *s = a->argv[a->i], *v;
@@ -537,6 +542,8 @@ int cmd_compress(args *a) {
                 return usage_fail(a->cmd, "%s: expected a positive number", s);
         } else if (gptq_flag(a, &damp, &shrink, &rc)) {
             if (rc) return rc;
+        } else if (device_flag(a, &device, &rc)) {
+            if (rc) return rc;
         } else if (!strcmp(s, "--quiet")) {
             quiet = 1;
         } else if (s[0] == '-' && s[1]) {
@@ -574,6 +581,7 @@ int cmd_compress(args *a) {
     sqz_model m;
     double t_start = sqz_now(), sgemm_rate = 0.0, dgemm_rate = 0.0;
     if (sqz_model_load(&m, model, 0, &err)) return fail(err.msg);
+    sqz_backend *backend = NULL;
     sqz_pool *pool = NULL;
     int32_t *eval_ids = NULL;
     int64_t n_eval = 0;
@@ -601,6 +609,10 @@ int cmd_compress(args *a) {
         }
     }
     if (!(pool = sqz_pool_create((int)threads, &err))) {
+        rc = fail(err.msg);
+        goto done;
+    }
+    if (sqz_backend_create(device, pool, &backend, &err)) {
         rc = fail(err.msg);
         goto done;
     }
@@ -635,6 +647,7 @@ int cmd_compress(args *a) {
     co.sensitivity = sens_in;
     co.measure = (int)measure;
     co.progress = !quiet;
+    co.backend = backend;
     co.temp_file = note_temp;
     co.notify = print_progress;
     co.ctx = names;
@@ -661,6 +674,7 @@ done:
     cJSON_Delete(root);
     sqz_compress_report_free(&rep);
     free(eval_ids);
+    sqz_backend_free(backend);
     sqz_pool_free(pool);
     calib_free(&cs);
     sqz_model_free(&m);

@@ -17,7 +17,7 @@ const char HELP_QUANTIZE[] =
     "                    [--no-sequential | --target-original] [--act-order] [--damp F]\n"
     "                    [--shrink F]\n"
     "                    [--output-type T | --keep-output-type] [--embd-type T]\n"
-    "                    [--threads N] [--quiet] [--json REPORT]\n"
+    "                    [--device cpu|cuda] [--threads N] [--quiet] [--json REPORT]\n"
     "\n"
     "Quantizes MODEL (a Hugging Face folder or a .gguf file) into a GGUF file that\n"
     "llama.cpp loads unchanged. Every linear weight gets type T; norms stay F32.\n"
@@ -49,6 +49,9 @@ const char HELP_QUANTIZE[] =
     "                     this is the embedding's type too\n"
     "  --keep-output-type the output head keeps its source type and bytes\n"
     "  --embd-type T      type of an untied token embedding (default: T)\n"
+    "  --device D         cpu (default) or cuda: where GPTQ's Grams and factors are\n"
+    "                     computed (a build with cmake -DSQZ_CUDA=ON and a GPU; the\n"
+    "                     layer passes and the sweeps stay on the CPU for now)\n"
     "  --threads N        worker threads (default: all CPUs)\n"
     "  --quiet            no progress bar (it is shown only on a terminal anyway)\n"
     "  --json REPORT      per-tensor report: type, bytes, relative weight error,\n"
@@ -158,6 +161,7 @@ int cmd_quantize(args *a) {
     long long nsamples = 0, seqlen = 0, seed = 0, threads = 0;
     int seed_set = 0;
     double damp = 0.01, shrink = 0.75;
+    sqz_device device = SQZ_DEVICE_CPU;
     for (a->i = 0; a->i < a->argc; a->i++) {
         const char *s = a->argv[a->i], *v;
         if (!strcmp(s, "-o") || !strcmp(s, "--output")) {
@@ -191,6 +195,8 @@ int cmd_quantize(args *a) {
                 return usage_fail(a->cmd, "--seed '%s': expected a number >= 0", v ? v : "");
             seed_set = 1;
         } else if (gptq_flag(a, &damp, &shrink, &rc)) {
+            if (rc) return rc;
+        } else if (device_flag(a, &device, &rc)) {
             if (rc) return rc;
         } else if (!strcmp(s, "--threads")) {
             v = opt_value(a);
@@ -252,6 +258,7 @@ int cmd_quantize(args *a) {
     int32_t *ids = NULL, *windows = NULL;
     int64_t n_ids = 0;
     sqz_pool *pool = NULL;
+    sqz_backend *backend = NULL;
     sqz_qmodel_report rep;
     memset(&rep, 0, sizeof rep);
     sqz_model m;
@@ -288,6 +295,11 @@ int cmd_quantize(args *a) {
         rc = fail(err.msg);
         goto done;
     }
+    if (sqz_backend_create(device, pool, &backend, &err)) {
+        rc = fail(err.msg);
+        goto done;
+    }
+    o.backend = backend;
     if ((rc = guard_output(out))) goto done;
     if (sqz_quantize_model(&m, out, &o, pool, &rep, &err)) {
         rc = fail(err.msg);
@@ -305,6 +317,7 @@ int cmd_quantize(args *a) {
     }
 done:
     sqz_qmodel_report_free(&rep);
+    sqz_backend_free(backend);
     sqz_pool_free(pool);
     free(windows);
     free(ids);

@@ -101,6 +101,12 @@ typedef struct sqz_gptq_factor {
  * shrink. Fails for a non-finite or (after dampening) singular H. */
 int sqz_gptq_factor_init(sqz_gptq_factor *f, const double *H, int64_t cols, const sqz_gptq_opts *opts,
                          sqz_err *err);
+/* sqz_gptq_factor_init with the double factorization done by chol (A ← the upper
+ * Cholesky factor of A⁻¹, in place, n × n row-major; a backend's, see sqz/backend.h);
+ * NULL: LAPACK's. Single-precision factors (opts->single) always use LAPACK. */
+typedef int (*sqz_chol_fn)(void *ctx, double *A, int64_t n, sqz_err *err);
+int sqz_gptq_factor_init_with(sqz_gptq_factor *f, const double *H, int64_t cols, const sqz_gptq_opts *opts,
+                              sqz_chol_fn chol, void *chol_ctx, sqz_err *err);
 void sqz_gptq_factor_free(sqz_gptq_factor *f);
 
 /* sqz_gptq_quantize with a prepared factor, without statistics: the same bytes as

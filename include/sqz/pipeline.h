@@ -162,6 +162,7 @@ typedef struct sqz_compress_opts {
     const char *sensitivity;  /* round 1 from a 'sqz sensitivity --json' file, or NULL (sqz_sens_load) */
     int measure;              /* after the last round, measure this many chosen tensors alone */
     int progress;             /* progress bars on stderr (a terminal only) */
+    struct sqz_backend *backend; /* where GPTQ's Grams and factors run (sqz/backend.h); NULL: the CPU */
     /* Called with each temporary file's path before it is created (a round's file, the
      * pruned model, and sqz_out's "<path>.tmp.<pid>" of each), e.g. to remove them on a
      * signal; nonzero refuses it and fails the run. May be NULL. */

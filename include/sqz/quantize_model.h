@@ -62,6 +62,9 @@ typedef struct sqz_qmodel_opts {
      * up, down), n_layer·7 the output head (with a tied embedding: the one tensor),
      * n_layer·7 + 1 an untied embedding. Block-size fallbacks still apply. */
     const int *tensor_types;
+    /* Where Grams and GPTQ's factors are computed (sqz/backend.h); NULL: the CPU, as a
+     * CPU backend. Same plan and sizes either way; the bytes can differ by rounding. */
+    struct sqz_backend *backend;
 } sqz_qmodel_opts;
 
 /* Sets the defaults: Q4_K, RTN, no calibration, sequential on, percdamp 0.01, shrink

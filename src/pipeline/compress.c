@@ -467,6 +467,7 @@ int sqz_compress(sqz_model *m, const char *out, const sqz_compress_opts *o, sqz_
             qo.shrink = o->shrink;
             qo.progress = o->progress;
             qo.tensor_types = plan;
+            qo.backend = o->backend;
             sqz_qmodel_report_free(&qrep);
             if (sqz_quantize_model(have_pm ? &pm : m, paths[r], &qo, pool, &qrep, err)) {
                 rc = SQZ_ERR;

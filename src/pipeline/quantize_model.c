@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sqz/backend.h"
 #include "sqz/calib.h"
 #include "sqz/gptq.h"
 #include "sqz/quant.h"
@@ -105,6 +106,7 @@ typedef struct qm {
     float *xo, *xq;            /* [T, dim] original / quantized streams (xq only when seq) */
     int64_t gn[SQZ_SITE_COUNT];
     double *H[SQZ_SITE_COUNT]; /* Σ x_q x_qᵀ (or x_o when not seq) */
+    sqz_gram_acc *gacc[SQZ_SITE_COUNT]; /* H's running sums on a GPU backend (NULL: on the CPU, in H) */
     double *C[SQZ_SITE_COUNT]; /* Σ x_o x_qᵀ (seq) */
     float *so[SQZ_SITE_COUNT]; /* one window's original site inputs (seq) */
     double *da, *db;           /* activations in double */
@@ -323,7 +325,8 @@ static int quantize_matrix(qm *q, int idx, const float *W, const double *H, sqz_
         sqz_gptq_opts go = {q->o->percdamp, q->o->act_order, 0, q->o->shrink, 0};
         sqz_gptq_stats st;
         if (!F->U) {
-            if (sqz_gptq_factor_init(F, H, cols, &go, err)) return sqz_fail(err, "%s: %s", t->name, err->msg);
+            if (sqz_backend_gptq_factor(q->o->backend, H, cols, &go, F, err))
+                return sqz_fail(err, "%s: %s", t->name, err->msg);
             flops += 2.0 / 3.0 * (double)cols * (double)cols * (double)cols; /* potrf, trtri */
         }
         flops += (double)rows * (double)cols * (double)cols; /* the sweep's updates */
@@ -395,8 +398,9 @@ static int accumulate(qm *q, int site, const float *x, const float *xo, int64_t 
     size_t cnt = (size_t)T * (size_t)n;
     if (xo && ensure_dbuf(q, cnt, err)) return SQZ_ERR;
     double t0 = sqz_now(), flops = sqz_gram_flops(T, n);
-    /* mirrored once the layer's windows are in */
-    if (sqz_gram_upper_add(q->pool, x, T, n, q->H[site], err)) return SQZ_ERR;
+    /* mirrored (or fetched from the GPU) once the layer's windows are in */
+    if (q->gacc[site] ? sqz_gram_add(q->gacc[site], x, T, err) : sqz_gram_upper_add(q->pool, x, T, n, q->H[site], err))
+        return SQZ_ERR;
     if (xo) {
         for (size_t i = 0; i < cnt; i++) q->da[i] = x[i];
         for (size_t i = 0; i < cnt; i++) q->db[i] = xo[i];
@@ -438,6 +442,11 @@ static int grams_reset(qm *q, const int64_t n[SQZ_SITE_COUNT], sqz_err *err) {
             }
             if (!q->H[s] || (q->target && (!q->C[s] || !q->so[s])))
                 return sqz_fail(err, "quantize: out of memory for %lld × %lld Grams", (long long)n[s], (long long)n[s]);
+            sqz_gram_close(q->gacc[s]);
+            q->gacc[s] = NULL;
+            if (n[s] > 0 && sqz_backend_device(q->o->backend) == SQZ_DEVICE_CUDA &&
+                sqz_gram_open(q->o->backend, n[s], &q->gacc[s], err))
+                return SQZ_ERR;
         }
         memset(q->H[s], 0, (size_t)n[s] * (size_t)n[s] * sizeof(double));
         if (q->target) memset(q->C[s], 0, (size_t)n[s] * (size_t)n[s] * sizeof(double));
@@ -478,7 +487,8 @@ static int collect_layer(qm *q, int l, sqz_err *err) {
     }
     free(tmp);
     for (int s = 0; s < SQZ_SITE_COUNT && rc == SQZ_OK; s++)
-        if (q->H[s]) sqz_gram_mirror(q->H[s], n[s]);
+        if (q->gacc[s]) rc = sqz_gram_finish(q->gacc[s], q->H[s], err);
+        else if (q->H[s]) sqz_gram_mirror(q->H[s], n[s]);
     q->rep->seconds_calib += sqz_now() - t0;
     sqz_stage_add(&q->rep->times, SQZ_STAGE_FORWARD, sqz_now() - t0 - q->gram_seconds,
                   passes * sqz_forward_flops(q->m, l, L));
@@ -681,7 +691,7 @@ static int do_output(qm *q, sqz_err *err) {
             }
             if (accumulate(q, 0, q->seq ? xq : xo, use_target ? xo : NULL, L, dim, err)) goto done;
         }
-        sqz_gram_mirror(q->H[0], dim);
+        if (q->gacc[0] ? sqz_gram_finish(q->gacc[0], q->H[0], err) : (sqz_gram_mirror(q->H[0], dim), SQZ_OK)) goto done;
         q->rep->seconds_calib += sqz_now() - t0;
     }
     size_t nW = (size_t)p->rows * (size_t)p->cols;
@@ -878,6 +888,7 @@ done:
     sqz_gguf_writer_free(&q.w);
     for (int s = 0; s < SQZ_SITE_COUNT; s++) {
         free(q.H[s]); free(q.C[s]); free(q.so[s]);
+        sqz_gram_close(q.gacc[s]);
     }
     for (int i = 0; i < LIN_COUNT; i++) free(q.qdata[i]);
     if (q.xq == q.xo) q.xq = NULL;

@@ -193,6 +193,11 @@ void sqz_gptq_factor_free(sqz_gptq_factor *f) {
 
 int sqz_gptq_factor_init(sqz_gptq_factor *f, const double *H, int64_t cols, const sqz_gptq_opts *opts,
                          sqz_err *err) {
+    return sqz_gptq_factor_init_with(f, H, cols, opts, NULL, NULL, err);
+}
+
+int sqz_gptq_factor_init_with(sqz_gptq_factor *f, const double *H, int64_t cols, const sqz_gptq_opts *opts,
+                              sqz_chol_fn chol, void *chol_ctx, sqz_err *err) {
     memset(f, 0, sizeof *f);
     if (cols <= 0 || cols > 65536) return sqz_fail(err, "gptq: H of %lld columns (expected 1 .. 65536)", (long long)cols);
     sqz_gptq_opts o = opts ? *opts : (sqz_gptq_opts){0};
@@ -268,7 +273,7 @@ int sqz_gptq_factor_init(sqz_gptq_factor *f, const double *H, int64_t cols, cons
         for (int64_t i = 0; i < cols; i++)
             for (int64_t j = 0; j < cols; j++) A[i * cols + j] = i == j ? diag[perm[i]] : keep * H[perm[i] * cols + perm[j]];
         free(diag);
-        if (chol_inverse_upper_d(A, cols, err)) {
+        if (chol ? chol(chol_ctx, A, cols, err) : chol_inverse_upper_d(A, cols, err)) {
             sqz_gptq_factor_free(f);
             return SQZ_ERR;
         }

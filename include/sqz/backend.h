@@ -1,0 +1,70 @@
+/* The compute backend: where the heavy operations of calibration and quantization run.
+ *
+ * One interface, two implementations: the CPU (OpenBLAS/LAPACK on the thread pool, always
+ * built) and CUDA (src/cuda/, cuBLAS/cuSOLVER; built with cmake -DSQZ_CUDA=ON). A caller
+ * makes one backend per run and passes it down; everything it hands in and gets back is
+ * host memory, so a stage moves to the GPU without its callers changing.
+ *
+ * Operations so far:
+ *   Grams      Σ x xᵀ over calibration tokens, accumulated across windows in double
+ *              (the GPU keeps the sum resident and returns it once per layer);
+ *   GPTQ factor  the upper Cholesky factor of the dampened H⁻¹ (sqz_gptq_factor).
+ * Still on the CPU whatever the backend (the seam's next steps, docs/architecture.md):
+ * the decoder layer's forward/backward, the option scoring, GPTQ's sweep, pruning. */
+#ifndef SQZ_BACKEND_H
+#define SQZ_BACKEND_H
+
+#include <stdint.h>
+
+#include "sqz/core.h"
+#include "sqz/gptq.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum { SQZ_DEVICE_CPU = 0, SQZ_DEVICE_CUDA = 1 } sqz_device;
+
+/* "cpu" or "cuda" into *d; SQZ_ERR (with a message naming the value) for anything else. */
+int sqz_device_parse(const char *s, sqz_device *d, sqz_err *err);
+const char *sqz_device_name(sqz_device d);
+/* 1 when this build has the CUDA backend (cmake -DSQZ_CUDA=ON). */
+int sqz_cuda_built(void);
+
+typedef struct sqz_backend sqz_backend;
+
+/* A backend on device d. pool: the CPU's threads (the CPU backend's parallelism, the
+ * CUDA backend's for host-side work); may be NULL. CUDA on a build without it, or on a
+ * machine without a usable GPU, is a one-line error. */
+int sqz_backend_create(sqz_device d, sqz_pool *pool, sqz_backend **out, sqz_err *err);
+void sqz_backend_free(sqz_backend *b);
+sqz_device sqz_backend_device(const sqz_backend *b);
+/* "cpu, 2 threads" or "cuda: NVIDIA H200 (139.8 GiB, compute 9.0)" */
+const char *sqz_backend_describe(const sqz_backend *b);
+/* The most device memory this backend has held at once (bytes; 0 on the CPU). */
+uint64_t sqz_backend_peak_bytes(const sqz_backend *b);
+
+/* ---------------------------------------------------------------- Grams */
+
+/* One n × n Gram being summed: open, add windows, finish. */
+typedef struct sqz_gram_acc sqz_gram_acc;
+
+int sqz_gram_open(sqz_backend *b, int64_t n, sqz_gram_acc **out, sqz_err *err);
+/* Σ += xᵀx for x (T × n, row-major floats): each window's products in single precision
+ * (SGEMM / cuBLAS SSYRK), added into the double sum. */
+int sqz_gram_add(sqz_gram_acc *g, const float *x, int64_t T, sqz_err *err);
+/* G (n × n, both triangles, row-major) += the sum; the accumulator starts from zero again. */
+int sqz_gram_finish(sqz_gram_acc *g, double *G, sqz_err *err);
+void sqz_gram_close(sqz_gram_acc *g);
+
+/* ---------------------------------------------------------------- GPTQ */
+
+/* sqz_gptq_factor_init on the backend: the same factor (within float rounding of the
+ * factorization's order) in host memory, usable by every sweep. */
+int sqz_backend_gptq_factor(sqz_backend *b, const double *H, int64_t cols, const sqz_gptq_opts *opts,
+                            sqz_gptq_factor *f, sqz_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

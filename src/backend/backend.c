@@ -1,0 +1,166 @@
+/* The compute backend (include/sqz/backend.h): the CPU implementation, and the dispatch
+ * to src/cuda/ when the build has it. */
+#include "sqz/backend.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sqz/calib.h"
+
+#ifdef SQZ_HAVE_CUDA
+#include "cuda/cuda_backend.h"
+#endif
+
+struct sqz_backend {
+    sqz_device device;
+    sqz_pool *pool;
+    char desc[160];
+#ifdef SQZ_HAVE_CUDA
+    sqz_cuda *cuda;
+#endif
+};
+
+struct sqz_gram_acc {
+    sqz_backend *b;
+    int64_t n;
+    double *upper; /* CPU: the running sum's upper triangle (n × n) */
+#ifdef SQZ_HAVE_CUDA
+    sqz_cuda_gram *cuda;
+#endif
+};
+
+int sqz_device_parse(const char *s, sqz_device *d, sqz_err *err) {
+    if (s && !strcmp(s, "cpu")) *d = SQZ_DEVICE_CPU;
+    else if (s && !strcmp(s, "cuda")) *d = SQZ_DEVICE_CUDA;
+    else return sqz_fail(err, "--device '%s': expected cpu or cuda", s ? s : "");
+    return SQZ_OK;
+}
+
+const char *sqz_device_name(sqz_device d) { return d == SQZ_DEVICE_CUDA ? "cuda" : "cpu"; }
+
+int sqz_cuda_built(void) {
+#ifdef SQZ_HAVE_CUDA
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+int sqz_backend_create(sqz_device d, sqz_pool *pool, sqz_backend **out, sqz_err *err) {
+    *out = NULL;
+    if (d != SQZ_DEVICE_CPU && d != SQZ_DEVICE_CUDA) return sqz_fail(err, "backend: unknown device %d", (int)d);
+#ifndef SQZ_HAVE_CUDA
+    if (d == SQZ_DEVICE_CUDA)
+        return sqz_fail(err, "--device cuda: this sqz was built without CUDA (configure with cmake -DSQZ_CUDA=ON "
+                             "on a machine with the CUDA toolkit)");
+#endif
+    sqz_backend *b = calloc(1, sizeof *b);
+    if (!b) return sqz_fail(err, "backend: out of memory");
+    b->device = d;
+    b->pool = pool;
+    if (d == SQZ_DEVICE_CPU) {
+        snprintf(b->desc, sizeof b->desc, "cpu, %d threads", pool ? sqz_pool_threads(pool) : 1);
+    } else {
+#ifdef SQZ_HAVE_CUDA
+        if (sqz_cuda_open(0, &b->cuda, b->desc, sizeof b->desc, err)) {
+            free(b);
+            return SQZ_ERR;
+        }
+#endif
+    }
+    *out = b;
+    return SQZ_OK;
+}
+
+void sqz_backend_free(sqz_backend *b) {
+    if (!b) return;
+#ifdef SQZ_HAVE_CUDA
+    sqz_cuda_close(b->cuda);
+#endif
+    free(b);
+}
+
+sqz_device sqz_backend_device(const sqz_backend *b) { return b ? b->device : SQZ_DEVICE_CPU; }
+const char *sqz_backend_describe(const sqz_backend *b) { return b ? b->desc : "cpu"; }
+
+uint64_t sqz_backend_peak_bytes(const sqz_backend *b) {
+#ifdef SQZ_HAVE_CUDA
+    if (b && b->cuda) return sqz_cuda_peak_bytes(b->cuda);
+#endif
+    (void)b;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- Grams */
+
+int sqz_gram_open(sqz_backend *b, int64_t n, sqz_gram_acc **out, sqz_err *err) {
+    *out = NULL;
+    if (n <= 0 || n > 65536) return sqz_fail(err, "gram: width %lld (expected 1 .. 65536)", (long long)n);
+    sqz_gram_acc *g = calloc(1, sizeof *g);
+    if (!g) return sqz_fail(err, "gram: out of memory");
+    g->b = b;
+    g->n = n;
+#ifdef SQZ_HAVE_CUDA
+    if (b && b->cuda) {
+        if (sqz_cuda_gram_open(b->cuda, n, &g->cuda, err)) {
+            free(g);
+            return SQZ_ERR;
+        }
+        *out = g;
+        return SQZ_OK;
+    }
+#endif
+    if (!(g->upper = calloc((size_t)n * (size_t)n, sizeof(double)))) {
+        free(g);
+        return sqz_fail(err, "gram: out of memory for a %lld × %lld sum", (long long)n, (long long)n);
+    }
+    *out = g;
+    return SQZ_OK;
+}
+
+int sqz_gram_add(sqz_gram_acc *g, const float *x, int64_t T, sqz_err *err) {
+    if (T <= 0) return SQZ_OK;
+#ifdef SQZ_HAVE_CUDA
+    if (g->cuda) return sqz_cuda_gram_add(g->cuda, x, T, err);
+#endif
+    return sqz_gram_upper_add(g->b ? g->b->pool : NULL, x, T, g->n, g->upper, err);
+}
+
+int sqz_gram_finish(sqz_gram_acc *g, double *G, sqz_err *err) {
+#ifdef SQZ_HAVE_CUDA
+    if (g->cuda) return sqz_cuda_gram_finish(g->cuda, G, err);
+#endif
+    (void)err;
+    const int64_t n = g->n;
+    sqz_gram_mirror(g->upper, n);
+    for (int64_t i = 0; i < n * n; i++) G[i] += g->upper[i];
+    memset(g->upper, 0, (size_t)(n * n) * sizeof(double));
+    return SQZ_OK;
+}
+
+void sqz_gram_close(sqz_gram_acc *g) {
+    if (!g) return;
+#ifdef SQZ_HAVE_CUDA
+    sqz_cuda_gram_close(g->cuda);
+#endif
+    free(g->upper);
+    free(g);
+}
+
+/* ---------------------------------------------------------------- GPTQ */
+
+#ifdef SQZ_HAVE_CUDA
+static int cuda_chol(void *ctx, double *A, int64_t n, sqz_err *err) {
+    return sqz_cuda_chol_inverse_upper(ctx, A, n, err);
+}
+#endif
+
+int sqz_backend_gptq_factor(sqz_backend *b, const double *H, int64_t cols, const sqz_gptq_opts *opts,
+                            sqz_gptq_factor *f, sqz_err *err) {
+#ifdef SQZ_HAVE_CUDA
+    if (b && b->cuda) return sqz_gptq_factor_init_with(f, H, cols, opts, cuda_chol, b->cuda, err);
+#endif
+    (void)b;
+    return sqz_gptq_factor_init(f, H, cols, opts, err);
+}

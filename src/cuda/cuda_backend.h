@@ -1,0 +1,36 @@
+/* The CUDA backend's C interface (src/cuda/, the .cu files), called by src/backend/backend.c only
+ * when the build has it (SQZ_HAVE_CUDA). Every function returns SQZ_OK or SQZ_ERR with a
+ * message naming the stage, the sizes and CUDA's own error text. */
+#ifndef SQZ_CUDA_BACKEND_H
+#define SQZ_CUDA_BACKEND_H
+
+#include <stdint.h>
+
+#include "sqz/core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct sqz_cuda sqz_cuda;
+typedef struct sqz_cuda_gram sqz_cuda_gram;
+
+int sqz_cuda_open(int device, sqz_cuda **out, char *desc, size_t desc_cap, sqz_err *err);
+void sqz_cuda_close(sqz_cuda *c);
+uint64_t sqz_cuda_peak_bytes(const sqz_cuda *c);
+
+int sqz_cuda_gram_open(sqz_cuda *c, int64_t n, sqz_cuda_gram **out, sqz_err *err);
+int sqz_cuda_gram_add(sqz_cuda_gram *g, const float *x, int64_t T, sqz_err *err);
+/* G (n × n, host, both triangles) += the sum; the sum restarts from zero. */
+int sqz_cuda_gram_finish(sqz_cuda_gram *g, double *G, sqz_err *err);
+void sqz_cuda_gram_close(sqz_cuda_gram *g);
+
+/* A (n × n, host, row-major, the dampened and permuted H) ← U, the upper Cholesky factor
+ * of A⁻¹, as gptq.c's chol_inverse_upper_d computes it: potrf of the reversed matrix and
+ * trtri (cuSOLVER), in double. */
+int sqz_cuda_chol_inverse_upper(sqz_cuda *c, double *A, int64_t n, sqz_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
