@@ -57,6 +57,17 @@ int sqz_gram_add(sqz_gram_acc *g, const float *x, int64_t T, sqz_err *err);
 int sqz_gram_finish(sqz_gram_acc *g, double *G, sqz_err *err);
 void sqz_gram_close(sqz_gram_acc *g);
 
+/* The CPU's products, also called directly by code that keeps its own sums.
+ * G (n × n, row-major, double) += xᵀx for x [T, n]: the upper triangle and the diagonal
+ * blocks only (half the products; sqz_gram_mirror fills the rest once the sum is
+ * complete), each block's products one SGEMM over the T tokens added in double (T a
+ * window: a few hundred tokens). Bit-identical for any thread count. */
+int sqz_gram_upper_add(sqz_pool *pool, const float *x, int64_t T, int64_t n, double *G, sqz_err *err);
+/* G's lower triangle ← its upper triangle. */
+void sqz_gram_mirror(double *G, int64_t n);
+/* The flops of one sqz_gram_upper_add. */
+double sqz_gram_flops(int64_t T, int64_t n);
+
 /* ---------------------------------------------------------------- GPTQ */
 
 /* sqz_gptq_factor_init on the backend: the same factor (within float rounding of the

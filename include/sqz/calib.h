@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "sqz/core.h"
+#include "sqz/backend.h"
 #include "sqz/model.h"
 
 #ifdef __cplusplus
@@ -71,15 +72,8 @@ int sqz_calib_run_weighted(const sqz_model *m, sqz_pool *pool, const int32_t *wi
 /* times (may be NULL) of both: the layer passes go to SQZ_STAGE_FORWARD, the Grams to
  * SQZ_STAGE_GRAMS; the callback's own time to neither. */
 
-/* G (n × n, row-major, double) += xᵀx for x [T, n]: the upper triangle and the diagonal
- * blocks only (half the products; sqz_gram_mirror fills the rest once the sum is
- * complete), each block's products one SGEMM over the T tokens added in double (T a
- * window: a few hundred tokens). Bit-identical for any thread count. */
-int sqz_gram_upper_add(sqz_pool *pool, const float *x, int64_t T, int64_t n, double *G, sqz_err *err);
-/* G's lower triangle ← its upper triangle. */
-void sqz_gram_mirror(double *G, int64_t n);
-/* The flops of one sqz_gram_upper_add. */
-double sqz_gram_flops(int64_t T, int64_t n);
+/* The Gram products themselves (sqz_gram_upper_add, sqz_gram_mirror, sqz_gram_flops)
+ * are the CPU backend's: include/sqz/backend.h. */
 
 /* Every layer's Grams kept in memory (for small models and tests). */
 typedef struct sqz_model_grams {

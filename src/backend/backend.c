@@ -6,7 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sqz/calib.h"
 
 #ifdef SQZ_HAVE_CUDA
 #include "cuda/cuda_backend.h"
