@@ -41,7 +41,8 @@ const char HELP_SENSITIVITY[] =
     "usage: sqz sensitivity MODEL --calib FILE [--nsamples N] [--seqlen L] [--seed S]\n"
     "                       [--types LIST] [--all-types] [--validate K] [--heldout N] [--no-diag]\n"
     "                       [--weighted-only]\n"
-    "                       [--damp F] [--shrink F] [--threads N] [--quiet] [--json OUT]\n"
+    "                       [--damp F] [--shrink F] [--device cpu|cuda] [--threads N] [--quiet]\n"
+    "                       [--json OUT]\n"
     "\n"
     "Predicts, for every weight matrix and candidate type, how much the model's mean\n"
     "cross-entropy rises when that matrix alone is quantized (GPTQ, as compress does):\n"
@@ -68,6 +69,9 @@ const char HELP_SENSITIVITY[] =
     "  --no-diag       skip the diagonal Fisher (it holds one float per weight)\n"
     "  --weighted-only only gradtw, compress's default (grad, local and diag are null):\n"
     "                  the plain-Gram error sums are 40% of the scoring arithmetic\n"
+    "  --device D      cpu (default) or cuda: where the calibration Grams are summed\n"
+    "                  (a build with cmake -DSQZ_CUDA=ON and a GPU; the layer passes,\n"
+    "                  the backward pass and the scoring stay on the CPU for now)\n"
     "  --json OUT      every prediction (and measurement) as JSON, with each stage's\n"
     "                  wall time and GFLOP/s beside the machine's SGEMM/DGEMM rates\n";
 
@@ -135,6 +139,8 @@ int cmd_sensitivity(args *a) {
     calib_set cs = {NULL, 16, 512, 0, 4, NULL, 0, NULL, NULL};
     long long validate = 0, threads = 0;
     int quiet = 0, diag = 1, weighted_only = 0, all_types = 0, rc = 0;
+    sqz_device device = SQZ_DEVICE_CPU;
+    sqz_backend *backend = NULL;
     double damp = 0.01, shrink = 0.75;
     for (a->i = 0; a->i < a->argc; a->i++) {
         const char *s = a->argv[a->i], *v;
@@ -153,6 +159,8 @@ int cmd_sensitivity(args *a) {
             v = opt_value(a);
             if (parse_pos_int(v, 1024, &threads)) return usage_fail(a->cmd, "--threads '%s': expected 1 to 1024", v ? v : "");
         } else if (gptq_flag(a, &damp, &shrink, &rc)) {
+            if (rc) return rc;
+        } else if (device_flag(a, &device, &rc)) {
             if (rc) return rc;
         } else if (!strcmp(s, "--no-diag")) {
             diag = 0;
@@ -191,12 +199,16 @@ int cmd_sensitivity(args *a) {
         rc = fail(err.msg);
         goto done;
     }
+    if (sqz_backend_create(device, pool, &backend, &err)) {
+        rc = fail(err.msg);
+        goto done;
+    }
     if (sqz_gemm_rates(sqz_pool_threads(pool), &sgemm_rate, &dgemm_rate, &err)) {
         rc = fail(err.msg);
         goto done;
     }
     sqz_sens_run_opts ro = {{cs.windows, (int)cs.nsamples, (int)cs.seqlen, types, n_types, damp, shrink,
-                             diag && !weighted_only, NULL, 0, !quiet, 0, 0, weighted_only, all_types},
+                             diag && !weighted_only, NULL, 0, !quiet, 0, 0, weighted_only, all_types, backend},
                             cs.held, (int)cs.heldout, (int)validate, vtypes, n_vtypes, (uint64_t)cs.seed};
     if (sqz_sensitivity_run(&m, pool, &ro, &rep, &err)) {
         rc = fail(err.msg);
@@ -293,6 +305,7 @@ int cmd_sensitivity(args *a) {
 done:
     cJSON_Delete(root);
     sqz_sens_report_free(&rep);
+    sqz_backend_free(backend);
     sqz_pool_free(pool);
     calib_free(&cs);
     sqz_model_free(&m);
@@ -355,9 +368,10 @@ const char HELP_COMPRESS[] =
     "                     llama.cpp 'deci' GGUF when layers differ\n"
     "  --keep-pruned F    with --prune: also keep the pruned, compensated model before\n"
     "                     quantization as F (F32 GGUF), to measure pruning alone\n"
-    "  --device D         cpu (default) or cuda: where GPTQ's Grams and factors are\n"
-    "                     computed (a build with cmake -DSQZ_CUDA=ON and a GPU; the\n"
-    "                     estimate, the layer passes and the sweeps stay on the CPU)\n"
+    "  --device D         cpu (default) or cuda: where the Grams (the estimate's and\n"
+    "                     GPTQ's) and GPTQ's factors are computed (a build with cmake\n"
+    "                     -DSQZ_CUDA=ON and a GPU; the layer passes, the backward pass,\n"
+    "                     the scoring and the sweeps stay on the CPU for now)\n"
     "  --measure K        after the last round, apply K of the chosen tensors alone to the\n"
     "                     original model and measure their loss change (for the report)\n"
     "  --json REPORT      plan, predictions, bytes and perplexity per round; each stage's\n"

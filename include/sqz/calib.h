@@ -64,10 +64,11 @@ int sqz_calib_run(const sqz_model *m, sqz_pool *pool, const int32_t *windows, in
 
 /* As sqz_calib_run, plus token-weighted Grams: weights[l·7 + k] is NULL or the T =
  * nsamples·seqlen weights (window-major, as windows) of the tokens seen by layer l's
- * linear k; the callback then also gets gw[k] = Σ_t w_t x_t x_tᵀ (not normalized). */
-int sqz_calib_run_weighted(const sqz_model *m, sqz_pool *pool, const int32_t *windows, int nsamples, int seqlen,
-                           const float *const *weights, sqz_calib_layer_fn fn, void *ctx, sqz_stage_times *times,
-                           sqz_err *err);
+ * linear k; the callback then also gets gw[k] = Σ_t w_t x_t x_tᵀ (not normalized). The
+ * Gram products run on backend (NULL: the CPU), the layer passes on the CPU. */
+int sqz_calib_run_weighted(const sqz_model *m, sqz_backend *backend, sqz_pool *pool, const int32_t *windows,
+                           int nsamples, int seqlen, const float *const *weights, sqz_calib_layer_fn fn, void *ctx,
+                           sqz_stage_times *times, sqz_err *err);
 
 /* times (may be NULL) of both: the layer passes go to SQZ_STAGE_FORWARD, the Grams to
  * SQZ_STAGE_GRAMS; the callback's own time to neither. */

@@ -102,6 +102,7 @@ typedef struct sqz_sens_opts {
                                and dl_local are NaN: the plain-Gram error sums are 2 of the 5 flops per
                                candidate type */
     int all_types;          /* sqz_sens_options' all_types (0: 32-block types yield to the k-quants) */
+    struct sqz_backend *backend; /* where the calibration Grams are summed (sqz/backend.h); NULL: the CPU */
 } sqz_sens_opts;
 
 typedef struct sqz_sens {

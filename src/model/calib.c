@@ -88,7 +88,30 @@ typedef struct {
     int64_t tok0; /* the window's first token in the weights */
     sqz_stage_times *times; /* or NULL */
     double hook_seconds;    /* in the Gram hook, this layer */
+    /* on a GPU backend: the running sums there (NULL: on the CPU, in g), with their widths */
+    sqz_backend *backend;
+    sqz_gram_acc *acc[SQZ_SITE_COUNT], *accw[SQZ_CALIB_KINDS];
+    int64_t acc_n[SQZ_SITE_COUNT], accw_n[SQZ_CALIB_KINDS];
 } acc_ctx;
+
+/* *acc ← a GPU accumulator of width n (kept when it has that width already); NULL on
+ * the CPU or for n == 0. */
+static int acc_for(acc_ctx *a, sqz_gram_acc **acc, int64_t *have, int64_t n, sqz_err *err) {
+    if (sqz_backend_device(a->backend) != SQZ_DEVICE_CUDA || *have == n) return SQZ_OK;
+    sqz_gram_close(*acc);
+    *acc = NULL;
+    *have = 0;
+    if (n > 0 && sqz_gram_open(a->backend, n, acc, err)) return SQZ_ERR;
+    *have = n;
+    return SQZ_OK;
+}
+
+/* The layer's sum into G: from the GPU, or the CPU's upper triangle mirrored. */
+static int acc_finish(sqz_gram_acc *acc, double *G, int64_t n, sqz_err *err) {
+    if (acc) return sqz_gram_finish(acc, G, err);
+    sqz_gram_mirror(G, n);
+    return SQZ_OK;
+}
 
 static const int kSiteOfKind[SQZ_CALIB_KINDS] = {SQZ_SITE_ATTN_IN, SQZ_SITE_ATTN_IN, SQZ_SITE_ATTN_IN,
                                                 SQZ_SITE_ATTN_O_IN, SQZ_SITE_FFN_IN, SQZ_SITE_FFN_IN,
@@ -111,7 +134,8 @@ static int gram_hook(void *vctx, int layer, int site, const float *x, int64_t T,
         a->xw_n = n;
     }
     double t0 = sqz_now(), fl = sqz_gram_flops(T, width);
-    if (sqz_gram_upper_add(a->pool, x, T, width, a->g.g[site], err)) return SQZ_ERR;
+    if (a->acc[site] ? sqz_gram_add(a->acc[site], x, T, err) : sqz_gram_upper_add(a->pool, x, T, width, a->g.g[site], err))
+        return SQZ_ERR;
     for (int k = 0; k < SQZ_CALIB_KINDS && a->weights; k++) {
         const float *w = a->weights[layer * SQZ_CALIB_KINDS + k];
         if (kSiteOfKind[k] != site || !w || !a->g.gw[k]) continue;
@@ -119,7 +143,9 @@ static int gram_hook(void *vctx, int layer, int site, const float *x, int64_t T,
             float r = (float)sqrt((double)w[a->tok0 + t]);
             for (int64_t i = 0; i < width; i++) a->xw[t * width + i] = r * x[t * width + i];
         }
-        if (sqz_gram_upper_add(a->pool, a->xw, T, width, a->g.gw[k], err)) return SQZ_ERR;
+        if (a->accw[k] ? sqz_gram_add(a->accw[k], a->xw, T, err)
+                       : sqz_gram_upper_add(a->pool, a->xw, T, width, a->g.gw[k], err))
+            return SQZ_ERR;
         fl += sqz_gram_flops(T, width);
     }
     double dt = sqz_now() - t0;
@@ -146,12 +172,12 @@ static void layer_widths(const sqz_model *m, int l, int64_t n[SQZ_SITE_COUNT]) {
 
 int sqz_calib_run(const sqz_model *m, sqz_pool *pool, const int32_t *windows, int nsamples, int seqlen,
                   sqz_calib_layer_fn fn, void *ctx, sqz_stage_times *times, sqz_err *err) {
-    return sqz_calib_run_weighted(m, pool, windows, nsamples, seqlen, NULL, fn, ctx, times, err);
+    return sqz_calib_run_weighted(m, NULL, pool, windows, nsamples, seqlen, NULL, fn, ctx, times, err);
 }
 
-int sqz_calib_run_weighted(const sqz_model *m, sqz_pool *pool, const int32_t *windows, int nsamples, int seqlen,
-                           const float *const *weights, sqz_calib_layer_fn fn, void *ctx, sqz_stage_times *times,
-                           sqz_err *err) {
+int sqz_calib_run_weighted(const sqz_model *m, sqz_backend *backend, sqz_pool *pool, const int32_t *windows,
+                           int nsamples, int seqlen, const float *const *weights, sqz_calib_layer_fn fn, void *ctx,
+                           sqz_stage_times *times, sqz_err *err) {
     if (nsamples <= 0 || seqlen <= 0)
         return sqz_fail(err, "calibration: nsamples %d and seqlen %d must both be >= 1", nsamples, seqlen);
     const int64_t dim = m->cfg.dim, T = (int64_t)nsamples * seqlen;
@@ -159,7 +185,12 @@ int sqz_calib_run_weighted(const sqz_model *m, sqz_pool *pool, const int32_t *wi
     if (sqz_mul_size((size_t)T, (size_t)dim, &nx) || sqz_mul_size(nx, sizeof(float), &bytes))
         return sqz_fail(err, "calibration: %d × %d tokens × dim %lld overflows", nsamples, seqlen, (long long)dim);
     float *X = malloc(bytes);
-    acc_ctx a = {pool, {{0}, {0}, {0}}, NULL, 0, weights, 0, times, 0.0};
+    acc_ctx a;
+    memset(&a, 0, sizeof a);
+    a.pool = pool;
+    a.weights = weights;
+    a.times = times;
+    a.backend = backend;
     int rc = SQZ_ERR;
     if (!X) {
         sqz_fail(err, "calibration: out of memory for %zu bytes of activations", bytes);
@@ -182,6 +213,7 @@ int sqz_calib_run_weighted(const sqz_model *m, sqz_pool *pool, const int32_t *wi
                 }
             }
             if (n[s] > 0) memset(a.g.g[s], 0, (size_t)(n[s] * n[s]) * sizeof(double));
+            if (acc_for(&a, &a.acc[s], &a.acc_n[s], n[s], err)) goto done;
         }
         for (int k = 0; k < SQZ_CALIB_KINDS; k++) { /* weighted Grams where this layer has weights */
             int64_t w = n[kSiteOfKind[k]];
@@ -192,6 +224,7 @@ int sqz_calib_run_weighted(const sqz_model *m, sqz_pool *pool, const int32_t *wi
                 sqz_fail(err, "calibration: out of memory for a %lld × %lld Gram", (long long)w, (long long)w);
                 goto done;
             }
+            if (acc_for(&a, &a.accw[k], &a.accw_n[k], w, err)) goto done;
         }
         double t0 = sqz_now();
         a.hook_seconds = 0.0;
@@ -200,9 +233,9 @@ int sqz_calib_run_weighted(const sqz_model *m, sqz_pool *pool, const int32_t *wi
             if (sqz_forward_layer(m, pool, l, X + (int64_t)s * seqlen * dim, seqlen, gram_hook, &a, err)) goto done;
         }
         for (int s = 0; s < SQZ_SITE_COUNT; s++)
-            if (a.g.g[s]) sqz_gram_mirror(a.g.g[s], a.g.n[s]);
+            if (a.g.g[s] && acc_finish(a.acc[s], a.g.g[s], a.g.n[s], err)) goto done;
         for (int k = 0; k < SQZ_CALIB_KINDS; k++)
-            if (a.g.gw[k]) sqz_gram_mirror(a.g.gw[k], n[kSiteOfKind[k]]);
+            if (a.g.gw[k] && acc_finish(a.accw[k], a.g.gw[k], n[kSiteOfKind[k]], err)) goto done;
         sqz_stage_add(times, SQZ_STAGE_FORWARD, sqz_now() - t0 - a.hook_seconds,
                       (double)nsamples * sqz_forward_flops(m, l, seqlen));
         if (fn(ctx, l, &a.g, T, err)) goto done;
@@ -212,6 +245,8 @@ done:
     free(X);
     free(a.xw);
     grams_free(&a.g);
+    for (int s = 0; s < SQZ_SITE_COUNT; s++) sqz_gram_close(a.acc[s]);
+    for (int k = 0; k < SQZ_CALIB_KINDS; k++) sqz_gram_close(a.accw[k]);
     return rc;
 }
 

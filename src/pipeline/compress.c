@@ -389,7 +389,7 @@ int sqz_compress(sqz_model *m, const char *out, const sqz_compress_opts *o, sqz_
         const sqz_model *stats_m = have_rm ? &rm : wm;
         sqz_sens_opts so = {o->windows, o->nsamples, o->seqlen, o->types, o->n_types, o->damp, o->shrink,
                             proxy == SQZ_PROXY_DIAG, NULL, 0, o->progress, joint ? ffn_step : 0, 0,
-                            proxy == SQZ_PROXY_GRADTW, o->all_types};
+                            proxy == SQZ_PROXY_GRADTW, o->all_types, o->backend};
         sqz_sens_free(&sens);
         if (r == 0 && o->sensitivity) { /* round 1 from a saved estimate of the same model and types */
             if (sqz_sens_load(o->sensitivity, m, o->types, o->n_types, o->all_types, proxy, &sens, err)) {

@@ -763,7 +763,7 @@ int sqz_sensitivity(const sqz_model *sm, const sqz_model *wm, sqz_pool *pool, co
     score_ctx c = {sm, wm, pool, o, &st, out, {0}, out->n_scored, 0.0};
     sqz_progress_begin(&c.prog, "options", sm->cfg.n_layer + 1, "layers", 0);
     if (!o->progress) c.prog.out = NULL;
-    int rc = sqz_calib_run_weighted(sm, pool, o->windows, o->nsamples, o->seqlen, (const float *const *)st.tw,
+    int rc = sqz_calib_run_weighted(sm, o->backend, pool, o->windows, o->nsamples, o->seqlen, (const float *const *)st.tw,
                                     layer_cb, &c, &out->times, err);
     if (rc == SQZ_OK && o->n_types > 0) {
         int64_t dim = sm->cfg.dim;
