@@ -4,10 +4,10 @@
 # BIN_DIR holds a CUDA build's sqz and test_backend (cmake -DSQZ_CUDA=ON).
 #  1. test_backend: Grams and GPTQ factors of the CUDA backend against the CPU's (widths
 #     256, 1536, 8960), GPTQ output error with either factor, out-of-memory handling;
-#  2. sqz quantize MODEL --type Q4_K --method gptq (32 × 512 calibration tokens) with
+#  2. sqz quantize MODEL --type Q4_K --method gptq (16 × 512 calibration tokens) with
 #     --device cpu and --device cuda: the same sizes, `sqz ppl` (TEXT, ctx 512, 16 chunks)
 #     within 0.1% of each other, each tensor's H-weighted output error within 1%;
-#  3. sqz compress MODEL --target-bpw 4.5 with either device: the same allocation plan
+#  3. sqz compress MODEL --target-bpw 4.5 (8 × 512 tokens) with either device: the same allocation plan
 #     (every tensor's type) and perplexities within 0.1%.
 # Prints the table and the wall times; exits 1 on any difference beyond those bounds.
 set -uo pipefail
@@ -19,7 +19,7 @@ bad() { echo "parity: FAIL: $*"; fails=$((fails + 1)); }
 echo "== test_backend"
 "$bin/test_backend" || bad "test_backend exited $?"
 
-q_common=(quantize "$model" --type Q4_K --method gptq --calib "$calib" --nsamples 32 --seqlen 512 --quiet)
+q_common=(quantize "$model" --type Q4_K --method gptq --calib "$calib" --nsamples 16 --seqlen 512 --quiet)
 for dev in cpu cuda; do
     echo "== sqz ${q_common[*]:0:1} MODEL ${q_common[*]:2} --device $dev"
     t0=$SECONDS
@@ -30,7 +30,7 @@ for dev in cpu cuda; do
         >"$out/ppl-q-$dev.log" 2>&1 || bad "ppl on q-$dev: $(tail -n 2 "$out/ppl-q-$dev.log")"
 done
 
-c_common=(compress "$model" --target-bpw 4.5 --calib "$calib" --nsamples 16 --seqlen 512 --quiet)
+c_common=(compress "$model" --target-bpw 4.5 --calib "$calib" --nsamples 8 --seqlen 512 --quiet)
 for dev in cpu cuda; do
     echo "== sqz ${c_common[*]:0:1} MODEL ${c_common[*]:2} --device $dev"
     t0=$SECONDS
