@@ -924,7 +924,7 @@ static void make_stage_table(strbuf *b, const run_t *R) {
         else xfmt(name, sizeof name, "%s %s", FAM_NAME[R->pts[i].family], R->pts[i].label);
         sb_printf(b, "| %s |", name);
         for (int k = 0; k <= N_STAGE; k++) {
-            double peak = k <= 2 ? st->sgemm : st->dgemm;
+            double peak = k <= 3 ? st->sgemm : st->dgemm; /* forward, backward, grams, scoring: float */
             if (k < N_STAGE && st->gflop[k] > 0 && st->sec[k] > 0 && peak > 0)
                 sb_printf(b, " %.0f (%.0f%%) |", st->sec[k], 100.0 * st->gflop[k] / st->sec[k] / peak);
             else
@@ -933,7 +933,7 @@ static void make_stage_table(strbuf *b, const run_t *R) {
         sb_printf(b, " %.0f | %.0f / %.0f |\n", st->total, st->sgemm, st->dgemm);
     }
     sb_printf(b, "\nSeconds per stage (`sqz compress --json`'s `stages`); in brackets the stage's GFLOP/s as a "
-                 "share of the SGEMM (forward, backward, grams) or DGEMM (scoring, gptq) rate measured at the start "
+                 "share of the SGEMM (forward, backward, grams, scoring) or DGEMM (gptq) rate measured at the start "
                  "of the same run. Points with a shared estimate spend no forward/backward/scoring of their own.\n");
 }
 

@@ -78,12 +78,13 @@ const char HELP_SENSITIVITY[] =
 static cJSON *num_or_null(double v) { return isfinite(v) ? cJSON_CreateNumber(v) : cJSON_CreateNull(); }
 
 /* The GEMM each stage's arithmetic is held against: single precision for the model's
- * passes and the Grams' products, double for everything solved on the Grams; none for
- * writing. */
+ * passes, the Grams' products and the option scoring (its GPTQ and error sums run in
+ * float), double for GPTQ and pruning's solves; none for writing. */
 static const char *stage_ref(int s) {
-    return s == SQZ_STAGE_FORWARD || s == SQZ_STAGE_BACKWARD || s == SQZ_STAGE_GRAMS ? "sgemm"
-           : s == SQZ_STAGE_WRITING                                                 ? NULL
-                                                                                    : "dgemm";
+    return s == SQZ_STAGE_FORWARD || s == SQZ_STAGE_BACKWARD || s == SQZ_STAGE_GRAMS || s == SQZ_STAGE_SCORING
+               ? "sgemm"
+           : s == SQZ_STAGE_WRITING ? NULL
+                                    : "dgemm";
 }
 
 /* Stage s's GFLOP/s and the rate of the GEMM it is held against (0: none). */
