@@ -62,13 +62,6 @@ typedef struct {
 #define TRTRI LAPACK_dtrtri
 #define GPTQ_IS_DOUBLE 1
 #include "gptq_kernels.inc"
-#undef REAL
-#undef SFX
-#undef UF
-#undef GEMM
-#undef POTRF
-#undef TRTRI
-#undef GPTQ_IS_DOUBLE
 #define REAL float
 #define SFX _f
 #define UF Uf
@@ -77,13 +70,6 @@ typedef struct {
 #define TRTRI LAPACK_strtri
 #define GPTQ_IS_DOUBLE 0
 #include "gptq_kernels.inc"
-#undef REAL
-#undef SFX
-#undef UF
-#undef GEMM
-#undef POTRF
-#undef TRTRI
-#undef GPTQ_IS_DOUBLE
 
 /* ---------------------------------------------------------------- errors */
 
