@@ -39,9 +39,9 @@ static int backend_gram(sqz_backend *b, const float *x, int nwin, int64_t T, int
     sqz_gram_acc *g = NULL;
     memset(G, 0, (size_t)(n * n) * sizeof(double));
     double t0 = sqz_now();
-    int rc = sqz_gram_open(b, n, &g, &err);
+    int rc = sqz_gram_open(b, NULL, n, G, &g, &err);
     for (int w = 0; rc == 0 && w < nwin; w++) rc = sqz_gram_add(g, x + (int64_t)w * T * n, T, &err);
-    if (rc == 0) rc = sqz_gram_finish(g, G, &err);
+    if (rc == 0) rc = sqz_gram_finish(g, &err);
     sqz_gram_close(g);
     *sec = sqz_now() - t0;
     CHECK(rc == 0, "%s Gram of width %lld: %s", sqz_backend_describe(b), (long long)n, err.msg);
@@ -82,9 +82,9 @@ static void test_cpu(sqz_pool *pool) {
         CHECK(worst <= 1e-6 * max_abs(R, n * n), "CPU Gram off by %g (largest entry %g)", worst, max_abs(R, n * n));
         /* a second finish adds nothing: the sum restarted */
         sqz_gram_acc *g = NULL;
-        CHECK(sqz_gram_open(b, n, &g, &err) == 0, "%s", err.msg);
         memset(G, 0, (size_t)(n * n) * sizeof(double));
-        CHECK(g && sqz_gram_finish(g, G, &err) == 0 && max_abs(G, n * n) == 0, "an empty sum is not zero");
+        CHECK(sqz_gram_open(b, NULL, n, G, &g, &err) == 0, "%s", err.msg);
+        CHECK(g && sqz_gram_finish(g, &err) == 0 && max_abs(G, n * n) == 0, "an empty sum is not zero");
         sqz_gram_close(g);
     }
     /* the factor: the same bytes as sqz_gptq_factor_init */
@@ -115,8 +115,8 @@ static void compare_cuda(sqz_backend *cpu, sqz_backend *gpu, sqz_pool *pool, int
     printf("test_backend: width %5lld, %d × %lld tokens: Gram max |cuda - cpu| / max |G| = %.2e  (cpu %.3f s, "
            "cuda %.3f s)\n", (long long)n, nwin, (long long)T, worst / big, tc, tg);
     for (int64_t i = 0; i < n * n; i++) Gc[i] /= (double)(nwin * T);
-    {
-        sqz_gptq_opts o = {0.01, 0, 1, 0.0, 0};
+    for (int single = 0; single <= 1; single++) { /* the factor in double, then in single precision */
+        sqz_gptq_opts o = {0.01, 0, 1, 0.0, single};
         sqz_gptq_factor a, c;
         sqz_err err;
         double t0 = sqz_now();
@@ -125,12 +125,20 @@ static void compare_cuda(sqz_backend *cpu, sqz_backend *gpu, sqz_pool *pool, int
         double t1 = sqz_now();
         int rg = sqz_backend_gptq_factor(gpu, Gc, n, &o, &c, &err);
         CHECK(rg == 0, "%s", err.msg);
-        double t2 = sqz_now(), du = 0;
+        double t2 = sqz_now(), du = 0, ub = 0;
         if (ra == 0 && rg == 0) {
-            for (int64_t i = 0; i < n * n; i++) du = fmax(du, fabs(a.U[i] - c.U[i]));
-            double ub = max_abs(a.U, n * n);
-            CHECK(du <= 1e-8 * ub, "width %lld: CUDA factor off by %g (largest entry %g)", (long long)n, du, ub);
-            /* GPTQ (Q4_K) with either factor on 64 rows: output errors within 0.1% */
+            CHECK(single ? a.Uf && c.Uf : a.U && c.U, "width %lld: factor in the wrong precision", (long long)n);
+            for (int64_t i = 0; i < n * n && (single ? a.Uf && c.Uf : a.U && c.U); i++) {
+                double x = single ? a.Uf[i] : a.U[i], y = single ? c.Uf[i] : c.U[i];
+                du = fmax(du, fabs(x - y));
+                ub = fmax(ub, fabs(x));
+            }
+            /* float: potrf's blocking differs between LAPACK and cuSOLVER, each entry a
+             * sum of ~n rounded terms */
+            double tol = single ? 1e-3 : 1e-8;
+            CHECK(du <= tol * ub, "width %lld: CUDA factor (%s) off by %g (largest entry %g)", (long long)n,
+                  single ? "single" : "double", du, ub);
+            /* GPTQ (Q4_K) with either factor on 64 rows: output errors within 0.1% (double), 1% (single) */
             const int64_t rows = 64;
             float *W = malloc((size_t)(rows * n) * sizeof(float)), *q = malloc((size_t)(rows * n) * sizeof(float));
             size_t rb;
@@ -144,11 +152,11 @@ static void compare_cuda(sqz_backend *cpu, sqz_backend *gpu, sqz_pool *pool, int
                 double rw;
                 CHECK(sqz_gptq_errors(W, q, rows, n, Gc, pool, &rw, &e[k], &err) == 0, "%s", err.msg);
             }
-            CHECK(fabs(e[1] - e[0]) <= 1e-3 * e[0], "width %lld: GPTQ output error %.6e with the CUDA factor, %.6e "
-                  "with the CPU's", (long long)n, e[1], e[0]);
-            printf("test_backend: width %5lld: factor max |cuda - cpu| / max |U| = %.2e  (cpu %.3f s, cuda %.3f s); "
-                   "Q4_K GPTQ output error %.6e (cuda factor) vs %.6e (cpu)\n", (long long)n, du / ub, t1 - t0,
-                   t2 - t1, e[1], e[0]);
+            CHECK(fabs(e[1] - e[0]) <= (single ? 1e-2 : 1e-3) * e[0], "width %lld: GPTQ (%s) output error %.6e with "
+                  "the CUDA factor, %.6e with the CPU's", (long long)n, single ? "single" : "double", e[1], e[0]);
+            printf("test_backend: width %5lld: %s factor max |cuda - cpu| / max |U| = %.2e  (cpu %.3f s, cuda %.3f "
+                   "s); Q4_K GPTQ output error %.6e (cuda factor) vs %.6e (cpu)\n", (long long)n,
+                   single ? "single" : "double", du / ub, t1 - t0, t2 - t1, e[1], e[0]);
             free(W); free(q); free(dst);
         }
         sqz_gptq_factor_free(&a);
@@ -158,14 +166,42 @@ done:
     free(x); free(Gc); free(Gg);
 }
 
+/* Windows that straddle the CPU's batches (SQZ_GRAM_BATCH rows): every row counted once. */
+static void test_cpu_batches(sqz_pool *pool) {
+    tu_rng r = {12};
+    const int64_t n = 40, T = 700;
+    const int nwin = 4; /* 2800 rows: a full batch and a part, one window split between them */
+    float *x = make_inputs(&r, nwin * T, n);
+    double *G = malloc((size_t)(n * n) * sizeof(double)), *R = calloc((size_t)(n * n), sizeof(double));
+    for (int64_t t = 0; t < nwin * T; t++)
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = 0; j < n; j++) R[i * n + j] += (double)x[t * n + i] * x[t * n + j];
+    sqz_backend *b = NULL;
+    sqz_err err;
+    double sec, worst = 0;
+    CHECK(sqz_backend_create(SQZ_DEVICE_CPU, pool, &b, &err) == 0, "%s", err.msg);
+    if (b && backend_gram(b, x, nwin, T, n, G, &sec) == 0) {
+        for (int64_t i = 0; i < n * n; i++) worst = fmax(worst, fabs(G[i] - R[i]));
+        CHECK(worst <= 1e-5 * max_abs(R, n * n), "CPU Gram over %lld rows off by %g (largest entry %g)",
+              (long long)(nwin * T), worst, max_abs(R, n * n));
+    }
+    printf("test_backend: cpu Gram over %lld rows (batches of %d) within %.2e (relative) of a double sum\n",
+           (long long)(nwin * T), SQZ_GRAM_BATCH, worst / max_abs(R, n * n));
+    sqz_backend_free(b);
+    free(x);
+    free(G);
+    free(R);
+}
+
 /* Out of GPU memory: Grams of the largest width until one does not fit; the error must
  * name what was asked for. */
 static void cuda_oom(sqz_backend *gpu) {
     sqz_gram_acc *g[8] = {0};
     sqz_err err;
+    double dummy = 0; /* never finished: no sum is written */
     int k, failed = 0;
     for (k = 0; k < 8; k++)
-        if (sqz_gram_open(gpu, 65536, &g[k], &err)) {
+        if (sqz_gram_open(gpu, NULL, 65536, &dummy, &g[k], &err)) {
             failed = 1;
             break;
         }
@@ -175,7 +211,7 @@ static void cuda_oom(sqz_backend *gpu) {
     for (int i = 0; i < 8; i++) sqz_gram_close(g[i]);
     /* and the backend still works afterwards */
     sqz_gram_acc *h = NULL;
-    CHECK(sqz_gram_open(gpu, 64, &h, &err) == 0, "after out of memory: %s", err.msg);
+    CHECK(sqz_gram_open(gpu, NULL, 64, &dummy, &h, &err) == 0, "after out of memory: %s", err.msg);
     sqz_gram_close(h);
 }
 
@@ -183,6 +219,7 @@ int main(void) {
     sqz_err err;
     sqz_pool *pool = sqz_pool_create(0, &err);
     test_parse();
+    test_cpu_batches(pool);
     test_cpu(pool);
     int skipped = 0;
     if (sqz_cuda_built()) {

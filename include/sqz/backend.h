@@ -46,22 +46,30 @@ uint64_t sqz_backend_peak_bytes(const sqz_backend *b);
 
 /* ---------------------------------------------------------------- Grams */
 
-/* One n × n Gram being summed: open, add windows, finish. */
+/* One n × n Gram summed into the caller's G (n × n, row-major double, symmetric on
+ * entry, usually zero): open on G, add windows, finish. The CPU stages rows and adds
+ * the products of each SQZ_GRAM_BATCH of them into G's upper triangle (one SGEMM per
+ * block of columns over the whole batch: longer products than a window's, and a
+ * fourth of the double additions); the GPU keeps its own sum. Rows are batched in the
+ * order they come, so the sum is the same bytes for any thread count. */
+#define SQZ_GRAM_BATCH 2048
 typedef struct sqz_gram_acc sqz_gram_acc;
 
-int sqz_gram_open(sqz_backend *b, int64_t n, sqz_gram_acc **out, sqz_err *err);
-/* Σ += xᵀx for x (T × n, row-major floats): each window's products in single precision
- * (SGEMM / cuBLAS SSYRK), added into the double sum. */
+/* b NULL: the CPU, on pool's threads (pool may be NULL: the calling thread). */
+int sqz_gram_open(sqz_backend *b, sqz_pool *pool, int64_t n, double *G, sqz_gram_acc **out, sqz_err *err);
+/* Σ += xᵀx for x (T × n, row-major floats): products in single precision (SGEMM / cuBLAS
+ * SSYRK), added into a double sum. */
 int sqz_gram_add(sqz_gram_acc *g, const float *x, int64_t T, sqz_err *err);
-/* G (n × n, both triangles, row-major) += the sum; the accumulator starts from zero again. */
-int sqz_gram_finish(sqz_gram_acc *g, double *G, sqz_err *err);
+/* G += the rows' sum since open or the last finish (both triangles); the accumulator
+ * starts from zero again. */
+int sqz_gram_finish(sqz_gram_acc *g, sqz_err *err);
 void sqz_gram_close(sqz_gram_acc *g);
 
-/* The CPU's products, also called directly by code that keeps its own sums.
+/* The CPU's products (what the accumulator's batches call).
  * G (n × n, row-major, double) += xᵀx for x [T, n]: the upper triangle and the diagonal
  * blocks only (half the products; sqz_gram_mirror fills the rest once the sum is
- * complete), each block's products one SGEMM over the T tokens added in double (T a
- * window: a few hundred tokens). Bit-identical for any thread count. */
+ * complete), each block's products one SGEMM over the T rows added in double.
+ * Bit-identical for any thread count. */
 int sqz_gram_upper_add(sqz_pool *pool, const float *x, int64_t T, int64_t n, double *G, sqz_err *err);
 /* G's lower triangle ← its upper triangle. */
 void sqz_gram_mirror(double *G, int64_t n);

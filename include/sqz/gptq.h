@@ -63,8 +63,8 @@ typedef struct sqz_gptq_stats {
     double seconds_factor; /* wall time of the Cholesky part */
     double seconds_sweep;  /* wall time of the column sweep */
     double seconds_stats;  /* wall time of the error statistics */
-    int64_t stats_rows;    /* rows the two errors were measured on: all while rows·cols² <= 2^32, else
-                              that many evenly spaced ones (>= 256) */
+    int64_t stats_rows;    /* rows the two errors were measured on: all while rows·cols² <= 2^30, else
+                              that many evenly spaced ones (>= 128) */
 } sqz_gptq_stats;
 
 /* Quantizes W (rows × cols) into `type` (sqz_quant_supported; cols a multiple of its
@@ -101,10 +101,10 @@ typedef struct sqz_gptq_factor {
  * shrink. Fails for a non-finite or (after dampening) singular H. */
 int sqz_gptq_factor_init(sqz_gptq_factor *f, const double *H, int64_t cols, const sqz_gptq_opts *opts,
                          sqz_err *err);
-/* sqz_gptq_factor_init with the double factorization done by chol (A ← the upper
- * Cholesky factor of A⁻¹, in place, n × n row-major; a backend's, see sqz/backend.h);
- * NULL: LAPACK's. Single-precision factors (opts->single) always use LAPACK. */
-typedef int (*sqz_chol_fn)(void *ctx, double *A, int64_t n, sqz_err *err);
+/* sqz_gptq_factor_init with the factorization done by chol (A ← the upper Cholesky
+ * factor of A⁻¹, in place, n × n row-major, floats when single else doubles; a
+ * backend's, see sqz/backend.h); NULL: LAPACK's. */
+typedef int (*sqz_chol_fn)(void *ctx, void *A, int64_t n, int single, sqz_err *err);
 int sqz_gptq_factor_init_with(sqz_gptq_factor *f, const double *H, int64_t cols, const sqz_gptq_opts *opts,
                               sqz_chol_fn chol, void *chol_ctx, sqz_err *err);
 void sqz_gptq_factor_free(sqz_gptq_factor *f);

@@ -132,7 +132,10 @@ typedef enum sqz_fwd_site {
     SQZ_SITE_COUNT = 4
 } sqz_fwd_site;
 
-/* Called from the calling thread (the pool is idle); returns SQZ_OK or SQZ_ERR (err set). */
+/* Called from the calling thread (the pool is idle); returns SQZ_OK, SQZ_ERR (err set) or
+ * SQZ_FWD_STOP: the caller has seen what it needs, and the layer stops there (x is left
+ * as it came in; sqz_forward_layer then returns SQZ_OK). */
+#define SQZ_FWD_STOP 2
 typedef int (*sqz_fwd_hook)(void *ctx, int layer, int site, const float *x, int64_t n_tokens, int64_t width,
                             sqz_err *err);
 
@@ -143,7 +146,8 @@ void sqz_rmsnorm(float *out, const float *x, const float *w, int64_t n, float ep
 /* x[n_tokens, dim] = the embeddings of tokens. */
 int sqz_forward_embed(const sqz_model *m, const int32_t *tokens, int64_t n_tokens, float *x, sqz_err *err);
 /* Runs block `layer` on the residual stream x[n_tokens, dim] in place (one causal
- * sequence at positions 0..n_tokens-1). hook may be NULL; a hook error stops the layer. */
+ * sequence at positions 0..n_tokens-1). hook may be NULL; a hook error stops the layer,
+ * as does SQZ_FWD_STOP (without an error, x unchanged). */
 int sqz_forward_layer(const sqz_model *m, sqz_pool *pool, int layer, float *x, int64_t n_tokens, sqz_fwd_hook hook,
                       void *hook_ctx, sqz_err *err);
 

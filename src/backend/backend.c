@@ -21,9 +21,11 @@ struct sqz_backend {
 };
 
 struct sqz_gram_acc {
-    sqz_backend *b;
+    sqz_pool *pool; /* the CPU's threads */
     int64_t n;
-    double *upper; /* CPU: the running sum's upper triangle (n × n) */
+    double *G;     /* the caller's sum: the CPU adds each batch into its upper triangle */
+    float *stage;  /* CPU: rows waiting for the next batch (SQZ_GRAM_BATCH × n), made on first use */
+    int64_t staged;
 #ifdef SQZ_HAVE_CUDA
     sqz_cuda_gram *cuda;
 #endif
@@ -93,29 +95,31 @@ uint64_t sqz_backend_peak_bytes(const sqz_backend *b) {
 
 /* ---------------------------------------------------------------- Grams */
 
-int sqz_gram_open(sqz_backend *b, int64_t n, sqz_gram_acc **out, sqz_err *err) {
+int sqz_gram_open(sqz_backend *b, sqz_pool *pool, int64_t n, double *G, sqz_gram_acc **out, sqz_err *err) {
     *out = NULL;
     if (n <= 0 || n > 65536) return sqz_fail(err, "gram: width %lld (expected 1 .. 65536)", (long long)n);
+    if (!G) return sqz_fail(err, "gram: no sum to add into");
     sqz_gram_acc *g = calloc(1, sizeof *g);
     if (!g) return sqz_fail(err, "gram: out of memory");
-    g->b = b;
+    g->pool = b ? b->pool : pool;
     g->n = n;
+    g->G = G;
 #ifdef SQZ_HAVE_CUDA
-    if (b && b->cuda) {
-        if (sqz_cuda_gram_open(b->cuda, n, &g->cuda, err)) {
-            free(g);
-            return SQZ_ERR;
-        }
-        *out = g;
-        return SQZ_OK;
+    if (b && b->cuda && sqz_cuda_gram_open(b->cuda, n, &g->cuda, err)) {
+        free(g);
+        return SQZ_ERR;
     }
 #endif
-    if (!(g->upper = calloc((size_t)n * (size_t)n, sizeof(double)))) {
-        free(g);
-        return sqz_fail(err, "gram: out of memory for a %lld × %lld sum", (long long)n, (long long)n);
-    }
     *out = g;
     return SQZ_OK;
+}
+
+/* The staged rows' products into G's upper triangle. */
+static int flush(sqz_gram_acc *g, sqz_err *err) {
+    if (!g->staged) return SQZ_OK;
+    int rc = sqz_gram_upper_add(g->pool, g->stage, g->staged, g->n, g->G, err);
+    g->staged = 0;
+    return rc;
 }
 
 int sqz_gram_add(sqz_gram_acc *g, const float *x, int64_t T, sqz_err *err) {
@@ -123,18 +127,27 @@ int sqz_gram_add(sqz_gram_acc *g, const float *x, int64_t T, sqz_err *err) {
 #ifdef SQZ_HAVE_CUDA
     if (g->cuda) return sqz_cuda_gram_add(g->cuda, x, T, err);
 #endif
-    return sqz_gram_upper_add(g->b ? g->b->pool : NULL, x, T, g->n, g->upper, err);
+    if (!g->stage && !(g->stage = malloc((size_t)SQZ_GRAM_BATCH * (size_t)g->n * sizeof(float))))
+        return sqz_fail(err, "gram: out of memory for %d × %lld staged rows", SQZ_GRAM_BATCH, (long long)g->n);
+    while (T > 0) {
+        int64_t k = SQZ_GRAM_BATCH - g->staged < T ? SQZ_GRAM_BATCH - g->staged : T;
+        memcpy(g->stage + g->staged * g->n, x, (size_t)(k * g->n) * sizeof(float));
+        g->staged += k;
+        x += k * g->n;
+        T -= k;
+        if (g->staged == SQZ_GRAM_BATCH && flush(g, err)) return SQZ_ERR;
+    }
+    return SQZ_OK;
 }
 
-int sqz_gram_finish(sqz_gram_acc *g, double *G, sqz_err *err) {
+int sqz_gram_finish(sqz_gram_acc *g, sqz_err *err) {
 #ifdef SQZ_HAVE_CUDA
-    if (g->cuda) return sqz_cuda_gram_finish(g->cuda, G, err);
+    if (g->cuda) return sqz_cuda_gram_finish(g->cuda, g->G, err);
 #endif
-    (void)err;
-    const int64_t n = g->n;
-    sqz_gram_mirror(g->upper, n);
-    for (int64_t i = 0; i < n * n; i++) G[i] += g->upper[i];
-    memset(g->upper, 0, (size_t)(n * n) * sizeof(double));
+    if (flush(g, err)) return SQZ_ERR;
+    sqz_gram_mirror(g->G, g->n);
+    free(g->stage); /* the Grams' consumer (scoring, GPTQ) needs the memory more */
+    g->stage = NULL;
     return SQZ_OK;
 }
 
@@ -143,15 +156,15 @@ void sqz_gram_close(sqz_gram_acc *g) {
 #ifdef SQZ_HAVE_CUDA
     sqz_cuda_gram_close(g->cuda);
 #endif
-    free(g->upper);
+    free(g->stage);
     free(g);
 }
 
 /* ---------------------------------------------------------------- GPTQ */
 
 #ifdef SQZ_HAVE_CUDA
-static int cuda_chol(void *ctx, double *A, int64_t n, sqz_err *err) {
-    return sqz_cuda_chol_inverse_upper(ctx, A, n, err);
+static int cuda_chol(void *ctx, void *A, int64_t n, int single, sqz_err *err) {
+    return sqz_cuda_chol_inverse_upper(ctx, A, n, single, err);
 }
 #endif
 

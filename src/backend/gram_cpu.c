@@ -42,7 +42,12 @@ static void gram_task(void *vctx, int64_t b, int64_t e, int thread) {
 
 int sqz_gram_upper_add(sqz_pool *pool, const float *x, int64_t T, int64_t n, double *G, sqz_err *err) {
     syrk_ctx c = {x, G, T, n, 0};
+    /* the pool is the parallelism; OpenBLAS's own threads would also change its kernels'
+     * summation order with the caller's setting */
+    int blas_threads = openblas_get_num_threads();
+    openblas_set_num_threads(1);
     sqz_pool_for(pool, (n + GRAM_BLOCK - 1) / GRAM_BLOCK, 1, gram_task, &c);
+    openblas_set_num_threads(blas_threads);
     return c.failed ? sqz_fail(err, "calibration: out of memory for a %lld-wide Gram block", (long long)n) : SQZ_OK;
 }
 

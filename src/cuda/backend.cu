@@ -224,36 +224,70 @@ void sqz_cuda_gram_close(sqz_cuda_gram *g) {
 
 /* ---------------------------------------------------------------- GPTQ's factor */
 
-int sqz_cuda_chol_inverse_upper(sqz_cuda *c, double *A, int64_t n, sqz_err *err) {
-    const size_t n2 = (size_t)n * (size_t)n;
-    /* J A J (the reversal) is the flat array reversed; row-major = column-major here
-     * since A is symmetric */
+/* The reversal J A J of a symmetric n × n matrix: the flat array reversed. */
+template <typename T> static void reverse_flat(T *A, size_t n2) {
     for (size_t a = 0, b = n2 - 1; a < b; a++, b--) {
-        double t = A[a];
+        T t = A[a];
         A[a] = A[b];
         A[b] = t;
     }
-    double *d = NULL, *work = NULL;
-    int *info_d = NULL, info = 0, lwork = 0;
+}
+
+/* As chol_inverse_upper in src/quant/gptq_kernels.inc: A holds column-major lower L⁻¹ =
+ * row-major M upper with M[a][b] = L⁻¹[b][a]; U[i][j] = M[n-1-j][n-1-i] (an
+ * anti-transpose of the upper triangle), the lower triangle cleared. */
+template <typename T> static void anti_transpose_upper(T *A, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = i; j < n; j++) {
+            int64_t pi = n - 1 - j, pj = n - 1 - i;
+            if (pi < i || (pi == i && pj <= j)) continue;
+            T t = A[i * n + j];
+            A[i * n + j] = A[pi * n + pj];
+            A[pi * n + pj] = t;
+        }
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < i; j++) A[i * n + j] = (T)0;
+}
+
+/* A (n × n, doubles or floats as `single` says) ← the upper Cholesky factor of A⁻¹:
+ * cuSOLVER's 64-bit potrf and trtri of the reversed matrix, in the precision given. */
+int sqz_cuda_chol_inverse_upper(sqz_cuda *c, void *A, int64_t n, int single, sqz_err *err) {
+    const size_t n2 = (size_t)n * (size_t)n, es = single ? sizeof(float) : sizeof(double);
+    const cudaDataType dt = single ? CUDA_R_32F : CUDA_R_64F;
+    if (single) reverse_flat((float *)A, n2); /* row-major = column-major: A is symmetric */
+    else reverse_flat((double *)A, n2);
+    void *d = NULL, *work = NULL, *work_h = NULL;
+    size_t work_bytes = 0, work_h_bytes = 0;
+    int *info_d = NULL, info = 0;
     int rc = SQZ_ERR;
+    cusolverDnParams_t params = NULL;
     char what[96];
     snprintf(what, sizeof what, "GPTQ's factor of a %lld × %lld H", (long long)n, (long long)n);
-    if (dev_alloc(c, (void **)&d, n2 * sizeof(double), what, err) ||
-        dev_alloc(c, (void **)&info_d, sizeof(int), what, err))
-        goto done;
+    if (dev_alloc(c, &d, n2 * es, what, err) || dev_alloc(c, (void **)&info_d, sizeof(int), what, err)) goto done;
     {
-        cudaError_t e = cudaMemcpyAsync(d, A, n2 * sizeof(double), cudaMemcpyHostToDevice, c->stream);
+        cusolverStatus_t s = cusolverDnCreateParams(&params);
+        if (s != CUSOLVER_STATUS_SUCCESS) {
+            solver_fail(err, "GPTQ factor: parameters", s);
+            goto done;
+        }
+        cudaError_t e = cudaMemcpyAsync(d, A, n2 * es, cudaMemcpyHostToDevice, c->stream);
         if (e != cudaSuccess) {
             cuda_fail(err, "GPTQ factor: copying H to the GPU", e);
             goto done;
         }
-        cusolverStatus_t s = cusolverDnDpotrf_bufferSize(c->solver, CUBLAS_FILL_MODE_LOWER, (int)n, d, (int)n, &lwork);
+        s = cusolverDnXpotrf_bufferSize(c->solver, params, CUBLAS_FILL_MODE_LOWER, n, dt, d, n, dt, &work_bytes,
+                                        &work_h_bytes);
         if (s != CUSOLVER_STATUS_SUCCESS) {
             solver_fail(err, "GPTQ factor: potrf workspace", s);
             goto done;
         }
-        if (dev_alloc(c, (void **)&work, (size_t)lwork * sizeof(double), what, err)) goto done;
-        s = cusolverDnDpotrf(c->solver, CUBLAS_FILL_MODE_LOWER, (int)n, d, (int)n, work, lwork, info_d);
+        if (dev_alloc(c, &work, work_bytes ? work_bytes : 1, what, err)) goto done;
+        if (work_h_bytes && !(work_h = malloc(work_h_bytes))) {
+            sqz_fail(err, "cuda: out of host memory for the potrf workspace");
+            goto done;
+        }
+        s = cusolverDnXpotrf(c->solver, params, CUBLAS_FILL_MODE_LOWER, n, dt, d, n, dt, work, work_bytes, work_h,
+                             work_h_bytes, info_d);
         if (s != CUSOLVER_STATUS_SUCCESS) {
             solver_fail(err, "GPTQ factor: potrf", s);
             goto done;
@@ -268,9 +302,9 @@ int sqz_cuda_chol_inverse_upper(sqz_cuda *c, double *A, int64_t n, sqz_err *err)
                      (long long)n, (long long)n, info);
             goto done;
         }
-        /* the lower factor's inverse, in place (cusolverDnXtrtri: 64-bit API) */
+        /* the lower factor's inverse, in place */
         size_t dev_bytes = 0, host_bytes = 0;
-        s = cusolverDnXtrtri_bufferSize(c->solver, CUBLAS_FILL_MODE_LOWER, CUBLAS_DIAG_NON_UNIT, n, CUDA_R_64F, d, n,
+        s = cusolverDnXtrtri_bufferSize(c->solver, CUBLAS_FILL_MODE_LOWER, CUBLAS_DIAG_NON_UNIT, n, dt, d, n,
                                         &dev_bytes, &host_bytes);
         if (s != CUSOLVER_STATUS_SUCCESS) {
             solver_fail(err, "GPTQ factor: trtri workspace", s);
@@ -281,8 +315,8 @@ int sqz_cuda_chol_inverse_upper(sqz_cuda *c, double *A, int64_t n, sqz_err *err)
             free(th);
             goto done;
         }
-        s = cusolverDnXtrtri(c->solver, CUBLAS_FILL_MODE_LOWER, CUBLAS_DIAG_NON_UNIT, n, CUDA_R_64F, d, n, tw,
-                             dev_bytes, th, host_bytes, info_d);
+        s = cusolverDnXtrtri(c->solver, CUBLAS_FILL_MODE_LOWER, CUBLAS_DIAG_NON_UNIT, n, dt, d, n, tw, dev_bytes, th,
+                             host_bytes, info_d);
         if (s == CUSOLVER_STATUS_SUCCESS) {
             e = cudaMemcpyAsync(&info, info_d, sizeof(int), cudaMemcpyDeviceToHost, c->stream);
             if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
@@ -301,29 +335,20 @@ int sqz_cuda_chol_inverse_upper(sqz_cuda *c, double *A, int64_t n, sqz_err *err)
             sqz_fail(err, "gptq: cannot invert the Cholesky factor of H (cuSOLVER trtri info %d)", info);
             goto done;
         }
-        if ((e = cudaMemcpyAsync(A, d, n2 * sizeof(double), cudaMemcpyDeviceToHost, c->stream)) != cudaSuccess ||
+        if ((e = cudaMemcpyAsync(A, d, n2 * es, cudaMemcpyDeviceToHost, c->stream)) != cudaSuccess ||
             (e = cudaStreamSynchronize(c->stream)) != cudaSuccess) {
             cuda_fail(err, "GPTQ factor: copying the factor back", e);
             goto done;
         }
     }
-    /* as chol_inverse_upper_d: A holds column-major lower L⁻¹ = row-major M upper with
-     * M[a][b] = L⁻¹[b][a]; U[i][j] = M[n-1-j][n-1-i] (an anti-transpose of the upper
-     * triangle), the lower triangle cleared */
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t j = i; j < n; j++) {
-            int64_t pi = n - 1 - j, pj = n - 1 - i;
-            if (pi < i || (pi == i && pj <= j)) continue;
-            double t = A[i * n + j];
-            A[i * n + j] = A[pi * n + pj];
-            A[pi * n + pj] = t;
-        }
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t j = 0; j < i; j++) A[i * n + j] = 0.0;
+    if (single) anti_transpose_upper((float *)A, n);
+    else anti_transpose_upper((double *)A, n);
     rc = SQZ_OK;
 done:
-    dev_free(c, work, (size_t)lwork * sizeof(double));
-    dev_free(c, d, n2 * sizeof(double));
+    if (params) cusolverDnDestroyParams(params);
+    free(work_h);
+    dev_free(c, work, work_bytes ? work_bytes : 1);
+    dev_free(c, d, n2 * es);
     dev_free(c, info_d, sizeof(int));
     return rc;
 }

@@ -25,10 +25,11 @@ int sqz_cuda_gram_add(sqz_cuda_gram *g, const float *x, int64_t T, sqz_err *err)
 int sqz_cuda_gram_finish(sqz_cuda_gram *g, double *G, sqz_err *err);
 void sqz_cuda_gram_close(sqz_cuda_gram *g);
 
-/* A (n × n, host, row-major, the dampened and permuted H) ← U, the upper Cholesky factor
- * of A⁻¹, as gptq.c's chol_inverse_upper_d computes it: potrf of the reversed matrix and
- * trtri (cuSOLVER), in double. */
-int sqz_cuda_chol_inverse_upper(sqz_cuda *c, double *A, int64_t n, sqz_err *err);
+/* A (n × n, host, row-major, the dampened and permuted H; floats when single, else
+ * doubles) ← U, the upper Cholesky factor of A⁻¹, as gptq.c's chol_inverse_upper
+ * computes it: potrf of the reversed matrix and trtri (cuSOLVER's 64-bit API) in that
+ * precision. */
+int sqz_cuda_chol_inverse_upper(sqz_cuda *c, void *A, int64_t n, int single, sqz_err *err);
 
 #ifdef __cplusplus
 }

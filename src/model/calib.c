@@ -88,28 +88,23 @@ typedef struct {
     int64_t tok0; /* the window's first token in the weights */
     sqz_stage_times *times; /* or NULL */
     double hook_seconds;    /* in the Gram hook, this layer */
-    /* on a GPU backend: the running sums there (NULL: on the CPU, in g), with their widths */
-    sqz_backend *backend;
+    /* this layer's sums into g (sqz/backend.h), NULL where there is none */
     sqz_gram_acc *acc[SQZ_SITE_COUNT], *accw[SQZ_CALIB_KINDS];
-    int64_t acc_n[SQZ_SITE_COUNT], accw_n[SQZ_CALIB_KINDS];
 } acc_ctx;
 
-/* *acc ← a GPU accumulator of width n (kept when it has that width already); NULL on
- * the CPU or for n == 0. */
-static int acc_for(acc_ctx *a, sqz_gram_acc **acc, int64_t *have, int64_t n, sqz_err *err) {
-    if (sqz_backend_device(a->backend) != SQZ_DEVICE_CUDA || *have == n) return SQZ_OK;
-    sqz_gram_close(*acc);
-    *acc = NULL;
-    *have = 0;
-    if (n > 0 && sqz_gram_open(a->backend, n, acc, err)) return SQZ_ERR;
-    *have = n;
-    return SQZ_OK;
+static void accs_close(acc_ctx *a) {
+    for (int s = 0; s < SQZ_SITE_COUNT; s++) sqz_gram_close(a->acc[s]);
+    for (int k = 0; k < SQZ_CALIB_KINDS; k++) sqz_gram_close(a->accw[k]);
+    memset(a->acc, 0, sizeof a->acc);
+    memset(a->accw, 0, sizeof a->accw);
 }
 
-/* The layer's sum into G: from the GPU, or the CPU's upper triangle mirrored. */
-static int acc_finish(sqz_gram_acc *acc, double *G, int64_t n, sqz_err *err) {
-    if (acc) return sqz_gram_finish(acc, G, err);
-    sqz_gram_mirror(G, n);
+/* Completes every sum of the layer into its Gram. */
+static int accs_finish(acc_ctx *a, sqz_err *err) {
+    for (int s = 0; s < SQZ_SITE_COUNT; s++)
+        if (a->acc[s] && sqz_gram_finish(a->acc[s], err)) return SQZ_ERR;
+    for (int k = 0; k < SQZ_CALIB_KINDS; k++)
+        if (a->accw[k] && sqz_gram_finish(a->accw[k], err)) return SQZ_ERR;
     return SQZ_OK;
 }
 
@@ -134,18 +129,15 @@ static int gram_hook(void *vctx, int layer, int site, const float *x, int64_t T,
         a->xw_n = n;
     }
     double t0 = sqz_now(), fl = sqz_gram_flops(T, width);
-    if (a->acc[site] ? sqz_gram_add(a->acc[site], x, T, err) : sqz_gram_upper_add(a->pool, x, T, width, a->g.g[site], err))
-        return SQZ_ERR;
+    if (sqz_gram_add(a->acc[site], x, T, err)) return SQZ_ERR;
     for (int k = 0; k < SQZ_CALIB_KINDS && a->weights; k++) {
         const float *w = a->weights[layer * SQZ_CALIB_KINDS + k];
-        if (kSiteOfKind[k] != site || !w || !a->g.gw[k]) continue;
+        if (kSiteOfKind[k] != site || !w || !a->accw[k]) continue;
         for (int64_t t = 0; t < T; t++) {
             float r = (float)sqrt((double)w[a->tok0 + t]);
             for (int64_t i = 0; i < width; i++) a->xw[t * width + i] = r * x[t * width + i];
         }
-        if (a->accw[k] ? sqz_gram_add(a->accw[k], a->xw, T, err)
-                       : sqz_gram_upper_add(a->pool, a->xw, T, width, a->g.gw[k], err))
-            return SQZ_ERR;
+        if (sqz_gram_add(a->accw[k], a->xw, T, err)) return SQZ_ERR;
         fl += sqz_gram_flops(T, width);
     }
     double dt = sqz_now() - t0;
@@ -190,7 +182,7 @@ int sqz_calib_run_weighted(const sqz_model *m, sqz_backend *backend, sqz_pool *p
     a.pool = pool;
     a.weights = weights;
     a.times = times;
-    a.backend = backend;
+    int64_t gw_n[SQZ_CALIB_KINDS] = {0};
     int rc = SQZ_ERR;
     if (!X) {
         sqz_fail(err, "calibration: out of memory for %zu bytes of activations", bytes);
@@ -213,18 +205,26 @@ int sqz_calib_run_weighted(const sqz_model *m, sqz_backend *backend, sqz_pool *p
                 }
             }
             if (n[s] > 0) memset(a.g.g[s], 0, (size_t)(n[s] * n[s]) * sizeof(double));
-            if (acc_for(&a, &a.acc[s], &a.acc_n[s], n[s], err)) goto done;
+            if (n[s] > 0 && sqz_gram_open(backend, pool, n[s], a.g.g[s], &a.acc[s], err)) goto done;
         }
         for (int k = 0; k < SQZ_CALIB_KINDS; k++) { /* weighted Grams where this layer has weights */
             int64_t w = n[kSiteOfKind[k]];
-            free(a.g.gw[k]);
-            a.g.gw[k] = NULL;
-            if (!weights || !weights[l * SQZ_CALIB_KINDS + k] || w == 0) continue;
-            if (!(a.g.gw[k] = calloc((size_t)(w * w), sizeof(double)))) {
+            int want = weights && weights[l * SQZ_CALIB_KINDS + k] && w > 0;
+            /* kept from layer to layer while the width stays: fresh pages of an 8960-wide
+             * Gram cost more to fault in than to clear */
+            if (!want || gw_n[k] != w) {
+                free(a.g.gw[k]);
+                a.g.gw[k] = NULL;
+                gw_n[k] = 0;
+            }
+            if (!want) continue;
+            if (!a.g.gw[k] && !(a.g.gw[k] = malloc((size_t)(w * w) * sizeof(double)))) {
                 sqz_fail(err, "calibration: out of memory for a %lld × %lld Gram", (long long)w, (long long)w);
                 goto done;
             }
-            if (acc_for(&a, &a.accw[k], &a.accw_n[k], w, err)) goto done;
+            gw_n[k] = w;
+            memset(a.g.gw[k], 0, (size_t)(w * w) * sizeof(double));
+            if (sqz_gram_open(backend, pool, w, a.g.gw[k], &a.accw[k], err)) goto done;
         }
         double t0 = sqz_now();
         a.hook_seconds = 0.0;
@@ -232,11 +232,12 @@ int sqz_calib_run_weighted(const sqz_model *m, sqz_backend *backend, sqz_pool *p
             a.tok0 = (int64_t)s * seqlen;
             if (sqz_forward_layer(m, pool, l, X + (int64_t)s * seqlen * dim, seqlen, gram_hook, &a, err)) goto done;
         }
-        for (int s = 0; s < SQZ_SITE_COUNT; s++)
-            if (a.g.g[s] && acc_finish(a.acc[s], a.g.g[s], a.g.n[s], err)) goto done;
-        for (int k = 0; k < SQZ_CALIB_KINDS; k++)
-            if (a.g.gw[k] && acc_finish(a.accw[k], a.g.gw[k], n[kSiteOfKind[k]], err)) goto done;
-        sqz_stage_add(times, SQZ_STAGE_FORWARD, sqz_now() - t0 - a.hook_seconds,
+        double t1 = sqz_now();
+        int frc = accs_finish(&a, err);
+        accs_close(&a);
+        sqz_stage_add(times, SQZ_STAGE_GRAMS, sqz_now() - t1, 0.0); /* the last batches (flops counted per add) */
+        if (frc) goto done;
+        sqz_stage_add(times, SQZ_STAGE_FORWARD, t1 - t0 - a.hook_seconds,
                       (double)nsamples * sqz_forward_flops(m, l, seqlen));
         if (fn(ctx, l, &a.g, T, err)) goto done;
     }
@@ -244,9 +245,8 @@ int sqz_calib_run_weighted(const sqz_model *m, sqz_backend *backend, sqz_pool *p
 done:
     free(X);
     free(a.xw);
+    accs_close(&a);
     grams_free(&a.g);
-    for (int s = 0; s < SQZ_SITE_COUNT; s++) sqz_gram_close(a.acc[s]);
-    for (int k = 0; k < SQZ_CALIB_KINDS; k++) sqz_gram_close(a.accw[k]);
     return rc;
 }
 

@@ -499,11 +499,12 @@ static int forward_layer(const sqz_model *m, fwd_state *s, sqz_pool *pool, int l
     int64_t T = s->T, dim = c->dim;
     int nh = c->layer_n_head[l], nkv = c->layer_n_head_kv[l], nff = c->layer_n_ff[l];
     rows_ctx rc = {m, s, L, NULL, nh, nkv, NULL, NULL, NULL, NULL, NULL};
+    int hr; /* a hook's SQZ_ERR or SQZ_FWD_STOP, passed up */
 
     if (nh > 0) {
         if (!(rc.norm_w = vector_f32(L->attn_norm, s->normbuf, err))) return SQZ_ERR;
         sqz_pool_for(pool, T, 16, norm_task, &rc);
-        if (hook && hook(hook_ctx, l, SQZ_SITE_ATTN_IN, s->xb, T, dim, err)) return SQZ_ERR;
+        if (hook && (hr = hook(hook_ctx, l, SQZ_SITE_ATTN_IN, s->xb, T, dim, err))) return hr;
         float *qkv_out[3] = {s->q, s->k, s->v};
         const sqz_tensor *qkv_w[3] = {L->wq, L->wk, L->wv};
         if (linear_group(s, pool, s->xb, 3, qkv_out, qkv_w, err)) return SQZ_ERR;
@@ -519,20 +520,20 @@ static int forward_layer(const sqz_model *m, fwd_state *s, sqz_pool *pool, int l
         sqz_pool_for(pool, T, 16, rope_task, &rc);
         att_ctx ac = {s, nh, nkv, c->head_dim, (T + ATT_BLOCK - 1) / ATT_BLOCK};
         sqz_pool_for(pool, (int64_t)nh * ac.n_blocks, 1, attention_task, &ac);
-        if (hook && hook(hook_ctx, l, SQZ_SITE_ATTN_O_IN, s->att, T, (int64_t)nh * c->head_dim, err)) return SQZ_ERR;
+        if (hook && (hr = hook(hook_ctx, l, SQZ_SITE_ATTN_O_IN, s->att, T, (int64_t)nh * c->head_dim, err))) return hr;
         if (linear(s, pool, s->xb, s->att, L->wo, err)) return SQZ_ERR;
         residual_add(s->x, s->xb, T * dim);
     }
     if (nff > 0) {
         if (!(rc.norm_w = vector_f32(L->ffn_norm, s->normbuf, err))) return SQZ_ERR;
         sqz_pool_for(pool, T, 16, norm_task, &rc);
-        if (hook && hook(hook_ctx, l, SQZ_SITE_FFN_IN, s->xb, T, dim, err)) return SQZ_ERR;
+        if (hook && (hr = hook(hook_ctx, l, SQZ_SITE_FFN_IN, s->xb, T, dim, err))) return hr;
         float *gate_up_out[2] = {s->hb, s->hb2};
         const sqz_tensor *gate_up_w[2] = {L->w_gate, L->w_up};
         if (linear_group(s, pool, s->xb, 2, gate_up_out, gate_up_w, err)) return SQZ_ERR;
         swiglu_ctx sc = {s->hb, s->hb2};
         sqz_pool_for(pool, T * nff, 4096, swiglu_task, &sc);
-        if (hook && hook(hook_ctx, l, SQZ_SITE_FFN_DOWN_IN, s->hb, T, nff, err)) return SQZ_ERR;
+        if (hook && (hr = hook(hook_ctx, l, SQZ_SITE_FFN_DOWN_IN, s->hb, T, nff, err))) return hr;
         if (linear(s, pool, s->xb, s->hb, L->w_down, err)) return SQZ_ERR;
         residual_add(s->x, s->xb, T * dim);
     }
@@ -634,7 +635,8 @@ int sqz_forward_layer(const sqz_model *m, sqz_pool *pool, int layer, float *x, i
     if (fwd_begin(&s, m, pool, n_tokens, err)) goto done;
     memcpy(s.x, x, (size_t)(n_tokens * m->cfg.dim) * sizeof(float));
     rc = forward_layer(m, &s, pool, layer, hook, hook_ctx, err);
-    if (rc == SQZ_OK) memcpy(x, s.x, (size_t)(n_tokens * m->cfg.dim) * sizeof(float));
+    if (rc == SQZ_FWD_STOP) rc = SQZ_OK; /* x stays as it came in */
+    else if (rc == SQZ_OK) memcpy(x, s.x, (size_t)(n_tokens * m->cfg.dim) * sizeof(float));
 done:
     fwd_end(&s);
     return rc;

@@ -20,6 +20,9 @@
 #define TILE_ROWS 256
 #define TILE_COLS 192
 #define HEAD_ROWS 64 /* rows of logits formed at once */
+/* The most the kept FFN activations may take: all 28 layers of a 1.5B model at 512
+ * tokens per window (1.03 GB), 23 of 32 for a 7B one. */
+#define SQZ_GRAD_KEEP_BYTES ((size_t)1280 << 20)
 
 const char *sqz_linear_kind_name(int kind) {
     static const char *const names[SQZ_LIN_COUNT] = {"attn_q", "attn_k",  "attn_v", "attn_output", "ffn_gate",
@@ -63,6 +66,11 @@ struct sqz_grad {
     const float *head;
     float *logits;           /* [HEAD_ROWS, n_vocab] */
     float *normw;            /* [dim] */
+    /* The FFN's gate and up outputs of the first n_kept layers, kept from a hooked
+     * window's forward for its backward (each [T, 2·ffmax]): the recomputation then skips
+     * gate/up/down, about 85% of a layer's products. Within SQZ_GRAD_KEEP_BYTES. */
+    float **kept;
+    int n_kept;
     int blas_threads;
     sqz_stage_times times;   /* forward (with the head's loss) and backward (with the hooks) */
 };
@@ -88,6 +96,8 @@ void sqz_grad_free(sqz_grad *g) {
                      g->logits, g->normw};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     for (int i = 0; i < SQZ_LIN_PER_LAYER; i++) free(g->w[i]);
+    for (int i = 0; i < g->n_kept; i++) free(g->kept[i]);
+    free(g->kept);
     free(g);
 }
 
@@ -379,7 +389,11 @@ static int qk_norm_f32(sqz_grad *g, const sqz_layer *L, const float *w[2], sqz_e
 }
 
 /* Runs layer l on x_in (T rows) into x_out, keeping the activations in g. */
-static int layer_fwd(sqz_grad *g, int l, const float *x_in, float *x_out, int64_t T, sqz_err *err) {
+/* kept: layer l's gate and up outputs from an earlier forward of the same window, or
+ * NULL. With them the FFN's products are not redone and x_out is not written (a
+ * recomputation for the backward pass needs only the activations). */
+static int layer_fwd(sqz_grad *g, int l, const float *x_in, float *x_out, int64_t T, const float *kept,
+                     sqz_err *err) {
     const sqz_llama_config *c = &g->m->cfg;
     const sqz_layer *L = &g->m->layers[l];
     int64_t dim = c->dim, nh = c->layer_n_head[l], nkv = c->layer_n_head_kv[l], nff = c->layer_n_ff[l];
@@ -416,10 +430,16 @@ static int layer_fwd(sqz_grad *g, int l, const float *x_in, float *x_out, int64_
         linear_fwd(g->pool, g->dn, g->att, g->wl[SQZ_LIN_O], T, qw, dim);
         for (int64_t i = 0; i < T * dim; i++) g->x_mid[i] = x_in[i] + g->dn[i];
     }
-    memcpy(x_out, g->x_mid, (size_t)(T * dim) * sizeof(float));
+    if (!kept) memcpy(x_out, g->x_mid, (size_t)(T * dim) * sizeof(float));
     if (nff > 0) {
         if (!(w = norm_f32(g, L->ffn_norm, err))) return SQZ_ERR;
         rmsnorm_rows(g->nb_f, g->x_mid, w, T, dim, c->norm_eps);
+        if (kept) {
+            memcpy(g->gate, kept, (size_t)(T * nff) * sizeof(float));
+            memcpy(g->up, kept + T * nff, (size_t)(T * nff) * sizeof(float));
+            for (int64_t i = 0; i < T * nff; i++) g->act[i] = g->gate[i] * sigmoid(g->gate[i]) * g->up[i];
+            return SQZ_OK;
+        }
         linear_fwd(g->pool, g->gate, g->nb_f, g->wl[SQZ_LIN_GATE], T, dim, nff);
         linear_fwd(g->pool, g->up, g->nb_f, g->wl[SQZ_LIN_UP], T, dim, nff);
         for (int64_t i = 0; i < T * nff; i++) g->act[i] = g->gate[i] * sigmoid(g->gate[i]) * g->up[i];
@@ -549,6 +569,22 @@ static int head_pass(sqz_grad *g, const int32_t *tokens, int64_t T, double scale
     return SQZ_OK;
 }
 
+/* Room for the kept FFN activations of as many leading layers as SQZ_GRAD_KEEP_BYTES
+ * holds (made on the first hooked window; a plain loss pass never needs it). */
+static int keep_alloc(sqz_grad *g, sqz_err *err) {
+    if (g->kept) return SQZ_OK;
+    const sqz_llama_config *c = &g->m->cfg;
+    if (!(g->kept = calloc((size_t)c->n_layer, sizeof *g->kept))) return sqz_fail(err, "backward: out of memory");
+    size_t used = 0;
+    for (int l = 0; l < c->n_layer; l++) {
+        size_t bytes = (size_t)g->max_T * 2 * (size_t)c->layer_n_ff[l] * sizeof(float);
+        if (used + bytes > SQZ_GRAD_KEEP_BYTES || !(g->kept[l] = malloc(bytes ? bytes : 1))) break;
+        used += bytes;
+        g->n_kept = l + 1;
+    }
+    return SQZ_OK;
+}
+
 int sqz_grad_window(sqz_grad *g, const int32_t *tokens, int64_t T, double scale, sqz_grad_hook hook, void *hctx,
                     double *loss_sum, sqz_err *err) {
     const sqz_model *m = g->m;
@@ -560,23 +596,31 @@ int sqz_grad_window(sqz_grad *g, const int32_t *tokens, int64_t T, double scale,
     /* the head pass is counted here whole: its logits and, with a hook, their input gradient */
     double t0 = sqz_now(), fl = (hook ? 2.0 : 1.0) * sqz_forward_flops(m, -1, T);
     if (sqz_forward_embed(m, tokens, T, g->resid, err)) return SQZ_ERR;
+    if (hook && keep_alloc(g, err)) return SQZ_ERR;
     for (int l = 0; l < c->n_layer; l++) {
         if (load_layer(g, l, err) ||
-            layer_fwd(g, l, g->resid + (int64_t)l * T * dim, g->resid + (int64_t)(l + 1) * T * dim, T, err))
+            layer_fwd(g, l, g->resid + (int64_t)l * T * dim, g->resid + (int64_t)(l + 1) * T * dim, T, NULL, err))
             return SQZ_ERR;
+        if (hook && l < g->n_kept) {
+            int64_t nff = c->layer_n_ff[l];
+            memcpy(g->kept[l], g->gate, (size_t)(T * nff) * sizeof(float));
+            memcpy(g->kept[l] + T * nff, g->up, (size_t)(T * nff) * sizeof(float));
+        }
         fl += sqz_forward_flops(m, l, T);
     }
     if (head_pass(g, tokens, T, scale, hook, hctx, loss_sum, err)) return SQZ_ERR;
     double t1 = sqz_now();
     sqz_stage_add(&g->times, SQZ_STAGE_FORWARD, t1 - t0, fl);
     if (!hook) return SQZ_OK;
-    /* each layer's forward is recomputed, then its input gradient takes about as much again */
+    /* each layer's forward is recomputed (its attention alone where the FFN's activations
+     * were kept), then its input gradient takes about as much as the forward again */
     fl = 0.0;
     for (int l = c->n_layer - 1; l >= 0; l--) {
         const float *x_in = g->resid + (int64_t)l * T * dim;
-        if (load_layer(g, l, err) || layer_fwd(g, l, x_in, g->xtmp, T, err)) return SQZ_ERR;
+        const float *kept = l < g->n_kept ? g->kept[l] : NULL;
+        if (load_layer(g, l, err) || layer_fwd(g, l, x_in, g->xtmp, T, kept, err)) return SQZ_ERR;
         if (layer_bwd(g, l, x_in, tokens, T, hook, hctx, err)) return SQZ_ERR;
-        fl += 2.0 * sqz_forward_flops(m, l, T);
+        fl += 2.0 * sqz_forward_flops(m, l, T) - (kept ? 6.0 * (double)T * dim * (double)c->layer_n_ff[l] : 0.0);
     }
     int rc = call_hook(hook, hctx, -1, SQZ_LIN_EMBD, NULL, g->dx, tokens, 0, T, c->n_vocab, dim, err);
     sqz_stage_add(&g->times, SQZ_STAGE_BACKWARD, sqz_now() - t1, fl);

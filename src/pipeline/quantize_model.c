@@ -102,6 +102,7 @@ typedef struct qm {
     int calib;                 /* windows given */
     int seq;                   /* sequential (GPTQ only) */
     int target;                /* seq with the original model's outputs as targets (W*) */
+    int grams_only;            /* the hook ends the layer's forward after the last site */
     int64_t T;                 /* calibration tokens */
     float *xo, *xq;            /* [T, dim] original / quantized streams (xq only when seq) */
     int64_t gn[SQZ_SITE_COUNT];
@@ -322,9 +323,10 @@ static int quantize_matrix(qm *q, int idx, const float *W, const double *H, sqz_
     double t0 = sqz_now(), flops = 0.0;
     int gptq = q->o->method == SQZ_QMETHOD_GPTQ && H && sqz_quant_supported(t->type);
     if (gptq) {
-        sqz_gptq_opts go = {q->o->percdamp, q->o->act_order, 0, q->o->shrink, 0};
+        int single = !q->o->gptq_double;
+        sqz_gptq_opts go = {q->o->percdamp, q->o->act_order, 0, q->o->shrink, single};
         sqz_gptq_stats st;
-        if (!F->U) {
+        if (!F->U && !F->Uf) {
             if (sqz_backend_gptq_factor(q->o->backend, H, cols, &go, F, err))
                 return sqz_fail(err, "%s: %s", t->name, err->msg);
             flops += 2.0 / 3.0 * (double)cols * (double)cols * (double)cols; /* potrf, trtri */
@@ -398,9 +400,8 @@ static int accumulate(qm *q, int site, const float *x, const float *xo, int64_t 
     size_t cnt = (size_t)T * (size_t)n;
     if (xo && ensure_dbuf(q, cnt, err)) return SQZ_ERR;
     double t0 = sqz_now(), flops = sqz_gram_flops(T, n);
-    /* mirrored (or fetched from the GPU) once the layer's windows are in */
-    if (q->gacc[site] ? sqz_gram_add(q->gacc[site], x, T, err) : sqz_gram_upper_add(q->pool, x, T, n, q->H[site], err))
-        return SQZ_ERR;
+    /* complete (mirrored, or fetched from the GPU) once the layer's windows are in */
+    if (sqz_gram_add(q->gacc[site], x, T, err)) return SQZ_ERR;
     if (xo) {
         for (size_t i = 0; i < cnt; i++) q->da[i] = x[i];
         for (size_t i = 0; i < cnt; i++) q->db[i] = xo[i];
@@ -423,7 +424,10 @@ static int site_hook(void *vctx, int layer, int site, const float *x, int64_t T,
         memcpy(q->so[site], x, (size_t)T * (size_t)width * sizeof(float));
         return SQZ_OK;
     }
-    return accumulate(q, site, x, q->target ? q->so[site] : NULL, T, width, err);
+    if (accumulate(q, site, x, q->target ? q->so[site] : NULL, T, width, err)) return SQZ_ERR;
+    /* the quantized stream's pass through the original layer is only for its Grams:
+     * ffn_down's input is the last, its product would be thrown away */
+    return q->grams_only && site == SQZ_SITE_FFN_DOWN_IN ? SQZ_FWD_STOP : SQZ_OK;
 }
 
 /* (Re)allocates and zeroes the Grams for widths n[]. */
@@ -444,9 +448,7 @@ static int grams_reset(qm *q, const int64_t n[SQZ_SITE_COUNT], sqz_err *err) {
                 return sqz_fail(err, "quantize: out of memory for %lld × %lld Grams", (long long)n[s], (long long)n[s]);
             sqz_gram_close(q->gacc[s]);
             q->gacc[s] = NULL;
-            if (n[s] > 0 && sqz_backend_device(q->o->backend) == SQZ_DEVICE_CUDA &&
-                sqz_gram_open(q->o->backend, n[s], &q->gacc[s], err))
-                return SQZ_ERR;
+            if (n[s] > 0 && sqz_gram_open(q->o->backend, q->pool, n[s], q->H[s], &q->gacc[s], err)) return SQZ_ERR;
         }
         memset(q->H[s], 0, (size_t)n[s] * (size_t)n[s] * sizeof(double));
         if (q->target) memset(q->C[s], 0, (size_t)n[s] * (size_t)n[s] * sizeof(double));
@@ -482,16 +484,22 @@ static int collect_layer(qm *q, int l, sqz_err *err) {
         if (rc == SQZ_OK && q->seq) {
             memcpy(tmp, q->xq + (int64_t)s * L * dim, (size_t)(L * dim) * sizeof(float));
             q->hook_mode = HOOK_ACC;
+            q->grams_only = 1;
             rc = sqz_forward_layer(q->m, q->pool, l, tmp, L, site_hook, q, err);
+            q->grams_only = 0;
         }
     }
     free(tmp);
+    double t1 = sqz_now();
     for (int s = 0; s < SQZ_SITE_COUNT && rc == SQZ_OK; s++)
-        if (q->gacc[s]) rc = sqz_gram_finish(q->gacc[s], q->H[s], err);
-        else if (q->H[s]) sqz_gram_mirror(q->H[s], n[s]);
+        if (q->gacc[s]) rc = sqz_gram_finish(q->gacc[s], err);
+    q->gram_seconds += sqz_now() - t1;
+    sqz_stage_add(&q->rep->times, SQZ_STAGE_GRAMS, sqz_now() - t1, 0.0); /* the last batches */
     q->rep->seconds_calib += sqz_now() - t0;
+    /* the Grams-only passes (one per window in sequential mode) skip ffn_down's product */
+    double down = q->seq ? 2.0 * (double)L * (double)dim * (double)c->layer_n_ff[l] * q->o->nsamples : 0.0;
     sqz_stage_add(&q->rep->times, SQZ_STAGE_FORWARD, sqz_now() - t0 - q->gram_seconds,
-                  passes * sqz_forward_flops(q->m, l, L));
+                  passes * sqz_forward_flops(q->m, l, L) - down);
     return rc;
 }
 
@@ -691,7 +699,7 @@ static int do_output(qm *q, sqz_err *err) {
             }
             if (accumulate(q, 0, q->seq ? xq : xo, use_target ? xo : NULL, L, dim, err)) goto done;
         }
-        if (q->gacc[0] ? sqz_gram_finish(q->gacc[0], q->H[0], err) : (sqz_gram_mirror(q->H[0], dim), SQZ_OK)) goto done;
+        if (sqz_gram_finish(q->gacc[0], err)) goto done;
         q->rep->seconds_calib += sqz_now() - t0;
     }
     size_t nW = (size_t)p->rows * (size_t)p->cols;

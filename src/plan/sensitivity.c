@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "sqz/calib.h"
+#include "sqz/backend.h"
 #include "sqz/gptq.h"
 #include "sqz/grad.h"
 #include "sqz/quant.h"
@@ -271,6 +272,9 @@ typedef struct {
     sqz_progress prog;
     int64_t N;    /* scored tokens */
     double flops; /* of the scoring so far */
+    float *hf;    /* the float copy of the current H, kept from layer to layer (fresh pages of
+                     an 8960-wide copy cost more to fault in than to fill) */
+    size_t hf_cap;
 } score_ctx;
 
 static int keep_what(const sqz_sens_opts *o, int idx, int type) {
@@ -420,7 +424,7 @@ static int factor_of(score_ctx *c, const double *H, int64_t cols, sqz_gptq_facto
     if (!any_gptq(c->o)) return SQZ_OK;
     sqz_gptq_opts go = {c->o->percdamp, 0, 1, c->o->shrink, 1};
     c->flops += 2.0 / 3.0 * (double)cols * (double)cols * (double)cols; /* potrf, trtri */
-    return sqz_gptq_factor_init(F, H, cols, &go, err);
+    return sqz_backend_gptq_factor(c->o->backend, H, cols, &go, F, err);
 }
 
 /* The options of a pruned ffn_down's row lengths that its full rows do not fit
@@ -627,19 +631,24 @@ static int layer_cb(void *vctx, int layer, sqz_layer_grams *g, int64_t n_tokens,
         for (int64_t i = 0; i < w * w; i++) Hwf[i] = (float)(sw > 0 ? Hw[i] / sw : H[i]);
         if (site != F_site) {
             sqz_gptq_factor_free(&F);
-            free(Hf);
             F_site = -1;
-            if (!(Hf = to_float(H, w * w))) {
-                rc = sqz_fail(err, "sensitivity: out of memory for layer %d's Gram", layer);
-                break;
+            if ((size_t)(w * w) > c->hf_cap) {
+                free(c->hf);
+                c->hf_cap = 0;
+                if (!(c->hf = malloc((size_t)(w * w) * sizeof(float)))) {
+                    rc = sqz_fail(err, "sensitivity: out of memory for layer %d's Gram", layer);
+                    break;
+                }
+                c->hf_cap = (size_t)(w * w);
             }
+            Hf = c->hf;
+            for (int64_t i = 0; i < w * w; i++) Hf[i] = (float)H[i];
             if ((rc = factor_of(c, H, w, &F, err))) break;
             F_site = site;
         }
         rc = score_tensor(c, idx, H, Hf, F.Uf ? &F : NULL, Hwf, err);
     }
     sqz_gptq_factor_free(&F);
-    free(Hf);
     sqz_stage_add(&c->out->times, SQZ_STAGE_SCORING, sqz_now() - t1, c->flops - f0);
     sqz_progress_update(&c->prog, layer + 1, NULL);
     return rc;
@@ -760,7 +769,7 @@ int sqz_sensitivity(const sqz_model *sm, const sqz_model *wm, sqz_pool *pool, co
     }
     out->seconds_grad = sqz_now() - t0;
     t0 = sqz_now();
-    score_ctx c = {sm, wm, pool, o, &st, out, {0}, out->n_scored, 0.0};
+    score_ctx c = {sm, wm, pool, o, &st, out, {0}, out->n_scored, 0.0, NULL, 0};
     sqz_progress_begin(&c.prog, "options", sm->cfg.n_layer + 1, "layers", 0);
     if (!o->progress) c.prog.out = NULL;
     int rc = sqz_calib_run_weighted(sm, o->backend, pool, o->windows, o->nsamples, o->seqlen, (const float *const *)st.tw,
@@ -786,6 +795,7 @@ int sqz_sensitivity(const sqz_model *sm, const sqz_model *wm, sqz_pool *pool, co
     }
     sqz_progress_update(&c.prog, sm->cfg.n_layer + 1, NULL);
     sqz_progress_end(&c.prog);
+    free(c.hf);
     stats_free(&st);
     openblas_set_num_threads(blas_threads);
     out->seconds_quant = sqz_now() - t0;

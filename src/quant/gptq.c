@@ -33,8 +33,8 @@ static int64_t sweep_grain(int64_t rows, const sqz_pool *pool) {
 
 /* The error statistics use every row while rows·cols² <= GPTQ_STATS_MACS, else as many
  * evenly spaced rows as fit it (at least GPTQ_STATS_MIN_ROWS). */
-#define GPTQ_STATS_MACS 4294967296.0
-#define GPTQ_STATS_MIN_ROWS 256
+#define GPTQ_STATS_MACS 1073741824.0
+#define GPTQ_STATS_MIN_ROWS 128
 
 typedef struct {
     int type, bs, act;
@@ -200,14 +200,13 @@ int sqz_gptq_factor_init_with(sqz_gptq_factor *f, const double *H, int64_t cols,
     f->act_order = o.act_order;
     f->shrink = o.shrink;
     f->single = o.single;
-    /* single: the float factor lives in the first half of the same buffer while it is
-     * made, then the buffer shrinks to it */
-    f->U = malloc(n2 * sizeof(double));
+    if (o.single) f->Uf = malloc(n2 * sizeof(float));
+    else f->U = malloc(n2 * sizeof(double));
     f->imp = malloc((size_t)cols * sizeof(float));
     f->perm = malloc((size_t)cols * sizeof(int64_t));
     f->dead = calloc((size_t)cols, 1);
     double *diag = malloc((size_t)cols * sizeof(double));
-    if (!f->U || !f->imp || !f->perm || !f->dead || !diag) {
+    if ((!f->U && !f->Uf) || !f->imp || !f->perm || !f->dead || !diag) {
         free(diag);
         sqz_gptq_factor_free(f);
         return sqz_fail(err, "gptq: out of memory for H of %lld × %lld", (long long)cols, (long long)cols);
@@ -242,24 +241,21 @@ int sqz_gptq_factor_init_with(sqz_gptq_factor *f, const double *H, int64_t cols,
     }
     const int64_t *perm = f->perm;
     if (o.single) {
-        float *A = (float *)f->U;
+        float *A = f->Uf;
         for (int64_t i = 0; i < cols; i++)
             for (int64_t j = 0; j < cols; j++)
                 A[i * cols + j] = (float)(i == j ? diag[perm[i]] : keep * H[perm[i] * cols + perm[j]]);
         free(diag);
-        if (chol_inverse_upper_f(A, cols, err)) {
+        if (chol ? chol(chol_ctx, A, cols, 1, err) : chol_inverse_upper_f(A, cols, err)) {
             sqz_gptq_factor_free(f);
             return SQZ_ERR;
         }
-        float *shrunk = realloc(A, n2 * sizeof(float));
-        f->Uf = shrunk ? shrunk : A;
-        f->U = NULL;
     } else {
         double *A = f->U;
         for (int64_t i = 0; i < cols; i++)
             for (int64_t j = 0; j < cols; j++) A[i * cols + j] = i == j ? diag[perm[i]] : keep * H[perm[i] * cols + perm[j]];
         free(diag);
-        if (chol ? chol(chol_ctx, A, cols, err) : chol_inverse_upper_d(A, cols, err)) {
+        if (chol ? chol(chol_ctx, A, cols, 0, err) : chol_inverse_upper_d(A, cols, err)) {
             sqz_gptq_factor_free(f);
             return SQZ_ERR;
         }

@@ -137,39 +137,48 @@ static int round_level(const qfmt *f, float x, float step, float off) {
     return round_level_inv(f, x, inverse(step), off);
 }
 
-/* Weighted squared error of n values for a fixed (step, off); the levels go to L. */
+/* Weighted squared error of n values for a fixed (step, off); the levels go to L.
+ * The sum runs in four double lanes (value i into lane i mod 4, the lanes added
+ * pairwise at the end, a tail of n mod 4 values after): the SSE2 path adds a whole
+ * vector of terms per step instead of waiting on one long chain of double additions,
+ * and the plain loop keeps the same lanes, so both give the same bits. */
 static double sub_err(const qfmt *f, const float *x, const float *w, int n, float step, float off, int8_t *L) {
     const float inv = inverse(step);
-    double e = 0.0;
+    const int n4 = n & ~3;
+    double lane[4] = {0.0, 0.0, 0.0, 0.0};
     int i = 0;
 #ifdef SQZ_SSE2
-    if (!f->nonlinear && inv != 0.0f) { /* four values' levels and terms at once, summed in order below */
+    if (!f->nonlinear && inv != 0.0f) {
         const __m128 vi = _mm_set1_ps(inv), vo = _mm_set1_ps(off), vs = _mm_set1_ps(step);
         const __m128 lo = _mm_set1_ps((float)f->lmin), hi = _mm_set1_ps((float)f->lmax);
-        for (; i + 4 <= n; i += 4) {
+        __m128d a01 = _mm_setzero_pd(), a23 = _mm_setzero_pd();
+        for (; i < n4; i += 4) {
             const __m128 xv = _mm_loadu_ps(x + i);
             /* max(t, lo) is lo for a NaN t, as the scalar clamp */
             const __m128 t = _mm_min_ps(_mm_max_ps(_mm_mul_ps(_mm_add_ps(xv, vo), vi), lo), hi);
             const __m128i li = _mm_cvtps_epi32(t);
             const __m128 d = _mm_sub_ps(xv, _mm_sub_ps(_mm_mul_ps(vs, _mm_cvtepi32_ps(li)), vo));
-            float term[4];
+            const __m128 term = _mm_mul_ps(_mm_mul_ps(_mm_loadu_ps(w + i), d), d);
+            a01 = _mm_add_pd(a01, _mm_cvtps_pd(term));
+            a23 = _mm_add_pd(a23, _mm_cvtps_pd(_mm_movehl_ps(term, term)));
             int32_t lv[4];
-            _mm_storeu_ps(term, _mm_mul_ps(_mm_mul_ps(_mm_loadu_ps(w + i), d), d));
             _mm_storeu_si128((__m128i *)lv, li);
-            for (int j = 0; j < 4; j++) {
-                L[i + j] = (int8_t)lv[j];
-                e += (double)term[j];
-            }
+            L[i] = (int8_t)lv[0], L[i + 1] = (int8_t)lv[1], L[i + 2] = (int8_t)lv[2], L[i + 3] = (int8_t)lv[3];
         }
+        _mm_storeu_pd(lane, a01);
+        _mm_storeu_pd(lane + 2, a23);
     }
 #endif
     for (; i < n; i++) {
         const int l = round_level_inv(f, x[i], inv, off);
         L[i] = (int8_t)l;
         const float d = x[i] - recon(f, step, off, l);
-        e += (double)(w[i] * d * d);
+        const double term = (double)(w[i] * d * d);
+        if (i < n4) lane[i & 3] += term;
+        else lane[0] = i == n4 ? (lane[0] + lane[1]) + (lane[2] + lane[3]) + term : lane[0] + term;
     }
-    return e;
+    if (n == n4) return (lane[0] + lane[1]) + (lane[2] + lane[3]);
+    return lane[0];
 }
 
 /* f32 -> f16 -> f32, saturating at the largest finite half so no scale becomes inf. */
