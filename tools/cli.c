@@ -61,6 +61,24 @@ int gptq_flag(args *a, double *damp, double *shrink, int *rc) {
     return 0;
 }
 
+/* --resume, --checkpoint-every S: 1 when it was one of them (then *rc is 0 or the usage
+ * error). */
+int resume_flag(args *a, int *resume, double *every, int *rc) {
+    const char *s = a->argv[a->i], *v;
+    char *end;
+    if (!strcmp(s, "--resume")) {
+        *resume = 1;
+        return 1;
+    }
+    if (!strcmp(s, "--checkpoint-every")) {
+        v = opt_value(a);
+        if (!v || !*v || (*every = strtod(v, &end), *end) || !(*every >= 0 && *every <= 1e9))
+            *rc = usage_fail(a->cmd, "--checkpoint-every '%s': expected seconds >= 0", v ? v : "");
+        return 1;
+    }
+    return 0;
+}
+
 /* --device cpu|cuda: 1 when it was this flag (then *rc is 0 or the usage error). */
 int device_flag(args *a, sqz_device *device, int *rc) {
     if (strcmp(a->argv[a->i], "--device")) return 0;

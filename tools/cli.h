@@ -32,6 +32,7 @@ int parse_pos_int(const char *s, long long max, long long *out);
 /* GPTQ's --damp F (in (0, 1)) and --shrink F (in [0, 1]) at argv[i]: returns 1 when it
  * was one of them (*rc set to a usage error's exit code when its value is bad), else 0. */
 int gptq_flag(args *a, double *damp, double *shrink, int *rc);
+int resume_flag(args *a, int *resume, double *every, int *rc);
 int device_flag(args *a, sqz_device *device, int *rc);
 /* Writes root as JSON to path (atomically); returns 0 or an exit code. */
 int write_json(const char *path, cJSON *root);

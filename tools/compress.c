@@ -321,7 +321,7 @@ const char HELP_COMPRESS[] =
     "                    [--rounds R] [--types LIST] [--all-types] [--eval TEXT] [--eval-ctx C]\n"
     "                    [--eval-chunks K] [--measure K] [--proxy grad|gradtw|diag] [--damp F] [--shrink F]\n"
     "                    [--prune auto|none|max=F] [--keep-pruned F32.gguf] [--device cpu|cuda]\n"
-    "                    [--threads N]\n"
+    "                    [--threads N] [--resume] [--checkpoint-every S]\n"
     "                    [--quiet] [--json REPORT]\n"
     "                    [--html REPORT.html]\n"
     "\n"
@@ -378,7 +378,19 @@ const char HELP_COMPRESS[] =
     "  --json REPORT      plan, predictions, bytes and perplexity per round; each stage's\n"
     "                     wall time and GFLOP/s beside this machine's SGEMM/DGEMM rates,\n"
     "                     measured at the start (the table is also printed at the end)\n"
-    "  --html REPORT      the same as a self-contained page (inline SVG)\n";
+    "  --html REPORT      the same as a self-contained page (inline SVG)\n"
+    "  --resume           a resumable run: checkpoints beside OUT (OUT.estimate.json:\n"
+    "                     round 1's estimate; OUT.round<r>.part and .state: the round's\n"
+    "                     quantization), and a run stopped (killed or interrupted) goes\n"
+    "                     on from them when the same command is given again: after the\n"
+    "                     estimate and the last checkpointed layer, writing the same bytes\n"
+    "                     as an uninterrupted run. Checkpoints of another model, other\n"
+    "                     calibration or other options are refused, naming which. With\n"
+    "                     --prune the estimate is made again. Without it an interrupted\n"
+    "                     run leaves nothing\n"
+    "  --checkpoint-every S  seconds between the quantization's checkpoints, taken\n"
+    "                     after a layer (default 60; 0: after every layer); implies\n"
+    "                     checkpoints\n";
 
 /* Bytes from "123", "1.5G", "800MiB"...; 0 on success, -1 with unknown units. */
 static int parse_size(const char *s, double *out) {
@@ -506,7 +518,8 @@ int cmd_compress(args *a) {
     double prune_max = -1.0; /* --prune: the largest fraction of a block's heads or channels removed; < 0: none */
     int prune_auto = 0;      /* --prune auto: 0.5 when the budget leaves room at it, else 0.75 */
     sqz_device device = SQZ_DEVICE_CPU;
-    double damp = 0.01, shrink = 0.75;
+    double damp = 0.01, shrink = 0.75, ckpt_every = -1.0; /* -1: not given */
+    int resume = 0;
     for (a->i = 0; a->i < a->argc; a->i++) {
         const char *s = a->argv[a->i], *v;
         if (calib_flag(a, &cs, &rc)) {
@@ -558,6 +571,8 @@ int cmd_compress(args *a) {
         } else if (gptq_flag(a, &damp, &shrink, &rc)) {
             if (rc) return rc;
         } else if (device_flag(a, &device, &rc)) {
+            if (rc) return rc;
+        } else if (resume_flag(a, &resume, &ckpt_every, &rc)) {
             if (rc) return rc;
         } else if (!strcmp(s, "--quiet")) {
             quiet = 1;
@@ -663,6 +678,10 @@ int cmd_compress(args *a) {
     co.measure = (int)measure;
     co.progress = !quiet;
     co.backend = backend;
+    /* resumable runs only when asked: otherwise an interrupted run leaves nothing */
+    co.checkpoint = resume || ckpt_every >= 0; /* OUT.estimate.json, OUT.round<r>.part/.state */
+    co.resume = resume;
+    co.checkpoint_every_s = ckpt_every >= 0 ? ckpt_every : 60.0;
     co.temp_file = note_temp;
     co.notify = print_progress;
     co.ctx = names;
@@ -674,6 +693,11 @@ int cmd_compress(args *a) {
     printf("wrote %s: round %d, %llu bytes, %.4f bits per weight, held-out perplexity %.4f (model %.4f)\n", out,
            best + 1, (unsigned long long)rep.rounds[best].file_bytes, rep.rounds[best].bpw,
            rep.rounds[best].heldout_ppl, rep.base_heldout_ppl);
+    if (rep.resumed_estimate || rep.resumed_layer > 0)
+        printf("resumed: %s%s", rep.resumed_estimate ? "round 1's estimate from the checkpoint" : "",
+               rep.resumed_layer > 0 ? (rep.resumed_estimate ? ", quantization after layer " : "quantization after layer ")
+                                     : "\n");
+    if (rep.resumed_layer > 0) printf("%d\n", rep.resumed_layer - 1);
     double total_seconds = sqz_now() - t_start;
     if (!quiet) print_stages(&rep.times, sgemm_rate, dgemm_rate, total_seconds);
     if (json || html) {

@@ -18,6 +18,7 @@ const char HELP_QUANTIZE[] =
     "                    [--shrink F]\n"
     "                    [--output-type T | --keep-output-type] [--embd-type T]\n"
     "                    [--device cpu|cuda] [--threads N] [--quiet] [--json REPORT]\n"
+    "                    [--resume] [--checkpoint-every S]\n"
     "\n"
     "Quantizes MODEL (a Hugging Face folder or a .gguf file) into a GGUF file that\n"
     "llama.cpp loads unchanged. Every linear weight gets type T; norms stay F32.\n"
@@ -55,7 +56,15 @@ const char HELP_QUANTIZE[] =
     "  --threads N        worker threads (default: all CPUs)\n"
     "  --quiet            no progress bar (it is shown only on a terminal anyway)\n"
     "  --json REPORT      per-tensor report: type, bytes, relative weight error,\n"
-    "                     H-weighted output error; totals: file bytes, bits per weight\n";
+    "                     H-weighted output error; totals: file bytes, bits per weight\n"
+    "  --resume           a resumable run: checkpoints go to OUT.part and OUT.state, and\n"
+    "                     a run stopped (killed or interrupted) goes on from them when\n"
+    "                     the same command is given again, writing the same bytes as an\n"
+    "                     uninterrupted run; a checkpoint of another model, other\n"
+    "                     calibration or other options is refused, naming which. Without\n"
+    "                     it an interrupted run leaves nothing\n"
+    "  --checkpoint-every S  seconds between checkpoints, taken after a layer (default\n"
+    "                     60; 0: after every layer); implies checkpoints\n";
 
 static int parse_type(const char *cmd, const char *flag, const char *v, int *out) {
     int t = v ? sqz_type_from_name(v) : -1;
@@ -159,8 +168,8 @@ int cmd_quantize(args *a) {
     const char *model = NULL, *out = NULL, *json = NULL, *calib = NULL, *method = NULL;
     int type = -1, output_type = -1, embd_type = -1, keep = 0, seq = 1, act = 0, quiet = 0, tgt = 0, rc = 0;
     long long nsamples = 0, seqlen = 0, seed = 0, threads = 0;
-    int seed_set = 0;
-    double damp = 0.01, shrink = 0.75;
+    int seed_set = 0, resume = 0;
+    double damp = 0.01, shrink = 0.75, ckpt_every = -1.0; /* -1: not given */
     sqz_device device = SQZ_DEVICE_CPU;
     for (a->i = 0; a->i < a->argc; a->i++) {
         const char *s = a->argv[a->i], *v;
@@ -204,6 +213,8 @@ int cmd_quantize(args *a) {
                 return usage_fail(a->cmd, "--threads '%s': expected 1 to 1024", v ? v : "");
         } else if (!strcmp(s, "--keep-output-type")) {
             keep = 1;
+        } else if (resume_flag(a, &resume, &ckpt_every, &rc)) {
+            if (rc) return rc;
         } else if (!strcmp(s, "--no-sequential")) {
             seq = 0;
         } else if (!strcmp(s, "--target-original")) {
@@ -251,6 +262,10 @@ int cmd_quantize(args *a) {
     o.nsamples = nsamples ? (int)nsamples : 128;
     o.seqlen = seqlen ? (int)seqlen : 512;
     o.progress = !quiet;
+    /* resumable runs only when asked: otherwise an interrupted run leaves nothing */
+    o.checkpoint = resume || ckpt_every >= 0 ? out : NULL; /* OUT.part, OUT.state */
+    o.resume = resume;
+    o.checkpoint_every_s = ckpt_every >= 0 ? ckpt_every : 60.0;
 
     sqz_err err;
     char *text = NULL;
@@ -309,6 +324,8 @@ int cmd_quantize(args *a) {
            (unsigned long long)rep.file_bytes, rep.bpw, (long long)rep.n_params, type_name(o.type),
            o.method == SQZ_QMETHOD_GPTQ ? "GPTQ" : "RTN",
            o.method == SQZ_QMETHOD_GPTQ ? (!o.sequential ? " (parallel)" : tgt ? " (sequential, original targets)" : " (sequential)") : "", rep.seconds_total);
+    if (rep.resumed_layer > 0)
+        printf("resumed from %s.state: layers 0..%d were done before\n", out, rep.resumed_layer - 1);
     print_summary(&rep);
     if (json) {
         cJSON *root = report_json(model, out, &o, calib, (unsigned long long)seed, &rep, sqz_pool_threads(pool));

@@ -59,9 +59,16 @@ typedef struct sqz_out {
     FILE *f;
     char *path;
     char *tmp_path;
+    int keep_tmp; /* a resumable output: abort leaves the partial file for the next run */
 } sqz_out;
 
 int sqz_out_open(sqz_out *o, const char *path, sqz_err *err);
+/* A resumable output: data goes to tmp_path (a stable name the caller chose), which
+ * sqz_out_abort leaves in place. keep > 0 reopens an existing tmp_path, truncated to its
+ * first keep bytes (a checkpoint's), and appends from there; 0 starts it afresh. */
+int sqz_out_open_resume(sqz_out *o, const char *path, const char *tmp_path, uint64_t keep, sqz_err *err);
+/* Flushes and fsyncs what was written; *offset = the bytes in the file so far. */
+int sqz_out_sync(sqz_out *o, uint64_t *offset, sqz_err *err);
 int sqz_out_write(sqz_out *o, const void *data, size_t n, sqz_err *err);
 /* Flushes, fsyncs, closes and renames. On failure the temporary file is removed. */
 int sqz_out_commit(sqz_out *o, sqz_err *err);

@@ -102,6 +102,20 @@ int sqz_gguf_add_tensor(sqz_gguf_writer *w, const char *name, int type, int n_di
 
 /* Opens path (through a temporary file) and writes everything up to the data section. */
 int sqz_gguf_write_begin(sqz_gguf_writer *w, const char *path, sqz_err *err);
+
+/* A place in a partial file where writing can go on: a tensor's start. */
+typedef struct sqz_gguf_resume_point {
+    uint64_t offset; /* bytes of the file written */
+    int64_t cur;     /* the next tensor */
+} sqz_gguf_resume_point;
+/* sqz_gguf_write_begin into tmp_path, a stable name that an interrupted run leaves in
+ * place (sqz_out_open_resume). rp NULL: from the start; else the partial file is reopened
+ * at rp, after checking that it begins with this writer's header (same tensors, types and
+ * offsets: a one-line error otherwise). */
+int sqz_gguf_write_begin_resumable(sqz_gguf_writer *w, const char *path, const char *tmp_path,
+                                   const sqz_gguf_resume_point *rp, sqz_err *err);
+/* Flushes and fsyncs the data so far and fills rp; only between tensors. */
+int sqz_gguf_write_checkpoint(sqz_gguf_writer *w, sqz_gguf_resume_point *rp, sqz_err *err);
 /* Appends n bytes of tensor data: they belong to the current tensor and may complete it
  * and continue into the next ones (padding between tensors is inserted here). Fails when
  * more bytes are given than the tensors declared. */

@@ -163,6 +163,16 @@ typedef struct sqz_compress_opts {
     int measure;              /* after the last round, measure this many chosen tensors alone */
     int progress;             /* progress bars on stderr (a terminal only) */
     struct sqz_backend *backend; /* where GPTQ's Grams and factors run (sqz/backend.h); NULL: the CPU */
+    /* Resumable runs (sqz compress --resume): checkpoint 1 keeps the round-1 estimate in
+     * "<out>.estimate.json" once made and quantizes each round resumably into
+     * "<out>.round<r>" (sqz_qmodel_opts.checkpoint: ".part" and ".state" beside it, every
+     * checkpoint_every_s seconds). resume goes on from them: the estimate is read back
+     * (refused, naming why, when its model, calibration, types or proxy differ) and the
+     * round's quantization continues after its last checkpointed layer. All of them are
+     * removed once OUT is written. The estimate is not kept with pruning (it has widths):
+     * a resumed pruning run makes it again. */
+    int checkpoint, resume;
+    double checkpoint_every_s;
     /* Called with each temporary file's path before it is created (a round's file, the
      * pruned model, and sqz_out's "<path>.tmp.<pid>" of each), e.g. to remove them on a
      * signal; nonzero refuses it and fails the run. May be NULL. */
@@ -213,6 +223,8 @@ typedef struct sqz_compress_report {
     int n_tensors;
     sqz_compress_tensor *tensors; /* [n_tensors] (owned) */
     sqz_stage_times times;   /* every stage of every round */
+    int resumed_estimate;    /* 1: round 1's estimate was read back from the checkpoint */
+    int resumed_layer;       /* > 0: a round's quantization went on from this layer (the last such round) */
 } sqz_compress_report;
 
 void sqz_compress_report_free(sqz_compress_report *r);

@@ -69,6 +69,17 @@ typedef struct sqz_qmodel_opts {
      * GPTQ's reference and GPTQModel run it; about twice as fast on the CPU, a few levels
      * per thousand differ), on either backend. */
     int gptq_double;
+    /* A resumable run (sqz quantize/compress --resume). The output goes to
+     * "<checkpoint>.part" (left in place if the run stops) and, after a layer, at least
+     * checkpoint_every_s seconds after the last one (0: after every layer), the state to go
+     * on from (the quantized stream, the report so far, where the file stands) to
+     * "<checkpoint>.state". With resume set and a state there, the run goes on after its
+     * last layer and writes the same bytes as an uninterrupted run; a state from another
+     * model, other calibration tokens or other options is refused, naming which. Both
+     * files are gone once the output is complete. NULL: neither. */
+    const char *checkpoint;
+    int resume;
+    double checkpoint_every_s;
 } sqz_qmodel_opts;
 
 /* Sets the defaults: Q4_K, RTN, no calibration, sequential on, percdamp 0.01, shrink
@@ -102,6 +113,7 @@ typedef struct sqz_qmodel_report {
     double seconds_quant;   /* RTN / GPTQ */
     double seconds_total;
     sqz_stage_times times;  /* forward, grams, gptq (RTN too), writing */
+    int resumed_layer;      /* > 0: went on from a checkpoint, layers before this one were done */
 } sqz_qmodel_report;
 
 void sqz_qmodel_report_free(sqz_qmodel_report *r);

@@ -183,6 +183,52 @@ int sqz_out_open(sqz_out *o, const char *path, sqz_err *err) {
     return SQZ_OK;
 }
 
+int sqz_out_open_resume(sqz_out *o, const char *path, const char *tmp_path, uint64_t keep, sqz_err *err) {
+    memset(o, 0, sizeof *o);
+    o->path = strdup(path);
+    o->tmp_path = strdup(tmp_path);
+    if (!o->path || !o->tmp_path) {
+        free(o->path);
+        free(o->tmp_path);
+        memset(o, 0, sizeof *o);
+        return sqz_fail(err, "%s: out of memory", path);
+    }
+    o->f = fopen(tmp_path, keep ? "r+b" : "wb");
+    int bad = !o->f;
+    if (!bad && keep) {
+        struct stat st;
+        if (fstat(fileno(o->f), &st) != 0 || (uint64_t)st.st_size < keep) {
+            sqz_fail(err, "%s: the partial file has %lld bytes, its checkpoint expects at least %llu", tmp_path,
+                     (long long)(bad ? 0 : st.st_size), (unsigned long long)keep);
+            fclose(o->f);
+            free(o->path);
+            free(o->tmp_path);
+            memset(o, 0, sizeof *o);
+            return SQZ_ERR;
+        }
+        bad = ftruncate(fileno(o->f), (off_t)keep) != 0 || fseeko(o->f, (off_t)keep, SEEK_SET) != 0;
+    }
+    if (bad) {
+        sqz_fail(err, "%s: cannot %s: %s", tmp_path, keep ? "reopen" : "create", strerror(errno));
+        if (o->f) fclose(o->f);
+        free(o->path);
+        free(o->tmp_path);
+        memset(o, 0, sizeof *o);
+        return SQZ_ERR;
+    }
+    o->keep_tmp = 1;
+    return SQZ_OK;
+}
+
+int sqz_out_sync(sqz_out *o, uint64_t *offset, sqz_err *err) {
+    if (!o->f) return sqz_fail(err, "output file is not open");
+    off_t pos;
+    if (fflush(o->f) != 0 || fsync(fileno(o->f)) != 0 || (pos = ftello(o->f)) < 0)
+        return sqz_fail(err, "%s: write failed: %s", o->tmp_path, strerror(errno));
+    *offset = (uint64_t)pos;
+    return SQZ_OK;
+}
+
 int sqz_out_write(sqz_out *o, const void *data, size_t n, sqz_err *err) {
     if (n == 0) return SQZ_OK;
     if (!o->f || fwrite(data, 1, n, o->f) != n)
@@ -214,7 +260,7 @@ int sqz_out_commit(sqz_out *o, sqz_err *err) {
 void sqz_out_abort(sqz_out *o) {
     if (!o) return;
     if (o->f) fclose(o->f);
-    if (o->tmp_path) unlink(o->tmp_path);
+    if (o->tmp_path && !o->keep_tmp) unlink(o->tmp_path);
     free(o->tmp_path);
     free(o->path);
     memset(o, 0, sizeof *o);

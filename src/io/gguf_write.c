@@ -5,6 +5,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define GGUF_DEFAULT_ALIGNMENT 32
 
@@ -296,36 +297,92 @@ static int advance(sqz_gguf_writer *w, sqz_err *err) {
     return SQZ_OK;
 }
 
-int sqz_gguf_write_begin(sqz_gguf_writer *w, const char *path, sqz_err *err) {
-    if (w->writing || w->failed) return sqz_fail(err, "%s: gguf writer already used", path);
-    if (sqz_out_open(&w->out, path, err) != SQZ_OK) return SQZ_ERR;
-    w->writing = 1;
-    w->cur = 0;
-    w->cur_written = 0;
-    uint8_t h[24];
+/* The header, the key/values, the tensor infos and the padding before the data. */
+static int header_bytes(const sqz_gguf_writer *w, uint8_t **out, size_t *len) {
+    size_t cap = 24 + w->kv_len + (size_t)w->n_tensors * (8 + SQZ_GGUF_MAX_NAME + 4 + 8 * SQZ_MAX_DIMS + 4 + 8) +
+                 w->alignment;
+    uint8_t *h = malloc(cap);
+    if (!h) return SQZ_ERR;
     memcpy(h, "GGUF", 4);
     le_bytes(h + 4, 3, 4);
     le_bytes(h + 8, (uint64_t)w->n_tensors, 8);
     le_bytes(h + 16, (uint64_t)w->n_kv, 8);
-    if (out_write(w, h, sizeof(h), err) != SQZ_OK) return SQZ_ERR;
-    if (out_write(w, w->kv_buf, w->kv_len, err) != SQZ_OK) return SQZ_ERR;
-    uint64_t pos = sizeof(h) + w->kv_len;
+    size_t k = 24;
+    memcpy(h + k, w->kv_buf, w->kv_len), k += w->kv_len;
     for (int64_t i = 0; i < w->n_tensors; i++) {
         const sqz_gguf_wtensor *t = &w->tensors[i];
         const size_t nl = strlen(t->name);
-        uint8_t b[8 + SQZ_GGUF_MAX_NAME + 4 + 8 * SQZ_MAX_DIMS + 4 + 8];
-        size_t k = 0;
-        le_bytes(b + k, nl, 8), k += 8;
-        memcpy(b + k, t->name, nl), k += nl;
-        le_bytes(b + k, (uint64_t)t->n_dims, 4), k += 4;
-        for (int d = 0; d < t->n_dims; d++) le_bytes(b + k, (uint64_t)t->ne[d], 8), k += 8;
-        le_bytes(b + k, (uint64_t)t->type, 4), k += 4;
-        le_bytes(b + k, t->offset, 8), k += 8;
-        if (out_write(w, b, k, err) != SQZ_OK) return SQZ_ERR;
-        pos += k;
+        le_bytes(h + k, nl, 8), k += 8;
+        memcpy(h + k, t->name, nl), k += nl;
+        le_bytes(h + k, (uint64_t)t->n_dims, 4), k += 4;
+        for (int d = 0; d < t->n_dims; d++) le_bytes(h + k, (uint64_t)t->ne[d], 8), k += 8;
+        le_bytes(h + k, (uint64_t)t->type, 4), k += 4;
+        le_bytes(h + k, t->offset, 8), k += 8;
     }
-    if (out_zeros(w, (size_t)(align_up(pos, w->alignment) - pos), err) != SQZ_OK) return SQZ_ERR;
+    size_t end = (size_t)align_up(k, w->alignment);
+    memset(h + k, 0, end - k);
+    *out = h;
+    *len = end;
+    return SQZ_OK;
+}
+
+static int begin(sqz_gguf_writer *w, const char *path, const char *tmp_path, const sqz_gguf_resume_point *rp,
+                 sqz_err *err) {
+    if (w->writing || w->failed) return sqz_fail(err, "%s: gguf writer already used", path);
+    uint8_t *h = NULL;
+    size_t hn = 0;
+    if (header_bytes(w, &h, &hn)) return sqz_fail(err, "%s: out of memory for the header", path);
+    int rc = tmp_path ? sqz_out_open_resume(&w->out, path, tmp_path, rp ? rp->offset : 0, err)
+                      : sqz_out_open(&w->out, path, err);
+    if (rc) {
+        free(h);
+        return SQZ_ERR;
+    }
+    w->writing = 1;
+    w->cur = 0;
+    w->cur_written = 0;
+    if (!rp) {
+        rc = out_write(w, h, hn, err);
+        free(h);
+        return rc ? SQZ_ERR : advance(w, err);
+    }
+    /* resuming: the partial file must start with this very header (the same tensors,
+     * types and offsets), and the checkpoint must sit at a tensor's start */
+    uint8_t *old = malloc(hn);
+    int same = old && pread(fileno(w->out.f), old, hn, 0) == (ssize_t)hn && memcmp(old, h, hn) == 0;
+    free(old);
+    free(h);
+    if (!same) {
+        w->failed = 1;
+        sqz_out_abort(&w->out);
+        return sqz_fail(err, "%s: the partial file's header differs from this run's (other tensors or types)",
+                        tmp_path);
+    }
+    if (rp->cur < 0 || rp->cur > w->n_tensors ||
+        rp->offset != hn + (rp->cur < w->n_tensors ? w->tensors[rp->cur].offset : w->data_size)) {
+        w->failed = 1;
+        sqz_out_abort(&w->out);
+        return sqz_fail(err, "%s: checkpoint at byte %llu is not the start of tensor %lld", tmp_path,
+                        (unsigned long long)rp->offset, (long long)rp->cur);
+    }
+    w->cur = rp->cur;
     return advance(w, err);
+}
+
+int sqz_gguf_write_begin(sqz_gguf_writer *w, const char *path, sqz_err *err) {
+    return begin(w, path, NULL, NULL, err);
+}
+
+int sqz_gguf_write_begin_resumable(sqz_gguf_writer *w, const char *path, const char *tmp_path,
+                                   const sqz_gguf_resume_point *rp, sqz_err *err) {
+    return begin(w, path, tmp_path, rp, err);
+}
+
+int sqz_gguf_write_checkpoint(sqz_gguf_writer *w, sqz_gguf_resume_point *rp, sqz_err *err) {
+    if (!w->writing || w->failed) return sqz_fail(err, "gguf writer: checkpoint outside writing");
+    if (w->cur_written != 0) return sqz_fail(err, "%s: checkpoint inside tensor %lld", w->out.path, (long long)w->cur);
+    rp->cur = w->cur;
+    return sqz_out_sync(&w->out, &rp->offset, err);
 }
 
 int sqz_gguf_write_data(sqz_gguf_writer *w, const void *data, size_t n, sqz_err *err) {

@@ -185,6 +185,95 @@ int sqz_sens_load(const char *path, const sqz_model *m, const int *types, int n_
     return SQZ_OK;
 }
 
+/* ---------------------------------------------------------------- the estimate's checkpoint */
+
+static uint64_t fnv(uint64_t h, const void *p, size_t n) {
+    const uint8_t *b = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
+/* What the estimate was made from, in three parts, hex: the model (shapes, types, the
+ * first bytes of every weight matrix), the calibration tokens, the types and proxy. */
+static void estimate_keys(const sqz_model *m, const sqz_compress_opts *o, char keys[3][17]) {
+    uint64_t h = fnv(0xcbf29ce484222325ull, &m->cfg.dim, sizeof m->cfg.dim);
+    h = fnv(h, &m->cfg.n_layer, sizeof m->cfg.n_layer);
+    for (int i = 0; i < sqz_sens_count(m); i++) {
+        const sqz_tensor *t = sqz_pipe_tensor((sqz_model *)m, i); /* read only */
+        h = fnv(h, &t->type, sizeof t->type);
+        h = fnv(h, t->ne, sizeof t->ne);
+        if (t->data) h = fnv(h, t->data, t->nbytes < 256 ? t->nbytes : 256);
+    }
+    snprintf(keys[0], 17, "%016llx", (unsigned long long)h);
+    h = fnv(0xcbf29ce484222325ull, o->windows, (size_t)o->nsamples * (size_t)o->seqlen * sizeof(int32_t));
+    h = fnv(h, &o->nsamples, sizeof o->nsamples);
+    snprintf(keys[1], 17, "%016llx", (unsigned long long)fnv(h, &o->seqlen, sizeof o->seqlen));
+    h = fnv(0xcbf29ce484222325ull, o->types, (size_t)o->n_types * sizeof(int));
+    int v[2] = {o->all_types, o->proxy};
+    h = fnv(h, v, sizeof v);
+    double g[2] = {o->damp, o->shrink};
+    snprintf(keys[2], 17, "%016llx", (unsigned long long)fnv(h, g, sizeof g));
+}
+
+static const char *const kEstimateKey[3] = {"model", "calibration", "types_proxy_gptq"};
+
+/* The estimate as sqz_sens_load reads it (only the proxy's predictions), with its keys. */
+static int estimate_save(const char *path, const sqz_model *m, const sqz_compress_opts *o, const sqz_sens *sens,
+                         sqz_err *err) {
+    char keys[3][17];
+    estimate_keys(m, o, keys);
+    cJSON *root = cJSON_CreateObject(), *ck = cJSON_AddObjectToObject(root, "checkpoint");
+    cJSON *arr = cJSON_AddArrayToObject(root, "tensors");
+    for (int k = 0; k < 3; k++) cJSON_AddStringToObject(ck, kEstimateKey[k], keys[k]);
+    for (int i = 0; i < sens->n_tensors; i++) {
+        const sqz_sens_tensor *t = &sens->t[i];
+        cJSON *tj = cJSON_CreateObject(), *ops = cJSON_AddArrayToObject(tj, "options");
+        cJSON_AddStringToObject(tj, "name", t->name);
+        for (int k = 0; k < t->n_options; k++) {
+            cJSON *oj = cJSON_CreateObject();
+            cJSON_AddStringToObject(oj, "type", type_name(t->opt[k].type));
+            cJSON_AddNumberToObject(oj, "bytes", (double)t->opt[k].bytes);
+            cJSON_AddNumberToObject(oj, sqz_proxy_key(o->proxy), sqz_proxy_cost(&t->opt[k], o->proxy));
+            cJSON_AddItemToArray(ops, oj);
+        }
+        cJSON_AddItemToArray(arr, tj);
+    }
+    char *text = cJSON_PrintUnformatted(root); /* doubles printed with 17 digits: read back exactly */
+    cJSON_Delete(root);
+    if (!text) return sqz_fail(err, "compress: out of memory for the estimate's checkpoint");
+    sqz_out out;
+    int rc = sqz_out_open(&out, path, err) || sqz_out_write(&out, text, strlen(text), err) || sqz_out_commit(&out, err);
+    if (rc) sqz_out_abort(&out);
+    free(text);
+    return rc ? SQZ_ERR : SQZ_OK;
+}
+
+/* 1 and *sens filled when path holds this run's estimate; 0 when there is none; an
+ * estimate from other inputs is an error naming which. */
+static int estimate_load(const char *path, const sqz_model *m, const sqz_compress_opts *o, sqz_sens *sens,
+                         sqz_err *err) {
+    if (!sqz_path_exists(path)) return 0;
+    char *text = NULL, keys[3][17];
+    size_t len = 0;
+    if (sqz_read_file(path, SENS_MAX_BYTES, &text, &len, err)) return -1;
+    cJSON *root = cJSON_Parse(text);
+    free(text);
+    const cJSON *ck = root ? cJSON_GetObjectItem(root, "checkpoint") : NULL;
+    estimate_keys(m, o, keys);
+    for (int k = 0; k < 3; k++) {
+        const char *v = cJSON_GetStringValue(cJSON_GetObjectItem(ck, kEstimateKey[k]));
+        if (!v || strcmp(v, keys[k])) {
+            cJSON_Delete(root);
+            sqz_fail(err, "%s: the checkpoint's estimate was made with another %s (field checkpoint.%s)", path,
+                     k == 0 ? "model" : k == 1 ? "calibration (text, --nsamples, --seqlen or --seed)"
+                                               : "set of types, proxy or GPTQ settings", kEstimateKey[k]);
+            return -1;
+        }
+    }
+    cJSON_Delete(root);
+    return sqz_sens_load(path, m, o->types, o->n_types, o->all_types, o->proxy, sens, err) ? -1 : 1;
+}
+
 /* ---------------------------------------------------------------- compress */
 
 void sqz_compress_opts_default(sqz_compress_opts *o) {
@@ -237,7 +326,7 @@ int sqz_compress(sqz_model *m, const char *out, const sqz_compress_opts *o, sqz_
     int have_rm = 0, have_pm = 0;
     sqz_joint jt = {0};
     sqz_layer_keep *keep = NULL;
-    char *pruned_path = NULL;
+    char *pruned_path = NULL, *estimate_path = NULL;
     double *best_bytes = NULL, *best_params = NULL;
     sqz_sens sens, shape;
     memset(&sens, 0, sizeof sens);
@@ -250,7 +339,9 @@ int sqz_compress(sqz_model *m, const char *out, const sqz_compress_opts *o, sqz_
     double *best_pred = NULL, *measured = NULL;
     rep->rounds = ri;
     rep->n_layer = m->cfg.n_layer;
-    if (!ri || !paths) {
+    if (o->checkpoint && (estimate_path = malloc(strlen(out) + 16)))
+        sprintf(estimate_path, "%s.estimate.json", out);
+    if (!ri || !paths || (o->checkpoint && !estimate_path)) {
         rc = sqz_fail(err, "compress: out of memory");
         goto done;
     }
@@ -391,12 +482,24 @@ int sqz_compress(sqz_model *m, const char *out, const sqz_compress_opts *o, sqz_
                             proxy == SQZ_PROXY_DIAG, NULL, 0, o->progress, joint ? ffn_step : 0, 0,
                             proxy == SQZ_PROXY_GRADTW, o->all_types, o->backend};
         sqz_sens_free(&sens);
-        if (r == 0 && o->sensitivity) { /* round 1 from a saved estimate of the same model and types */
+        int resumed = 0; /* round 1's estimate from this run's checkpoint */
+        if (r == 0 && estimate_path && o->resume && !joint) {
+            if ((resumed = estimate_load(estimate_path, m, o, &sens, err)) < 0) {
+                rc = SQZ_ERR;
+                goto done;
+            }
+        }
+        if (resumed) {
+            rep->resumed_estimate = 1;
+        } else if (r == 0 && o->sensitivity) { /* round 1 from a saved estimate of the same model and types */
             if (sqz_sens_load(o->sensitivity, m, o->types, o->n_types, o->all_types, proxy, &sens, err)) {
                 rc = SQZ_ERR;
                 goto done;
             }
         } else if (sqz_sensitivity(stats_m, wm, pool, &so, &sens, err)) {
+            rc = SQZ_ERR;
+            goto done;
+        } else if (r == 0 && estimate_path && !joint && estimate_save(estimate_path, m, o, &sens, err)) {
             rc = SQZ_ERR;
             goto done;
         }
@@ -445,9 +548,10 @@ int sqz_compress(sqz_model *m, const char *out, const sqz_compress_opts *o, sqz_
                 for (int i = 0; i < n_t; i++) plan[i] = sens.t[i].opt[choice[i]].type;
             }
             char path[4200];
-            snprintf(path, sizeof path, "%s.round%d.tmp.%ld", out, r + 1, (long)getpid());
+            if (o->checkpoint) snprintf(path, sizeof path, "%s.round%d", out, r + 1); /* stable: resumable */
+            else snprintf(path, sizeof path, "%s.round%d.tmp.%ld", out, r + 1, (long)getpid());
             if (!paths[r]) {
-                if (temp_file(o, path, err)) {
+                if (!o->checkpoint && temp_file(o, path, err)) {
                     rc = SQZ_ERR;
                     goto done;
                 }
@@ -468,12 +572,16 @@ int sqz_compress(sqz_model *m, const char *out, const sqz_compress_opts *o, sqz_
             qo.progress = o->progress;
             qo.tensor_types = plan;
             qo.backend = o->backend;
+            qo.checkpoint = o->checkpoint ? paths[r] : NULL;
+            qo.resume = o->resume;
+            qo.checkpoint_every_s = o->checkpoint_every_s;
             sqz_qmodel_report_free(&qrep);
             if (sqz_quantize_model(have_pm ? &pm : m, paths[r], &qo, pool, &qrep, err)) {
                 rc = SQZ_ERR;
                 goto done;
             }
             sqz_stage_merge(&rep->times, &qrep.times);
+            if (qrep.resumed_layer > 0) rep->resumed_layer = qrep.resumed_layer;
             uint64_t exact_fixed = qrep.file_bytes - ar.bytes;
             if (qrep.file_bytes <= budget || attempt >= 2) {
                 fixed = exact_fixed;
@@ -673,6 +781,8 @@ done:
         rc = sqz_fail(err, "cannot rename %s to %s: %s", pruned_path, o->keep_pruned, strerror(errno));
     if (pruned_path) unlink(pruned_path);
     free(pruned_path);
+    if (estimate_path && !rc) unlink(estimate_path); /* OUT is written: nothing to resume */
+    free(estimate_path);
     sqz_sens_free(&sens);
     sqz_sens_free(&shape);
     if (have_rm) sqz_model_free(&rm);

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "sqz/backend.h"
 #include "sqz/calib.h"
@@ -774,6 +775,142 @@ done:
     return rc;
 }
 
+/* ---------------------------------------------------------------- checkpoints */
+
+/* A checkpoint's state file: what the run was made from (three hashes, each naming a
+ * part of the inputs), where the partial file stands, the report so far and the
+ * streams. Native byte order: it is read back by the same build on the same machine. */
+#define CKPT_MAGIC "SQZCKPT1"
+typedef struct {
+    char magic[8];
+    uint64_t key_model, key_calib, key_opts;
+    int32_t next_layer, target;
+    uint64_t offset;
+    int64_t cur, n_tensors, T, dim;
+    uint64_t report_bytes;
+} ckpt_head;
+
+static uint64_t fnv(uint64_t h, const void *p, size_t n) {
+    const uint8_t *b = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
+/* The model as far as a checkpoint can tell cheaply: shapes, types and the first and
+ * last bytes of every tensor of the plan. */
+static uint64_t key_model(const qm *q) {
+    const sqz_llama_config *c = &q->m->cfg;
+    uint64_t h = fnv(0xcbf29ce484222325ull, &c->dim, sizeof c->dim);
+    h = fnv(h, &c->n_layer, sizeof c->n_layer);
+    h = fnv(h, &c->n_vocab, sizeof c->n_vocab);
+    for (int i = 0; i < q->rep->n_tensors; i++) {
+        const sqz_tensor *t = q->plan[i].src;
+        if (!t) continue;
+        h = fnv(h, &t->type, sizeof t->type);
+        h = fnv(h, t->ne, sizeof t->ne);
+        size_t k = t->nbytes < 256 ? t->nbytes : 256;
+        if (t->data && k) h = fnv(fnv(h, t->data, k), (const uint8_t *)t->data + t->nbytes - k, k);
+    }
+    return h;
+}
+
+static uint64_t key_calib(const sqz_qmodel_opts *o) {
+    uint64_t h = fnv(0xcbf29ce484222325ull, &o->nsamples, sizeof o->nsamples);
+    h = fnv(h, &o->seqlen, sizeof o->seqlen);
+    if (o->windows) h = fnv(h, o->windows, (size_t)o->nsamples * (size_t)o->seqlen * sizeof(int32_t));
+    return h;
+}
+
+static uint64_t key_opts(const qm *q) {
+    const sqz_qmodel_opts *o = q->o;
+    int v[] = {o->type, o->method, o->output_type, o->embd_type, o->keep_output_type, o->sequential,
+               o->target_original, o->act_order, o->gptq_double, (int)sqz_backend_device(o->backend)};
+    uint64_t h = fnv(0xcbf29ce484222325ull, v, sizeof v);
+    h = fnv(h, &o->percdamp, sizeof o->percdamp);
+    h = fnv(h, &o->shrink, sizeof o->shrink);
+    for (int i = 0; i < q->rep->n_tensors; i++) h = fnv(h, &q->rep->tensors[i].type, sizeof(int));
+    return h;
+}
+
+static char *ckpt_path(const char *base, const char *ext) {
+    size_t n = strlen(base) + strlen(ext) + 1;
+    char *p = malloc(n);
+    if (p) snprintf(p, n, "%s%s", base, ext);
+    return p;
+}
+
+/* The state after layer next_layer - 1, written atomically next to the partial file. */
+static int ckpt_save(qm *q, int next_layer, sqz_err *err) {
+    sqz_gguf_resume_point rp;
+    if (sqz_gguf_write_checkpoint(&q->w, &rp, err)) return SQZ_ERR;
+    char *path = ckpt_path(q->o->checkpoint, ".state");
+    if (!path) return sqz_fail(err, "quantize: out of memory");
+    ckpt_head h;
+    memset(&h, 0, sizeof h);
+    memcpy(h.magic, CKPT_MAGIC, 8);
+    h.key_model = key_model(q), h.key_calib = key_calib(q->o), h.key_opts = key_opts(q);
+    h.next_layer = next_layer, h.target = q->target;
+    h.offset = rp.offset, h.cur = rp.cur;
+    h.n_tensors = q->rep->n_tensors, h.T = q->T, h.dim = q->m->cfg.dim;
+    h.report_bytes = (uint64_t)q->rep->n_tensors * sizeof(sqz_qtensor_report);
+    size_t ns = (size_t)q->T * (size_t)h.dim * sizeof(float);
+    sqz_out out;
+    int rc = sqz_out_open(&out, path, err) || sqz_out_write(&out, &h, sizeof h, err) ||
+             sqz_out_write(&out, q->rep->tensors, h.report_bytes, err) ||
+             (q->seq && sqz_out_write(&out, q->xq, ns, err)) ||
+             (q->target && sqz_out_write(&out, q->xo, ns, err)) || sqz_out_commit(&out, err);
+    if (rc) sqz_out_abort(&out);
+    free(path);
+    return rc ? SQZ_ERR : SQZ_OK;
+}
+
+/* Reads the state into q when there is one: *next_layer and *rp from it (next_layer 0 and
+ * rp NULL-equivalent when none). A state from other inputs is an error naming which. */
+static int ckpt_load(qm *q, int *next_layer, sqz_gguf_resume_point *rp, int *have, sqz_err *err) {
+    *have = 0;
+    *next_layer = 0;
+    char *path = ckpt_path(q->o->checkpoint, ".state");
+    if (!path) return sqz_fail(err, "quantize: out of memory");
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        free(path);
+        return SQZ_OK; /* nothing to resume: from the start */
+    }
+    ckpt_head h;
+    int rc = SQZ_ERR;
+    size_t ns = (size_t)q->T * (size_t)q->m->cfg.dim * sizeof(float);
+    if (fread(&h, sizeof h, 1, f) != 1 || memcmp(h.magic, CKPT_MAGIC, 8)) {
+        sqz_fail(err, "%s: not a checkpoint of this sqz (magic)", path);
+    } else if (h.key_model != key_model(q)) {
+        sqz_fail(err, "%s: the checkpoint was made from another model (not %s)", path, q->m->path);
+    } else if (h.key_calib != key_calib(q->o) || h.T != q->T) {
+        sqz_fail(err, "%s: the checkpoint was made with other calibration tokens (text, --nsamples, --seqlen or "
+                      "--seed)", path);
+    } else if (h.key_opts != key_opts(q) || h.target != q->target || h.n_tensors != q->rep->n_tensors) {
+        sqz_fail(err, "%s: the checkpoint was made with other options (types, plan, GPTQ settings or device)", path);
+    } else if (h.next_layer < 1 || h.next_layer > q->m->cfg.n_layer || h.dim != q->m->cfg.dim ||
+               h.report_bytes != (uint64_t)h.n_tensors * sizeof(sqz_qtensor_report)) {
+        sqz_fail(err, "%s: field next_layer %d or its sizes are out of range", path, (int)h.next_layer);
+    } else {
+        sqz_qtensor_report *saved = malloc(h.report_bytes);
+        if (!saved || fread(saved, 1, h.report_bytes, f) != h.report_bytes ||
+            (q->seq && fread(q->xq, 1, ns, f) != ns) || (q->target && fread(q->xo, 1, ns, f) != ns)) {
+            sqz_fail(err, "%s: truncated (expected the report and %zu bytes of stream)", path, ns);
+        } else {
+            memcpy(q->rep->tensors, saved, h.report_bytes);
+            *next_layer = h.next_layer;
+            rp->offset = h.offset;
+            rp->cur = h.cur;
+            *have = 1;
+            rc = SQZ_OK;
+        }
+        free(saved);
+    }
+    fclose(f);
+    free(path);
+    return rc;
+}
+
 /* ---------------------------------------------------------------- driver */
 
 void sqz_qmodel_opts_default(sqz_qmodel_opts *o) {
@@ -838,6 +975,7 @@ int sqz_quantize_model(const sqz_model *m, const char *out_path, const sqz_qmode
     q.target = q.seq && opts->target_original;
     sqz_gguf_writer_init(&q.w);
     int rc = SQZ_ERR;
+    char *part_path = NULL, *state_path = NULL;
     const sqz_llama_config *c = &m->cfg;
     int main_type = opts->type;
     if (sqz_model_write_gguf_meta(m, &q.w, ftype_of(main_type), err) || plan_build(&q, err)) goto done;
@@ -865,15 +1003,35 @@ int sqz_quantize_model(const sqz_model *m, const char *out_path, const sqz_qmode
         memcpy(q.view_layers, m->layers, (size_t)c->n_layer * sizeof *q.view_layers);
         q.view.layers = q.view_layers;
     }
-    if (sqz_gguf_write_begin(&q.w, out_path, err)) goto done;
+    int first = 0; /* the first layer to quantize: after a resumed checkpoint's */
+    if (opts->checkpoint) {
+        sqz_gguf_resume_point rp = {0, 0};
+        int have = 0;
+        if (!(part_path = ckpt_path(opts->checkpoint, ".part")) || !(state_path = ckpt_path(opts->checkpoint, ".state"))) {
+            sqz_fail(err, "quantize: out of memory");
+            goto done;
+        }
+        if (opts->resume ? ckpt_load(&q, &first, &rp, &have, err) : (unlink(state_path), SQZ_OK)) goto done;
+        rep->resumed_layer = first;
+        if (sqz_gguf_write_begin_resumable(&q.w, out_path, part_path, have ? &rp : NULL, err)) goto done;
+    } else if (sqz_gguf_write_begin(&q.w, out_path, err)) {
+        goto done;
+    }
     sqz_progress_begin(&q.prog, "quantize", c->n_layer + 2, "step", 0);
     if (!opts->progress) q.prog.out = NULL;
-    if (!q.tied && do_embedding(&q, err)) goto done;
-    if (q.seq && q.tied && q.xq != q.xo) memcpy(q.xq, q.xo, (size_t)q.T * (size_t)c->dim * sizeof(float));
+    if (first == 0) {
+        if (!q.tied && do_embedding(&q, err)) goto done;
+        if (q.seq && q.tied && q.xq != q.xo) memcpy(q.xq, q.xo, (size_t)q.T * (size_t)c->dim * sizeof(float));
+    }
     sqz_progress_update(&q.prog, 1, "embedding");
     char extra[64];
-    for (int l = 0; l < c->n_layer; l++) {
+    double last_ckpt = sqz_now();
+    for (int l = first; l < c->n_layer; l++) {
         if (do_layer(&q, l, err)) goto done;
+        if (opts->checkpoint && l + 1 < c->n_layer && sqz_now() - last_ckpt >= opts->checkpoint_every_s) {
+            if (ckpt_save(&q, l + 1, err)) goto done;
+            last_ckpt = sqz_now();
+        }
         snprintf(extra, sizeof extra, "layer %d/%d", l + 1, c->n_layer);
         sqz_progress_update(&q.prog, 2 + l, extra);
     }
@@ -882,6 +1040,7 @@ int sqz_quantize_model(const sqz_model *m, const char *out_path, const sqz_qmode
     sqz_progress_update(&q.prog, c->n_layer + 2, "output");
     sqz_progress_end(&q.prog);
     if (sqz_gguf_write_end(&q.w, err)) goto done;
+    if (state_path) unlink(state_path); /* the output is complete: nothing to resume */
     rep->file_bytes = 0;
     {
         FILE *f = fopen(out_path, "rb");
@@ -901,6 +1060,7 @@ done:
     for (int i = 0; i < LIN_COUNT; i++) free(q.qdata[i]);
     if (q.xq == q.xo) q.xq = NULL;
     free(q.da); free(q.db); free(q.xo); free(q.xq); free(q.view_layers); free(q.plan); free(q.idx_layer); free(q.n_extra);
+    free(part_path); free(state_path);
     if (rc || rep == &local) sqz_qmodel_report_free(rep);
     return rc;
 }
