@@ -151,6 +151,20 @@ int sqz_forward_embed(const sqz_model *m, const int32_t *tokens, int64_t n_token
 int sqz_forward_layer(const sqz_model *m, sqz_pool *pool, int layer, float *x, int64_t n_tokens, sqz_fwd_hook hook,
                       void *hook_ctx, sqz_err *err);
 
+/* A workspace for layer-by-layer passes (calibration, GPTQ): the activations of up to
+ * max_tokens tokens, made once, and the dequantized weights of the layer it last ran, so
+ * that running one layer over many windows dequantizes its weights once. A weight is
+ * known by its tensor's address and data pointer: a caller that gives a tensor struct
+ * other data at the same address (or frees and reallocates it) calls sqz_fwd_ws_forget
+ * first. sqz_forward_layer_ws is sqz_forward_layer through the workspace; m may be any
+ * model of the shapes it was made for (a quantized view of the same model). */
+typedef struct sqz_fwd_ws sqz_fwd_ws;
+int sqz_fwd_ws_create(const sqz_model *m, sqz_pool *pool, int64_t max_tokens, sqz_fwd_ws **out, sqz_err *err);
+void sqz_fwd_ws_free(sqz_fwd_ws *ws);
+void sqz_fwd_ws_forget(sqz_fwd_ws *ws);
+int sqz_forward_layer_ws(sqz_fwd_ws *ws, const sqz_model *m, int layer, float *x, int64_t n_tokens,
+                         sqz_fwd_hook hook, void *hook_ctx, sqz_err *err);
+
 /* Multiply-adds × 2 of the dense products of block `layer` on one causal window of T
  * tokens (the seven linears, and QKᵀ and PV over the T(T+1)/2 visible pairs per head);
  * layer -1: the output head on T positions. For stage accounting (sqz_stage_times). */

@@ -177,6 +177,7 @@ int sqz_calib_run_weighted(const sqz_model *m, sqz_backend *backend, sqz_pool *p
     if (sqz_mul_size((size_t)T, (size_t)dim, &nx) || sqz_mul_size(nx, sizeof(float), &bytes))
         return sqz_fail(err, "calibration: %d × %d tokens × dim %lld overflows", nsamples, seqlen, (long long)dim);
     float *X = malloc(bytes);
+    sqz_fwd_ws *ws = NULL; /* each layer's weights dequantized once for all windows */
     acc_ctx a;
     memset(&a, 0, sizeof a);
     a.pool = pool;
@@ -190,6 +191,7 @@ int sqz_calib_run_weighted(const sqz_model *m, sqz_backend *backend, sqz_pool *p
     }
     for (int s = 0; s < nsamples; s++)
         if (sqz_forward_embed(m, windows + (int64_t)s * seqlen, seqlen, X + (int64_t)s * seqlen * dim, err)) goto done;
+    if (sqz_fwd_ws_create(m, pool, seqlen, &ws, err)) goto done;
     for (int l = 0; l < m->cfg.n_layer; l++) {
         int64_t n[SQZ_SITE_COUNT];
         layer_widths(m, l, n);
@@ -230,7 +232,7 @@ int sqz_calib_run_weighted(const sqz_model *m, sqz_backend *backend, sqz_pool *p
         a.hook_seconds = 0.0;
         for (int s = 0; s < nsamples; s++) {
             a.tok0 = (int64_t)s * seqlen;
-            if (sqz_forward_layer(m, pool, l, X + (int64_t)s * seqlen * dim, seqlen, gram_hook, &a, err)) goto done;
+            if (sqz_forward_layer_ws(ws, m, l, X + (int64_t)s * seqlen * dim, seqlen, gram_hook, &a, err)) goto done;
         }
         double t1 = sqz_now();
         int frc = accs_finish(&a, err);
@@ -247,6 +249,7 @@ done:
     free(a.xw);
     accs_close(&a);
     grams_free(&a.g);
+    sqz_fwd_ws_free(ws);
     return rc;
 }
 

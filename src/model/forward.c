@@ -20,6 +20,8 @@
 /* Query rows per attention task: small enough to spread heads × blocks over threads and
  * to skip the masked upper triangle block by block. */
 #define ATT_BLOCK 64
+/* Dequantized weights a workspace keeps: a layer's seven linears and one to spare. */
+#define WS_SLOTS 8
 
 /* ---------------------------------------------------------------- activations */
 
@@ -36,6 +38,16 @@ typedef struct fwd_state {
     float *scores;      /* n_threads × [ATT_BLOCK, T] */
     float *wbuf;        /* dequantized weight scratch */
     size_t wbuf_n;
+    /* A layer pass's workspace (sqz_fwd_ws) keeps dequantized weights here instead of
+     * wbuf, so the windows after the first of a layer skip the dequantization */
+    int cache;
+    struct wslot {
+        const sqz_tensor *t;
+        const void *data;
+        float *buf;
+        size_t cap;
+    } wslot[WS_SLOTS];
+    int wslot_next;     /* the slot to fill next (round robin) */
     float *normbuf;     /* [dim] a norm's weights as f32 when stored otherwise */
     float *biasbuf;     /* [max q width + 2 · max kv width] q, k, v biases as f32 */
     float *qknbuf;      /* [2 · head_dim] q_norm, k_norm weights as f32 */
@@ -50,6 +62,7 @@ static void state_free(fwd_state *s) {
     free(s->biasbuf);
     free(s->qknbuf);
     free(s->xr);
+    for (int i = 0; i < WS_SLOTS; i++) free(s->wslot[i].buf);
     memset(s, 0, sizeof *s);
 }
 
@@ -67,7 +80,7 @@ static int needs_copy(const sqz_tensor *t) {
     return t->type != SQZ_TYPE_F32 || ((uintptr_t)t->data % sizeof(float)) != 0;
 }
 
-static int state_alloc(fwd_state *s, const sqz_model *m, int64_t T, int n_threads, sqz_err *err) {
+static int state_alloc(fwd_state *s, const sqz_model *m, int64_t T, int n_threads, int cache, sqz_err *err) {
     const sqz_llama_config *c = &m->cfg;
     int64_t qmax = 0, kvmax = 0, ffmax = 0;
     size_t wmax = 0;
@@ -90,6 +103,8 @@ static int state_alloc(fwd_state *s, const sqz_model *m, int64_t T, int n_thread
         size_t head = (size_t)HEAD_CHUNK_ROWS * (size_t)c->dim;
         if (head > wmax) wmax = head;
     }
+    if (cache) wmax = 0; /* the slots instead (layers only: a workspace never runs the head) */
+    s->cache = cache;
     s->T = T;
     s->n_threads = n_threads;
     s->x = alloc_f32(T, c->dim);
@@ -353,6 +368,31 @@ static const float *product_input(fwd_state *s, sqz_pool *pool, const float *x, 
     return s->xr;
 }
 
+/* t as f32 from the workspace's slots: dequantized on first use (the mapped data itself
+ * for an aligned F32 tensor). A slot is known by the tensor's address and data pointer. */
+static const float *cached_weights(fwd_state *s, sqz_pool *pool, const sqz_tensor *t, sqz_err *err) {
+    if (!needs_copy(t)) return t->data;
+    for (int i = 0; i < WS_SLOTS; i++)
+        if (s->wslot[i].t == t && s->wslot[i].data == t->data) return s->wslot[i].buf;
+    struct wslot *w = &s->wslot[s->wslot_next];
+    s->wslot_next = (s->wslot_next + 1) % WS_SLOTS;
+    size_t n = (size_t)sqz_tensor_nelements(t);
+    w->t = NULL;
+    if (n > w->cap) {
+        free(w->buf);
+        w->cap = 0;
+        if (!(w->buf = malloc(n * sizeof(float)))) {
+            sqz_fail(err, "tensor '%s': out of memory for its f32 copy", t->name);
+            return NULL;
+        }
+        w->cap = n;
+    }
+    if (!weight_rows(w->buf, pool, t, 0, t->ne[1], err)) return NULL;
+    w->t = t;
+    w->data = t->data;
+    return w->buf;
+}
+
 /* y_i[T, rows of t_i] = x · t_iᵀ for n (<= 3) weight tensors with the same row length;
  * non-F32 weights are dequantized side by side into the scratch buffer first. */
 static int linear_group(fwd_state *s, sqz_pool *pool, const float *x, int n, float *const *y,
@@ -369,7 +409,7 @@ static int linear_group(fwd_state *s, sqz_pool *pool, const float *x, int n, flo
     matmul_ctx c = {.x = x, .T = s->T, .in = t[0]->ne[0], .n = n};
     float *scratch = s->wbuf;
     for (int i = 0; i < n; i++) {
-        const float *w = weight_rows(scratch, pool, t[i], 0, t[i]->ne[1], err);
+        const float *w = s->cache ? cached_weights(s, pool, t[i], err) : weight_rows(scratch, pool, t[i], 0, t[i]->ne[1], err);
         if (!w) return SQZ_ERR;
         if (w == scratch) scratch += sqz_tensor_nelements(t[i]);
         c.out[i] = y[i];
@@ -589,7 +629,7 @@ static int fwd_begin(fwd_state *s, const sqz_model *m, sqz_pool *pool, int64_t n
     memset(s, 0, sizeof *s);
     s->blas_threads = -1;
     if (check_tokens(m, n_tokens, err)) return SQZ_ERR;
-    if (state_alloc(s, m, n_tokens, pool ? sqz_pool_threads(pool) : 1, err)) return SQZ_ERR;
+    if (state_alloc(s, m, n_tokens, pool ? sqz_pool_threads(pool) : 1, 0, err)) return SQZ_ERR;
     s->blas_threads = openblas_get_num_threads();
     openblas_set_num_threads(1);
     rope_table(s->rope_cos, s->rope_sin, n_tokens, m->cfg.head_dim, m->cfg.rope_theta, m->cfg.rope_freqs);
@@ -639,6 +679,60 @@ int sqz_forward_layer(const sqz_model *m, sqz_pool *pool, int layer, float *x, i
     else if (rc == SQZ_OK) memcpy(x, s.x, (size_t)(n_tokens * m->cfg.dim) * sizeof(float));
 done:
     fwd_end(&s);
+    return rc;
+}
+
+struct sqz_fwd_ws {
+    sqz_pool *pool;
+    int64_t max_T;
+    sqz_llama_config cfg; /* the shapes it was made for */
+    fwd_state s;
+};
+
+int sqz_fwd_ws_create(const sqz_model *m, sqz_pool *pool, int64_t max_tokens, sqz_fwd_ws **out, sqz_err *err) {
+    *out = NULL;
+    if (check_tokens(m, max_tokens, err)) return SQZ_ERR;
+    sqz_fwd_ws *ws = calloc(1, sizeof *ws);
+    if (!ws) return sqz_fail(err, "%s: forward: out of memory", m->path);
+    ws->pool = pool;
+    ws->max_T = max_tokens;
+    ws->cfg = m->cfg;
+    if (state_alloc(&ws->s, m, max_tokens, pool ? sqz_pool_threads(pool) : 1, 1, err)) {
+        sqz_fwd_ws_free(ws);
+        return SQZ_ERR;
+    }
+    rope_table(ws->s.rope_cos, ws->s.rope_sin, max_tokens, m->cfg.head_dim, m->cfg.rope_theta, m->cfg.rope_freqs);
+    *out = ws;
+    return SQZ_OK;
+}
+
+void sqz_fwd_ws_free(sqz_fwd_ws *ws) {
+    if (!ws) return;
+    state_free(&ws->s);
+    free(ws);
+}
+
+void sqz_fwd_ws_forget(sqz_fwd_ws *ws) {
+    for (int i = 0; ws && i < WS_SLOTS; i++) ws->s.wslot[i].t = NULL;
+}
+
+int sqz_forward_layer_ws(sqz_fwd_ws *ws, const sqz_model *m, int layer, float *x, int64_t n_tokens, sqz_fwd_hook hook,
+                         void *hook_ctx, sqz_err *err) {
+    if (layer < 0 || layer >= m->cfg.n_layer)
+        return sqz_fail(err, "%s: forward: layer %d outside [0, %d)", m->path, layer, m->cfg.n_layer);
+    if (n_tokens < 1 || n_tokens > ws->max_T || m->cfg.dim != ws->cfg.dim || m->cfg.n_layer != ws->cfg.n_layer ||
+        m->cfg.layer_n_ff[layer] > ws->cfg.layer_n_ff[layer] || m->cfg.layer_n_head[layer] > ws->cfg.layer_n_head[layer])
+        return sqz_fail(err, "%s: forward: %lld tokens or shapes beyond the workspace's (%lld tokens)", m->path,
+                        (long long)n_tokens, (long long)ws->max_T);
+    fwd_state *s = &ws->s;
+    s->T = n_tokens; /* the rope table covers max_T positions; a window uses its first T */
+    int blas_threads = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+    memcpy(s->x, x, (size_t)(n_tokens * m->cfg.dim) * sizeof(float));
+    int rc = forward_layer(m, s, ws->pool, layer, hook, hook_ctx, err);
+    if (rc == SQZ_FWD_STOP) rc = SQZ_OK; /* x stays as it came in */
+    else if (rc == SQZ_OK) memcpy(x, s->x, (size_t)(n_tokens * m->cfg.dim) * sizeof(float));
+    openblas_set_num_threads(blas_threads);
     return rc;
 }
 

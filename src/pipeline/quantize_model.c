@@ -104,6 +104,7 @@ typedef struct qm {
     int seq;                   /* sequential (GPTQ only) */
     int target;                /* seq with the original model's outputs as targets (W*) */
     int grams_only;            /* the hook ends the layer's forward after the last site */
+    sqz_fwd_ws *ws;            /* the layer passes' activations and dequantized weights */
     int64_t T;                 /* calibration tokens */
     float *xo, *xq;            /* [T, dim] original / quantized streams (xq only when seq) */
     int64_t gn[SQZ_SITE_COUNT];
@@ -475,18 +476,18 @@ static int collect_layer(qm *q, int l, sqz_err *err) {
         passes += !q->seq ? 1 : q->target ? 2 : 1;
         if (!q->seq) { /* one stream: the original model's, which also gives H */
             q->hook_mode = HOOK_ACC;
-            rc = sqz_forward_layer(q->m, q->pool, l, xo, L, site_hook, q, err);
+            rc = sqz_forward_layer_ws(q->ws, q->m, l, xo, L, site_hook, q, err);
             continue;
         }
         if (q->target) { /* the original stream advances and lends its inputs to C */
             q->hook_mode = HOOK_SAVE;
-            rc = sqz_forward_layer(q->m, q->pool, l, xo, L, site_hook, q, err);
+            rc = sqz_forward_layer_ws(q->ws, q->m, l, xo, L, site_hook, q, err);
         }
         if (rc == SQZ_OK && q->seq) {
             memcpy(tmp, q->xq + (int64_t)s * L * dim, (size_t)(L * dim) * sizeof(float));
             q->hook_mode = HOOK_ACC;
             q->grams_only = 1;
-            rc = sqz_forward_layer(q->m, q->pool, l, tmp, L, site_hook, q, err);
+            rc = sqz_forward_layer_ws(q->ws, q->m, l, tmp, L, site_hook, q, err);
             q->grams_only = 0;
         }
     }
@@ -506,10 +507,11 @@ static int collect_layer(qm *q, int l, sqz_err *err) {
 
 /* Runs the quantized layer l (swapped into the view) over the quantized stream. */
 static int advance_quantized(qm *q, int l, sqz_err *err) {
+    sqz_fwd_ws_forget(q->ws); /* the view's tensor structs are reused layer to layer */
     double t0 = sqz_now();
     int64_t L = q->o->seqlen, dim = q->m->cfg.dim;
     for (int s = 0; s < q->o->nsamples; s++)
-        if (sqz_forward_layer(&q->view, q->pool, l, q->xq + (int64_t)s * L * dim, L, NULL, NULL, err)) return SQZ_ERR;
+        if (sqz_forward_layer_ws(q->ws, &q->view, l, q->xq + (int64_t)s * L * dim, L, NULL, NULL, err)) return SQZ_ERR;
     q->rep->seconds_calib += sqz_now() - t0;
     sqz_stage_add(&q->rep->times, SQZ_STAGE_FORWARD, sqz_now() - t0, q->o->nsamples * sqz_forward_flops(q->m, l, L));
     return SQZ_OK;
@@ -993,6 +995,7 @@ int sqz_quantize_model(const sqz_model *m, const char *out_path, const sqz_qmode
                 goto done;
         rep->calib_tokens = q.T;
         if (q.seq && !q.target) q.xq = q.xo;
+        if (sqz_fwd_ws_create(m, pool, opts->seqlen, &q.ws, err)) goto done;
     }
     if (q.seq) {
         q.view = *m;
@@ -1061,6 +1064,7 @@ done:
     if (q.xq == q.xo) q.xq = NULL;
     free(q.da); free(q.db); free(q.xo); free(q.xq); free(q.view_layers); free(q.plan); free(q.idx_layer); free(q.n_extra);
     free(part_path); free(state_path);
+    sqz_fwd_ws_free(q.ws);
     if (rc || rep == &local) sqz_qmodel_report_free(rep);
     return rc;
 }
