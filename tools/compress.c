@@ -321,7 +321,7 @@ const char HELP_COMPRESS[] =
     "                    [--rounds R] [--types LIST] [--all-types] [--eval TEXT] [--eval-ctx C]\n"
     "                    [--eval-chunks K] [--measure K] [--proxy grad|gradtw|diag] [--damp F] [--shrink F]\n"
     "                    [--prune auto|none|max=F] [--keep-pruned F32.gguf] [--device cpu|cuda]\n"
-    "                    [--threads N] [--resume] [--checkpoint-every S]\n"
+    "                    [--threads N] [--resume] [--checkpoint-every S] [--gptq-double]\n"
     "                    [--quiet] [--json REPORT]\n"
     "                    [--html REPORT.html]\n"
     "\n"
@@ -388,6 +388,8 @@ const char HELP_COMPRESS[] =
     "                     calibration or other options are refused, naming which. With\n"
     "                     --prune the estimate is made again. Without it an interrupted\n"
     "                     run leaves nothing\n"
+    "  --gptq-double      GPTQ's factor and sweep in double precision (default single,\n"
+    "                     as GPTQ's reference; the estimate stays single)\n"
     "  --checkpoint-every S  seconds between the quantization's checkpoints, taken\n"
     "                     after a layer (default 60; 0: after every layer); implies\n"
     "                     checkpoints\n";
@@ -519,7 +521,7 @@ int cmd_compress(args *a) {
     int prune_auto = 0;      /* --prune auto: 0.5 when the budget leaves room at it, else 0.75 */
     sqz_device device = SQZ_DEVICE_CPU;
     double damp = 0.01, shrink = 0.75, ckpt_every = -1.0; /* -1: not given */
-    int resume = 0;
+    int resume = 0, gptq_double = 0;
     for (a->i = 0; a->i < a->argc; a->i++) {
         const char *s = a->argv[a->i], *v;
         if (calib_flag(a, &cs, &rc)) {
@@ -574,6 +576,8 @@ int cmd_compress(args *a) {
             if (rc) return rc;
         } else if (resume_flag(a, &resume, &ckpt_every, &rc)) {
             if (rc) return rc;
+        } else if (!strcmp(s, "--gptq-double")) {
+            gptq_double = 1;
         } else if (!strcmp(s, "--quiet")) {
             quiet = 1;
         } else if (s[0] == '-' && s[1]) {
@@ -681,6 +685,7 @@ int cmd_compress(args *a) {
     /* resumable runs only when asked: otherwise an interrupted run leaves nothing */
     co.checkpoint = resume || ckpt_every >= 0; /* OUT.estimate.json, OUT.round<r>.part/.state */
     co.resume = resume;
+    co.gptq_double = gptq_double;
     co.checkpoint_every_s = ckpt_every >= 0 ? ckpt_every : 60.0;
     co.temp_file = note_temp;
     co.notify = print_progress;

@@ -173,6 +173,7 @@ typedef struct sqz_compress_opts {
      * a resumed pruning run makes it again. */
     int checkpoint, resume;
     double checkpoint_every_s;
+    int gptq_double;          /* GPTQ's factor and sweep in double (sqz_qmodel_opts.gptq_double) */
     /* Called with each temporary file's path before it is created (a round's file, the
      * pruned model, and sqz_out's "<path>.tmp.<pid>" of each), e.g. to remove them on a
      * signal; nonzero refuses it and fails the run. May be NULL. */

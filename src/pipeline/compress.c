@@ -573,6 +573,7 @@ int sqz_compress(sqz_model *m, const char *out, const sqz_compress_opts *o, sqz_
             qo.tensor_types = plan;
             qo.backend = o->backend;
             qo.checkpoint = o->checkpoint ? paths[r] : NULL;
+            qo.gptq_double = o->gptq_double;
             qo.resume = o->resume;
             qo.checkpoint_every_s = o->checkpoint_every_s;
             sqz_qmodel_report_free(&qrep);
