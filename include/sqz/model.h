@@ -156,7 +156,8 @@ int sqz_forward_layer(const sqz_model *m, sqz_pool *pool, int layer, float *x, i
  * that running one layer over many windows dequantizes its weights once. A weight is
  * known by its tensor's address and data pointer: a caller that gives a tensor struct
  * other data at the same address (or frees and reallocates it) calls sqz_fwd_ws_forget
- * first. sqz_forward_layer_ws is sqz_forward_layer through the workspace; m may be any
+ * first, which also gives their memory back (a layer's f32 weights: 185 MB on a 1.5B
+ * model). sqz_forward_layer_ws is sqz_forward_layer through the workspace; m may be any
  * model of the shapes it was made for (a quantized view of the same model). */
 typedef struct sqz_fwd_ws sqz_fwd_ws;
 int sqz_fwd_ws_create(const sqz_model *m, sqz_pool *pool, int64_t max_tokens, sqz_fwd_ws **out, sqz_err *err);

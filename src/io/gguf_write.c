@@ -308,7 +308,8 @@ static int header_bytes(const sqz_gguf_writer *w, uint8_t **out, size_t *len) {
     le_bytes(h + 8, (uint64_t)w->n_tensors, 8);
     le_bytes(h + 16, (uint64_t)w->n_kv, 8);
     size_t k = 24;
-    memcpy(h + k, w->kv_buf, w->kv_len), k += w->kv_len;
+    if (w->kv_len) memcpy(h + k, w->kv_buf, w->kv_len); /* none: kv_buf may be NULL */
+    k += w->kv_len;
     for (int64_t i = 0; i < w->n_tensors; i++) {
         const sqz_gguf_wtensor *t = &w->tensors[i];
         const size_t nl = strlen(t->name);

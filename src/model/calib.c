@@ -241,6 +241,7 @@ int sqz_calib_run_weighted(const sqz_model *m, sqz_backend *backend, sqz_pool *p
         if (frc) goto done;
         sqz_stage_add(times, SQZ_STAGE_FORWARD, t1 - t0 - a.hook_seconds,
                       (double)nsamples * sqz_forward_flops(m, l, seqlen));
+        sqz_fwd_ws_forget(ws); /* the layer's f32 weights: the callback needs the memory more */
         if (fn(ctx, l, &a.g, T, err)) goto done;
     }
     rc = SQZ_OK;

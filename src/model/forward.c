@@ -713,7 +713,10 @@ void sqz_fwd_ws_free(sqz_fwd_ws *ws) {
 }
 
 void sqz_fwd_ws_forget(sqz_fwd_ws *ws) {
-    for (int i = 0; ws && i < WS_SLOTS; i++) ws->s.wslot[i].t = NULL;
+    for (int i = 0; ws && i < WS_SLOTS; i++) {
+        free(ws->s.wslot[i].buf);
+        memset(&ws->s.wslot[i], 0, sizeof ws->s.wslot[i]);
+    }
 }
 
 int sqz_forward_layer_ws(sqz_fwd_ws *ws, const sqz_model *m, int layer, float *x, int64_t n_tokens, sqz_fwd_hook hook,
