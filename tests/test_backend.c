@@ -63,16 +63,22 @@ static void test_parse(void) {
     }
 }
 
+/* Σ xᵀx of x [rows, n] in double, every product in order: the reference (calloc'd). */
+static double *reference_gram(const float *x, int64_t rows, int64_t n) {
+    double *R = calloc((size_t)(n * n), sizeof(double));
+    for (int64_t t = 0; R && t < rows; t++)
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = 0; j < n; j++) R[i * n + j] += (double)x[t * n + i] * x[t * n + j];
+    return R;
+}
+
 /* The CPU backend against a double sum of the same products. */
 static void test_cpu(sqz_pool *pool) {
     tu_rng r = {11};
     const int64_t n = 200, T = 64;
     const int nwin = 3;
     float *x = make_inputs(&r, nwin * T, n);
-    double *G = malloc((size_t)(n * n) * sizeof(double)), *R = calloc((size_t)(n * n), sizeof(double));
-    for (int64_t t = 0; t < nwin * T; t++)
-        for (int64_t i = 0; i < n; i++)
-            for (int64_t j = 0; j < n; j++) R[i * n + j] += (double)x[t * n + i] * x[t * n + j];
+    double *G = malloc((size_t)(n * n) * sizeof(double)), *R = reference_gram(x, nwin * T, n);
     sqz_backend *b = NULL;
     sqz_err err;
     CHECK(sqz_backend_create(SQZ_DEVICE_CPU, pool, &b, &err) == 0, "%s", err.msg);
@@ -172,10 +178,7 @@ static void test_cpu_batches(sqz_pool *pool) {
     const int64_t n = 40, T = 700;
     const int nwin = 4; /* 2800 rows: a full batch and a part, one window split between them */
     float *x = make_inputs(&r, nwin * T, n);
-    double *G = malloc((size_t)(n * n) * sizeof(double)), *R = calloc((size_t)(n * n), sizeof(double));
-    for (int64_t t = 0; t < nwin * T; t++)
-        for (int64_t i = 0; i < n; i++)
-            for (int64_t j = 0; j < n; j++) R[i * n + j] += (double)x[t * n + i] * x[t * n + j];
+    double *G = malloc((size_t)(n * n) * sizeof(double)), *R = reference_gram(x, nwin * T, n);
     sqz_backend *b = NULL;
     sqz_err err;
     double sec, worst = 0;

@@ -109,6 +109,11 @@ void sqz_progress_end(sqz_progress *p);
 /* Monotonic seconds. */
 double sqz_now(void);
 
+/* FNV-1a over n bytes, continuing from h (start from SQZ_HASH64_SEED): the keys a
+ * checkpoint records of what it was made from. */
+#define SQZ_HASH64_SEED 0xcbf29ce484222325ull
+uint64_t sqz_hash64(uint64_t h, const void *p, size_t n);
+
 /* Where a compression spends its time: wall seconds and the floating-point operations
  * of the stage's dense products (counted from the shapes, 2 per multiply-add), summed
  * over every call. GFLOP/s = flops / seconds / 1e9, to hold beside the machine's GEMM

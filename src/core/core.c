@@ -266,6 +266,12 @@ void sqz_out_abort(sqz_out *o) {
     memset(o, 0, sizeof *o);
 }
 
+uint64_t sqz_hash64(uint64_t h, const void *p, size_t n) {
+    const uint8_t *b = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
 double sqz_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -187,32 +187,26 @@ int sqz_sens_load(const char *path, const sqz_model *m, const int *types, int n_
 
 /* ---------------------------------------------------------------- the estimate's checkpoint */
 
-static uint64_t fnv(uint64_t h, const void *p, size_t n) {
-    const uint8_t *b = p;
-    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
-    return h;
-}
-
 /* What the estimate was made from, in three parts, hex: the model (shapes, types, the
  * first bytes of every weight matrix), the calibration tokens, the types and proxy. */
 static void estimate_keys(const sqz_model *m, const sqz_compress_opts *o, char keys[3][17]) {
-    uint64_t h = fnv(0xcbf29ce484222325ull, &m->cfg.dim, sizeof m->cfg.dim);
-    h = fnv(h, &m->cfg.n_layer, sizeof m->cfg.n_layer);
+    uint64_t h = sqz_hash64(SQZ_HASH64_SEED, &m->cfg.dim, sizeof m->cfg.dim);
+    h = sqz_hash64(h, &m->cfg.n_layer, sizeof m->cfg.n_layer);
     for (int i = 0; i < sqz_sens_count(m); i++) {
         const sqz_tensor *t = sqz_pipe_tensor((sqz_model *)m, i); /* read only */
-        h = fnv(h, &t->type, sizeof t->type);
-        h = fnv(h, t->ne, sizeof t->ne);
-        if (t->data) h = fnv(h, t->data, t->nbytes < 256 ? t->nbytes : 256);
+        h = sqz_hash64(h, &t->type, sizeof t->type);
+        h = sqz_hash64(h, t->ne, sizeof t->ne);
+        if (t->data) h = sqz_hash64(h, t->data, t->nbytes < 256 ? t->nbytes : 256);
     }
     snprintf(keys[0], 17, "%016llx", (unsigned long long)h);
-    h = fnv(0xcbf29ce484222325ull, o->windows, (size_t)o->nsamples * (size_t)o->seqlen * sizeof(int32_t));
-    h = fnv(h, &o->nsamples, sizeof o->nsamples);
-    snprintf(keys[1], 17, "%016llx", (unsigned long long)fnv(h, &o->seqlen, sizeof o->seqlen));
-    h = fnv(0xcbf29ce484222325ull, o->types, (size_t)o->n_types * sizeof(int));
+    h = sqz_hash64(SQZ_HASH64_SEED, o->windows, (size_t)o->nsamples * (size_t)o->seqlen * sizeof(int32_t));
+    h = sqz_hash64(h, &o->nsamples, sizeof o->nsamples);
+    snprintf(keys[1], 17, "%016llx", (unsigned long long)sqz_hash64(h, &o->seqlen, sizeof o->seqlen));
+    h = sqz_hash64(SQZ_HASH64_SEED, o->types, (size_t)o->n_types * sizeof(int));
     int v[2] = {o->all_types, o->proxy};
-    h = fnv(h, v, sizeof v);
+    h = sqz_hash64(h, v, sizeof v);
     double g[2] = {o->damp, o->shrink};
-    snprintf(keys[2], 17, "%016llx", (unsigned long long)fnv(h, g, sizeof g));
+    snprintf(keys[2], 17, "%016llx", (unsigned long long)sqz_hash64(h, g, sizeof g));
 }
 
 static const char *const kEstimateKey[3] = {"model", "calibration", "types_proxy_gptq"};

@@ -792,34 +792,28 @@ typedef struct {
     uint64_t report_bytes;
 } ckpt_head;
 
-static uint64_t fnv(uint64_t h, const void *p, size_t n) {
-    const uint8_t *b = p;
-    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
-    return h;
-}
-
 /* The model as far as a checkpoint can tell cheaply: shapes, types and the first and
  * last bytes of every tensor of the plan. */
 static uint64_t key_model(const qm *q) {
     const sqz_llama_config *c = &q->m->cfg;
-    uint64_t h = fnv(0xcbf29ce484222325ull, &c->dim, sizeof c->dim);
-    h = fnv(h, &c->n_layer, sizeof c->n_layer);
-    h = fnv(h, &c->n_vocab, sizeof c->n_vocab);
+    uint64_t h = sqz_hash64(SQZ_HASH64_SEED, &c->dim, sizeof c->dim);
+    h = sqz_hash64(h, &c->n_layer, sizeof c->n_layer);
+    h = sqz_hash64(h, &c->n_vocab, sizeof c->n_vocab);
     for (int i = 0; i < q->rep->n_tensors; i++) {
         const sqz_tensor *t = q->plan[i].src;
         if (!t) continue;
-        h = fnv(h, &t->type, sizeof t->type);
-        h = fnv(h, t->ne, sizeof t->ne);
+        h = sqz_hash64(h, &t->type, sizeof t->type);
+        h = sqz_hash64(h, t->ne, sizeof t->ne);
         size_t k = t->nbytes < 256 ? t->nbytes : 256;
-        if (t->data && k) h = fnv(fnv(h, t->data, k), (const uint8_t *)t->data + t->nbytes - k, k);
+        if (t->data && k) h = sqz_hash64(sqz_hash64(h, t->data, k), (const uint8_t *)t->data + t->nbytes - k, k);
     }
     return h;
 }
 
 static uint64_t key_calib(const sqz_qmodel_opts *o) {
-    uint64_t h = fnv(0xcbf29ce484222325ull, &o->nsamples, sizeof o->nsamples);
-    h = fnv(h, &o->seqlen, sizeof o->seqlen);
-    if (o->windows) h = fnv(h, o->windows, (size_t)o->nsamples * (size_t)o->seqlen * sizeof(int32_t));
+    uint64_t h = sqz_hash64(SQZ_HASH64_SEED, &o->nsamples, sizeof o->nsamples);
+    h = sqz_hash64(h, &o->seqlen, sizeof o->seqlen);
+    if (o->windows) h = sqz_hash64(h, o->windows, (size_t)o->nsamples * (size_t)o->seqlen * sizeof(int32_t));
     return h;
 }
 
@@ -827,10 +821,10 @@ static uint64_t key_opts(const qm *q) {
     const sqz_qmodel_opts *o = q->o;
     int v[] = {o->type, o->method, o->output_type, o->embd_type, o->keep_output_type, o->sequential,
                o->target_original, o->act_order, o->gptq_double, (int)sqz_backend_device(o->backend)};
-    uint64_t h = fnv(0xcbf29ce484222325ull, v, sizeof v);
-    h = fnv(h, &o->percdamp, sizeof o->percdamp);
-    h = fnv(h, &o->shrink, sizeof o->shrink);
-    for (int i = 0; i < q->rep->n_tensors; i++) h = fnv(h, &q->rep->tensors[i].type, sizeof(int));
+    uint64_t h = sqz_hash64(SQZ_HASH64_SEED, v, sizeof v);
+    h = sqz_hash64(h, &o->percdamp, sizeof o->percdamp);
+    h = sqz_hash64(h, &o->shrink, sizeof o->shrink);
+    for (int i = 0; i < q->rep->n_tensors; i++) h = sqz_hash64(h, &q->rep->tensors[i].type, sizeof(int));
     return h;
 }
 
