@@ -242,7 +242,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "bench_gptq_speed: RTN %s in %.2f s: rel_output_err %.4e\n", type_name, t_rtn, rtn_o);
 
     /* GPTQ. */
-    sqz_gptq_opts opts = {0.01, act_order, 1, 0, 0};
+    sqz_gptq_opts opts = {0.01, act_order, 1, 0, 0, NULL};
     sqz_gptq_stats st;
     memset(&st, 0, sizeof st);
     double g0 = sqz_now();

@@ -84,7 +84,7 @@ int main(int argc, char **argv) {
                 fwrite(dst, 1, row_bytes, out);
             }
         for (int single = 0; single < 2; single++) { /* the quantizer's double and the estimate's float */
-            sqz_gptq_opts go = {0.01, 0, 1, 0.5, single};
+            sqz_gptq_opts go = {0.01, 0, 1, 0.5, single, NULL};
             if (sqz_gptq_quantize(type, W, ROWS, COLS, H, &go, NULL, dst, NULL, NULL, NULL, NULL, &err)) {
                 fprintf(stderr, "quant_twin: GPTQ %s%s: %s\n", tt->name, single ? " (single)" : "", err.msg);
                 return 1;

@@ -95,7 +95,7 @@ static void test_cpu(sqz_pool *pool) {
     }
     /* the factor: the same bytes as sqz_gptq_factor_init */
     for (int64_t i = 0; i < n; i++) R[i * n + i] += 1.0;
-    sqz_gptq_opts o = {0.01, 0, 1, 0.0, 0};
+    sqz_gptq_opts o = {0.01, 0, 1, 0.0, 0, NULL};
     sqz_gptq_factor a, c;
     CHECK(sqz_gptq_factor_init(&a, R, n, &o, &err) == 0, "%s", err.msg);
     CHECK(sqz_backend_gptq_factor(b, R, n, &o, &c, &err) == 0, "%s", err.msg);
@@ -122,7 +122,7 @@ static void compare_cuda(sqz_backend *cpu, sqz_backend *gpu, sqz_pool *pool, int
            "cuda %.3f s)\n", (long long)n, nwin, (long long)T, worst / big, tc, tg);
     for (int64_t i = 0; i < n * n; i++) Gc[i] /= (double)(nwin * T);
     for (int single = 0; single <= 1; single++) { /* the factor in double, then in single precision */
-        sqz_gptq_opts o = {0.01, 0, 1, 0.0, single};
+        sqz_gptq_opts o = {0.01, 0, 1, 0.0, single, NULL};
         sqz_gptq_factor a, c;
         sqz_err err;
         double t0 = sqz_now();

@@ -100,7 +100,7 @@ static void test_types(sqz_pool *pool) {
         CHECK(rtn(type, W, rows, cols, H, rq) == 0, "%s: rtn", name);
         CHECK(sqz_gptq_errors(W, rq, rows, cols, H, pool, &rw, &ro, &err) == 0, "%s", err.msg);
         for (int act = 0; act < 2; act++) {
-            sqz_gptq_opts o = {0.01, act, 0, 0, 0};
+            sqz_gptq_opts o = {0.01, act, 0, 0, 0, NULL};
             sqz_gptq_stats st;
             int rc = sqz_gptq_quantize(type, W, rows, cols, H, &o, pool, dst, what, NULL, NULL, &st, &err);
             CHECK(rc == 0, "%s act %d: %s", name, act, err.msg);
@@ -174,13 +174,13 @@ static void test_shrink_one(sqz_pool *pool) {
     for (int64_t i = 0; i < cols; i++) mean += H[i * cols + i];
     double damp = 0.01 * mean / (double)cols;
     for (int64_t i = 0; i < cols; i++) w[i] = (float)(H[i * cols + i] + damp);
-    const sqz_gptq_opts one = {0.01, 0, 1, 1.0, 0};
+    const sqz_gptq_opts one = {0.01, 0, 1, 1.0, 0, NULL};
     expect_gptq_is_rtn("shrink 1 (RTN with diag(H) + damp)", W, rows, cols, H, &one, pool, w);
     sqz_err err;
     uint8_t dst[8 * 512];
     const double bad[3] = {-0.1, 1.5, NAN};
     for (int i = 0; i < 3; i++) {
-        sqz_gptq_opts o = {0.01, 0, 1, bad[i], 0};
+        sqz_gptq_opts o = {0.01, 0, 1, bad[i], 0, NULL};
         CHECK(sqz_gptq_quantize(SQZ_TYPE_Q4_0, W, 1, cols, H, &o, NULL, dst, NULL, NULL, NULL, NULL, &err) != 0,
               "shrink %g must be refused", bad[i]);
         CHECK(strstr(err.msg, "shrink") != NULL, "message: %s", err.msg);
@@ -188,42 +188,73 @@ static void test_shrink_one(sqz_pool *pool) {
     free(W); free(w); free(H);
 }
 
-/* The shared factor: U upper with UᵀU (H + λI) = I (shrink 0, no act-order), 1e-9 of
- * the identity; and quantizing with it gives the bytes sqz_gptq_quantize writes. */
-static void test_factor(sqz_pool *pool) {
-    const int64_t rows = 8, cols = 96;
-    float *W = malloc((size_t)(rows * cols) * sizeof(float));
-    double *H = malloc((size_t)(cols * cols) * sizeof(double));
-    make_problem(rows, cols, W, H);
-    sqz_gptq_opts o = {0.01, 0, 1, 0.0, 0};
-    sqz_gptq_factor f;
-    sqz_err err;
-    CHECK(sqz_gptq_factor_init(&f, H, cols, &o, &err) == 0, "%s", err.msg);
-    double worst = 0.0;
-    for (int64_t i = 0; i < cols; i++)
-        for (int64_t j = 0; j < i; j++) worst = fmax(worst, fabs(f.U[i * cols + j]));
-    CHECK(worst == 0.0, "U has %g below its diagonal", worst);
-    worst = 0.0;
+/* (UᵀU (H + λI)) off the identity, the largest entry; U's largest entry below its diagonal
+ * in *below. U in double (Ud) or float (Uf). */
+static double factor_residual(const double *Ud, const float *Uf, const double *H, double damp, int64_t cols,
+                              double *below) {
+    double *M = calloc((size_t)(cols * cols), sizeof(double)), worst = 0.0;
+    *below = 0.0;
+    for (int64_t r = 0; r < cols; r++)
+        for (int64_t i = 0; i < cols; i++) {
+            double u = Ud ? Ud[r * cols + i] : Uf[r * cols + i];
+            if (i < r) *below = fmax(*below, fabs(u));
+            if (u == 0.0) continue;
+            for (int64_t k = 0; k < cols; k++) M[i * cols + k] += u * (Ud ? Ud[r * cols + k] : Uf[r * cols + k]);
+        }
     for (int64_t i = 0; i < cols; i++)
         for (int64_t j = 0; j < cols; j++) {
-            double v = 0.0; /* (UᵀU (H + λI))[i][j] */
-            for (int64_t k = 0; k < cols; k++) {
-                double utu = 0.0;
-                for (int64_t r = 0; r <= (i < k ? i : k); r++) utu += f.U[r * cols + i] * f.U[r * cols + k];
-                v += utu * (H[k * cols + j] + (k == j ? f.damp : 0.0));
-            }
+            double v = 0.0;
+            for (int64_t k = 0; k < cols; k++) v += M[i * cols + k] * (H[k * cols + j] + (k == j ? damp : 0.0));
             worst = fmax(worst, fabs(v - (i == j ? 1.0 : 0.0)));
         }
-    CHECK(worst < 1e-9, "UᵀU(H + λI) is off the identity by %g", worst);
-    size_t rb;
-    CHECK(sqz_type_row_bytes(SQZ_TYPE_Q4_0, cols, &rb, &err) == 0, "%s", err.msg);
-    uint8_t *a = malloc(rb * rows), *b = malloc(rb * rows);
-    CHECK(sqz_gptq_quantize(SQZ_TYPE_Q4_0, W, rows, cols, H, &o, pool, a, NULL, NULL, NULL, NULL, &err) == 0, "%s",
-          err.msg);
-    CHECK(sqz_gptq_quantize_factored(SQZ_TYPE_Q4_0, W, rows, &f, pool, b, NULL, NULL, NULL, &err) == 0, "%s", err.msg);
-    CHECK(memcmp(a, b, rb * rows) == 0, "the shared factor gave other bytes");
-    sqz_gptq_factor_free(&f);
-    free(W); free(H); free(a); free(b);
+    free(M);
+    return worst;
+}
+
+/* The shared factor: U upper with UᵀU (H + λI) = I (shrink 0, no act-order), 1e-9 of
+ * the identity (1e-3 in single precision), on one tile and on three (600 columns: tiles
+ * of 256, 256, 88); the same bits on the pool as on one thread; and quantizing with it
+ * gives the bytes sqz_gptq_quantize writes. */
+static void test_factor(sqz_pool *pool) {
+    const int64_t rows = 8, sizes[2] = {96, 600};
+    sqz_err err;
+    for (int si = 0; si < 2; si++) {
+        const int64_t cols = sizes[si];
+        float *W = malloc((size_t)(rows * cols) * sizeof(float));
+        double *H = malloc((size_t)(cols * cols) * sizeof(double));
+        make_problem(rows, cols, W, H);
+        for (int single = 0; single < 2; single++) {
+            sqz_gptq_opts o = {0.01, 0, 1, 0.0, single, NULL}, op = o;
+            op.pool = pool;
+            sqz_gptq_factor f, fp;
+            CHECK(sqz_gptq_factor_init(&f, H, cols, &o, &err) == 0, "%s", err.msg);
+            CHECK(sqz_gptq_factor_init(&fp, H, cols, &op, &err) == 0, "%s", err.msg);
+            double below, worst = factor_residual(f.U, f.Uf, H, f.damp, cols, &below), lim = single ? 1e-3 : 1e-9;
+            printf("factor %lld columns, %s: UᵀU(H + λI) - I at most %.3g (limit %g)\n", (long long)cols,
+                   single ? "single" : "double", worst, lim);
+            CHECK(below == 0.0, "%lld columns: U has %g below its diagonal", (long long)cols, below);
+            CHECK(worst < lim, "%lld columns: UᵀU(H + λI) is off the identity by %g", (long long)cols, worst);
+            size_t n2 = (size_t)(cols * cols) * (single ? sizeof(float) : sizeof(double));
+            CHECK(memcmp(single ? (void *)f.Uf : (void *)f.U, single ? (void *)fp.Uf : (void *)fp.U, n2) == 0,
+                  "%lld columns: the factor's bits depend on the thread count", (long long)cols);
+            sqz_gptq_factor_free(&fp);
+            if (single || si == 1) {
+                sqz_gptq_factor_free(&f);
+                continue;
+            }
+            size_t rb;
+            CHECK(sqz_type_row_bytes(SQZ_TYPE_Q4_0, cols, &rb, &err) == 0, "%s", err.msg);
+            uint8_t *a = malloc(rb * rows), *b = malloc(rb * rows);
+            CHECK(sqz_gptq_quantize(SQZ_TYPE_Q4_0, W, rows, cols, H, &o, pool, a, NULL, NULL, NULL, NULL, &err) == 0,
+                  "%s", err.msg);
+            CHECK(sqz_gptq_quantize_factored(SQZ_TYPE_Q4_0, W, rows, &f, pool, b, NULL, NULL, NULL, &err) == 0, "%s",
+                  err.msg);
+            CHECK(memcmp(a, b, rb * rows) == 0, "the shared factor gave other bytes");
+            sqz_gptq_factor_free(&f);
+            free(a); free(b);
+        }
+        free(W); free(H);
+    }
 }
 
 static void test_bad(void) {
@@ -286,7 +317,7 @@ static int emit(const char *dir) {
         float *what = malloc((size_t)(rows * cols) * sizeof(float));
         /* per row, per block, per sub-block: scale, min (floats) */
         float *sm = malloc((size_t)(rows * nblk * 2 * SQZ_QSUB_MAX) * sizeof(float));
-        sqz_gptq_opts o = {0.01, cases[ci].act, 0, 0, 0};
+        sqz_gptq_opts o = {0.01, cases[ci].act, 0, 0, 0, NULL};
         sqz_gptq_stats st;
         if (sqz_gptq_quantize(type, W, rows, cols, H, &o, NULL, dst, what, P, L, &st, &err))
             return fprintf(stderr, "test_gptq --emit: %s\n", err.msg), 1;

@@ -136,7 +136,7 @@ static void test_plumbing(void) {
             size_t rb;
             sqz_type_row_bytes(types[k], cols, &rb, &err);
             void *dst = malloc(rb * (size_t)rows);
-            sqz_gptq_opts go = {0.01, 0, 1, 0.75, 1}; /* the estimate's single-precision GPTQ */
+            sqz_gptq_opts go = {0.01, 0, 1, 0.75, 1, NULL}; /* the estimate's single-precision GPTQ */
             CHECK(sqz_gptq_quantize(types[k], W, rows, cols, r.H, &go, NULL, dst, what, NULL, NULL, NULL, &err) == 0,
                   "%s", err.msg);
             double grad = 0, gradtw = 0, local = 0, diag = 0;
@@ -212,7 +212,7 @@ static void test_plumbing(void) {
             size_t rb;
             sqz_type_row_bytes(st->narrow[q].type, cf, &rb, &err);
             void *dst = malloc(rb * (size_t)rows);
-            sqz_gptq_opts go = {0.01, 0, 1, 0.75, 1}; /* the estimate's single-precision GPTQ */
+            sqz_gptq_opts go = {0.01, 0, 1, 0.75, 1, NULL}; /* the estimate's single-precision GPTQ */
             CHECK(sqz_gptq_quantize(st->narrow[q].type, Wp, rows, cf, Hp, &go, NULL, dst, what, NULL, NULL, NULL,
                                     &err) == 0, "%s", err.msg);
             double grad = 0;

@@ -71,8 +71,8 @@ void sqz_gram_close(sqz_gram_acc *g);
  * complete), each block's products one SGEMM over the T rows added in double.
  * Bit-identical for any thread count. */
 int sqz_gram_upper_add(sqz_pool *pool, const float *x, int64_t T, int64_t n, double *G, sqz_err *err);
-/* G's lower triangle ← its upper triangle. */
-void sqz_gram_mirror(double *G, int64_t n);
+/* G's lower triangle ← its upper triangle (on the pool's threads; NULL: the caller's). */
+void sqz_gram_mirror(sqz_pool *pool, double *G, int64_t n);
 /* The flops of one sqz_gram_upper_add. */
 double sqz_gram_flops(int64_t T, int64_t n);
 

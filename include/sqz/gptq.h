@@ -52,6 +52,8 @@ typedef struct sqz_gptq_opts {
     double shrink;   /* 0..1: H's off-diagonal entries are scaled by (1 − shrink); 0 = plain GPTQ */
     int single;      /* 1: factor and sweep in single precision (about twice as fast; a few
                         levels per thousand differ from the double sweep): for estimates */
+    sqz_pool *pool;  /* the factorization's threads (NULL: the caller's alone); its bits do not
+                        depend on their number */
 } sqz_gptq_opts;
 
 typedef struct sqz_gptq_stats {

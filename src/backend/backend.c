@@ -145,7 +145,7 @@ int sqz_gram_finish(sqz_gram_acc *g, sqz_err *err) {
     if (g->cuda) return sqz_cuda_gram_finish(g->cuda, g->G, err);
 #endif
     if (flush(g, err)) return SQZ_ERR;
-    sqz_gram_mirror(g->G, g->n);
+    sqz_gram_mirror(g->pool, g->G, g->n);
     free(g->stage); /* the Grams' consumer (scoring, GPTQ) needs the memory more */
     g->stage = NULL;
     return SQZ_OK;

@@ -326,7 +326,7 @@ static int quantize_matrix(qm *q, int idx, const float *W, const double *H, sqz_
     int gptq = q->o->method == SQZ_QMETHOD_GPTQ && H && sqz_quant_supported(t->type);
     if (gptq) {
         int single = !q->o->gptq_double;
-        sqz_gptq_opts go = {q->o->percdamp, q->o->act_order, 0, q->o->shrink, single};
+        sqz_gptq_opts go = {q->o->percdamp, q->o->act_order, 0, q->o->shrink, single, q->pool};
         sqz_gptq_stats st;
         if (!F->U && !F->Uf) {
             if (sqz_backend_gptq_factor(q->o->backend, H, cols, &go, F, err))

@@ -422,7 +422,7 @@ static int any_gptq(const sqz_sens_opts *o) {
 static int factor_of(score_ctx *c, const double *H, int64_t cols, sqz_gptq_factor *F, sqz_err *err) {
     memset(F, 0, sizeof *F);
     if (!any_gptq(c->o)) return SQZ_OK;
-    sqz_gptq_opts go = {c->o->percdamp, 0, 1, c->o->shrink, 1};
+    sqz_gptq_opts go = {c->o->percdamp, 0, 1, c->o->shrink, 1, c->pool};
     c->flops += 2.0 / 3.0 * (double)cols * (double)cols * (double)cols; /* potrf, trtri */
     return sqz_backend_gptq_factor(c->o->backend, H, cols, &go, F, err);
 }
