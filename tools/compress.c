@@ -78,39 +78,43 @@ const char HELP_SENSITIVITY[] =
 static cJSON *num_or_null(double v) { return isfinite(v) ? cJSON_CreateNumber(v) : cJSON_CreateNull(); }
 
 /* The GEMM each stage's arithmetic is held against: single precision for the model's
- * passes, the Grams' products and the option scoring (its GPTQ and error sums run in
- * float), double for GPTQ and pruning's solves; none for writing. */
-static const char *stage_ref(int s) {
-    return s == SQZ_STAGE_FORWARD || s == SQZ_STAGE_BACKWARD || s == SQZ_STAGE_GRAMS || s == SQZ_STAGE_SCORING
+ * passes, the Grams' products, the option scoring (its GPTQ and error sums run in float)
+ * and GPTQ (double with --gptq-double), double for pruning's solves; none for writing. */
+static const char *stage_ref(int s, int gptq_double) {
+    return s == SQZ_STAGE_FORWARD || s == SQZ_STAGE_BACKWARD || s == SQZ_STAGE_GRAMS || s == SQZ_STAGE_SCORING ||
+                   (s == SQZ_STAGE_GPTQ && !gptq_double)
                ? "sgemm"
            : s == SQZ_STAGE_WRITING ? NULL
                                     : "dgemm";
 }
 
 /* Stage s's GFLOP/s and the rate of the GEMM it is held against (0: none). */
-static double stage_rate(const sqz_stage_times *t, int s, double sgemm, double dgemm, double *peak) {
-    const char *ref = stage_ref(s);
+static double stage_rate(const sqz_stage_times *t, int s, int gptq_double, double sgemm, double dgemm,
+                         double *peak) {
+    const char *ref = stage_ref(s, gptq_double);
     *peak = !ref ? 0.0 : ref[0] == 's' ? sgemm : dgemm;
     return t->seconds[s] > 0 ? t->flops[s] / t->seconds[s] / 1e9 : 0.0;
 }
 
 /* Each stage's wall time, GFLOP/s and the fraction of the machine's GEMM rate; the rest
  * of the wall time (loading, held-out and --eval measurements, the knapsack) as "other". */
-static void print_stages(const sqz_stage_times *t, double sgemm, double dgemm, double total) {
+static void print_stages(const sqz_stage_times *t, int gptq_double, double sgemm, double dgemm, double total) {
     double sum = 0.0;
     printf("%-9s %9s %9s %9s %s\n", "stage", "seconds", "GFLOP", "GFLOP/s", "of the machine's GEMM rate");
     for (int s = 0; s < SQZ_STAGE_COUNT; s++) {
         sum += t->seconds[s];
         if (t->seconds[s] <= 0 && t->flops[s] <= 0) continue;
-        double peak, rate = stage_rate(t, s, sgemm, dgemm, &peak);
+        double peak, rate = stage_rate(t, s, gptq_double, sgemm, dgemm, &peak);
         printf("%-9s %9.1f %9.1f %9.1f", sqz_stage_name(s), t->seconds[s], t->flops[s] / 1e9, rate);
-        if (t->flops[s] > 0 && peak > 0) printf(" %5.1f%% of %s %.1f", 100.0 * rate / peak, stage_ref(s), peak);
+        if (t->flops[s] > 0 && peak > 0)
+            printf(" %5.1f%% of %s %.1f", 100.0 * rate / peak, stage_ref(s, gptq_double), peak);
         printf("\n");
     }
     printf("%-9s %9.1f\n%-9s %9.1f\n", "other", total - sum, "total", total);
 }
 
-static cJSON *stages_json(const sqz_stage_times *t, double sgemm, double dgemm, int threads, double total) {
+static cJSON *stages_json(const sqz_stage_times *t, int gptq_double, double sgemm, double dgemm, int threads,
+                          double total) {
     cJSON *o = cJSON_CreateObject();
     cJSON *g = cJSON_AddObjectToObject(o, "gemm_rates");
     cJSON_AddNumberToObject(g, "sgemm_gflops", sgemm);
@@ -119,8 +123,8 @@ static cJSON *stages_json(const sqz_stage_times *t, double sgemm, double dgemm, 
     double sum = 0.0;
     for (int s = 0; s < SQZ_STAGE_COUNT; s++) {
         cJSON *e = cJSON_AddObjectToObject(o, sqz_stage_name(s));
-        const char *ref = stage_ref(s);
-        double peak, rate = stage_rate(t, s, sgemm, dgemm, &peak);
+        const char *ref = stage_ref(s, gptq_double);
+        double peak, rate = stage_rate(t, s, gptq_double, sgemm, dgemm, &peak);
         sum += t->seconds[s];
         cJSON_AddNumberToObject(e, "seconds", t->seconds[s]);
         cJSON_AddNumberToObject(e, "gflop", t->flops[s] / 1e9);
@@ -249,13 +253,13 @@ int cmd_sensitivity(args *a) {
         printf("\n");
     }
     double total_seconds = sqz_now() - t_start;
-    if (!quiet) print_stages(&sens->times, sgemm_rate, dgemm_rate, total_seconds);
+    if (!quiet) print_stages(&sens->times, 0, sgemm_rate, dgemm_rate, total_seconds);
     if (json) {
         root = cJSON_CreateObject();
         cJSON_AddStringToObject(root, "model", model);
         cJSON_AddNumberToObject(root, "loss", sens->loss);
         cJSON_AddItemToObject(root, "stages",
-                              stages_json(&sens->times, sgemm_rate, dgemm_rate, sqz_pool_threads(pool), total_seconds));
+                              stages_json(&sens->times, 0, sgemm_rate, dgemm_rate, sqz_pool_threads(pool), total_seconds));
         cJSON_AddNumberToObject(root, "calib_tokens", (double)sens->n_scored);
         cJSON *arr = cJSON_AddArrayToObject(root, "tensors");
         for (int i = 0; i < sens->n_tensors; i++) {
@@ -475,7 +479,7 @@ static cJSON *compress_json(const sqz_compress_report *rep, const char *model, c
         cJSON_AddItemToArray(rs, oj);
     }
     cJSON_AddNumberToObject(root, "best_round", rep->best_round);
-    cJSON_AddItemToObject(root, "stages", stages_json(&rep->times, sgemm, dgemm, threads, total));
+    cJSON_AddItemToObject(root, "stages", stages_json(&rep->times, o->gptq_double, sgemm, dgemm, threads, total));
     if (rep->prune_max >= 0) {
         cJSON *pj = cJSON_AddObjectToObject(root, "prune");
         cJSON_AddNumberToObject(pj, "max_fraction", rep->prune_max);
@@ -704,7 +708,7 @@ int cmd_compress(args *a) {
                                      : "\n");
     if (rep.resumed_layer > 0) printf("%d\n", rep.resumed_layer - 1);
     double total_seconds = sqz_now() - t_start;
-    if (!quiet) print_stages(&rep.times, sgemm_rate, dgemm_rate, total_seconds);
+    if (!quiet) print_stages(&rep.times, co.gptq_double, sgemm_rate, dgemm_rate, total_seconds);
     if (json || html) {
         root = compress_json(&rep, model, out, &cs, &co, sgemm_rate, dgemm_rate, sqz_pool_threads(pool),
                              total_seconds);

@@ -121,6 +121,7 @@ typedef struct qm {
     sqz_layer *view_layers;
     sqz_tensor qt[LIN_COUNT];
     void *qdata[LIN_COUNT];
+    size_t qcap[LIN_COUNT];    /* their sizes */
 } qm;
 
 static int add_tensor(qm *q, int *idx, const char *name, const sqz_tensor *src, int role, int requested, int perm,
@@ -300,6 +301,89 @@ static void deq_task(void *vctx, int64_t b, int64_t e, int thread) {
     deq_job *j = vctx;
     const sqz_type_traits *tt = sqz_type_get(j->type);
     for (int64_t r = b; r < e; r++) tt->dequantize(j->src + (size_t)r * j->row_bytes, j->dst + r * j->cols, j->cols);
+}
+
+/* RTN without calibration, straight from the source tensor: each task reads its rows
+ * into its own scratch, rounds them and sums their errors row by row. No tensor-sized W
+ * or Ŵ: on an F32 source those copies, their fresh pages and a serial error sum took
+ * about as long as the rounding itself. */
+#define RTN_ROWS 16
+
+typedef struct {
+    int type;
+    const sqz_tensor *src;
+    int64_t row0, cols; /* task row r is the source's row0 + r */
+    uint8_t *dst;
+    size_t row_bytes;
+    float *scratch;    /* per thread: 2 · RTN_ROWS · cols */
+    double *num, *den; /* per row: ‖w − ŵ‖², ‖w‖² */
+    int failed;
+    sqz_err err;
+} rtn_src_job;
+
+static void rtn_src_task(void *vctx, int64_t b, int64_t e, int thread) {
+    rtn_src_job *j = vctx;
+    const int64_t cols = j->cols;
+    const sqz_type_traits *tt = sqz_type_get(j->type);
+    float *W = j->scratch + (size_t)thread * 2 * RTN_ROWS * (size_t)cols, *Wq = W + RTN_ROWS * cols;
+    for (int64_t r0 = b; r0 < e && !j->failed; r0 += RTN_ROWS) {
+        int64_t n = e - r0 < RTN_ROWS ? e - r0 : RTN_ROWS;
+        sqz_err e1;
+        if (sqz_tensor_rows_f32(j->src, j->row0 + r0, n, W, &e1)) {
+            if (!__atomic_exchange_n(&j->failed, 1, __ATOMIC_SEQ_CST)) j->err = e1;
+            return;
+        }
+        for (int64_t r = 0; r < n; r++) {
+            uint8_t *d = j->dst + (size_t)(r0 + r) * j->row_bytes;
+            const float *w = W + r * cols;
+            if (sqz_convert_row(j->type, w, d, cols, NULL, &e1)) {
+                if (!__atomic_exchange_n(&j->failed, 1, __ATOMIC_SEQ_CST)) j->err = e1;
+                return;
+            }
+            tt->dequantize(d, Wq, cols);
+            double num = 0, den = 0;
+            for (int64_t i = 0; i < cols; i++) {
+                double dd = (double)w[i] - Wq[i];
+                num += dd * dd;
+                den += (double)w[i] * w[i];
+            }
+            j->num[r0 + r] = num;
+            j->den[r0 + r] = den;
+        }
+    }
+}
+
+/* Rows [row0, row0 + n) of tensor idx of the plan rounded to nearest from its source into
+ * dst, their errors added to num and den in row order (the same bits for any thread
+ * count). */
+static int rtn_rows(qm *q, int idx, int64_t row0, int64_t n, uint8_t *dst, double *num, double *den, sqz_err *err) {
+    const plan_tensor *p = &q->plan[idx];
+    const sqz_qtensor_report *t = &q->rep->tensors[idx];
+    int nt = sqz_pool_threads(q->pool);
+    rtn_src_job j = {t->type, p->src, row0, p->cols, dst, p->row_bytes, NULL, NULL, NULL, 0, {{0}}};
+    j.scratch = malloc((size_t)(nt > 0 ? nt : 1) * 2 * RTN_ROWS * (size_t)p->cols * sizeof(float));
+    j.num = malloc((size_t)n * 2 * sizeof(double));
+    if (!j.scratch || !j.num) {
+        free(j.scratch); free(j.num);
+        return sqz_fail(err, "quantize: out of memory for %s", t->name);
+    }
+    j.den = j.num + n;
+    sqz_pool_for(q->pool, n, RTN_ROWS, rtn_src_task, &j);
+    for (int64_t r = 0; !j.failed && r < n; r++) *num += j.num[r], *den += j.den[r];
+    free(j.scratch); free(j.num);
+    if (j.failed) return sqz_fail(err, "%s: %s", t->name, j.err.msg);
+    return SQZ_OK;
+}
+
+/* The whole tensor idx by rtn_rows into dst, with the report's weight error. */
+static int rtn_from_source(qm *q, int idx, uint8_t *dst, sqz_err *err) {
+    sqz_qtensor_report *t = &q->rep->tensors[idx];
+    double t0 = sqz_now(), num = 0, den = 0;
+    if (rtn_rows(q, idx, 0, q->plan[idx].rows, dst, &num, &den, err)) return SQZ_ERR;
+    t->rel_weight_err = den > 0 ? sqrt(num / den) : 0.0;
+    q->rep->seconds_quant += sqz_now() - t0;
+    sqz_stage_add(&q->rep->times, SQZ_STAGE_GPTQ, sqz_now() - t0, 0.0);
+    return SQZ_OK;
 }
 
 /* ‖W − Ŵ‖_F / ‖W‖_F in double. */
@@ -608,12 +692,22 @@ static int do_layer(qm *q, int l, sqz_err *err) {
         const plan_tensor *p = &q->plan[lin_idx[i]];
         const sqz_qtensor_report *t = &q->rep->tensors[lin_idx[i]];
         int site = kLinSite[i];
+        if ((size_t)t->bytes > q->qcap[i]) { /* kept from layer to layer: fresh pages cost */
+            free(q->qdata[i]);
+            q->qcap[i] = 0;
+            if (!(q->qdata[i] = malloc((size_t)t->bytes))) {
+                sqz_fail(err, "quantize: out of memory for %s", t->name);
+                goto done;
+            }
+            q->qcap[i] = (size_t)t->bytes;
+        }
+        if (!q->calib) { /* round to nearest from the source, no copy of W */
+            if (rtn_from_source(q, lin_idx[i], q->qdata[i], err) || write_rows(q, p, q->qdata[i], err)) goto done;
+            continue;
+        }
         size_t nW = (size_t)p->rows * (size_t)p->cols;
         float *W = malloc(nW * sizeof(float));
-        free(q->qdata[i]);
-        q->qdata[i] = malloc((size_t)t->bytes);
-        if (!W || !q->qdata[i]) {
-            free(W);
+        if (!W) {
             sqz_fail(err, "quantize: out of memory for %s", t->name);
             goto done;
         }
@@ -673,6 +767,13 @@ static int do_output(qm *q, sqz_err *err) {
     sqz_qtensor_report *t = &q->rep->tensors[q->idx_out];
     if (write_norm(q, q->idx_out_norm, err)) return SQZ_ERR;
     if (t->kept) return write_rows(q, p, p->src->data, err);
+    if (!q->calib) { /* round to nearest from the source, no copy of W */
+        uint8_t *d = malloc((size_t)t->bytes);
+        if (!d) return sqz_fail(err, "quantize: out of memory for %s", t->name);
+        int rc = rtn_from_source(q, q->idx_out, d, err) || write_rows(q, p, d, err) ? SQZ_ERR : SQZ_OK;
+        free(d);
+        return rc;
+    }
     int64_t dim = c->dim;
     /* Targets from the original model only when the tensor is not also the input
      * embedding: W* would move the embedding rows away from W. */
@@ -747,6 +848,12 @@ static int do_embedding(qm *q, sqz_err *err) {
     }
     for (int64_t r0 = 0; r0 < p->rows; r0 += chunk) {
         int64_t nr = p->rows - r0 < chunk ? p->rows - r0 : chunk;
+        if (!q->seq) { /* no stream to feed: round from the source on the pool */
+            if (rtn_rows(q, q->idx_embd, r0, nr, dst, &num, &den, err) ||
+                sqz_gguf_write_data(&q->w, dst, p->row_bytes * (size_t)nr, err))
+                goto done;
+            continue;
+        }
         if (sqz_tensor_rows_f32(p->src, r0, nr, W, err)) goto done;
         rows_job j = {t->type, W, p->cols, NULL, dst, p->row_bytes, 0, {{0}}};
         sqz_pool_for(q->pool, nr, 16, rtn_task, &j);
