@@ -116,6 +116,22 @@ expect_error 1 "$T/in/isdir" "${Q[@]}" "$stories" -o "$T/in/isdir" --type Q8_0
 left="$(cd "$T/in/isdir" && ls -A)"
 [[ -z "$left" ]] || { fails=$((fails + 1)); echo "FAIL: -o DIR left $left in it" >&2; }
 
+# ---- calibration as token ids (stories260K has no tokenizer): an id outside the
+# vocabulary is refused by name; valid ids quantize (GPTQ) and write the file
+python3 -c "import json; json.dump([1] + [(7 * i) % 509 + 3 for i in range(1023)], open('$T/in/ids.json', 'w'))"
+python3 -c "import json; json.dump([1, 5, 9999, 7], open('$T/in/badids.json', 'w'))"
+expect_error 1 "$T/in/badids.json|entry 2|[0, 512)" "${Q[@]}" "$stories" -o "$OUT" --type Q8_0 --calib "$T/in/badids.json"
+expect_error 1 "$stories|no tokenizer" "${Q[@]}" "$stories" -o "$OUT" --type Q8_0 --calib "$shared/data/wikitext-2-raw-test.txt"
+rm -rf "$O"; mkdir -p "$O"
+checks=$((checks + 1))
+if "${Q[@]}" "$stories" -o "$OUT" --type Q8_0 --method gptq --calib "$T/in/ids.json" --nsamples 4 --seqlen 128 \
+    --quiet >"$T/stdout" 2>"$T/stderr" && [[ -s "$OUT" ]]; then
+    echo "ok: stories260K quantized with --calib token ids (GPTQ): $(head -n 1 "$T/stdout")"
+else
+    fails=$((fails + 1))
+    echo "FAIL: quantize with --calib token ids: $(head -c 400 "$T/stderr")" >&2
+fi
+
 # ---- interrupted run: SIGINT while the output is being written leaves no file.
 # (set -m: a background job of a non-interactive shell would otherwise ignore SIGINT.)
 rm -rf "$O"; mkdir -p "$O"

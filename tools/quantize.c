@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "calib_args.h"
 #include "cli.h"
 #include "sqz/calib.h"
 #include "sqz/core.h"
@@ -32,7 +33,8 @@ const char HELP_QUANTIZE[] =
     "                     diag(H) of the calibration inputs when --calib is given;\n"
     "                     gptq: error-compensating GPTQ with H (needs --calib).\n"
     "                     Default: gptq with --calib, rtn without\n"
-    "  --calib FILE       calibration text (UTF-8), tokenized with the model's tokenizer\n"
+    "  --calib FILE       calibration text (UTF-8), tokenized with the model's tokenizer,\n"
+    "                     or a .json array of token ids (a model without a tokenizer)\n"
     "  --nsamples N       random windows of the text (default 128)\n"
     "  --seqlen L         tokens per window (default 512, at most the model's context)\n"
     "  --seed S           seed of the window positions (default 0)\n"
@@ -285,15 +287,18 @@ int cmd_quantize(args *a) {
     sqz_qmodel_report rep;
     memset(&rep, 0, sizeof rep);
     sqz_model m;
-    if (calib && (rc = read_text(calib, &text, &text_len))) return rc;
-    if (sqz_model_load(&m, model, calib != NULL, &err)) {
+    int calib_ids = calib && is_token_ids_path(calib); /* token ids: no tokenizer needed */
+    if (calib && !calib_ids && (rc = read_text(calib, &text, &text_len))) return rc;
+    if (sqz_model_load(&m, model, calib != NULL && !calib_ids, &err)) {
         free(text);
         return fail(err.msg);
     }
     rc = 0;
     if (calib) {
         if (!seqlen && m.cfg.n_ctx_train > 0 && o.seqlen > m.cfg.n_ctx_train) o.seqlen = m.cfg.n_ctx_train;
-        if (sqz_tok_encode(m.tok, text, text_len, 0, &ids, &n_ids, &err)) {
+        if (calib_ids) {
+            if ((rc = read_token_ids(calib, m.cfg.n_vocab, &ids, &n_ids, NULL, NULL))) goto done;
+        } else if (sqz_tok_encode(m.tok, text, text_len, 0, &ids, &n_ids, &err)) {
             rc = fail(err.msg);
             goto done;
         }

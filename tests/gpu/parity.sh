@@ -14,6 +14,8 @@
 # that into other levels and the compressed files' perplexities moved 0.25% apart on
 # SmolLM2 (H100, 2026-12-07) - two draws of GPTQ's own noise, not a device difference.
 # PARITY_SINGLE=1 also runs the default (single) compress on both devices, reported only.
+# PARITY_QTYPE (Q4_K) and PARITY_BPW (4.5) for models whose rows fit no k-quant (stories260K:
+# Q8_0, 8.5); CALIB and TEXT may be .json token ids for a model without a tokenizer.
 # Prints the table and the wall times; exits 1 on any difference beyond those bounds.
 set -uo pipefail
 bin=$1 model=$2 calib=$3 text=$4 out=$5
@@ -24,7 +26,8 @@ bad() { echo "parity: FAIL: $*"; fails=$((fails + 1)); }
 echo "== test_backend"
 "$bin/test_backend" || bad "test_backend exited $?"
 
-q_common=(quantize "$model" --type Q4_K --method gptq --gptq-double --calib "$calib" --nsamples 16 --seqlen 512 --quiet)
+qtype=${PARITY_QTYPE:-Q4_K} bpw=${PARITY_BPW:-4.5}
+q_common=(quantize "$model" --type "$qtype" --method gptq --gptq-double --calib "$calib" --nsamples 16 --seqlen 512 --quiet)
 for dev in cpu cuda; do
     echo "== sqz ${q_common[*]:0:1} MODEL ${q_common[*]:2} --device $dev"
     t0=$SECONDS
@@ -35,7 +38,7 @@ for dev in cpu cuda; do
         >"$out/ppl-q-$dev.log" 2>&1 || bad "ppl on q-$dev: $(tail -n 2 "$out/ppl-q-$dev.log")"
 done
 
-c_common=(compress "$model" --target-bpw 4.5 --gptq-double --calib "$calib" --nsamples 8 --seqlen 512 --quiet)
+c_common=(compress "$model" --target-bpw "$bpw" --gptq-double --calib "$calib" --nsamples 8 --seqlen 512 --quiet)
 for dev in cpu cuda; do
     echo "== sqz ${c_common[*]:0:1} MODEL ${c_common[*]:2} --device $dev"
     t0=$SECONDS
@@ -60,7 +63,7 @@ for k in ("q", "c"):
     if not a or not b:
         print(f"FAIL: {k}: a perplexity is missing"); ok = False; continue
     rel = abs(a["ppl"] - b["ppl"]) / a["ppl"]
-    print(f"| {'quantize Q4_K GPTQ' if k == 'q' else 'compress 4.5 bpw'} ppl | {a['ppl']:.4f} | {b['ppl']:.4f} | {rel:.2e} |")
+    print(f"| {'quantize GPTQ' if k == 'q' else 'compress'} ppl | {a['ppl']:.4f} | {b['ppl']:.4f} | {rel:.2e} |")
     if rel > 1e-3: print(f"FAIL: {k}: perplexities {rel:.2e} apart (bound 1e-3)"); ok = False
 qa, qb = load("q-cpu.json"), load("q-cuda.json")
 if qa and qb:
