@@ -122,7 +122,7 @@ static void compare_cuda(sqz_backend *cpu, sqz_backend *gpu, sqz_pool *pool, int
            "cuda %.3f s)\n", (long long)n, nwin, (long long)T, worst / big, tc, tg);
     for (int64_t i = 0; i < n * n; i++) Gc[i] /= (double)(nwin * T);
     for (int single = 0; single <= 1; single++) { /* the factor in double, then in single precision */
-        sqz_gptq_opts o = {0.01, 0, 1, 0.0, single, NULL};
+        sqz_gptq_opts o = {0.01, 0, 1, 0.0, single, pool}; /* the CPU factor on the pool */
         sqz_gptq_factor a, c;
         sqz_err err;
         double t0 = sqz_now();
