@@ -14,8 +14,11 @@
 # that into other levels and the compressed files' perplexities moved 0.25% apart on
 # SmolLM2 (H100, 2026-12-07) - two draws of GPTQ's own noise, not a device difference.
 # PARITY_SINGLE=1 also runs the default (single) compress on both devices, reported only.
-# PARITY_QTYPE (Q4_K) and PARITY_BPW (4.5) for models whose rows fit no k-quant (stories260K:
-# Q8_0, 8.5); CALIB and TEXT may be .json token ids for a model without a tokenizer.
+# PARITY_QTYPE (Q4_K), PARITY_BPW (4.5) and PARITY_SEQLEN (512: calibration windows and ppl
+# context) for models whose rows fit no k-quant or whose context is short (stories260K:
+# Q8_0, 8.5; the tiny fixtures: also 128); CALIB and TEXT may be .json token ids for a
+# model without a tokenizer. PARITY_SKIP_BACKEND=1 leaves out step 1 (it does not depend
+# on the model: once per machine is enough).
 # Prints the table and the wall times; exits 1 on any difference beyond those bounds.
 set -uo pipefail
 bin=$1 model=$2 calib=$3 text=$4 out=$5
@@ -23,29 +26,31 @@ mkdir -p "$out"
 fails=0
 bad() { echo "parity: FAIL: $*"; fails=$((fails + 1)); }
 
-echo "== test_backend"
-"$bin/test_backend" || bad "test_backend exited $?"
+if [[ "${PARITY_SKIP_BACKEND:-0}" != 1 ]]; then # once per machine is enough (several models)
+    echo "== test_backend"
+    "$bin/test_backend" || bad "test_backend exited $?"
+fi
 
-qtype=${PARITY_QTYPE:-Q4_K} bpw=${PARITY_BPW:-4.5}
-q_common=(quantize "$model" --type "$qtype" --method gptq --gptq-double --calib "$calib" --nsamples 16 --seqlen 512 --quiet)
+qtype=${PARITY_QTYPE:-Q4_K} bpw=${PARITY_BPW:-4.5} seqlen=${PARITY_SEQLEN:-512}
+q_common=(quantize "$model" --type "$qtype" --method gptq --gptq-double --calib "$calib" --nsamples 16 --seqlen "$seqlen" --quiet)
 for dev in cpu cuda; do
     echo "== sqz ${q_common[*]:0:1} MODEL ${q_common[*]:2} --device $dev"
     t0=$SECONDS
     "$bin/sqz" "${q_common[@]}" -o "$out/q-$dev.gguf" --device $dev --json "$out/q-$dev.json" \
         >"$out/q-$dev.log" 2>&1 || bad "quantize --device $dev: $(tail -n 2 "$out/q-$dev.log")"
     echo "  $(head -n 1 "$out/q-$dev.log") [wall $((SECONDS - t0)) s]"
-    "$bin/sqz" ppl "$out/q-$dev.gguf" "$text" --ctx 512 --chunks 16 --json "$out/ppl-q-$dev.json" \
+    "$bin/sqz" ppl "$out/q-$dev.gguf" "$text" --ctx "$seqlen" --chunks 16 --json "$out/ppl-q-$dev.json" \
         >"$out/ppl-q-$dev.log" 2>&1 || bad "ppl on q-$dev: $(tail -n 2 "$out/ppl-q-$dev.log")"
 done
 
-c_common=(compress "$model" --target-bpw "$bpw" --gptq-double --calib "$calib" --nsamples 8 --seqlen 512 --quiet)
+c_common=(compress "$model" --target-bpw "$bpw" --gptq-double --calib "$calib" --nsamples 8 --seqlen "$seqlen" --quiet)
 for dev in cpu cuda; do
     echo "== sqz ${c_common[*]:0:1} MODEL ${c_common[*]:2} --device $dev"
     t0=$SECONDS
     "$bin/sqz" "${c_common[@]}" -o "$out/c-$dev.gguf" --device $dev --json "$out/c-$dev.json" \
         >"$out/c-$dev.log" 2>&1 || bad "compress --device $dev: $(tail -n 2 "$out/c-$dev.log")"
     echo "  $(tail -n 1 "$out/c-$dev.log") [wall $((SECONDS - t0)) s]"
-    "$bin/sqz" ppl "$out/c-$dev.gguf" "$text" --ctx 512 --chunks 16 --json "$out/ppl-c-$dev.json" \
+    "$bin/sqz" ppl "$out/c-$dev.gguf" "$text" --ctx "$seqlen" --chunks 16 --json "$out/ppl-c-$dev.json" \
         >"$out/ppl-c-$dev.log" 2>&1 || bad "ppl on c-$dev: $(tail -n 2 "$out/ppl-c-$dev.log")"
 done
 
@@ -108,7 +113,7 @@ if [[ "${PARITY_SINGLE:-0}" == 1 ]]; then # the default precision: reported, not
     for a in "${c_common[@]}"; do [[ "$a" == --gptq-double ]] || s_common+=("$a"); done
     for dev in cpu cuda; do
         "$bin/sqz" "${s_common[@]}" -o "$out/s-$dev.gguf" --device $dev >"$out/s-$dev.log" 2>&1 &&
-            "$bin/sqz" ppl "$out/s-$dev.gguf" "$text" --ctx 512 --chunks 16 >"$out/ppl-s-$dev.log" 2>&1
+            "$bin/sqz" ppl "$out/s-$dev.gguf" "$text" --ctx "$seqlen" --chunks 16 >"$out/ppl-s-$dev.log" 2>&1
         echo "single-precision GPTQ, compress --device $dev: $(grep -i 'perplexity' "$out/ppl-s-$dev.log" | tail -n 1)"
     done
 fi
