@@ -386,19 +386,9 @@ static int rtn_from_source(qm *q, int idx, uint8_t *dst, sqz_err *err) {
     return SQZ_OK;
 }
 
-/* ‖W − Ŵ‖_F / ‖W‖_F in double. */
-static double rel_frobenius(const float *W, const float *Wq, int64_t n) {
-    double num = 0, den = 0;
-    for (int64_t i = 0; i < n; i++) {
-        double d = (double)W[i] - Wq[i];
-        num += d * d;
-        den += (double)W[i] * W[i];
-    }
-    return den > 0 ? sqrt(num / den) : 0.0;
-}
-
-/* Quantizes W (rows × cols) into dst by the tensor's type and the chosen method. H
- * (cols × cols, Σ x xᵀ) may be NULL. F: H's GPTQ factor, made here on first use (F->U
+/* Quantizes W (rows × cols) into dst by the tensor's type and the chosen method, with
+ * the calibration's H (cols × cols, Σ x xᵀ; without calibration rtn_from_source rounds
+ * instead). F: H's GPTQ factor, made here on first use (F->U
  * NULL) and kept for the next matrix of the same input; the caller frees it. Fills the
  * report's error columns. */
 static int quantize_matrix(qm *q, int idx, const float *W, const double *H, sqz_gptq_factor *F, uint8_t *dst,
@@ -407,7 +397,7 @@ static int quantize_matrix(qm *q, int idx, const float *W, const double *H, sqz_
     sqz_qtensor_report *t = &q->rep->tensors[idx];
     int64_t rows = p->rows, cols = p->cols;
     double t0 = sqz_now(), flops = 0.0;
-    int gptq = q->o->method == SQZ_QMETHOD_GPTQ && H && sqz_quant_supported(t->type);
+    int gptq = q->o->method == SQZ_QMETHOD_GPTQ && sqz_quant_supported(t->type);
     if (gptq) {
         int single = !q->o->gptq_double;
         sqz_gptq_opts go = {q->o->percdamp, q->o->act_order, 0, q->o->shrink, single, q->pool};
@@ -427,7 +417,7 @@ static int quantize_matrix(qm *q, int idx, const float *W, const double *H, sqz_
         t->rel_output_err = st.rel_output_err;
     } else {
         float *imp = NULL;
-        if (H && sqz_quant_supported(t->type)) {
+        if (sqz_quant_supported(t->type)) {
             if (!(imp = malloc((size_t)cols * sizeof(float)))) return sqz_fail(err, "quantize: out of memory");
             for (int64_t i = 0; i < cols; i++) imp[i] = (float)H[i * cols + i];
         }
@@ -439,13 +429,11 @@ static int quantize_matrix(qm *q, int idx, const float *W, const double *H, sqz_
         if (!Wq) return sqz_fail(err, "quantize: out of memory for %s", t->name);
         deq_job dj = {t->type, dst, p->row_bytes, cols, Wq};
         sqz_pool_for(q->pool, rows, 64, deq_task, &dj);
-        int rc = SQZ_OK;
-        if (H) rc = sqz_gptq_errors(W, Wq, rows, cols, H, q->pool, &t->rel_weight_err, &t->rel_output_err, err);
-        else t->rel_weight_err = rel_frobenius(W, Wq, rows * cols);
+        int rc = sqz_gptq_errors(W, Wq, rows, cols, H, q->pool, &t->rel_weight_err, &t->rel_output_err, err);
         free(Wq);
         if (rc) return SQZ_ERR;
     }
-    if (!gptq && H) flops += 4.0 * (double)rows * (double)cols * (double)cols; /* the statistics' DSYMM */
+    if (!gptq) flops += 4.0 * (double)rows * (double)cols * (double)cols; /* the statistics' DSYMM */
     q->rep->seconds_quant += sqz_now() - t0;
     sqz_stage_add(&q->rep->times, SQZ_STAGE_GPTQ, sqz_now() - t0, flops);
     return SQZ_OK;
@@ -726,7 +714,7 @@ static int do_layer(qm *q, int l, sqz_err *err) {
             sqz_gptq_factor_free(&F);
             F_site = site;
         }
-        if (!bad) bad = quantize_matrix(q, lin_idx[i], W, q->calib ? q->H[site] : NULL, &F, q->qdata[i], err);
+        if (!bad) bad = quantize_matrix(q, lin_idx[i], W, q->H[site], &F, q->qdata[i], err);
         free(W);
         if (bad || write_rows(q, p, q->qdata[i], err)) goto done;
         /* the quantized tensor, as the quantized stream's forward reads it */
@@ -821,7 +809,7 @@ static int do_output(qm *q, sqz_err *err) {
         if (target_map(q, 0, A, err) || apply_target_map(q, W, p->rows, p->cols, A, err)) goto done;
     }
     sqz_gptq_factor F = {0};
-    int qrc = quantize_matrix(q, q->idx_out, W, q->calib ? q->H[0] : NULL, &F, dst, err);
+    int qrc = quantize_matrix(q, q->idx_out, W, q->H[0], &F, dst, err);
     sqz_gptq_factor_free(&F);
     if (qrc) goto done;
     if (write_rows(q, p, dst, err)) goto done;
