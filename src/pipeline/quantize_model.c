@@ -341,14 +341,14 @@ static void rtn_src_task(void *vctx, int64_t b, int64_t e, int thread) {
                 return;
             }
             tt->dequantize(d, Wq, cols);
-            double num = 0, den = 0;
+            double num[4] = {0, 0, 0, 0}, den[4] = {0, 0, 0, 0}; /* four chains: no latency-bound sum */
             for (int64_t i = 0; i < cols; i++) {
                 double dd = (double)w[i] - Wq[i];
-                num += dd * dd;
-                den += (double)w[i] * w[i];
+                num[i & 3] += dd * dd;
+                den[i & 3] += (double)w[i] * w[i];
             }
-            j->num[r0 + r] = num;
-            j->den[r0 + r] = den;
+            j->num[r0 + r] = (num[0] + num[1]) + (num[2] + num[3]);
+            j->den[r0 + r] = (den[0] + den[1]) + (den[2] + den[3]);
         }
     }
 }
