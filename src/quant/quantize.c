@@ -498,10 +498,10 @@ static int best_candidate(const qfmt *f, const float *x, const float *w, int n, 
     while (nc > 0 && np % 8) inv[np] = inv[nc - 1], np++;
     candidate_sums(f, x, w, n, inv, np, sxl, sll);
     candidate_errors(sxx, sxl, sll, np, f16, sc, ec);
-    for (int c = 0; c < nc; c++) {
-        if (sc[c] == 0.0f) continue;
-        if (ec[c] < *best) *best = ec[c], *s_best = sc[c], found = c;
-    }
+    double b = *best;
+    for (int c = 0; c < nc; c++) /* the first strictly smallest (no branch to mispredict) */
+        if (sc[c] != 0.0f && ec[c] < b) b = ec[c], found = c;
+    if (found >= 0) *best = b, *s_best = sc[found];
     return found;
 }
 
@@ -936,8 +936,10 @@ static void kquant_params(const qfmt *f, const float *x, const float *w, sqz_qpa
             const double ek = kq_eval(f, x, w, s, off, d, dm, &cur, L);
             if (ek < best) best = ek, bestp = cur, bd = d, bdm = dm, memcpy(Lb, L, (size_t)f->block);
         }
-        /* Closed-form refit of (d, dmin) for the chosen integers: x ~ d*(sc*l) - dmin*m. */
-        for (int it = 0; it < 3; it++) {
+        /* Closed-form refit of (d, dmin) for the chosen integers: x ~ d*(sc*l) - dmin*m.
+         * Once: two more rounds lowered SmolLM2's Q2_K errors by 0.01% and took 7% of RTN's
+         * time (the loop keeps its breaks). */
+        for (int it = 0; it < 1; it++) {
             double q[5][4] = {{0}}; /* four chains each */
             for (int i = 0; i < f->block; i++) {
                 const double a = (double)bestp.sc[i / f->sub] * Lb[i], b = -(double)bestp.m[i / f->sub], wi = w[i];
@@ -990,8 +992,16 @@ static int block_params(int type, const float *x, const float *w, sqz_qparams *p
     if (!f) return sqz_fail(err, "quantize: type %s (id %d) is not supported", type_name(type), type);
     float wb[SQZ_QBLOCK_MAX];
     double wsum = 0.0;
-    for (int i = 0; i < f->block; i++)
-        if (!isfinite(x[i])) return sqz_fail(err, "quantize %s: value %d of the block is not finite", type_name(type), i);
+    uint32_t nonfinite = 0; /* exponent bits all ones: inf or nan (one pass, no early exit) */
+    for (int i = 0; i < f->block; i++) {
+        uint32_t u;
+        memcpy(&u, &x[i], 4);
+        nonfinite |= (uint32_t)((u & 0x7f800000u) == 0x7f800000u);
+    }
+    if (nonfinite)
+        for (int i = 0; i < f->block; i++)
+            if (!isfinite(x[i]))
+                return sqz_fail(err, "quantize %s: value %d of the block is not finite", type_name(type), i);
     if (w) {
         for (int i = 0; i < f->block; i++) {
             if (!(w[i] >= 0.0f && isfinite(w[i])))
