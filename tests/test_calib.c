@@ -68,6 +68,27 @@ static void test_grams(void) {
                 CHECK(memcmp(g1.layers[l].g[s], g3.layers[l].g[s], (size_t)(n * n) * sizeof(double)) == 0,
                       "layer %d %s: 1 and 3 threads differ", l, kSite[s]);
         }
+    /* the stepper (a layer at a time) gives the run's Grams bit for bit, and refuses a
+     * step past the last layer */
+    sqz_calib_stepper *st = NULL;
+    CHECK(sqz_calib_begin(&m, NULL, pool, win, nsamples, seqlen, NULL, NULL, &st, &err) == 0, "%s", err.msg);
+    for (int l = 0; st && l < m.cfg.n_layer; l++) {
+        sqz_layer_grams *g = NULL;
+        CHECK(sqz_calib_step(st, &g, &err) == 0, "step %d: %s", l, err.msg);
+        for (int s = 0; g && s < SQZ_SITE_COUNT; s++) {
+            int64_t n = g1.layers[l].n[s];
+            CHECK(g->n[s] == n, "step %d %s: width %lld, run %lld", l, kSite[s], (long long)g->n[s], (long long)n);
+            if (g->n[s] == n && n > 0)
+                CHECK(memcmp(g->g[s], g1.layers[l].g[s], (size_t)(n * n) * sizeof(double)) == 0,
+                      "step %d %s: Gram differs from sqz_calib_run's", l, kSite[s]);
+        }
+    }
+    if (st) {
+        sqz_layer_grams *g = NULL;
+        CHECK(sqz_calib_step(st, &g, &err) != 0 && strstr(err.msg, "past the last layer"), "step past the end: %s",
+              err.msg);
+    }
+    sqz_calib_end(st);
     for (int i = 0; i < nl; i++) {
         int l = lay[i];
         CHECK(l >= 0 && l < m.cfg.n_layer, "fixture layer %d", l);

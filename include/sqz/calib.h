@@ -70,6 +70,18 @@ int sqz_calib_run_weighted(const sqz_model *m, sqz_backend *backend, sqz_pool *p
                            int nsamples, int seqlen, const float *const *weights, sqz_calib_layer_fn fn, void *ctx,
                            sqz_stage_times *times, sqz_err *err);
 
+/* The same run a layer at a time, for a caller that needs layer l's Grams at its own
+ * pace (a pruned layer made just before the quantizer reaches it): begin embeds the
+ * windows; each step runs the next layer (0, 1, ...) over every window and points *g at
+ * its Grams (valid until the next step or end; the stepper owns them); end frees. One
+ * layer's weights and Grams and the windows' stream are held, as in sqz_calib_run. */
+typedef struct sqz_calib_stepper sqz_calib_stepper;
+int sqz_calib_begin(const sqz_model *m, sqz_backend *backend, sqz_pool *pool, const int32_t *windows, int nsamples,
+                    int seqlen, const float *const *weights, sqz_stage_times *times, sqz_calib_stepper **out,
+                    sqz_err *err);
+int sqz_calib_step(sqz_calib_stepper *st, sqz_layer_grams **g, sqz_err *err);
+void sqz_calib_end(sqz_calib_stepper *st);
+
 /* times (may be NULL) of both: the layer passes go to SQZ_STAGE_FORWARD, the Grams to
  * SQZ_STAGE_GRAMS; the callback's own time to neither. */
 

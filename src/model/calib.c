@@ -167,90 +167,130 @@ int sqz_calib_run(const sqz_model *m, sqz_pool *pool, const int32_t *windows, in
     return sqz_calib_run_weighted(m, NULL, pool, windows, nsamples, seqlen, NULL, fn, ctx, times, err);
 }
 
-int sqz_calib_run_weighted(const sqz_model *m, sqz_backend *backend, sqz_pool *pool, const int32_t *windows,
-                           int nsamples, int seqlen, const float *const *weights, sqz_calib_layer_fn fn, void *ctx,
-                           sqz_stage_times *times, sqz_err *err) {
+/* The calibration stream of one model, advanced a layer at a time (sqz/calib.h). */
+struct sqz_calib_stepper {
+    const sqz_model *m;
+    sqz_backend *backend;
+    int nsamples, seqlen;
+    int next;              /* the next layer to step */
+    float *X;              /* [T, dim]: every window's residual stream at layer `next` */
+    sqz_fwd_ws *ws;        /* each layer's weights dequantized once for all windows */
+    acc_ctx a;
+    int64_t gw_n[SQZ_CALIB_KINDS];
+};
+
+int sqz_calib_begin(const sqz_model *m, sqz_backend *backend, sqz_pool *pool, const int32_t *windows, int nsamples,
+                    int seqlen, const float *const *weights, sqz_stage_times *times, sqz_calib_stepper **out,
+                    sqz_err *err) {
+    *out = NULL;
     if (nsamples <= 0 || seqlen <= 0)
         return sqz_fail(err, "calibration: nsamples %d and seqlen %d must both be >= 1", nsamples, seqlen);
     const int64_t dim = m->cfg.dim, T = (int64_t)nsamples * seqlen;
     size_t nx, bytes;
     if (sqz_mul_size((size_t)T, (size_t)dim, &nx) || sqz_mul_size(nx, sizeof(float), &bytes))
         return sqz_fail(err, "calibration: %d × %d tokens × dim %lld overflows", nsamples, seqlen, (long long)dim);
-    float *X = malloc(bytes);
-    sqz_fwd_ws *ws = NULL; /* each layer's weights dequantized once for all windows */
-    acc_ctx a;
-    memset(&a, 0, sizeof a);
-    a.pool = pool;
-    a.weights = weights;
-    a.times = times;
-    int64_t gw_n[SQZ_CALIB_KINDS] = {0};
-    int rc = SQZ_ERR;
-    if (!X) {
-        sqz_fail(err, "calibration: out of memory for %zu bytes of activations", bytes);
-        goto done;
+    sqz_calib_stepper *st = calloc(1, sizeof *st);
+    if (!st) return sqz_fail(err, "calibration: out of memory");
+    st->m = m, st->backend = backend, st->nsamples = nsamples, st->seqlen = seqlen;
+    st->a.pool = pool;
+    st->a.weights = weights;
+    st->a.times = times;
+    if (!(st->X = malloc(bytes))) {
+        sqz_calib_end(st);
+        return sqz_fail(err, "calibration: out of memory for %zu bytes of activations", bytes);
     }
     for (int s = 0; s < nsamples; s++)
-        if (sqz_forward_embed(m, windows + (int64_t)s * seqlen, seqlen, X + (int64_t)s * seqlen * dim, err)) goto done;
-    if (sqz_fwd_ws_create(m, pool, seqlen, &ws, err)) goto done;
-    for (int l = 0; l < m->cfg.n_layer; l++) {
-        int64_t n[SQZ_SITE_COUNT];
-        layer_widths(m, l, n);
-        for (int s = 0; s < SQZ_SITE_COUNT; s++) {
-            if (n[s] != a.g.n[s]) {
-                free(a.g.g[s]);
-                a.g.g[s] = NULL;
-                a.g.n[s] = n[s];
-                if (n[s] > 0 && !(a.g.g[s] = malloc((size_t)(n[s] * n[s]) * sizeof(double)))) {
-                    sqz_fail(err, "calibration: out of memory for a %lld × %lld Gram", (long long)n[s],
-                             (long long)n[s]);
-                    goto done;
-                }
-            }
-            if (n[s] > 0) memset(a.g.g[s], 0, (size_t)(n[s] * n[s]) * sizeof(double));
-            if (n[s] > 0 && sqz_gram_open(backend, pool, n[s], a.g.g[s], &a.acc[s], err)) goto done;
+        if (sqz_forward_embed(m, windows + (int64_t)s * seqlen, seqlen, st->X + (int64_t)s * seqlen * dim, err)) {
+            sqz_calib_end(st);
+            return SQZ_ERR;
         }
-        for (int k = 0; k < SQZ_CALIB_KINDS; k++) { /* weighted Grams where this layer has weights */
-            int64_t w = n[kSiteOfKind[k]];
-            int want = weights && weights[l * SQZ_CALIB_KINDS + k] && w > 0;
-            /* kept from layer to layer while the width stays: fresh pages of an 8960-wide
-             * Gram cost more to fault in than to clear */
-            if (!want || gw_n[k] != w) {
-                free(a.g.gw[k]);
-                a.g.gw[k] = NULL;
-                gw_n[k] = 0;
-            }
-            if (!want) continue;
-            if (!a.g.gw[k] && !(a.g.gw[k] = malloc((size_t)(w * w) * sizeof(double)))) {
-                sqz_fail(err, "calibration: out of memory for a %lld × %lld Gram", (long long)w, (long long)w);
-                goto done;
-            }
-            gw_n[k] = w;
-            memset(a.g.gw[k], 0, (size_t)(w * w) * sizeof(double));
-            if (sqz_gram_open(backend, pool, w, a.g.gw[k], &a.accw[k], err)) goto done;
-        }
-        double t0 = sqz_now();
-        a.hook_seconds = 0.0;
-        for (int s = 0; s < nsamples; s++) {
-            a.tok0 = (int64_t)s * seqlen;
-            if (sqz_forward_layer_ws(ws, m, l, X + (int64_t)s * seqlen * dim, seqlen, gram_hook, &a, err)) goto done;
-        }
-        double t1 = sqz_now();
-        int frc = accs_finish(&a, err);
-        accs_close(&a);
-        sqz_stage_add(times, SQZ_STAGE_GRAMS, sqz_now() - t1, 0.0); /* the last batches (flops counted per add) */
-        if (frc) goto done;
-        sqz_stage_add(times, SQZ_STAGE_FORWARD, t1 - t0 - a.hook_seconds,
-                      (double)nsamples * sqz_forward_flops(m, l, seqlen));
-        sqz_fwd_ws_forget(ws); /* the layer's f32 weights: the callback needs the memory more */
-        if (fn(ctx, l, &a.g, T, err)) goto done;
+    if (sqz_fwd_ws_create(m, pool, seqlen, &st->ws, err)) {
+        sqz_calib_end(st);
+        return SQZ_ERR;
     }
-    rc = SQZ_OK;
-done:
-    free(X);
-    free(a.xw);
-    accs_close(&a);
-    grams_free(&a.g);
-    sqz_fwd_ws_free(ws);
+    *out = st;
+    return SQZ_OK;
+}
+
+int sqz_calib_step(sqz_calib_stepper *st, sqz_layer_grams **g, sqz_err *err) {
+    const sqz_model *m = st->m;
+    const int l = st->next, nsamples = st->nsamples, seqlen = st->seqlen;
+    const int64_t dim = m->cfg.dim;
+    acc_ctx *a = &st->a;
+    if (l >= m->cfg.n_layer) return sqz_fail(err, "calibration: stepped past the last layer (%d)", m->cfg.n_layer);
+    int64_t n[SQZ_SITE_COUNT];
+    layer_widths(m, l, n);
+    for (int s = 0; s < SQZ_SITE_COUNT; s++) {
+        if (n[s] != a->g.n[s]) {
+            free(a->g.g[s]);
+            a->g.g[s] = NULL;
+            a->g.n[s] = n[s];
+            if (n[s] > 0 && !(a->g.g[s] = malloc((size_t)(n[s] * n[s]) * sizeof(double))))
+                return sqz_fail(err, "calibration: out of memory for a %lld × %lld Gram", (long long)n[s],
+                                (long long)n[s]);
+        }
+        if (n[s] > 0) memset(a->g.g[s], 0, (size_t)(n[s] * n[s]) * sizeof(double));
+        if (n[s] > 0 && sqz_gram_open(st->backend, a->pool, n[s], a->g.g[s], &a->acc[s], err)) return SQZ_ERR;
+    }
+    for (int k = 0; k < SQZ_CALIB_KINDS; k++) { /* weighted Grams where this layer has weights */
+        int64_t w = n[kSiteOfKind[k]];
+        int want = a->weights && a->weights[l * SQZ_CALIB_KINDS + k] && w > 0;
+        /* kept from layer to layer while the width stays: fresh pages of an 8960-wide
+         * Gram cost more to fault in than to clear */
+        if (!want || st->gw_n[k] != w) {
+            free(a->g.gw[k]);
+            a->g.gw[k] = NULL;
+            st->gw_n[k] = 0;
+        }
+        if (!want) continue;
+        if (!a->g.gw[k] && !(a->g.gw[k] = malloc((size_t)(w * w) * sizeof(double))))
+            return sqz_fail(err, "calibration: out of memory for a %lld × %lld Gram", (long long)w, (long long)w);
+        st->gw_n[k] = w;
+        memset(a->g.gw[k], 0, (size_t)(w * w) * sizeof(double));
+        if (sqz_gram_open(st->backend, a->pool, w, a->g.gw[k], &a->accw[k], err)) return SQZ_ERR;
+    }
+    double t0 = sqz_now();
+    a->hook_seconds = 0.0;
+    for (int s = 0; s < nsamples; s++) {
+        a->tok0 = (int64_t)s * seqlen;
+        if (sqz_forward_layer_ws(st->ws, m, l, st->X + (int64_t)s * seqlen * dim, seqlen, gram_hook, a, err))
+            return SQZ_ERR;
+    }
+    double t1 = sqz_now();
+    int frc = accs_finish(a, err);
+    accs_close(a);
+    sqz_stage_add(a->times, SQZ_STAGE_GRAMS, sqz_now() - t1, 0.0); /* the last batches (flops counted per add) */
+    if (frc) return SQZ_ERR;
+    sqz_stage_add(a->times, SQZ_STAGE_FORWARD, t1 - t0 - a->hook_seconds,
+                  (double)nsamples * sqz_forward_flops(m, l, seqlen));
+    sqz_fwd_ws_forget(st->ws); /* the layer's f32 weights: the caller needs the memory more */
+    st->next = l + 1;
+    *g = &a->g;
+    return SQZ_OK;
+}
+
+void sqz_calib_end(sqz_calib_stepper *st) {
+    if (!st) return;
+    free(st->X);
+    free(st->a.xw);
+    accs_close(&st->a);
+    grams_free(&st->a.g);
+    sqz_fwd_ws_free(st->ws);
+    free(st);
+}
+
+int sqz_calib_run_weighted(const sqz_model *m, sqz_backend *backend, sqz_pool *pool, const int32_t *windows,
+                           int nsamples, int seqlen, const float *const *weights, sqz_calib_layer_fn fn, void *ctx,
+                           sqz_stage_times *times, sqz_err *err) {
+    sqz_calib_stepper *st;
+    if (sqz_calib_begin(m, backend, pool, windows, nsamples, seqlen, weights, times, &st, err)) return SQZ_ERR;
+    const int64_t T = (int64_t)nsamples * seqlen;
+    int rc = SQZ_OK;
+    for (int l = 0; l < m->cfg.n_layer && rc == SQZ_OK; l++) {
+        sqz_layer_grams *g;
+        rc = sqz_calib_step(st, &g, err) || fn(ctx, l, g, T, err) ? SQZ_ERR : SQZ_OK;
+    }
+    sqz_calib_end(st);
     return rc;
 }
 
