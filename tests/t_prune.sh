@@ -16,7 +16,9 @@
 #      within max=, the file's shapes those widths; --prune outside [0, 0.9] or unknown:
 #      exit 2; a budget below what pruning can reach: exit 1 naming the minimum; a model
 #      whose head counts allow no grouped-query layout (8 query / 3 kv heads): exit 1
-#      naming the config field, for prune and compress --prune.
+#      naming the config field, for prune and compress --prune; --prune auto in one round
+#      (the pruned layers streamed into the quantizer) gives the bytes of the same run
+#      with --keep-pruned (the whole pruned model written first).
 # Needs llama.cpp's llama-perplexity for (b): without it the test FAILS, unless
 # SQZ_NO_LLAMACPP=1, when (b) alone is skipped (and said so) and the rest runs.
 set -uo pipefail
@@ -195,7 +197,14 @@ EOF2
             >"$tmp/auto.log" 2>&1 || bad "compress --prune auto at $1 bpw failed: $(tail -n 2 "$tmp/auto.log")"
         got=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["prune"]["max_fraction"])' "$tmp/auto.json" 2>/dev/null)
         [[ "$got" == "$2" ]] || bad "--prune auto at $1 bpw: max_fraction '$got', want $2"
-        rm -f "$tmp/auto.gguf" "$tmp/auto.json"
+        # one round: the pruned layers streamed into the quantizer (the temporary file
+        # holds a layer at a time); --keep-pruned writes the whole pruned model first:
+        # the same bytes either way
+        "$sqz" compress "$s260" -o "$tmp/auto-kept.gguf" --target-bpw "$1" --prune auto "${c260[@]}" \
+            --keep-pruned "$tmp/auto-f32.gguf" >"$tmp/auto.log" 2>&1 || bad "compress --prune auto --keep-pruned failed"
+        cmp -s "$tmp/auto.gguf" "$tmp/auto-kept.gguf" ||
+            bad "--prune auto at $1 bpw: the streamed and the written pruned model give different files"
+        rm -f "$tmp/auto.gguf" "$tmp/auto.json" "$tmp/auto-kept.gguf" "$tmp/auto-f32.gguf"
     done
     "$sqz" info "$tmp/c260.gguf" >/dev/null 2>&1 || bad "sqz cannot load the pruned, quantized file"
     left="$(cd "$tmp" && ls -A | grep -E '\.tmp|round|pruned' || true)"

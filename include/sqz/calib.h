@@ -80,6 +80,7 @@ int sqz_calib_begin(const sqz_model *m, sqz_backend *backend, sqz_pool *pool, co
                     int seqlen, const float *const *weights, sqz_stage_times *times, sqz_calib_stepper **out,
                     sqz_err *err);
 int sqz_calib_step(sqz_calib_stepper *st, sqz_layer_grams **g, sqz_err *err);
+int sqz_calib_next(const sqz_calib_stepper *st); /* the layer the next step runs */
 void sqz_calib_end(sqz_calib_stepper *st);
 
 /* times (may be NULL) of both: the layer passes go to SQZ_STAGE_FORWARD, the Grams to

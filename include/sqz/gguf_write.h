@@ -120,6 +120,10 @@ int sqz_gguf_write_checkpoint(sqz_gguf_writer *w, sqz_gguf_resume_point *rp, sqz
  * and continue into the next ones (padding between tensors is inserted here). Fails when
  * more bytes are given than the tensors declared. */
 int sqz_gguf_write_data(sqz_gguf_writer *w, const void *data, size_t n, sqz_err *err);
+/* As write_data, but leaves the n bytes unwritten: a hole of the file (no disk blocks)
+ * that the caller fills later through its own descriptor (a pruned model streamed into
+ * the quantizer, src/pipeline/prune_write.c). The file must end with written data. */
+int sqz_gguf_write_skip(sqz_gguf_writer *w, size_t n, sqz_err *err);
 /* Checks that every tensor received all its bytes and commits the file. */
 int sqz_gguf_write_end(sqz_gguf_writer *w, sqz_err *err);
 

@@ -39,6 +39,23 @@ int sqz_prune_write(const sqz_model *m, sqz_pool *pool, const sqz_layer_keep *ke
                     int nsamples, int seqlen, double percdamp, double shrink, int compensate, const char *path,
                     sqz_err *err);
 
+/* sqz_prune_write streamed into its consumer, so no model-sized F32 file exists at once:
+ * begin writes path with the embeddings, norms and head but every layer's tensors left
+ * as holes (a sparse file), and starts a calibration run of m (sqz_calib_begin). The
+ * caller loads path (sqz_model_load) and hands the model to attach; then, layer by layer
+ * in order, fill(l) writes the pruned, compensated layer l into the file (the loaded
+ * model sees it through its map) and release(l) punches it out again (where the file
+ * system cannot, the layer stays: the file grows as sqz_prune_write's would). Layers
+ * skipped by fill's caller are stepped over. The bytes filled equal sqz_prune_write's. */
+typedef struct sqz_prune_stream sqz_prune_stream;
+int sqz_prune_stream_begin(const sqz_model *m, sqz_pool *pool, const sqz_layer_keep *keep, const int32_t *windows,
+                           int nsamples, int seqlen, double percdamp, double shrink, const char *path,
+                           sqz_prune_stream **out, sqz_err *err);
+int sqz_prune_stream_attach(sqz_prune_stream *ps, const sqz_model *pruned, sqz_err *err);
+int sqz_prune_stream_fill(sqz_prune_stream *ps, int layer, sqz_err *err);
+int sqz_prune_stream_release(sqz_prune_stream *ps, int layer, sqz_err *err);
+void sqz_prune_stream_end(sqz_prune_stream *ps);
+
 /* The same as a Hugging Face folder dir (created if absent): model.safetensors (F32,
  * transformers' Llama names, q/k rows in the rotate-half layout) and config.json with
  * the per-layer counts as num_attention_heads_per_layer, num_key_value_heads_per_layer

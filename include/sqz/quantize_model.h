@@ -80,6 +80,12 @@ typedef struct sqz_qmodel_opts {
     const char *checkpoint;
     int resume;
     double checkpoint_every_s;
+    /* Called before layer l is read (done = 0) and after it is written (done = 1), in
+     * layer order, for a model whose layers arrive as they are needed (a pruned model
+     * streamed from its source, sqz_prune_stream_*); NULL: none. A non-zero return stops
+     * the run with err. */
+    int (*layer_hook)(void *ctx, int layer, int done, sqz_err *err);
+    void *layer_hook_ctx;
 } sqz_qmodel_opts;
 
 /* Sets the defaults: Q4_K, RTN, no calibration, sequential on, percdamp 0.01, shrink

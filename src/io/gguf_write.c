@@ -3,6 +3,8 @@
  * GGUFWriter and ggml's gguf.cpp). All integers are little-endian. */
 #include "sqz/gguf_write.h"
 
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -399,6 +401,28 @@ int sqz_gguf_write_data(sqz_gguf_writer *w, const void *data, size_t n, sqz_err 
         if (out_write(w, p, k, err) != SQZ_OK) return SQZ_ERR;
         w->cur_written += k;
         p += k;
+        n -= k;
+        if (advance(w, err) != SQZ_OK) return SQZ_ERR;
+    }
+    return SQZ_OK;
+}
+
+int sqz_gguf_write_skip(sqz_gguf_writer *w, size_t n, sqz_err *err) {
+    if (!w->writing || w->failed) return sqz_fail(err, "gguf writer: write_skip before write_begin or after a failure");
+    while (n > 0) {
+        if (w->cur >= w->n_tensors)
+            return sqz_fail(err, "%s: %zu bytes skipped beyond the %lld declared tensors", w->out.path, n,
+                            (long long)w->n_tensors);
+        const sqz_gguf_wtensor *t = &w->tensors[w->cur];
+        size_t k = t->nbytes - w->cur_written;
+        if (k > n) k = n;
+        if (!w->out.f || fseeko(w->out.f, (off_t)k, SEEK_CUR) != 0) {
+            sqz_fail(err, "%s: seek failed: %s", w->out.path, strerror(errno));
+            w->failed = 1;
+            sqz_out_abort(&w->out);
+            return SQZ_ERR;
+        }
+        w->cur_written += k;
         n -= k;
         if (advance(w, err) != SQZ_OK) return SQZ_ERR;
     }

@@ -269,6 +269,8 @@ int sqz_calib_step(sqz_calib_stepper *st, sqz_layer_grams **g, sqz_err *err) {
     return SQZ_OK;
 }
 
+int sqz_calib_next(const sqz_calib_stepper *st) { return st->next; }
+
 void sqz_calib_end(sqz_calib_stepper *st) {
     if (!st) return;
     free(st->X);

@@ -300,6 +300,21 @@ static int temp_file(const sqz_compress_opts *o, const char *path, sqz_err *err)
     return SQZ_OK;
 }
 
+/* The quantizer's layer hook for a streamed pruned model: fill layer l before it is
+ * read, punch it out after (the time counts as pruning). */
+typedef struct {
+    sqz_prune_stream *ps;
+    sqz_stage_times *times;
+} prune_stream_ctx;
+
+static int prune_hook(void *vctx, int layer, int done, sqz_err *err) {
+    prune_stream_ctx *c = vctx;
+    double t0 = sqz_now();
+    int rc = done ? sqz_prune_stream_release(c->ps, layer, err) : sqz_prune_stream_fill(c->ps, layer, err);
+    sqz_stage_add(c->times, SQZ_STAGE_PRUNING, sqz_now() - t0, 0.0);
+    return rc;
+}
+
 int sqz_compress(sqz_model *m, const char *out, const sqz_compress_opts *o, sqz_pool *pool,
                  sqz_compress_report *rep, sqz_err *err) {
     memset(rep, 0, sizeof *rep);
@@ -314,6 +329,9 @@ int sqz_compress(sqz_model *m, const char *out, const sqz_compress_opts *o, sqz_
     if (o->prune_max >= 0 && o->measure)
         return sqz_fail(err, "compress: measuring tensors cannot be combined with pruning (the tensors change shape)");
     const int proxy = o->proxy, rounds = o->rounds;
+    /* pruned layers stream into the quantizer unless later rounds or --keep-pruned need
+     * the whole pruned model (t_compress: both ways give the same bytes) */
+    const int stream = rounds == 1 && !o->keep_pruned;
     double prune_max = o->prune_max;
     int rc = SQZ_OK;
     sqz_model rm, pm; /* a round's output, the pruned unquantized model (pruning) */
@@ -321,6 +339,7 @@ int sqz_compress(sqz_model *m, const char *out, const sqz_compress_opts *o, sqz_
     sqz_joint jt = {0};
     sqz_layer_keep *keep = NULL;
     char *pruned_path = NULL, *estimate_path = NULL;
+    prune_stream_ctx ps = {NULL, NULL};
     double *best_bytes = NULL, *best_params = NULL;
     sqz_sens sens, shape;
     memset(&sens, 0, sizeof sens);
@@ -529,11 +548,18 @@ int sqz_compress(sqz_model *m, const char *out, const sqz_compress_opts *o, sqz_
                 if (have_pm) sqz_model_free(&pm);
                 have_pm = 0;
                 double tp = sqz_now();
+                sqz_prune_stream_end(ps.ps);
+                ps.ps = NULL;
+                /* one round and no kept copy: the layers stream into the quantizer (the
+                 * file holds one layer at a time); else the whole pruned model is written */
                 int prc = sqz_joint_decode(&jt, &sens, choice, keep, plan, err) ||
-                          sqz_prune_write(m, pool, keep, o->windows, o->nsamples, o->seqlen, o->damp, o->shrink, 1,
-                                          pruned_path, err);
+                          (stream ? sqz_prune_stream_begin(m, pool, keep, o->windows, o->nsamples, o->seqlen, o->damp,
+                                                           o->shrink, pruned_path, &ps.ps, err)
+                                  : sqz_prune_write(m, pool, keep, o->windows, o->nsamples, o->seqlen, o->damp,
+                                                    o->shrink, 1, pruned_path, err));
                 sqz_stage_add(&rep->times, SQZ_STAGE_PRUNING, sqz_now() - tp, 0.0);
-                if (prc || sqz_model_load(&pm, pruned_path, 0, err)) {
+                if (prc || sqz_model_load(&pm, pruned_path, 0, err) ||
+                    (ps.ps && sqz_prune_stream_attach(ps.ps, &pm, err))) {
                     rc = SQZ_ERR;
                     goto done;
                 }
@@ -570,11 +596,15 @@ int sqz_compress(sqz_model *m, const char *out, const sqz_compress_opts *o, sqz_
             qo.gptq_double = o->gptq_double;
             qo.resume = o->resume;
             qo.checkpoint_every_s = o->checkpoint_every_s;
+            if (ps.ps) qo.layer_hook = prune_hook, qo.layer_hook_ctx = &ps;
             sqz_qmodel_report_free(&qrep);
+            ps.times = &rep->times;
             if (sqz_quantize_model(have_pm ? &pm : m, paths[r], &qo, pool, &qrep, err)) {
                 rc = SQZ_ERR;
                 goto done;
             }
+            sqz_prune_stream_end(ps.ps); /* its layers are gone from the file: pm is done with */
+            ps.ps = NULL;
             sqz_stage_merge(&rep->times, &qrep.times);
             if (qrep.resumed_layer > 0) rep->resumed_layer = qrep.resumed_layer;
             uint64_t exact_fixed = qrep.file_bytes - ar.bytes;
@@ -774,6 +804,7 @@ done:
     if (have_pm) sqz_model_free(&pm);
     if (pruned_path && !rc && o->keep_pruned && rename(pruned_path, o->keep_pruned) != 0)
         rc = sqz_fail(err, "cannot rename %s to %s: %s", pruned_path, o->keep_pruned, strerror(errno));
+    sqz_prune_stream_end(ps.ps);
     if (pruned_path) unlink(pruned_path);
     free(pruned_path);
     if (estimate_path && !rc) unlink(estimate_path); /* OUT is written: nothing to resume */

@@ -8,7 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "sqz/calib.h"
 #include "sqz/gguf_write.h"
@@ -24,9 +26,39 @@ typedef struct {
     sqz_out st;
     cJSON *header;   /* the safetensors header being built */
     uint64_t st_off; /* its data offset so far */
+    /* a streamed file (sqz_prune_stream_*): the layers' tensors are left as holes at
+     * first (skip_layers, their index ranges in layer_first), later written into the
+     * loaded model's tensors dst[] through fd */
+    int skip_layers;
+    int64_t *layer_first; /* [n_layer + 1]: the writer's tensor index where layer l begins */
+    int fd;
+    const uint8_t *base;  /* the loaded file's map: a tensor's file offset = data - base */
+    const sqz_tensor *dst[16];
+    int n_dst, cur_dst;
+    size_t dst_written;
 } prune_writer;
 
+/* Into the loaded file's tensors dst[], in order, at their offsets. */
+static int fill_write(prune_writer *p, const uint8_t *data, size_t n, sqz_err *err) {
+    while (n > 0) {
+        if (p->cur_dst >= p->n_dst) return sqz_fail(err, "prune stream: %zu bytes beyond the layer's tensors", n);
+        const sqz_tensor *t = p->dst[p->cur_dst];
+        size_t k = t->nbytes - p->dst_written;
+        if (k > n) k = n;
+        off_t off = (off_t)((const uint8_t *)t->data - p->base) + (off_t)p->dst_written;
+        for (size_t done = 0; done < k;) {
+            ssize_t r = pwrite(p->fd, data + done, k - done, off + (off_t)done);
+            if (r <= 0) return sqz_fail(err, "prune stream: writing %s: %s", t->name, strerror(errno));
+            done += (size_t)r;
+        }
+        p->dst_written += k, data += k, n -= k;
+        if (p->dst_written == t->nbytes) p->cur_dst++, p->dst_written = 0;
+    }
+    return SQZ_OK;
+}
+
 static int sink_write(prune_writer *p, const void *data, size_t n, sqz_err *err) {
+    if (p->fd >= 0) return fill_write(p, data, n, err);
     return p->hf ? sqz_out_write(&p->st, data, n, err) : sqz_gguf_write_data(&p->w, data, n, err);
 }
 
@@ -298,14 +330,16 @@ static int st_config(const sqz_model *m, const int *nh, const int *nkv, const in
     return rc ? SQZ_ERR : SQZ_OK;
 }
 
-static int prune_write(const sqz_model *m, sqz_pool *pool, const sqz_layer_keep *keep, const int32_t *windows,
-                       int nsamples, int seqlen, double percdamp, double shrink, int compensate, const char *path,
-                       int hf, sqz_err *err) {
+/* The pruned model into path through p (set up by the caller; p->w is initialized and
+ * freed here). skip: every layer's tensors are left as holes and their index ranges go
+ * to p->layer_first (a GGUF file for sqz_prune_stream_*). */
+static int prune_write_to(prune_writer *pp, sqz_pool *pool, const int32_t *windows, int nsamples, int seqlen,
+                          const char *path, int skip, sqz_err *err) {
+    prune_writer p = *pp;
+    const sqz_model *m = p.m;
+    const sqz_layer_keep *keep = p.keep;
     const sqz_llama_config *c = &m->cfg;
-    if (check_keep(m, keep, err)) return SQZ_ERR;
-    if (compensate && (!windows || nsamples < 1 || seqlen < 1))
-        return sqz_fail(err, "prune: compensation needs calibration windows");
-    prune_writer p = {m, keep, {0}, percdamp, shrink, compensate, hf, {0}, NULL, 0};
+    const int hf = p.hf, compensate = p.compensate;
     sqz_gguf_writer_init(&p.w);
     int *nh = malloc((size_t)c->n_layer * 3 * sizeof(int)), rc = SQZ_ERR;
     if (hf) p.header = cJSON_CreateObject();
@@ -325,6 +359,7 @@ static int prune_write(const sqz_model *m, sqz_pool *pool, const sqz_layer_keep 
     for (int l = 0; l < c->n_layer; l++) {
         const sqz_layer *L = &m->layers[l];
         const sqz_layer_keep *k = &keep[l];
+        if (p.layer_first) p.layer_first[l] = p.w.n_tensors;
         if (k->n_head > 0) {
             struct { const char *n; const sqz_tensor *t; int type; int64_t ne0, ne1; } a[5] = {
                 {"attn_norm", L->attn_norm, SQZ_TYPE_F32, dim, 1},
@@ -359,6 +394,7 @@ static int prune_write(const sqz_model *m, sqz_pool *pool, const sqz_layer_keep 
             }
         }
     }
+    if (p.layer_first) p.layer_first[c->n_layer] = p.w.n_tensors;
     if (add(&p, "output_norm.weight", m->out_norm, SQZ_TYPE_F32, dim, 1, err) ||
         (!tied && add(&p, "output.weight", m->output, SQZ_TYPE_F32, dim, c->n_vocab, err)))
         goto done;
@@ -374,7 +410,11 @@ static int prune_write(const sqz_model *m, sqz_pool *pool, const sqz_layer_keep 
     if (c->rope_freqs && add(&p, "rope_freqs.weight", &rope_t, SQZ_TYPE_F32, d / 2, 1, err)) goto done;
     if ((hf ? st_begin(&p, path, err) : sqz_gguf_write_begin(&p.w, path, err)) || copy_whole(&p, m->tok_embd, err))
         goto done;
-    if (compensate) {
+    if (skip) { /* holes: the layers are written later (sqz_prune_stream_fill) */
+        size_t bytes = 0;
+        for (int64_t i = p.layer_first[0]; i < p.layer_first[c->n_layer]; i++) bytes += p.w.tensors[i].nbytes;
+        if (sqz_gguf_write_skip(&p.w, bytes, err)) goto done;
+    } else if (compensate) {
         if (sqz_calib_run(m, pool, windows, nsamples, seqlen, layer_grams_cb, &p, NULL, err)) goto done;
     } else {
         for (int l = 0; l < c->n_layer; l++)
@@ -391,6 +431,109 @@ done:
     cJSON_Delete(p.header);
     sqz_gguf_writer_free(&p.w);
     return rc;
+}
+
+static int prune_write(const sqz_model *m, sqz_pool *pool, const sqz_layer_keep *keep, const int32_t *windows,
+                       int nsamples, int seqlen, double percdamp, double shrink, int compensate, const char *path,
+                       int hf, sqz_err *err) {
+    if (check_keep(m, keep, err)) return SQZ_ERR;
+    if (compensate && (!windows || nsamples < 1 || seqlen < 1))
+        return sqz_fail(err, "prune: compensation needs calibration windows");
+    prune_writer p = {m, keep, {0}, percdamp, shrink, compensate, hf, {0}, NULL, 0, 0, NULL, -1, NULL, {0}, 0, 0, 0};
+    return prune_write_to(&p, pool, windows, nsamples, seqlen, path, 0, err);
+}
+
+struct sqz_prune_stream {
+    prune_writer p;
+    sqz_calib_stepper *st;
+    const sqz_model *pm; /* the loaded pruned file */
+    int64_t *layer_first;
+};
+
+void sqz_prune_stream_end(sqz_prune_stream *ps) {
+    if (!ps) return;
+    sqz_calib_end(ps->st);
+    if (ps->p.fd >= 0) close(ps->p.fd);
+    free(ps->layer_first);
+    free(ps);
+}
+
+int sqz_prune_stream_begin(const sqz_model *m, sqz_pool *pool, const sqz_layer_keep *keep, const int32_t *windows,
+                           int nsamples, int seqlen, double percdamp, double shrink, const char *path,
+                           sqz_prune_stream **out, sqz_err *err) {
+    *out = NULL;
+    if (check_keep(m, keep, err)) return SQZ_ERR;
+    if (!windows || nsamples < 1 || seqlen < 1) return sqz_fail(err, "prune: compensation needs calibration windows");
+    sqz_prune_stream *ps = calloc(1, sizeof *ps);
+    if (!ps || !(ps->layer_first = calloc((size_t)m->cfg.n_layer + 1, sizeof(int64_t)))) {
+        free(ps);
+        return sqz_fail(err, "prune: out of memory");
+    }
+    prune_writer p = {m, keep, {0}, percdamp, shrink, 1, 0, {0}, NULL, 0, 0, ps->layer_first, -1, NULL, {0}, 0, 0, 0};
+    ps->p = p;
+    if (prune_write_to(&ps->p, pool, windows, nsamples, seqlen, path, 1, err) ||
+        sqz_calib_begin(m, NULL, pool, windows, nsamples, seqlen, NULL, NULL, &ps->st, err)) {
+        sqz_prune_stream_end(ps);
+        return SQZ_ERR;
+    }
+    if ((ps->p.fd = open(path, O_WRONLY)) < 0) {
+        sqz_fail(err, "%s: cannot open for writing: %s", path, strerror(errno));
+        sqz_prune_stream_end(ps);
+        return SQZ_ERR;
+    }
+    *out = ps;
+    return SQZ_OK;
+}
+
+int sqz_prune_stream_attach(sqz_prune_stream *ps, const sqz_model *pruned, sqz_err *err) {
+    if (pruned->source != SQZ_SRC_GGUF || !pruned->gguf.map.data)
+        return sqz_fail(err, "prune stream: the pruned model is not the mapped GGUF file");
+    ps->pm = pruned;
+    ps->p.base = pruned->gguf.map.data;
+    return SQZ_OK;
+}
+
+/* The loaded model's tensors of layer l in write_layer's order. */
+static int layer_dst(const sqz_prune_stream *ps, int l, const sqz_tensor **dst) {
+    const sqz_layer *L = &ps->pm->layers[l];
+    const sqz_layer_keep *k = &ps->p.keep[l];
+    int n = 0;
+    if (k->n_head > 0) {
+        const sqz_tensor *a[10] = {L->attn_norm, L->wq, L->wk, L->wv, L->wo, L->bq, L->bk, L->bv, L->q_norm, L->k_norm};
+        for (int i = 0; i < 10; i++)
+            if (a[i]) dst[n++] = a[i];
+    }
+    if (k->n_ff > 0) dst[n++] = L->ffn_norm, dst[n++] = L->w_gate, dst[n++] = L->w_up, dst[n++] = L->w_down;
+    return n;
+}
+
+int sqz_prune_stream_fill(sqz_prune_stream *ps, int layer, sqz_err *err) {
+    if (!ps->pm) return sqz_fail(err, "prune stream: fill before attach");
+    if (layer < sqz_calib_next(ps->st) || layer >= ps->p.m->cfg.n_layer)
+        return sqz_fail(err, "prune stream: layer %d asked for after layer %d (layers go in order)", layer,
+                        sqz_calib_next(ps->st) - 1);
+    sqz_layer_grams *g = NULL;
+    while (sqz_calib_next(ps->st) <= layer) /* the original model's stream up to `layer` */
+        if (sqz_calib_step(ps->st, &g, err)) return SQZ_ERR;
+    ps->p.n_dst = layer_dst(ps, layer, ps->p.dst);
+    ps->p.cur_dst = 0, ps->p.dst_written = 0;
+    if (write_layer(&ps->p, layer, g->g[SQZ_SITE_ATTN_O_IN], g->g[SQZ_SITE_FFN_DOWN_IN], err)) return SQZ_ERR;
+    if (ps->p.cur_dst != ps->p.n_dst) return sqz_fail(err, "prune stream: layer %d: %d of %d tensors written", layer,
+                                                      ps->p.cur_dst, ps->p.n_dst);
+    return SQZ_OK;
+}
+
+int sqz_prune_stream_release(sqz_prune_stream *ps, int layer, sqz_err *err) {
+    const sqz_tensor *dst[16];
+    int n = layer_dst(ps, layer, dst);
+    for (int i = 0; i < n; i++) {
+        off_t off = (off_t)((const uint8_t *)dst[i]->data - ps->p.base);
+        if (fallocate(ps->p.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, (off_t)dst[i]->nbytes) != 0) {
+            if (errno == EOPNOTSUPP) return SQZ_OK; /* kept: the file grows as an unstreamed one */
+            return sqz_fail(err, "prune stream: releasing %s: %s", dst[i]->name, strerror(errno));
+        }
+    }
+    return SQZ_OK;
 }
 
 int sqz_prune_write(const sqz_model *m, sqz_pool *pool, const sqz_layer_keep *keep, const int32_t *windows,

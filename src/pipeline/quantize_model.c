@@ -1119,7 +1119,9 @@ int sqz_quantize_model(const sqz_model *m, const char *out_path, const sqz_qmode
     char extra[64];
     double last_ckpt = sqz_now();
     for (int l = first; l < c->n_layer; l++) {
+        if (opts->layer_hook && opts->layer_hook(opts->layer_hook_ctx, l, 0, err)) goto done;
         if (do_layer(&q, l, err)) goto done;
+        if (opts->layer_hook && opts->layer_hook(opts->layer_hook_ctx, l, 1, err)) goto done;
         if (opts->checkpoint && l + 1 < c->n_layer && sqz_now() - last_ckpt >= opts->checkpoint_every_s) {
             if (ckpt_save(&q, l + 1, err)) goto done;
             last_ckpt = sqz_now();
