@@ -16,9 +16,10 @@
 #      within max=, the file's shapes those widths; --prune outside [0, 0.9] or unknown:
 #      exit 2; a budget below what pruning can reach: exit 1 naming the minimum; a model
 #      whose head counts allow no grouped-query layout (8 query / 3 kv heads): exit 1
-#      naming the config field, for prune and compress --prune; --prune auto in one round
-#      (the pruned layers streamed into the quantizer) gives the bytes of the same run
-#      with --keep-pruned (the whole pruned model written first).
+#      naming the config field, for prune and compress --prune; compress --prune with the
+#      pruned layers streamed into the estimate and the quantizer (one and two rounds)
+#      gives the bytes of the same run with --keep-pruned (the whole pruned model written
+#      first).
 # Needs llama.cpp's llama-perplexity for (b): without it the test FAILS, unless
 # SQZ_NO_LLAMACPP=1, when (b) alone is skipped (and said so) and the rest runs.
 set -uo pipefail
@@ -161,6 +162,12 @@ if [[ -d "$s260" && -f "$ids" ]]; then
     "$sqz" compress "$s260" -o "$tmp/c260.gguf" --target-bpw 6 --prune max=0.5 --rounds 2 "${c260[@]}" --json "$tmp/c260.json" \
         --keep-pruned "$tmp/kept-f32.gguf" >"$tmp/c260.log" 2>&1 || bad "compress --prune max=0.5 at 6 bpw failed: $(tail -n 2 "$tmp/c260.log")"
     sed 's/^/  /' "$tmp/c260.log"
+    # without --keep-pruned the pruned layers stream into both rounds' estimate and
+    # quantization (a sparse temporary file): the same bytes
+    "$sqz" compress "$s260" -o "$tmp/c260s.gguf" --target-bpw 6 --prune max=0.5 --rounds 2 "${c260[@]}" \
+        >"$tmp/c260s.log" 2>&1 || bad "compress --prune --rounds 2 (streamed) failed: $(tail -n 2 "$tmp/c260s.log")"
+    cmp -s "$tmp/c260.gguf" "$tmp/c260s.gguf" || bad "--rounds 2: the streamed and the written pruned model differ"
+    rm -f "$tmp/c260s.gguf"
     python3 - "$tmp/c260.json" "$tmp/c260.gguf" "$tmp/kept-f32.gguf" <<'EOF2' || bad "(d), see above"
 import json, os, sys
 import gguf

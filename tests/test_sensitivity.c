@@ -111,7 +111,7 @@ static void test_plumbing(void) {
     int32_t win[NS * L];
     for (int s = 0; s < NS; s++) memcpy(win + s * L, ids + 20 * s, L * sizeof(int32_t));
     int types[4] = {SQZ_TYPE_Q4_0, SQZ_TYPE_Q5_0, SQZ_TYPE_Q8_0, SQZ_TYPE_F16};
-    sqz_sens_opts o = {win, NS, L, types, 4, 0.01, 0.75, 1, NULL, 0, 0, 0, 0, 0, 0, NULL};
+    sqz_sens_opts o = {win, NS, L, types, 4, 0.01, 0.75, 1, NULL, 0, 0, 0, 0, 0, 0, NULL, NULL, NULL};
     sqz_sens sens;
     rc = sqz_sensitivity(&m, &m, NULL, &o, &sens, &err);
     CHECK(rc == 0, "sensitivity: %s", err.msg);

@@ -213,7 +213,7 @@ int cmd_sensitivity(args *a) {
         goto done;
     }
     sqz_sens_run_opts ro = {{cs.windows, (int)cs.nsamples, (int)cs.seqlen, types, n_types, damp, shrink,
-                             diag && !weighted_only, NULL, 0, !quiet, 0, 0, weighted_only, all_types, backend},
+                             diag && !weighted_only, NULL, 0, !quiet, 0, 0, weighted_only, all_types, backend, NULL, NULL},
                             cs.held, (int)cs.heldout, (int)validate, vtypes, n_vtypes, (uint64_t)cs.seed};
     if (sqz_sensitivity_run(&m, pool, &ro, &rep, &err)) {
         rc = fail(err.msg);

@@ -103,6 +103,11 @@ typedef struct sqz_sens_opts {
                                candidate type */
     int all_types;          /* sqz_sens_options' all_types (0: 32-block types yield to the k-quants) */
     struct sqz_backend *backend; /* where the calibration Grams are summed (sqz/backend.h); NULL: the CPU */
+    /* Called before the weights' layer l is read (done = 0) and after its options are
+     * scored (done = 1), in layer order: a weights model whose layers arrive as needed
+     * (a pruned model streamed from its source, sqz_prune_stream_*); NULL: none. */
+    int (*layer_hook)(void *ctx, int layer, int done, sqz_err *err);
+    void *layer_hook_ctx;
 } sqz_sens_opts;
 
 typedef struct sqz_sens {

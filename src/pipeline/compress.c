@@ -315,6 +315,26 @@ static int prune_hook(void *vctx, int layer, int done, sqz_err *err) {
     return rc;
 }
 
+/* A fresh stream of the pruned model at path (its layers holes again, the original
+ * model's calibration stream back at layer 0) and pm reloaded from it: each later round
+ * reads the pruned weights twice, in its estimate and in its quantization. */
+static int restream(const sqz_model *m, sqz_pool *pool, const sqz_layer_keep *keep, const sqz_compress_opts *o,
+                    const char *path, prune_stream_ctx *ps, sqz_model *pm, int *have_pm, sqz_err *err) {
+    double t0 = sqz_now();
+    sqz_prune_stream_end(ps->ps);
+    ps->ps = NULL;
+    if (*have_pm) sqz_model_free(pm);
+    *have_pm = 0;
+    int rc = sqz_prune_stream_begin(m, pool, keep, o->windows, o->nsamples, o->seqlen, o->damp, o->shrink, path,
+                                    &ps->ps, err);
+    if (rc == SQZ_OK && (rc = sqz_model_load(pm, path, 0, err)) == SQZ_OK) {
+        *have_pm = 1;
+        rc = sqz_prune_stream_attach(ps->ps, pm, err);
+    }
+    sqz_stage_add(ps->times, SQZ_STAGE_PRUNING, sqz_now() - t0, 0.0);
+    return rc;
+}
+
 int sqz_compress(sqz_model *m, const char *out, const sqz_compress_opts *o, sqz_pool *pool,
                  sqz_compress_report *rep, sqz_err *err) {
     memset(rep, 0, sizeof *rep);
@@ -329,9 +349,9 @@ int sqz_compress(sqz_model *m, const char *out, const sqz_compress_opts *o, sqz_
     if (o->prune_max >= 0 && o->measure)
         return sqz_fail(err, "compress: measuring tensors cannot be combined with pruning (the tensors change shape)");
     const int proxy = o->proxy, rounds = o->rounds;
-    /* pruned layers stream into the quantizer unless later rounds or --keep-pruned need
-     * the whole pruned model (t_compress: both ways give the same bytes) */
-    const int stream = rounds == 1 && !o->keep_pruned;
+    /* pruned layers stream into the estimate and the quantizer unless --keep-pruned asks
+     * for the whole pruned model (t_prune: both ways give the same bytes) */
+    const int stream = !o->keep_pruned;
     double prune_max = o->prune_max;
     int rc = SQZ_OK;
     sqz_model rm, pm; /* a round's output, the pruned unquantized model (pruning) */
@@ -493,7 +513,15 @@ int sqz_compress(sqz_model *m, const char *out, const sqz_compress_opts *o, sqz_
         const sqz_model *stats_m = have_rm ? &rm : wm;
         sqz_sens_opts so = {o->windows, o->nsamples, o->seqlen, o->types, o->n_types, o->damp, o->shrink,
                             proxy == SQZ_PROXY_DIAG, NULL, 0, o->progress, joint ? ffn_step : 0, 0,
-                            proxy == SQZ_PROXY_GRADTW, o->all_types, o->backend};
+                            proxy == SQZ_PROXY_GRADTW, o->all_types, o->backend, NULL, NULL};
+        ps.times = &rep->times;
+        if (stream && have_pm && r > 0) { /* a later round's estimate reads the pruned layers */
+            if (restream(m, pool, keep, o, pruned_path, &ps, &pm, &have_pm, err)) {
+                rc = SQZ_ERR;
+                goto done;
+            }
+            so.layer_hook = prune_hook, so.layer_hook_ctx = &ps;
+        }
         sqz_sens_free(&sens);
         int resumed = 0; /* round 1's estimate from this run's checkpoint */
         if (r == 0 && estimate_path && o->resume && !joint) {
@@ -598,7 +626,13 @@ int sqz_compress(sqz_model *m, const char *out, const sqz_compress_opts *o, sqz_
             qo.checkpoint_every_s = o->checkpoint_every_s;
             if (ps.ps) qo.layer_hook = prune_hook, qo.layer_hook_ctx = &ps;
             sqz_qmodel_report_free(&qrep);
-            ps.times = &rep->times;
+            if (stream && have_pm && !joint) { /* a later round: the stream again from layer 0 */
+                if (restream(m, pool, keep, o, pruned_path, &ps, &pm, &have_pm, err)) {
+                    rc = SQZ_ERR;
+                    goto done;
+                }
+                qo.layer_hook = prune_hook, qo.layer_hook_ctx = &ps;
+            }
             if (sqz_quantize_model(have_pm ? &pm : m, paths[r], &qo, pool, &qrep, err)) {
                 rc = SQZ_ERR;
                 goto done;

@@ -594,7 +594,7 @@ int sqz_prune_run(const sqz_model *m, const char *out, const char *hf_out, const
             return sqz_fail(err, "prune: the model's layers have different FFN widths already (a pruned model)");
     int step = nff0 - ffn_target > 0 ? nff0 - ffn_target : nff0;
     sqz_sens_opts so = {o->windows, o->nsamples, o->seqlen, NULL, 0, o->damp, o->shrink, 0, NULL, 0, o->progress,
-                        step, o->magnitude, 0, 0, NULL};
+                        step, o->magnitude, 0, 0, NULL, NULL, NULL};
     if (sqz_sensitivity(m, m, pool, &so, &sens, err)) return SQZ_ERR;
     if (!(rep->keep = calloc((size_t)nl, sizeof *rep->keep))) {
         rc = sqz_fail(err, "prune: out of memory");

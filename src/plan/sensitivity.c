@@ -613,6 +613,8 @@ static int layer_cb(void *vctx, int layer, sqz_layer_grams *g, int64_t n_tokens,
      * narrowed to float in its own buffer, too) */
     for (int site = 0; site < SQZ_SITE_COUNT; site++)
         for (int64_t i = 0; g->g[site] && i < g->n[site] * g->n[site]; i++) g->g[site][i] /= (double)n_tokens;
+    /* the weights' layer arrives (a streamed pruned model) */
+    if (c->o->layer_hook && c->o->layer_hook(c->o->layer_hook_ctx, layer, 0, err)) return SQZ_ERR;
     double t0 = sqz_now();
     int rc = c->o->prune_ffn_step > 0 ? widths_of(c, layer, g, err) : SQZ_OK;
     double t1 = sqz_now(), f0 = c->flops;
@@ -650,6 +652,7 @@ static int layer_cb(void *vctx, int layer, sqz_layer_grams *g, int64_t n_tokens,
     }
     sqz_gptq_factor_free(&F);
     sqz_stage_add(&c->out->times, SQZ_STAGE_SCORING, sqz_now() - t1, c->flops - f0);
+    if (rc == SQZ_OK && c->o->layer_hook) rc = c->o->layer_hook(c->o->layer_hook_ctx, layer, 1, err);
     sqz_progress_update(&c->prog, layer + 1, NULL);
     return rc;
 }
