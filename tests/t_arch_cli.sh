@@ -54,9 +54,10 @@ against_llama() { # FILE WHAT
     ours=$("$sqz" ppl "$1" "$text" --ctx 64 --chunks 8 --protocol llamacpp --numerics llamacpp --threads 1 2>&1 |
         sed -n 's/^perplexity (protocol llamacpp, ctx 64): \([0-9.]*\).*/\1/p')
     # llama.cpp's logger runs on its own thread and now and then loses its last lines at
-    # exit (seen here: exit 0 with neither "[8]" nor "Final estimate"): up to 3 tries
+    # exit (seen here: exit 0 with neither "[8]" nor "Final estimate"; three times in a row
+    # on a fresh machine whose two cores were busy with other work): up to 6 tries
     local lrc try
-    for try in 1 2 3; do
+    for try in 1 2 3 4 5 6; do
         "$bin/llama-perplexity" -m "$1" -f "$text" -c 64 --chunks 8 -t 1 -fa off -ctk f32 -ctv f32 >"$T/llama.log" 2>&1
         lrc=$?
         theirs=$(sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p' "$T/llama.log")
