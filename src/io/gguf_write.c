@@ -388,9 +388,12 @@ int sqz_gguf_write_checkpoint(sqz_gguf_writer *w, sqz_gguf_resume_point *rp, sqz
     return sqz_out_sync(&w->out, &rp->offset, err);
 }
 
-int sqz_gguf_write_data(sqz_gguf_writer *w, const void *data, size_t n, sqz_err *err) {
-    if (!w->writing || w->failed) return sqz_fail(err, "gguf writer: write_data before write_begin or after a failure");
-    const uint8_t *p = data;
+/* n bytes of tensor data across tensor boundaries (padding written between them): from
+ * data, or with data NULL left unwritten, a hole (the file position moves on). what: the
+ * public call, for the messages. */
+static int put_data(sqz_gguf_writer *w, const uint8_t *data, size_t n, const char *what, sqz_err *err) {
+    if (!w->writing || w->failed)
+        return sqz_fail(err, "gguf writer: %s before write_begin or after a failure", what);
     while (n > 0) {
         if (w->cur >= w->n_tensors)
             return sqz_fail(err, "%s: %zu bytes of tensor data beyond the %lld declared tensors", w->out.path, n,
@@ -398,25 +401,10 @@ int sqz_gguf_write_data(sqz_gguf_writer *w, const void *data, size_t n, sqz_err 
         const sqz_gguf_wtensor *t = &w->tensors[w->cur];
         size_t k = t->nbytes - w->cur_written;
         if (k > n) k = n;
-        if (out_write(w, p, k, err) != SQZ_OK) return SQZ_ERR;
-        w->cur_written += k;
-        p += k;
-        n -= k;
-        if (advance(w, err) != SQZ_OK) return SQZ_ERR;
-    }
-    return SQZ_OK;
-}
-
-int sqz_gguf_write_skip(sqz_gguf_writer *w, size_t n, sqz_err *err) {
-    if (!w->writing || w->failed) return sqz_fail(err, "gguf writer: write_skip before write_begin or after a failure");
-    while (n > 0) {
-        if (w->cur >= w->n_tensors)
-            return sqz_fail(err, "%s: %zu bytes skipped beyond the %lld declared tensors", w->out.path, n,
-                            (long long)w->n_tensors);
-        const sqz_gguf_wtensor *t = &w->tensors[w->cur];
-        size_t k = t->nbytes - w->cur_written;
-        if (k > n) k = n;
-        if (!w->out.f || fseeko(w->out.f, (off_t)k, SEEK_CUR) != 0) {
+        if (data) {
+            if (out_write(w, data, k, err) != SQZ_OK) return SQZ_ERR;
+            data += k;
+        } else if (!w->out.f || fseeko(w->out.f, (off_t)k, SEEK_CUR) != 0) {
             sqz_fail(err, "%s: seek failed: %s", w->out.path, strerror(errno));
             w->failed = 1;
             sqz_out_abort(&w->out);
@@ -427,6 +415,14 @@ int sqz_gguf_write_skip(sqz_gguf_writer *w, size_t n, sqz_err *err) {
         if (advance(w, err) != SQZ_OK) return SQZ_ERR;
     }
     return SQZ_OK;
+}
+
+int sqz_gguf_write_data(sqz_gguf_writer *w, const void *data, size_t n, sqz_err *err) {
+    return put_data(w, data, n, "write_data", err);
+}
+
+int sqz_gguf_write_skip(sqz_gguf_writer *w, size_t n, sqz_err *err) {
+    return put_data(w, NULL, n, "write_skip", err);
 }
 
 int sqz_gguf_write_end(sqz_gguf_writer *w, sqz_err *err) {

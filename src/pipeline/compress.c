@@ -578,8 +578,8 @@ int sqz_compress(sqz_model *m, const char *out, const sqz_compress_opts *o, sqz_
                 double tp = sqz_now();
                 sqz_prune_stream_end(ps.ps);
                 ps.ps = NULL;
-                /* one round and no kept copy: the layers stream into the quantizer (the
-                 * file holds one layer at a time); else the whole pruned model is written */
+                /* without --keep-pruned the layers stream into the quantizer (the file
+                 * holds one layer at a time); with it the whole pruned model is written */
                 int prc = sqz_joint_decode(&jt, &sens, choice, keep, plan, err) ||
                           (stream ? sqz_prune_stream_begin(m, pool, keep, o->windows, o->nsamples, o->seqlen, o->damp,
                                                            o->shrink, pruned_path, &ps.ps, err)

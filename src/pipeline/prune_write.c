@@ -27,9 +27,8 @@ typedef struct {
     cJSON *header;   /* the safetensors header being built */
     uint64_t st_off; /* its data offset so far */
     /* a streamed file (sqz_prune_stream_*): the layers' tensors are left as holes at
-     * first (skip_layers, their index ranges in layer_first), later written into the
-     * loaded model's tensors dst[] through fd */
-    int skip_layers;
+     * first (their index ranges in layer_first, NULL for a file written whole), later
+     * written into the loaded model's tensors dst[] through fd (-1 otherwise) */
     int64_t *layer_first; /* [n_layer + 1]: the writer's tensor index where layer l begins */
     int fd;
     const uint8_t *base;  /* the loaded file's map: a tensor's file offset = data - base */
@@ -331,10 +330,10 @@ static int st_config(const sqz_model *m, const int *nh, const int *nkv, const in
 }
 
 /* The pruned model into path through p (set up by the caller; p->w is initialized and
- * freed here). skip: every layer's tensors are left as holes and their index ranges go
- * to p->layer_first (a GGUF file for sqz_prune_stream_*). */
+ * freed here). With p->layer_first set every layer's tensors are left as holes and their
+ * index ranges go there (a GGUF file for sqz_prune_stream_*). */
 static int prune_write_to(prune_writer *pp, sqz_pool *pool, const int32_t *windows, int nsamples, int seqlen,
-                          const char *path, int skip, sqz_err *err) {
+                          const char *path, sqz_err *err) {
     prune_writer p = *pp;
     const sqz_model *m = p.m;
     const sqz_layer_keep *keep = p.keep;
@@ -410,7 +409,7 @@ static int prune_write_to(prune_writer *pp, sqz_pool *pool, const int32_t *windo
     if (c->rope_freqs && add(&p, "rope_freqs.weight", &rope_t, SQZ_TYPE_F32, d / 2, 1, err)) goto done;
     if ((hf ? st_begin(&p, path, err) : sqz_gguf_write_begin(&p.w, path, err)) || copy_whole(&p, m->tok_embd, err))
         goto done;
-    if (skip) { /* holes: the layers are written later (sqz_prune_stream_fill) */
+    if (p.layer_first) { /* holes: the layers are written later (sqz_prune_stream_fill) */
         size_t bytes = 0;
         for (int64_t i = p.layer_first[0]; i < p.layer_first[c->n_layer]; i++) bytes += p.w.tensors[i].nbytes;
         if (sqz_gguf_write_skip(&p.w, bytes, err)) goto done;
@@ -439,22 +438,22 @@ static int prune_write(const sqz_model *m, sqz_pool *pool, const sqz_layer_keep 
     if (check_keep(m, keep, err)) return SQZ_ERR;
     if (compensate && (!windows || nsamples < 1 || seqlen < 1))
         return sqz_fail(err, "prune: compensation needs calibration windows");
-    prune_writer p = {m, keep, {0}, percdamp, shrink, compensate, hf, {0}, NULL, 0, 0, NULL, -1, NULL, {0}, 0, 0, 0};
-    return prune_write_to(&p, pool, windows, nsamples, seqlen, path, 0, err);
+    prune_writer p = {.m = m, .keep = keep, .percdamp = percdamp, .shrink = shrink, .compensate = compensate,
+                      .hf = hf, .fd = -1};
+    return prune_write_to(&p, pool, windows, nsamples, seqlen, path, err);
 }
 
 struct sqz_prune_stream {
-    prune_writer p;
+    prune_writer p; /* its layer_first and fd are the stream's */
     sqz_calib_stepper *st;
     const sqz_model *pm; /* the loaded pruned file */
-    int64_t *layer_first;
 };
 
 void sqz_prune_stream_end(sqz_prune_stream *ps) {
     if (!ps) return;
     sqz_calib_end(ps->st);
     if (ps->p.fd >= 0) close(ps->p.fd);
-    free(ps->layer_first);
+    free(ps->p.layer_first);
     free(ps);
 }
 
@@ -465,13 +464,15 @@ int sqz_prune_stream_begin(const sqz_model *m, sqz_pool *pool, const sqz_layer_k
     if (check_keep(m, keep, err)) return SQZ_ERR;
     if (!windows || nsamples < 1 || seqlen < 1) return sqz_fail(err, "prune: compensation needs calibration windows");
     sqz_prune_stream *ps = calloc(1, sizeof *ps);
-    if (!ps || !(ps->layer_first = calloc((size_t)m->cfg.n_layer + 1, sizeof(int64_t)))) {
+    int64_t *first = calloc((size_t)m->cfg.n_layer + 1, sizeof(int64_t));
+    if (!ps || !first) {
         free(ps);
+        free(first);
         return sqz_fail(err, "prune: out of memory");
     }
-    prune_writer p = {m, keep, {0}, percdamp, shrink, 1, 0, {0}, NULL, 0, 0, ps->layer_first, -1, NULL, {0}, 0, 0, 0};
-    ps->p = p;
-    if (prune_write_to(&ps->p, pool, windows, nsamples, seqlen, path, 1, err) ||
+    ps->p = (prune_writer){.m = m, .keep = keep, .percdamp = percdamp, .shrink = shrink, .compensate = 1,
+                           .layer_first = first, .fd = -1};
+    if (prune_write_to(&ps->p, pool, windows, nsamples, seqlen, path, err) ||
         sqz_calib_begin(m, NULL, pool, windows, nsamples, seqlen, NULL, NULL, &ps->st, err)) {
         sqz_prune_stream_end(ps);
         return SQZ_ERR;
