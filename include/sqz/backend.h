@@ -9,8 +9,11 @@
  *   Grams      Σ x xᵀ over calibration tokens, accumulated across windows in double
  *              (the GPU keeps the sum resident and returns it once per layer);
  *   GPTQ factor  the upper Cholesky factor of the dampened H⁻¹ (sqz_gptq_factor).
+ *   blocks     a decoder block's forward pass over a window, its Gram inputs summed on
+ *              the device (sqz_block_pass; CUDA only: not yet called by the pipeline).
  * Still on the CPU whatever the backend (the seam's next steps, docs/architecture.md):
- * the decoder layer's forward/backward, the option scoring, GPTQ's sweep, pruning. */
+ * the pipeline's layer passes, the backward pass, the option scoring, GPTQ's sweep,
+ * pruning. */
 #ifndef SQZ_BACKEND_H
 #define SQZ_BACKEND_H
 
@@ -82,6 +85,42 @@ double sqz_gram_flops(int64_t T, int64_t n);
  * factorization's order) in host memory, usable by every sweep. */
 int sqz_backend_gptq_factor(sqz_backend *b, const double *H, int64_t cols, const sqz_gptq_opts *opts,
                             sqz_gptq_factor *f, sqz_err *err);
+
+/* ---------------------------------------------------------------- decoder blocks */
+
+/* The input sites of a block, in the order of include/sqz/model.h's sqz_fwd_site: q/k/v's
+ * normed input, o's input, gate/up's normed input, down's input. */
+#define SQZ_BLOCK_SITES 4
+
+/* One decoder block as a backend runs it: its shapes and f32 weights in host memory
+ * (matrices row-major [out][in], as GGUF stores them); NULL where the block has none. */
+typedef struct sqz_block_desc {
+    int64_t dim;
+    int n_head, n_head_kv, head_dim; /* n_head 0: no attention block */
+    int64_t n_ff;                    /* 0: no FFN block */
+    float norm_eps;
+    int rope_half;                   /* 1: pairs (i, i + d/2) (NEOX, rotate-half); 0: (2i, 2i+1) */
+    double rope_theta;
+    const float *rope_freqs;         /* head_dim/2 divisors of the frequencies (Llama-3), or NULL */
+    const float *attn_norm, *wq, *wk, *wv, *bq, *bk, *bv, *q_norm, *k_norm, *wo;
+    const float *ffn_norm, *w_gate, *w_up, *w_down;
+} sqz_block_desc;
+
+/* Decoder blocks run on the backend over windows of up to max_T tokens, one block's
+ * weights resident at a time. CUDA only: on the CPU the forward pass itself
+ * (sqz_forward_layer) is the implementation, and open says so. `widest` gives the
+ * largest widths any loaded block will have (its weights are not read). */
+typedef struct sqz_block_pass sqz_block_pass;
+int sqz_block_pass_open(sqz_backend *b, int64_t max_T, const sqz_block_desc *widest, sqz_block_pass **out,
+                        sqz_err *err);
+/* Copies block d's weights to the device (they stay until the next load). */
+int sqz_block_pass_load(sqz_block_pass *p, const sqz_block_desc *d, sqz_err *err);
+/* x[T, dim] (host) ← the loaded block applied to it, one causal sequence from position 0,
+ * as sqz_forward_layer computes it (f32 products, no TF32). sites (may be NULL, as may
+ * each entry): Gram accumulators of this backend (sqz_gram_open) that receive the
+ * block's input at each site, straight from the device. */
+int sqz_block_pass_run(sqz_block_pass *p, float *x, int64_t T, sqz_gram_acc *const *sites, sqz_err *err);
+void sqz_block_pass_close(sqz_block_pass *p);
 
 #ifdef __cplusplus
 }

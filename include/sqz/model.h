@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sqz/backend.h"
 #include "sqz/core.h"
 #include "sqz/gguf_write.h"
 #include "sqz/io.h"
@@ -165,6 +166,11 @@ void sqz_fwd_ws_free(sqz_fwd_ws *ws);
 void sqz_fwd_ws_forget(sqz_fwd_ws *ws);
 int sqz_forward_layer_ws(sqz_fwd_ws *ws, const sqz_model *m, int layer, float *x, int64_t n_tokens,
                          sqz_fwd_hook hook, void *hook_ctx, sqz_err *err);
+
+/* Block `layer` of m as a backend's block descriptor (sqz/backend.h, sqz_block_pass):
+ * shapes from the config, every weight an f32 copy in one buffer *buf (malloc'd, the
+ * caller's; free it once the block is loaded). */
+int sqz_block_desc_f32(const sqz_model *m, int layer, sqz_block_desc *d, float **buf, sqz_err *err);
 
 /* Multiply-adds × 2 of the dense products of block `layer` on one causal window of T
  * tokens (the seven linears, and QKᵀ and PV over the T(T+1)/2 visible pairs per head);

@@ -176,3 +176,70 @@ int sqz_backend_gptq_factor(sqz_backend *b, const double *H, int64_t cols, const
     (void)b;
     return sqz_gptq_factor_init(f, H, cols, opts, err);
 }
+
+/* ---------------------------------------------------------------- decoder blocks */
+
+struct sqz_block_pass {
+#ifdef SQZ_HAVE_CUDA
+    sqz_cuda_block *cuda;
+#endif
+    int unused;
+};
+
+int sqz_block_pass_open(sqz_backend *b, int64_t max_T, const sqz_block_desc *widest, sqz_block_pass **out,
+                        sqz_err *err) {
+    *out = NULL;
+#ifdef SQZ_HAVE_CUDA
+    if (b && b->cuda) {
+        sqz_block_pass *p = calloc(1, sizeof *p);
+        if (!p) return sqz_fail(err, "block pass: out of memory");
+        if (sqz_cuda_block_open(b->cuda, max_T, widest, &p->cuda, err)) {
+            free(p);
+            return SQZ_ERR;
+        }
+        *out = p;
+        return SQZ_OK;
+    }
+#endif
+    (void)b;
+    (void)max_T;
+    (void)widest;
+    return sqz_fail(err, "block pass: the CPU backend runs blocks through sqz_forward_layer");
+}
+
+int sqz_block_pass_load(sqz_block_pass *p, const sqz_block_desc *d, sqz_err *err) {
+#ifdef SQZ_HAVE_CUDA
+    return sqz_cuda_block_load(p->cuda, d, err);
+#else
+    (void)p;
+    (void)d;
+    return sqz_fail(err, "block pass: not in this build");
+#endif
+}
+
+int sqz_block_pass_run(sqz_block_pass *p, float *x, int64_t T, sqz_gram_acc *const *sites, sqz_err *err) {
+#ifdef SQZ_HAVE_CUDA
+    sqz_cuda_gram *cs[SQZ_BLOCK_SITES] = {0};
+    for (int s = 0; sites && s < SQZ_BLOCK_SITES; s++) {
+        if (!sites[s]) continue;
+        if (!sites[s]->cuda) return sqz_fail(err, "block pass: site %d's Gram is not on the GPU", s);
+        if (sites[s]->staged) return sqz_fail(err, "block pass: site %d's Gram has CPU rows waiting", s);
+        cs[s] = sites[s]->cuda;
+    }
+    return sqz_cuda_block_run(p->cuda, x, T, cs, err);
+#else
+    (void)p;
+    (void)x;
+    (void)T;
+    (void)sites;
+    return sqz_fail(err, "block pass: not in this build");
+#endif
+}
+
+void sqz_block_pass_close(sqz_block_pass *p) {
+    if (!p) return;
+#ifdef SQZ_HAVE_CUDA
+    sqz_cuda_block_close(p->cuda);
+#endif
+    free(p);
+}

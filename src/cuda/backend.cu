@@ -1,10 +1,11 @@
-/* The CUDA backend (src/cuda/cuda_backend.h): Grams with cuBLAS, GPTQ's factor with
- * cuSOLVER. CUDA C: plain C in .cu files, host code and small kernels.
+/* The CUDA backend (src/cuda/cuda_backend.h): the device handle, Grams with cuBLAS,
+ * GPTQ's factor with cuSOLVER (a decoder block's forward: block.cu; what the files share:
+ * cuda_impl.h). CUDA C: plain C in .cu files, host code and small kernels.
  *
  * Every CUDA, cuBLAS and cuSOLVER status is checked; a failure is an error naming the
  * stage and the sizes (out of memory says how much was asked for and how much is free),
  * never an abort. */
-#include "cuda_backend.h"
+#include "cuda_impl.h"
 
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -12,14 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-struct sqz_cuda {
-    int device;
-    cudaStream_t stream;
-    cublasHandle_t blas;
-    cusolverDnHandle_t solver;
-    uint64_t live, peak; /* bytes this backend holds now / at most */
-};
 
 struct sqz_cuda_gram {
     sqz_cuda *c;
@@ -32,7 +25,7 @@ struct sqz_cuda_gram {
 
 /* ---------------------------------------------------------------- errors */
 
-static int cuda_fail(sqz_err *err, const char *stage, cudaError_t e) {
+int sqz_cu_fail(sqz_err *err, const char *stage, cudaError_t e) {
     return sqz_fail(err, "cuda: %s: %s (%s)", stage, cudaGetErrorString(e), cudaGetErrorName(e));
 }
 
@@ -49,7 +42,7 @@ static const char *blas_name(cublasStatus_t s) {
     }
 }
 
-static int blas_fail(sqz_err *err, const char *stage, cublasStatus_t s) {
+int sqz_cu_blas_fail(sqz_err *err, const char *stage, cublasStatus_t s) {
     return sqz_fail(err, "cuda: %s: cuBLAS status %d (%s)", stage, (int)s, blas_name(s));
 }
 
@@ -58,7 +51,7 @@ static int solver_fail(sqz_err *err, const char *stage, cusolverStatus_t s) {
 }
 
 /* cudaMalloc with the backend's byte count and an error that names what it was for. */
-static int dev_alloc(sqz_cuda *c, void **p, size_t bytes, const char *what, sqz_err *err) {
+int sqz_cu_alloc(sqz_cuda *c, void **p, size_t bytes, const char *what, sqz_err *err) {
     cudaError_t e = cudaMalloc(p, bytes);
     if (e != cudaSuccess) {
         size_t free_b = 0, total_b = 0;
@@ -74,7 +67,7 @@ static int dev_alloc(sqz_cuda *c, void **p, size_t bytes, const char *what, sqz_
     return SQZ_OK;
 }
 
-static void dev_free(sqz_cuda *c, void *p, size_t bytes) {
+void sqz_cu_free(sqz_cuda *c, void *p, size_t bytes) {
     if (!p) return;
     cudaFree(p);
     c->live -= bytes;
@@ -91,8 +84,8 @@ int sqz_cuda_open(int device, sqz_cuda **out, char *desc, size_t desc_cap, sqz_e
                         e != cudaSuccess ? cudaGetErrorString(e) : "cudaGetDeviceCount found none");
     if (device < 0 || device >= n) return sqz_fail(err, "--device cuda: GPU %d of %d", device, n);
     cudaDeviceProp p;
-    if ((e = cudaSetDevice(device)) != cudaSuccess) return cuda_fail(err, "cudaSetDevice", e);
-    if ((e = cudaGetDeviceProperties(&p, device)) != cudaSuccess) return cuda_fail(err, "cudaGetDeviceProperties", e);
+    if ((e = cudaSetDevice(device)) != cudaSuccess) return sqz_cu_fail(err, "cudaSetDevice", e);
+    if ((e = cudaGetDeviceProperties(&p, device)) != cudaSuccess) return sqz_cu_fail(err, "cudaGetDeviceProperties", e);
     sqz_cuda *c = (sqz_cuda *)calloc(1, sizeof *c);
     if (!c) return sqz_fail(err, "cuda: out of host memory");
     c->device = device;
@@ -100,12 +93,12 @@ int sqz_cuda_open(int device, sqz_cuda **out, char *desc, size_t desc_cap, sqz_e
     cusolverStatus_t ss;
     if ((e = cudaStreamCreate(&c->stream)) != cudaSuccess) {
         free(c);
-        return cuda_fail(err, "cudaStreamCreate", e);
+        return sqz_cu_fail(err, "cudaStreamCreate", e);
     }
     if ((bs = cublasCreate(&c->blas)) != CUBLAS_STATUS_SUCCESS) {
         cudaStreamDestroy(c->stream);
         free(c);
-        return blas_fail(err, "cublasCreate", bs);
+        return sqz_cu_blas_fail(err, "cublasCreate", bs);
     }
     if ((ss = cusolverDnCreate(&c->solver)) != CUSOLVER_STATUS_SUCCESS) {
         cublasDestroy(c->blas);
@@ -144,15 +137,15 @@ int sqz_cuda_gram_open(sqz_cuda *c, int64_t n, sqz_cuda_gram **out, sqz_err *err
     size_t n2 = (size_t)n * (size_t)n;
     char what[96];
     snprintf(what, sizeof what, "a %lld × %lld Gram", (long long)n, (long long)n);
-    if (dev_alloc(c, (void **)&g->sum, n2 * sizeof(double), what, err) ||
-        dev_alloc(c, (void **)&g->prod, n2 * sizeof(float), what, err)) {
+    if (sqz_cu_alloc(c, (void **)&g->sum, n2 * sizeof(double), what, err) ||
+        sqz_cu_alloc(c, (void **)&g->prod, n2 * sizeof(float), what, err)) {
         sqz_cuda_gram_close(g);
         return SQZ_ERR;
     }
     cudaError_t e = cudaMemsetAsync(g->sum, 0, n2 * sizeof(double), c->stream);
     if (e != cudaSuccess) {
         sqz_cuda_gram_close(g);
-        return cuda_fail(err, "Gram: clearing the sum", e);
+        return sqz_cu_fail(err, "Gram: clearing the sum", e);
     }
     *out = g;
     return SQZ_OK;
@@ -168,24 +161,31 @@ int sqz_cuda_gram_add(sqz_cuda_gram *g, const float *x, int64_t T, sqz_err *err)
     sqz_cuda *c = g->c;
     const int64_t n = g->n;
     if (T > g->T_cap) {
-        dev_free(c, g->x, (size_t)(g->T_cap * n) * sizeof(float));
+        sqz_cu_free(c, g->x, (size_t)(g->T_cap * n) * sizeof(float));
         g->x = NULL;
         g->T_cap = 0;
         char what[96];
         snprintf(what, sizeof what, "a window of %lld × %lld inputs", (long long)T, (long long)n);
-        if (dev_alloc(c, (void **)&g->x, (size_t)(T * n) * sizeof(float), what, err)) return SQZ_ERR;
+        if (sqz_cu_alloc(c, (void **)&g->x, (size_t)(T * n) * sizeof(float), what, err)) return SQZ_ERR;
         g->T_cap = T;
     }
     cudaError_t e = cudaMemcpyAsync(g->x, x, (size_t)(T * n) * sizeof(float), cudaMemcpyHostToDevice, c->stream);
-    if (e != cudaSuccess) return cuda_fail(err, "Gram: copying a window to the GPU", e);
+    if (e != cudaSuccess) return sqz_cu_fail(err, "Gram: copying a window to the GPU", e);
+    return sqz_cuda_gram_add_dev(g, g->x, T, err);
+}
+
+int sqz_cuda_gram_add_dev(sqz_cuda_gram *g, const float *x, int64_t T, sqz_err *err) {
+    sqz_cuda *c = g->c;
+    const int64_t n = g->n;
     /* x is T × n row-major = n × T column-major (X); X Xᵀ is the n × n Gram */
     const float one = 1.0f, zero = 0.0f;
-    cublasStatus_t s = cublasSsyrk(c->blas, CUBLAS_FILL_MODE_UPPER, CUBLAS_OP_N, (int)n, (int)T, &one, g->x, (int)n,
+    cublasStatus_t s = cublasSsyrk(c->blas, CUBLAS_FILL_MODE_UPPER, CUBLAS_OP_N, (int)n, (int)T, &one, x, (int)n,
                                    &zero, g->prod, (int)n);
-    if (s != CUBLAS_STATUS_SUCCESS) return blas_fail(err, "Gram: SSYRK", s);
+    if (s != CUBLAS_STATUS_SUCCESS) return sqz_cu_blas_fail(err, "Gram: SSYRK", s);
     dim3 grid((unsigned)((n + 255) / 256), (unsigned)n);
     add_upper<<<grid, 256, 0, c->stream>>>(g->sum, g->prod, n);
-    if ((e = cudaGetLastError()) != cudaSuccess) return cuda_fail(err, "Gram: adding a window", e);
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) return sqz_cu_fail(err, "Gram: adding a window", e);
     return SQZ_OK;
 }
 
@@ -199,7 +199,7 @@ int sqz_cuda_gram_finish(sqz_cuda_gram *g, double *G, sqz_err *err) {
     if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
     if (e != cudaSuccess) {
         free(h);
-        return cuda_fail(err, "Gram: copying the sum back", e);
+        return sqz_cu_fail(err, "Gram: copying the sum back", e);
     }
     /* column-major upper (i <= j at h[j·n + i]) is row-major lower: entry (j, i), i <= j */
     for (int64_t j = 0; j < n; j++)
@@ -210,15 +210,15 @@ int sqz_cuda_gram_finish(sqz_cuda_gram *g, double *G, sqz_err *err) {
         }
     free(h);
     e = cudaMemsetAsync(g->sum, 0, n2 * sizeof(double), c->stream);
-    return e == cudaSuccess ? SQZ_OK : cuda_fail(err, "Gram: clearing the sum", e);
+    return e == cudaSuccess ? SQZ_OK : sqz_cu_fail(err, "Gram: clearing the sum", e);
 }
 
 void sqz_cuda_gram_close(sqz_cuda_gram *g) {
     if (!g) return;
     size_t n2 = (size_t)g->n * (size_t)g->n;
-    dev_free(g->c, g->sum, n2 * sizeof(double));
-    dev_free(g->c, g->prod, n2 * sizeof(float));
-    dev_free(g->c, g->x, (size_t)(g->T_cap * g->n) * sizeof(float));
+    sqz_cu_free(g->c, g->sum, n2 * sizeof(double));
+    sqz_cu_free(g->c, g->prod, n2 * sizeof(float));
+    sqz_cu_free(g->c, g->x, (size_t)(g->T_cap * g->n) * sizeof(float));
     free(g);
 }
 
@@ -263,7 +263,7 @@ int sqz_cuda_chol_inverse_upper(sqz_cuda *c, void *A, int64_t n, int single, sqz
     cusolverDnParams_t params = NULL;
     char what[96];
     snprintf(what, sizeof what, "GPTQ's factor of a %lld × %lld H", (long long)n, (long long)n);
-    if (dev_alloc(c, &d, n2 * es, what, err) || dev_alloc(c, (void **)&info_d, sizeof(int), what, err)) goto done;
+    if (sqz_cu_alloc(c, &d, n2 * es, what, err) || sqz_cu_alloc(c, (void **)&info_d, sizeof(int), what, err)) goto done;
     {
         cusolverStatus_t s = cusolverDnCreateParams(&params);
         if (s != CUSOLVER_STATUS_SUCCESS) {
@@ -272,7 +272,7 @@ int sqz_cuda_chol_inverse_upper(sqz_cuda *c, void *A, int64_t n, int single, sqz
         }
         cudaError_t e = cudaMemcpyAsync(d, A, n2 * es, cudaMemcpyHostToDevice, c->stream);
         if (e != cudaSuccess) {
-            cuda_fail(err, "GPTQ factor: copying H to the GPU", e);
+            sqz_cu_fail(err, "GPTQ factor: copying H to the GPU", e);
             goto done;
         }
         s = cusolverDnXpotrf_bufferSize(c->solver, params, CUBLAS_FILL_MODE_LOWER, n, dt, d, n, dt, &work_bytes,
@@ -281,7 +281,7 @@ int sqz_cuda_chol_inverse_upper(sqz_cuda *c, void *A, int64_t n, int single, sqz
             solver_fail(err, "GPTQ factor: potrf workspace", s);
             goto done;
         }
-        if (dev_alloc(c, &work, work_bytes ? work_bytes : 1, what, err)) goto done;
+        if (sqz_cu_alloc(c, &work, work_bytes ? work_bytes : 1, what, err)) goto done;
         if (work_h_bytes && !(work_h = malloc(work_h_bytes))) {
             sqz_fail(err, "cuda: out of host memory for the potrf workspace");
             goto done;
@@ -294,7 +294,7 @@ int sqz_cuda_chol_inverse_upper(sqz_cuda *c, void *A, int64_t n, int single, sqz
         }
         if ((e = cudaMemcpyAsync(&info, info_d, sizeof(int), cudaMemcpyDeviceToHost, c->stream)) != cudaSuccess ||
             (e = cudaStreamSynchronize(c->stream)) != cudaSuccess) {
-            cuda_fail(err, "GPTQ factor: potrf", e);
+            sqz_cu_fail(err, "GPTQ factor: potrf", e);
             goto done;
         }
         if (info != 0) {
@@ -311,7 +311,7 @@ int sqz_cuda_chol_inverse_upper(sqz_cuda *c, void *A, int64_t n, int single, sqz
             goto done;
         }
         void *tw = NULL, *th = host_bytes ? malloc(host_bytes) : NULL;
-        if (dev_alloc(c, &tw, dev_bytes ? dev_bytes : 1, what, err)) {
+        if (sqz_cu_alloc(c, &tw, dev_bytes ? dev_bytes : 1, what, err)) {
             free(th);
             goto done;
         }
@@ -321,14 +321,14 @@ int sqz_cuda_chol_inverse_upper(sqz_cuda *c, void *A, int64_t n, int single, sqz
             e = cudaMemcpyAsync(&info, info_d, sizeof(int), cudaMemcpyDeviceToHost, c->stream);
             if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
         }
-        dev_free(c, tw, dev_bytes ? dev_bytes : 1);
+        sqz_cu_free(c, tw, dev_bytes ? dev_bytes : 1);
         free(th);
         if (s != CUSOLVER_STATUS_SUCCESS) {
             solver_fail(err, "GPTQ factor: trtri", s);
             goto done;
         }
         if (e != cudaSuccess) {
-            cuda_fail(err, "GPTQ factor: trtri", e);
+            sqz_cu_fail(err, "GPTQ factor: trtri", e);
             goto done;
         }
         if (info != 0) {
@@ -337,7 +337,7 @@ int sqz_cuda_chol_inverse_upper(sqz_cuda *c, void *A, int64_t n, int single, sqz
         }
         if ((e = cudaMemcpyAsync(A, d, n2 * es, cudaMemcpyDeviceToHost, c->stream)) != cudaSuccess ||
             (e = cudaStreamSynchronize(c->stream)) != cudaSuccess) {
-            cuda_fail(err, "GPTQ factor: copying the factor back", e);
+            sqz_cu_fail(err, "GPTQ factor: copying the factor back", e);
             goto done;
         }
     }
@@ -347,8 +347,8 @@ int sqz_cuda_chol_inverse_upper(sqz_cuda *c, void *A, int64_t n, int single, sqz
 done:
     if (params) cusolverDnDestroyParams(params);
     free(work_h);
-    dev_free(c, work, work_bytes ? work_bytes : 1);
-    dev_free(c, d, n2 * es);
-    dev_free(c, info_d, sizeof(int));
+    sqz_cu_free(c, work, work_bytes ? work_bytes : 1);
+    sqz_cu_free(c, d, n2 * es);
+    sqz_cu_free(c, info_d, sizeof(int));
     return rc;
 }

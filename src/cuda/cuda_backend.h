@@ -6,6 +6,7 @@
 
 #include <stdint.h>
 
+#include "sqz/backend.h"
 #include "sqz/core.h"
 
 #ifdef __cplusplus
@@ -30,6 +31,18 @@ void sqz_cuda_gram_close(sqz_cuda_gram *g);
  * computes it: potrf of the reversed matrix and trtri (cuSOLVER's 64-bit API) in that
  * precision. */
 int sqz_cuda_chol_inverse_upper(sqz_cuda *c, void *A, int64_t n, int single, sqz_err *err);
+
+/* As sqz_cuda_gram_add with x [T, n] already on the device. */
+int sqz_cuda_gram_add_dev(sqz_cuda_gram *g, const float *x, int64_t T, sqz_err *err);
+
+/* The block pass of include/sqz/backend.h (src/cuda/block.cu); sites as there, each
+ * NULL or an open Gram of the site's width. */
+typedef struct sqz_cuda_block sqz_cuda_block;
+int sqz_cuda_block_open(sqz_cuda *c, int64_t max_T, const sqz_block_desc *widest, sqz_cuda_block **out,
+                        sqz_err *err);
+int sqz_cuda_block_load(sqz_cuda_block *p, const sqz_block_desc *d, sqz_err *err);
+int sqz_cuda_block_run(sqz_cuda_block *p, float *x, int64_t T, sqz_cuda_gram *const *sites, sqz_err *err);
+void sqz_cuda_block_close(sqz_cuda_block *p);
 
 #ifdef __cplusplus
 }

@@ -747,3 +747,56 @@ double sqz_forward_flops(const sqz_model *m, int layer, int64_t T) {
     double lin = (double)c->dim * (nh * hd * 2 + nkv * hd * 2) + 3.0 * c->dim * ff; /* q, o; k, v; gate, up, down */
     return 2.0 * t * lin + 2.0 * nh * hd * t * (t + 1); /* QKᵀ and PV: 2 · hd · T(T+1)/2 each */
 }
+
+/* ---------------------------------------------------------------- a block for a backend */
+
+int sqz_block_desc_f32(const sqz_model *m, int layer, sqz_block_desc *d, float **buf, sqz_err *err) {
+    *buf = NULL;
+    memset(d, 0, sizeof *d);
+    if (layer < 0 || layer >= m->cfg.n_layer)
+        return sqz_fail(err, "%s: block %d of %d layers", m->path, layer, m->cfg.n_layer);
+    const sqz_llama_config *c = &m->cfg;
+    const sqz_layer *L = &m->layers[layer];
+    d->dim = c->dim;
+    d->n_head = c->layer_n_head[layer];
+    d->n_head_kv = c->layer_n_head_kv[layer];
+    d->head_dim = c->head_dim;
+    d->n_ff = c->layer_n_ff[layer];
+    d->norm_eps = c->norm_eps;
+    d->rope_half = c->rope_mode == SQZ_ROPE_HALF;
+    d->rope_theta = c->rope_theta;
+    d->rope_freqs = c->rope_freqs;
+    /* every tensor the block has, in one buffer */
+    const sqz_tensor *src[14] = {NULL};
+    const float **dst[14] = {NULL};
+    int n = 0;
+    if (d->n_head > 0) {
+        const sqz_tensor *t[] = {L->attn_norm, L->wq, L->wk, L->wv, L->wo, L->bq, L->bk, L->bv, L->q_norm, L->k_norm};
+        const float **p[] = {&d->attn_norm, &d->wq, &d->wk, &d->wv, &d->wo, &d->bq, &d->bk, &d->bv, &d->q_norm, &d->k_norm};
+        for (int i = 0; i < 10; i++)
+            if (t[i]) src[n] = t[i], dst[n++] = p[i];
+    }
+    if (d->n_ff > 0) {
+        const sqz_tensor *t[] = {L->ffn_norm, L->w_gate, L->w_up, L->w_down};
+        const float **p[] = {&d->ffn_norm, &d->w_gate, &d->w_up, &d->w_down};
+        for (int i = 0; i < 4; i++)
+            if (t[i]) src[n] = t[i], dst[n++] = p[i];
+    }
+    int64_t total = 0;
+    for (int i = 0; i < n; i++) total += sqz_tensor_nelements(src[i]);
+    float *b = malloc((size_t)(total > 0 ? total : 1) * sizeof(float));
+    if (!b) return sqz_fail(err, "%s: block %d: out of memory for its f32 weights (%lld floats)", m->path, layer,
+                            (long long)total);
+    int64_t off = 0;
+    for (int i = 0; i < n; i++) {
+        int64_t rows = sqz_tensor_nelements(src[i]) / src[i]->ne[0];
+        if (sqz_tensor_rows_f32(src[i], 0, rows, b + off, err)) {
+            free(b);
+            return SQZ_ERR;
+        }
+        *dst[i] = b + off;
+        off += sqz_tensor_nelements(src[i]);
+    }
+    *buf = b;
+    return SQZ_OK;
+}

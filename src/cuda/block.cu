@@ -1,0 +1,403 @@
+/* A decoder block's forward pass on the GPU (include/sqz/backend.h, sqz_block_pass):
+ * the same steps as src/model/forward.c's forward_layer, in the same precision —
+ *   RMSNorm → q, k, v (+ bias) → per-head RMSNorm of q, k → RoPE → causal GQA attention
+ *   → o → residual → RMSNorm → gate, up → SiLU(gate)·up → down → residual —
+ * with the seven products and attention's two as cuBLAS SGEMMs (FP32, no TF32: the
+ * handle is in pedantic math mode) and the rest as small kernels. One block's weights are
+ * resident (loaded once, run over every window); the window's activations and the
+ * attention scores of all its heads live in a workspace sized at open.
+ *
+ * Layouts: activations row-major [T, width], as on the CPU. cuBLAS is column-major, so a
+ * row-major [T, w] array is a w × T matrix: Y = X·Wᵀ is Yᶜ(out × T) = Wᶜᵀ(out × in)·Xᶜ(in × T)
+ * with W row-major [out, in] = Wᶜ (in × out). */
+#include "cuda_impl.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define THREADS 256
+
+struct sqz_cuda_block {
+    sqz_cuda *c;
+    int64_t max_T;
+    sqz_block_desc widest;
+    sqz_block_desc cur;      /* the loaded block's shapes (its host pointers are never read after load) */
+    int loaded, has_bias, has_qk_norm;
+    /* weights, device */
+    float *attn_norm, *wq, *wk, *wv, *bq, *bk, *bv, *q_norm, *k_norm, *wo;
+    float *ffn_norm, *w_gate, *w_up, *w_down;
+    /* activations, device */
+    float *x, *xb, *q, *k, *v, *att, *hb, *hb2, *scores;
+    float *rope_cos, *rope_sin; /* [max_T, head_dim/2] for the loaded block's RoPE */
+    double rope_theta;          /* what the tables were made for (NaN: none yet) */
+    const float *rope_freqs_of; /* host pointer the tables were made from */
+    /* every allocation with its size, for freeing */
+    struct alloc { void **p; size_t bytes; } allocs[32];
+    int n_allocs;
+};
+
+/* ---------------------------------------------------------------- kernels */
+
+/* The sum of v over the block's threads (THREADS of them), in every thread. */
+static __device__ double block_sum(double v, double *shared) {
+    shared[threadIdx.x] = v;
+    __syncthreads();
+    for (int s = THREADS / 2; s > 0; s >>= 1) {
+        if ((int)threadIdx.x < s) shared[threadIdx.x] += shared[threadIdx.x + s];
+        __syncthreads();
+    }
+    double r = shared[0];
+    __syncthreads();
+    return r;
+}
+
+static __device__ float block_max(float v, float *shared) {
+    shared[threadIdx.x] = v;
+    __syncthreads();
+    for (int s = THREADS / 2; s > 0; s >>= 1) {
+        if ((int)threadIdx.x < s) shared[threadIdx.x] = fmaxf(shared[threadIdx.x], shared[threadIdx.x + s]);
+        __syncthreads();
+    }
+    float r = shared[0];
+    __syncthreads();
+    return r;
+}
+
+/* One row of n per block: out = x / sqrt(mean(x²) + eps) · w, the sum of squares in
+ * double (sqz_rmsnorm). out may be x. */
+static __global__ void k_rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps) {
+    __shared__ double sh[THREADS];
+    const float *xr = x + (int64_t)blockIdx.x * n;
+    float *yr = out + (int64_t)blockIdx.x * n;
+    double ss = 0.0;
+    for (int64_t i = threadIdx.x; i < n; i += THREADS) ss += (double)xr[i] * xr[i];
+    ss = block_sum(ss, sh);
+    const float scale = (float)(1.0 / sqrt(ss / (double)n + (double)eps));
+    for (int64_t i = threadIdx.x; i < n; i += THREADS) yr[i] = __fmul_rn(__fmul_rn(xr[i], scale), w[i]);
+}
+
+/* y[r, i] += b[i] for rows × w. */
+static __global__ void k_add_bias(float *y, const float *b, int64_t rows, int64_t w) {
+    int64_t i = (int64_t)blockIdx.x * THREADS + threadIdx.x;
+    if (i < rows * w) y[i] += b[i % w];
+}
+
+/* One token per block: its n_heads heads rotated by the token's angles. */
+static __global__ void k_rope(float *v, int64_t width, int n_heads, int head_dim, const float *cosv,
+                              const float *sinv, int rope_half) {
+    const int half = head_dim / 2;
+    float *row = v + (int64_t)blockIdx.x * width;
+    const float *cs = cosv + (int64_t)blockIdx.x * half, *sn = sinv + (int64_t)blockIdx.x * half;
+    for (int k = threadIdx.x; k < n_heads * half; k += THREADS) {
+        int h = k / half, i = k % half;
+        int a = rope_half ? i : 2 * i, b = rope_half ? i + half : 2 * i + 1;
+        float *hv = row + (int64_t)h * head_dim;
+        float x0 = hv[a], x1 = hv[b];
+        hv[a] = __fsub_rn(__fmul_rn(x0, cs[i]), __fmul_rn(x1, sn[i]));
+        hv[b] = __fadd_rn(__fmul_rn(x1, cs[i]), __fmul_rn(x0, sn[i]));
+    }
+}
+
+/* Row i of head h's scores (grid: T rows × n_head): softmax over keys 0..i, the max
+ * subtracted first and the sum in double; keys after i (the causal mask) set to 0. */
+static __global__ void k_softmax_causal(float *scores, int64_t T) {
+    __shared__ double shd[THREADS];
+    __shared__ float shf[THREADS];
+    const int64_t i = blockIdx.x;
+    float *row = scores + ((int64_t)blockIdx.y * T + i) * T;
+    const int64_t seen = i + 1;
+    float mx = -INFINITY;
+    for (int64_t j = threadIdx.x; j < seen; j += THREADS) mx = fmaxf(mx, row[j]);
+    mx = block_max(mx, shf);
+    double sum = 0.0;
+    for (int64_t j = threadIdx.x; j < seen; j += THREADS) {
+        float e = expf(row[j] - mx);
+        row[j] = e;
+        sum += e;
+    }
+    sum = block_sum(sum, shd);
+    const float inv = (float)(1.0 / sum);
+    for (int64_t j = threadIdx.x; j < T; j += THREADS) row[j] = j < seen ? row[j] * inv : 0.0f;
+}
+
+/* hb = silu(hb) · hb2, elementwise. */
+static __global__ void k_swiglu(float *hb, const float *hb2, int64_t n) {
+    int64_t i = (int64_t)blockIdx.x * THREADS + threadIdx.x;
+    if (i < n) {
+        float g = hb[i];
+        hb[i] = __fmul_rn(g / (1.0f + expf(-g)), hb2[i]);
+    }
+}
+
+/* x += y, elementwise. */
+static __global__ void k_add(float *x, const float *y, int64_t n) {
+    int64_t i = (int64_t)blockIdx.x * THREADS + threadIdx.x;
+    if (i < n) x[i] += y[i];
+}
+
+static unsigned blocks_for(int64_t n) { return (unsigned)((n + THREADS - 1) / THREADS); }
+
+/* ---------------------------------------------------------------- memory */
+
+static int palloc(sqz_cuda_block *p, float **ptr, int64_t n_floats, const char *what, sqz_err *err) {
+    *ptr = NULL;
+    if (n_floats <= 0) return SQZ_OK;
+    if (p->n_allocs == (int)(sizeof p->allocs / sizeof p->allocs[0]))
+        return sqz_fail(err, "cuda: block pass: too many buffers");
+    size_t bytes = (size_t)n_floats * sizeof(float);
+    if (sqz_cu_alloc(p->c, (void **)ptr, bytes, what, err)) return SQZ_ERR;
+    p->allocs[p->n_allocs].p = (void **)ptr;
+    p->allocs[p->n_allocs].bytes = bytes;
+    p->n_allocs++;
+    return SQZ_OK;
+}
+
+void sqz_cuda_block_close(sqz_cuda_block *p) {
+    if (!p) return;
+    for (int i = 0; i < p->n_allocs; i++) sqz_cu_free(p->c, *p->allocs[i].p, p->allocs[i].bytes);
+    free(p);
+}
+
+int sqz_cuda_block_open(sqz_cuda *c, int64_t max_T, const sqz_block_desc *w, sqz_cuda_block **out, sqz_err *err) {
+    *out = NULL;
+    if (max_T <= 0 || w->dim <= 0 || w->n_head < 0 || w->n_head_kv < 0 || w->n_ff < 0 ||
+        (w->n_head > 0 && (w->head_dim <= 0 || w->head_dim % 2 || w->n_head_kv <= 0 || w->n_head % w->n_head_kv)))
+        return sqz_fail(err, "cuda: block pass: bad shapes (T %lld, dim %lld, heads %d/%d of %d, ffn %lld)",
+                        (long long)max_T, (long long)w->dim, w->n_head, w->n_head_kv, w->head_dim,
+                        (long long)w->n_ff);
+    sqz_cuda_block *p = (sqz_cuda_block *)calloc(1, sizeof *p);
+    if (!p) return sqz_fail(err, "cuda: out of host memory");
+    p->c = c;
+    p->max_T = max_T;
+    p->widest = *w;
+    p->rope_theta = NAN;
+    const int64_t T = max_T, dim = w->dim, hd = w->head_dim, ff = w->n_ff;
+    const int64_t qw = (int64_t)w->n_head * hd, kvw = (int64_t)w->n_head_kv * hd;
+    char what[160];
+    snprintf(what, sizeof what, "a decoder block's weights (dim %lld, q %lld, kv %lld, ffn %lld)", (long long)dim,
+             (long long)qw, (long long)kvw, (long long)ff);
+    int bad = palloc(p, &p->attn_norm, qw ? dim : 0, what, err) || palloc(p, &p->wq, qw * dim, what, err) ||
+              palloc(p, &p->wk, kvw * dim, what, err) || palloc(p, &p->wv, kvw * dim, what, err) ||
+              palloc(p, &p->bq, qw, what, err) || palloc(p, &p->bk, kvw, what, err) ||
+              palloc(p, &p->bv, kvw, what, err) || palloc(p, &p->q_norm, qw ? hd : 0, what, err) ||
+              palloc(p, &p->k_norm, qw ? hd : 0, what, err) || palloc(p, &p->wo, dim * qw, what, err) ||
+              palloc(p, &p->ffn_norm, ff ? dim : 0, what, err) || palloc(p, &p->w_gate, ff * dim, what, err) ||
+              palloc(p, &p->w_up, ff * dim, what, err) || palloc(p, &p->w_down, dim * ff, what, err);
+    if (!bad) {
+        snprintf(what, sizeof what, "a window's activations (%lld tokens, %d heads: scores %.1f MiB)", (long long)T,
+                 w->n_head, (double)w->n_head * (double)T * (double)T * 4.0 / 1048576.0);
+        bad = palloc(p, &p->x, T * dim, what, err) || palloc(p, &p->xb, T * dim, what, err) ||
+              palloc(p, &p->q, T * qw, what, err) || palloc(p, &p->k, T * kvw, what, err) ||
+              palloc(p, &p->v, T * kvw, what, err) || palloc(p, &p->att, T * qw, what, err) ||
+              palloc(p, &p->hb, T * ff, what, err) || palloc(p, &p->hb2, T * ff, what, err) ||
+              palloc(p, &p->scores, (int64_t)w->n_head * T * T, what, err) ||
+              palloc(p, &p->rope_cos, qw ? T * (hd / 2) : 0, what, err) ||
+              palloc(p, &p->rope_sin, qw ? T * (hd / 2) : 0, what, err);
+    }
+    if (bad) {
+        sqz_cuda_block_close(p);
+        return SQZ_ERR;
+    }
+    *out = p;
+    return SQZ_OK;
+}
+
+/* ---------------------------------------------------------------- load */
+
+static int upload(sqz_cuda_block *p, float *dst, const float *src, int64_t n, const char *what, sqz_err *err) {
+    if (n <= 0) return SQZ_OK;
+    if (!src) return sqz_fail(err, "cuda: block pass: %s missing", what);
+    cudaError_t e = cudaMemcpyAsync(dst, src, (size_t)n * sizeof(float), cudaMemcpyHostToDevice, p->c->stream);
+    if (e != cudaSuccess) {
+        char stage[96];
+        snprintf(stage, sizeof stage, "copying %s (%lld floats) to the GPU", what, (long long)n);
+        return sqz_cu_fail(err, stage, e);
+    }
+    return SQZ_OK;
+}
+
+/* The RoPE tables for positions 0..max_T-1, as src/model/forward.c's rope_table: the
+ * angles in double, stored as float. */
+static int rope_tables(sqz_cuda_block *p, const sqz_block_desc *d, sqz_err *err) {
+    if (p->rope_theta == d->rope_theta && p->rope_freqs_of == d->rope_freqs) return SQZ_OK;
+    const int hd = d->head_dim, half = hd / 2;
+    const int64_t T = p->max_T;
+    float *cs = (float *)malloc((size_t)(T * half) * 2 * sizeof(float));
+    if (!cs) return sqz_fail(err, "cuda: out of host memory for the RoPE tables");
+    float *sn = cs + T * half;
+    for (int i = 0; i < half; i++) {
+        double freq = pow(d->rope_theta, -2.0 * i / hd) / (d->rope_freqs ? (double)d->rope_freqs[i] : 1.0);
+        for (int64_t t = 0; t < T; t++) {
+            double a = (double)t * freq;
+            cs[t * half + i] = (float)cos(a);
+            sn[t * half + i] = (float)sin(a);
+        }
+    }
+    int rc = upload(p, p->rope_cos, cs, T * half, "the RoPE cosines", err) ||
+             upload(p, p->rope_sin, sn, T * half, "the RoPE sines", err);
+    cudaError_t e = cudaStreamSynchronize(p->c->stream); /* cs is freed next */
+    free(cs);
+    if (rc) return SQZ_ERR;
+    if (e != cudaSuccess) return sqz_cu_fail(err, "copying the RoPE tables", e);
+    p->rope_theta = d->rope_theta;
+    p->rope_freqs_of = d->rope_freqs;
+    return SQZ_OK;
+}
+
+int sqz_cuda_block_load(sqz_cuda_block *p, const sqz_block_desc *d, sqz_err *err) {
+    const sqz_block_desc *w = &p->widest;
+    if (d->dim != w->dim || d->n_head > w->n_head || d->n_head_kv > w->n_head_kv || d->n_ff > w->n_ff ||
+        (d->n_head > 0 && (d->head_dim != w->head_dim || d->n_head_kv <= 0 || d->n_head % d->n_head_kv)))
+        return sqz_fail(err,
+                        "cuda: block pass: a block of dim %lld, heads %d/%d of %d, ffn %lld does not fit the pass "
+                        "(dim %lld, heads %d/%d of %d, ffn %lld)",
+                        (long long)d->dim, d->n_head, d->n_head_kv, d->head_dim, (long long)d->n_ff,
+                        (long long)w->dim, w->n_head, w->n_head_kv, w->head_dim, (long long)w->n_ff);
+    p->loaded = 0;
+    const int64_t dim = d->dim, hd = d->head_dim, ff = d->n_ff;
+    const int64_t qw = (int64_t)d->n_head * hd, kvw = (int64_t)d->n_head_kv * hd;
+    if (qw > 0) {
+        if (upload(p, p->attn_norm, d->attn_norm, dim, "attn_norm", err) ||
+            upload(p, p->wq, d->wq, qw * dim, "attn_q", err) || upload(p, p->wk, d->wk, kvw * dim, "attn_k", err) ||
+            upload(p, p->wv, d->wv, kvw * dim, "attn_v", err) || upload(p, p->wo, d->wo, dim * qw, "attn_output", err))
+            return SQZ_ERR;
+        if ((d->bq || d->bk || d->bv) &&
+            (upload(p, p->bq, d->bq, qw, "attn_q bias", err) || upload(p, p->bk, d->bk, kvw, "attn_k bias", err) ||
+             upload(p, p->bv, d->bv, kvw, "attn_v bias", err)))
+            return SQZ_ERR;
+        if ((d->q_norm || d->k_norm) && (upload(p, p->q_norm, d->q_norm, hd, "attn_q_norm", err) ||
+                                         upload(p, p->k_norm, d->k_norm, hd, "attn_k_norm", err)))
+            return SQZ_ERR;
+        if (rope_tables(p, d, err)) return SQZ_ERR;
+    }
+    if (ff > 0 && (upload(p, p->ffn_norm, d->ffn_norm, dim, "ffn_norm", err) ||
+                   upload(p, p->w_gate, d->w_gate, ff * dim, "ffn_gate", err) ||
+                   upload(p, p->w_up, d->w_up, ff * dim, "ffn_up", err) ||
+                   upload(p, p->w_down, d->w_down, dim * ff, "ffn_down", err)))
+        return SQZ_ERR;
+    /* the host arrays may go once load returns */
+    cudaError_t e = cudaStreamSynchronize(p->c->stream);
+    if (e != cudaSuccess) return sqz_cu_fail(err, "block pass: loading a block", e);
+    p->cur = *d;
+    p->has_bias = d->bq != NULL;
+    p->has_qk_norm = d->q_norm != NULL;
+    p->loaded = 1;
+    return SQZ_OK;
+}
+
+/* ---------------------------------------------------------------- run */
+
+/* y[T, out] = x[T, in] · Wᵀ with W row-major [out, in] (all on the device). */
+static int linear(sqz_cuda_block *p, float *y, const float *x, const float *W, int64_t T, int64_t in, int64_t out,
+                  const char *what, sqz_err *err) {
+    const float one = 1.0f, zero = 0.0f;
+    cublasStatus_t s = cublasSgemm(p->c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)out, (int)T, (int)in, &one, W, (int)in,
+                                   x, (int)in, &zero, y, (int)out);
+    if (s != CUBLAS_STATUS_SUCCESS) {
+        char stage[128];
+        snprintf(stage, sizeof stage, "block pass: %s (%lld × %lld by %lld tokens)", what, (long long)out,
+                 (long long)in, (long long)T);
+        return sqz_cu_blas_fail(err, stage, s);
+    }
+    return SQZ_OK;
+}
+
+static int launched(const char *what, sqz_err *err) {
+    cudaError_t e = cudaGetLastError();
+    if (e == cudaSuccess) return SQZ_OK;
+    char stage[96];
+    snprintf(stage, sizeof stage, "block pass: %s", what);
+    return sqz_cu_fail(err, stage, e);
+}
+
+static int site(sqz_cuda_gram *const *sites, int s, const float *x, int64_t T, sqz_err *err) {
+    return sites && sites[s] ? sqz_cuda_gram_add_dev(sites[s], x, T, err) : SQZ_OK;
+}
+
+/* Causal attention of q (roped) over k, v into att, every head: per group member g of
+ * the GQA groups, one strided batch over the kv heads for Q·Kᵀ and one for P·V. */
+static int attention(sqz_cuda_block *p, int64_t T, sqz_err *err) {
+    const sqz_block_desc *d = &p->cur;
+    const int hd = d->head_dim, nh = d->n_head, nkv = d->n_head_kv, group = nh / nkv;
+    const int64_t qw = (int64_t)nh * hd, kvw = (int64_t)nkv * hd, TT = T * T;
+    const float scale = 1.0f / sqrtf((float)hd), one = 1.0f, zero = 0.0f;
+    for (int g = 0; g < group; g++) {
+        /* scores of head h = kvh·group + g, column i = query i: Sᶜ(j, i) = Σ_d K[j, d] Q[i, d] */
+        cublasStatus_t s = cublasSgemmStridedBatched(
+            p->c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)T, (int)T, hd, &scale, p->k, (int)kvw, (long long)hd,
+            p->q + (int64_t)g * hd, (int)qw, (long long)group * hd, &zero, p->scores + (int64_t)g * TT, (int)T,
+            (long long)group * TT, nkv);
+        if (s != CUBLAS_STATUS_SUCCESS) return sqz_cu_blas_fail(err, "block pass: attention scores", s);
+    }
+    dim3 grid((unsigned)T, (unsigned)nh);
+    k_softmax_causal<<<grid, THREADS, 0, p->c->stream>>>(p->scores, T);
+    if (launched("attention softmax", err)) return SQZ_ERR;
+    for (int g = 0; g < group; g++) {
+        /* attᶜ(d, i) of head h = Σ_j Vᶜ(d, j) Sᶜ(j, i) */
+        cublasStatus_t s = cublasSgemmStridedBatched(
+            p->c->blas, CUBLAS_OP_N, CUBLAS_OP_N, hd, (int)T, (int)T, &one, p->v, (int)kvw, (long long)hd,
+            p->scores + (int64_t)g * TT, (int)T, (long long)group * TT, &zero, p->att + (int64_t)g * hd, (int)qw,
+            (long long)group * hd, nkv);
+        if (s != CUBLAS_STATUS_SUCCESS) return sqz_cu_blas_fail(err, "block pass: attention values", s);
+    }
+    return SQZ_OK;
+}
+
+int sqz_cuda_block_run(sqz_cuda_block *p, float *x, int64_t T, sqz_cuda_gram *const *sites, sqz_err *err) {
+    if (!p->loaded) return sqz_fail(err, "cuda: block pass: run before a block was loaded");
+    if (T <= 0 || T > p->max_T)
+        return sqz_fail(err, "cuda: block pass: a window of %lld tokens (the pass holds %lld)", (long long)T,
+                        (long long)p->max_T);
+    const sqz_block_desc *d = &p->cur;
+    cudaStream_t st = p->c->stream;
+    const int64_t dim = d->dim, hd = d->head_dim, ff = d->n_ff;
+    const int64_t qw = (int64_t)d->n_head * hd, kvw = (int64_t)d->n_head_kv * hd;
+    cudaError_t e = cudaMemcpyAsync(p->x, x, (size_t)(T * dim) * sizeof(float), cudaMemcpyHostToDevice, st);
+    if (e != cudaSuccess) return sqz_cu_fail(err, "block pass: copying the window to the GPU", e);
+    if (qw > 0) {
+        k_rmsnorm<<<(unsigned)T, THREADS, 0, st>>>(p->xb, p->x, p->attn_norm, dim, d->norm_eps);
+        if (launched("attn_norm", err) || site(sites, 0, p->xb, T, err) ||
+            linear(p, p->q, p->xb, p->wq, T, dim, qw, "attn_q", err) ||
+            linear(p, p->k, p->xb, p->wk, T, dim, kvw, "attn_k", err) ||
+            linear(p, p->v, p->xb, p->wv, T, dim, kvw, "attn_v", err))
+            return SQZ_ERR;
+        if (p->has_bias) {
+            k_add_bias<<<blocks_for(T * qw), THREADS, 0, st>>>(p->q, p->bq, T, qw);
+            k_add_bias<<<blocks_for(T * kvw), THREADS, 0, st>>>(p->k, p->bk, T, kvw);
+            k_add_bias<<<blocks_for(T * kvw), THREADS, 0, st>>>(p->v, p->bv, T, kvw);
+            if (launched("q/k/v biases", err)) return SQZ_ERR;
+        }
+        if (p->has_qk_norm) {
+            k_rmsnorm<<<(unsigned)(T * d->n_head), THREADS, 0, st>>>(p->q, p->q, p->q_norm, hd, d->norm_eps);
+            k_rmsnorm<<<(unsigned)(T * d->n_head_kv), THREADS, 0, st>>>(p->k, p->k, p->k_norm, hd, d->norm_eps);
+            if (launched("q/k norms", err)) return SQZ_ERR;
+        }
+        k_rope<<<(unsigned)T, THREADS, 0, st>>>(p->q, qw, d->n_head, (int)hd, p->rope_cos, p->rope_sin, d->rope_half);
+        k_rope<<<(unsigned)T, THREADS, 0, st>>>(p->k, kvw, d->n_head_kv, (int)hd, p->rope_cos, p->rope_sin,
+                                               d->rope_half);
+        if (launched("RoPE", err) || attention(p, T, err) || site(sites, 1, p->att, T, err) ||
+            linear(p, p->xb, p->att, p->wo, T, qw, dim, "attn_output", err))
+            return SQZ_ERR;
+        k_add<<<blocks_for(T * dim), THREADS, 0, st>>>(p->x, p->xb, T * dim);
+        if (launched("attention residual", err)) return SQZ_ERR;
+    }
+    if (ff > 0) {
+        k_rmsnorm<<<(unsigned)T, THREADS, 0, st>>>(p->xb, p->x, p->ffn_norm, dim, d->norm_eps);
+        if (launched("ffn_norm", err) || site(sites, 2, p->xb, T, err) ||
+            linear(p, p->hb, p->xb, p->w_gate, T, dim, ff, "ffn_gate", err) ||
+            linear(p, p->hb2, p->xb, p->w_up, T, dim, ff, "ffn_up", err))
+            return SQZ_ERR;
+        k_swiglu<<<blocks_for(T * ff), THREADS, 0, st>>>(p->hb, p->hb2, T * ff);
+        if (launched("SwiGLU", err) || site(sites, 3, p->hb, T, err) ||
+            linear(p, p->xb, p->hb, p->w_down, T, ff, dim, "ffn_down", err))
+            return SQZ_ERR;
+        k_add<<<blocks_for(T * dim), THREADS, 0, st>>>(p->x, p->xb, T * dim);
+        if (launched("FFN residual", err)) return SQZ_ERR;
+    }
+    e = cudaMemcpyAsync(x, p->x, (size_t)(T * dim) * sizeof(float), cudaMemcpyDeviceToHost, st);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(st);
+    if (e != cudaSuccess) return sqz_cu_fail(err, "block pass: the window's pass", e);
+    return SQZ_OK;
+}

@@ -1,0 +1,208 @@
+/* A decoder block on the backend (sqz_block_pass, sqz/backend.h) against the CPU's forward
+ * pass (sqz_forward_layer), block by block:
+ *  - every build: sqz_block_desc_f32 gives the block's shapes and weights (each weight
+ *    equal to sqz_tensor_rows_f32 of its tensor) on the three architecture fixtures
+ *    (llama3 with rope_freqs, qwen2 with q/k/v biases, qwen3 with q/k norms), and the CPU
+ *    backend refuses a block pass with a one-line error;
+ *  - with the CUDA backend on a machine with a GPU: on those fixtures, stories260K and
+ *    (when present) the default model SmolLM2, each block run on the GPU over windows of
+ *    the same residual stream the CPU block gets, its output within 1e-4 of the CPU's
+ *    (max |Δ| relative to the largest |x|; f32 products in another order, expf instead of
+ *    the CPU's polynomial) and the Grams of its four input sites within 1e-4 of the CPU's
+ *    (relative to the largest entry); the next block starts from the CPU's output so errors
+ *    do not compound. Two windows of different lengths per block: a shorter window than
+ *    the pass holds must work as well.
+ * A CUDA build on a machine without a GPU exits 77 (skipped) after the CPU checks. */
+#include <math.h>
+#include <string.h>
+
+#include "sqz/backend.h"
+#include "sqz/calib.h"
+#include "sqz/model.h"
+#include "testutil.h"
+
+#define T_MAX 96
+
+static const char *const kSite[SQZ_BLOCK_SITES] = {"attn in", "o in", "ffn in", "down in"};
+
+/* The CPU's Grams at the sites, through the forward pass's hook. */
+typedef struct {
+    sqz_gram_acc *acc[SQZ_BLOCK_SITES];
+    int failed;
+} hook_ctx;
+
+static int gram_hook(void *vctx, int layer, int site, const float *x, int64_t T, int64_t width, sqz_err *err) {
+    (void)layer;
+    (void)width;
+    hook_ctx *c = vctx;
+    return c->acc[site] ? sqz_gram_add(c->acc[site], x, T, err) : SQZ_OK;
+}
+
+static int64_t site_width(const sqz_model *m, int l, int s) {
+    const sqz_llama_config *c = &m->cfg;
+    switch (s) {
+    case 0: case 2: return c->dim;
+    case 1: return (int64_t)c->layer_n_head[l] * c->head_dim;
+    default: return c->layer_n_ff[l];
+    }
+}
+
+static void check_desc(const char *path) {
+    sqz_model m;
+    sqz_err err;
+    if (sqz_model_load(&m, path, 0, &err)) {
+        CHECK(0, "%s: %s", path, err.msg);
+        return;
+    }
+    for (int l = 0; l < m.cfg.n_layer; l++) {
+        sqz_block_desc d;
+        float *buf = NULL;
+        if (sqz_block_desc_f32(&m, l, &d, &buf, &err)) {
+            CHECK(0, "%s block %d: %s", path, l, err.msg);
+            continue;
+        }
+        const sqz_layer *L = &m.layers[l];
+        CHECK(d.dim == m.cfg.dim && d.n_head == m.cfg.layer_n_head[l] && d.n_ff == m.cfg.layer_n_ff[l] &&
+                  d.head_dim == m.cfg.head_dim && (d.bq != NULL) == (L->bq != NULL) &&
+                  (d.q_norm != NULL) == (L->q_norm != NULL) && d.rope_freqs == m.cfg.rope_freqs,
+              "%s block %d: shapes", path, l);
+        const sqz_tensor *t[] = {L->wq, L->wk, L->w_down, L->bq, L->q_norm};
+        const float *p[] = {d.wq, d.wk, d.w_down, d.bq, d.q_norm};
+        for (int i = 0; i < 5; i++) {
+            if (!t[i]) continue;
+            int64_t n = sqz_tensor_nelements(t[i]);
+            float *ref = malloc((size_t)n * sizeof(float));
+            CHECK(sqz_tensor_rows_f32(t[i], 0, n / t[i]->ne[0], ref, &err) == 0 && p[i] &&
+                      !memcmp(ref, p[i], (size_t)n * sizeof(float)),
+                  "%s block %d: %s differs from its tensor", path, l, t[i]->name);
+            free(ref);
+        }
+        free(buf);
+    }
+    sqz_model_free(&m);
+}
+
+static void check_cpu_refuses(void) {
+    sqz_backend *b = NULL;
+    sqz_block_pass *p = NULL;
+    sqz_err err;
+    sqz_block_desc w = {.dim = 64, .n_head = 4, .n_head_kv = 4, .head_dim = 16, .n_ff = 128};
+    CHECK(sqz_backend_create(SQZ_DEVICE_CPU, NULL, &b, &err) == 0, "%s", err.msg);
+    CHECK(sqz_block_pass_open(b, 32, &w, &p, &err) != 0 && p == NULL && strstr(err.msg, "CPU") && !strchr(err.msg, '\n'),
+          "a block pass on the CPU backend: %s", err.msg);
+    sqz_backend_free(b);
+}
+
+/* Every block of the model on the GPU against the CPU; returns 0, or 77 without a GPU. */
+static void compare_model(sqz_backend *gpu, sqz_pool *pool, const char *path) {
+    sqz_model m;
+    sqz_err err;
+    if (sqz_model_load(&m, path, 0, &err)) {
+        CHECK(0, "%s: %s", path, err.msg);
+        return;
+    }
+    const int64_t dim = m.cfg.dim;
+    const int64_t Ts[2] = {T_MAX, T_MAX / 2 + 7};
+    int64_t T_all = Ts[0] + Ts[1];
+    int32_t *tok = malloc((size_t)T_all * sizeof(int32_t));
+    tu_rng r = {7};
+    for (int64_t i = 0; i < T_all; i++) tok[i] = (int32_t)(tu_urand(&r) * (m.cfg.n_vocab - 1));
+    float *x = malloc((size_t)(T_all * dim) * sizeof(float)), *y = malloc((size_t)(T_all * dim) * sizeof(float));
+    /* the widest block */
+    sqz_block_desc widest = {.dim = dim, .head_dim = m.cfg.head_dim};
+    for (int l = 0; l < m.cfg.n_layer; l++) {
+        if (m.cfg.layer_n_head[l] > widest.n_head) widest.n_head = m.cfg.layer_n_head[l];
+        if (m.cfg.layer_n_head_kv[l] > widest.n_head_kv) widest.n_head_kv = m.cfg.layer_n_head_kv[l];
+        if (m.cfg.layer_n_ff[l] > widest.n_ff) widest.n_ff = m.cfg.layer_n_ff[l];
+    }
+    sqz_block_pass *p = NULL;
+    int ok = sqz_forward_embed(&m, tok, Ts[0], x, &err) == 0 &&
+             sqz_forward_embed(&m, tok + Ts[0], Ts[1], x + Ts[0] * dim, &err) == 0;
+    CHECK(ok, "%s: embed: %s", path, err.msg);
+    ok = ok && sqz_block_pass_open(gpu, T_MAX, &widest, &p, &err) == 0;
+    CHECK(!ok || p, "%s: block pass: %s", path, err.msg);
+    double worst_x = 0, worst_g = 0;
+    for (int l = 0; ok && l < m.cfg.n_layer; l++) {
+        double *Gc[SQZ_BLOCK_SITES] = {0}, *Gg[SQZ_BLOCK_SITES] = {0};
+        hook_ctx hc = {{0}, 0};
+        sqz_gram_acc *ga[SQZ_BLOCK_SITES] = {0};
+        for (int s = 0; s < SQZ_BLOCK_SITES; s++) {
+            int64_t n = site_width(&m, l, s);
+            if (n <= 0) continue;
+            Gc[s] = calloc((size_t)(n * n), sizeof(double));
+            Gg[s] = calloc((size_t)(n * n), sizeof(double));
+            ok = ok && sqz_gram_open(NULL, pool, n, Gc[s], &hc.acc[s], &err) == 0 &&
+                 sqz_gram_open(gpu, pool, n, Gg[s], &ga[s], &err) == 0;
+        }
+        sqz_block_desc d;
+        float *buf = NULL;
+        ok = ok && sqz_block_desc_f32(&m, l, &d, &buf, &err) == 0 && sqz_block_pass_load(p, &d, &err) == 0;
+        free(buf);
+        memcpy(y, x, (size_t)(T_all * dim) * sizeof(float));
+        for (int w = 0, off = 0; ok && w < 2; off += (int)Ts[w], w++) {
+            ok = sqz_forward_layer(&m, pool, l, x + off * dim, Ts[w], gram_hook, &hc, &err) == 0 &&
+                 sqz_block_pass_run(p, y + off * dim, Ts[w], ga, &err) == 0;
+        }
+        for (int s = 0; ok && s < SQZ_BLOCK_SITES; s++)
+            if (hc.acc[s]) ok = sqz_gram_finish(hc.acc[s], &err) == 0 && sqz_gram_finish(ga[s], &err) == 0;
+        CHECK(ok, "%s block %d: %s", path, l, err.msg);
+        if (ok) {
+            double mx = 0, dx = 0;
+            for (int64_t i = 0; i < T_all * dim; i++) mx = fmax(mx, fabs(x[i])), dx = fmax(dx, fabs(x[i] - y[i]));
+            CHECK(dx <= 1e-4 * mx, "%s block %d: output max |gpu - cpu| %.3e, max |x| %.3e", path, l, dx, mx);
+            worst_x = fmax(worst_x, dx / mx);
+            for (int s = 0; s < SQZ_BLOCK_SITES; s++) {
+                if (!Gc[s]) continue;
+                int64_t n = site_width(&m, l, s);
+                double gm = 0, dg = 0;
+                for (int64_t i = 0; i < n * n; i++) gm = fmax(gm, fabs(Gc[s][i])), dg = fmax(dg, fabs(Gc[s][i] - Gg[s][i]));
+                CHECK(dg <= 1e-4 * gm, "%s block %d: %s Gram max |gpu - cpu| %.3e, largest %.3e", path, l, kSite[s], dg,
+                      gm);
+                worst_g = fmax(worst_g, dg / gm);
+            }
+        }
+        for (int s = 0; s < SQZ_BLOCK_SITES; s++) {
+            sqz_gram_close(hc.acc[s]);
+            sqz_gram_close(ga[s]);
+            free(Gc[s]);
+            free(Gg[s]);
+        }
+    }
+    printf("test_block: %s: %d blocks, outputs within %.2e and Grams within %.2e (relative) of the CPU's\n", path,
+           m.cfg.n_layer, worst_x, worst_g);
+    sqz_block_pass_close(p);
+    free(tok); free(x); free(y);
+    sqz_model_free(&m);
+}
+
+int main(void) {
+    const char *fx[] = {"arch/llama3.gguf", "arch/qwen2.gguf", "arch/qwen3.gguf"};
+    char *paths[5] = {0};
+    int n = 0;
+    for (int i = 0; i < 3; i++) paths[n++] = tu_fixture(fx[i]);
+    paths[n++] = tu_shared("models/stories260K");
+    check_cpu_refuses();
+    for (int i = 0; i < n; i++) check_desc(paths[i]);
+    int skipped = 0;
+    if (sqz_cuda_built()) {
+        sqz_pool *pool = NULL;
+        sqz_backend *gpu = NULL;
+        sqz_err err;
+        pool = sqz_pool_create(2, &err);
+        if (sqz_backend_create(SQZ_DEVICE_CUDA, pool, &gpu, &err)) {
+            printf("test_block: skipped the GPU comparisons: %s\n", err.msg);
+            skipped = 1;
+        } else {
+            char *def = tu_default_model();
+            if (def) paths[n++] = def;
+            for (int i = 0; i < n; i++) compare_model(gpu, pool, paths[i]);
+            printf("test_block: %s, peak %.1f MiB\n", sqz_backend_describe(gpu),
+                   (double)sqz_backend_peak_bytes(gpu) / 1048576.0);
+            sqz_backend_free(gpu);
+        }
+        sqz_pool_free(pool);
+    }
+    for (int i = 0; i < n; i++) free(paths[i]);
+    int rc = tu_done("test_block");
+    return rc ? rc : skipped ? 77 : 0;
+}
