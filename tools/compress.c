@@ -711,9 +711,14 @@ int cmd_compress(args *a) {
     if (rep.resumed_layer > 0) printf("%d\n", rep.resumed_layer - 1);
     double total_seconds = sqz_now() - t_start;
     if (!quiet) print_stages(&rep.times, co.gptq_double, sgemm_rate, dgemm_rate, total_seconds);
+    if (!quiet && sqz_backend_device(backend) == SQZ_DEVICE_CUDA)
+        printf("%s: peak device memory %.1f MiB\n", sqz_backend_describe(backend),
+               (double)sqz_backend_peak_bytes(backend) / 1048576.0);
     if (json || html) {
         root = compress_json(&rep, model, out, &cs, &co, sgemm_rate, dgemm_rate, sqz_pool_threads(pool),
                              total_seconds);
+        cJSON_AddStringToObject(root, "device", sqz_backend_describe(backend));
+        cJSON_AddNumberToObject(root, "device_peak_bytes", (double)sqz_backend_peak_bytes(backend));
         if (json && (rc = write_json(json, root))) goto done;
         if (html && report_html_write(root, html, msg, sizeof msg)) {
             rc = fail(msg);
