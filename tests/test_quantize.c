@@ -59,6 +59,7 @@ static double max_rel_of(int type) {
     case SQZ_TYPE_Q4_1: return 0.0799;
     case SQZ_TYPE_Q4_0: return 0.0874;
     case SQZ_TYPE_IQ4_NL: return 0.0774;
+    case SQZ_TYPE_IQ4_XS: return 0.0780;
     case SQZ_TYPE_Q6_K: return 0.01805;
     case SQZ_TYPE_Q5_K: return 0.0370;
     case SQZ_TYPE_Q4_K: return 0.0726;
@@ -449,7 +450,7 @@ static void test_fixed_params(void) {
             for (int k = lo; k <= hi; k++) {
                 const int j = i / p.sub_size;
                 float alt;
-                if (type == SQZ_TYPE_IQ4_NL) {
+                if (type == SQZ_TYPE_IQ4_NL || type == SQZ_TYPE_IQ4_XS) {
                     static const int8_t kv[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
                     alt = p.scale[j] * (float)kv[k];
                 } else {

@@ -26,9 +26,10 @@ const char HELP_QUANTIZE[] =
     "llama.cpp loads unchanged. Every linear weight gets type T; norms stay F32.\n"
     "  -o, --output OUT   the GGUF file to write (via a temporary file and rename)\n"
     "  --type T           Q8_0 Q6_K Q5_K Q4_K Q3_K Q2_K Q5_1 Q5_0 Q4_1 Q4_0 IQ4_NL\n"
-    "                     F16 BF16 F32. A tensor whose rows do not fit T's block\n"
+    "                     IQ4_XS F16 BF16 F32. A tensor whose rows do not fit T's block\n"
     "                     falls back as llama-quantize does (Q2_K,Q3_K->Q4_0,\n"
-    "                     Q4_K->Q5_0, Q5_K->Q5_1, Q6_K->Q8_0); the report lists them\n"
+    "                     Q4_K->Q5_0, Q5_K->Q5_1, Q6_K->Q8_0, IQ4_XS->IQ4_NL); the\n"
+    "                     report lists them\n"
     "  --method M         rtn: round to nearest with the best block scales, weighted by\n"
     "                     diag(H) of the calibration inputs when --calib is given;\n"
     "                     gptq: error-compensating GPTQ with H (needs --calib).\n"
@@ -78,7 +79,7 @@ static int parse_type(const char *cmd, const char *flag, const char *v, int *out
     if (!ok) {
         char msg[256];
         snprintf(msg, sizeof msg, "%s '%%s': expected one of Q8_0 Q6_K Q5_K Q4_K Q3_K Q2_K Q5_1 Q5_0 Q4_1 Q4_0 "
-                                  "IQ4_NL F16 BF16 F32", flag);
+                                  "IQ4_NL IQ4_XS F16 BF16 F32", flag);
         return usage_fail(cmd, msg, v ? v : "");
     }
     *out = t;

@@ -33,6 +33,7 @@ typedef enum sqz_type {
     SQZ_TYPE_Q6_K = 14,
     SQZ_TYPE_Q8_K = 15,
     SQZ_TYPE_IQ4_NL = 20,
+    SQZ_TYPE_IQ4_XS = 23,
     SQZ_TYPE_BF16 = 30,
     SQZ_TYPE_COUNT = 40 /* upper bound of ids the table knows about */
 } sqz_type;

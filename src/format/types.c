@@ -140,7 +140,27 @@ static void dq_iq4_nl(const void *src, float *dst, int64_t n) {
     }
 }
 
-/* ---------------- 256-value super-blocks (k-quants) ---------------- */
+/* ---------------- 256-value super-blocks (k-quants, IQ4_XS) ---------------- */
+
+/* block_iq4_xs: f16 d; u16 scales_h; u8 scales_l[4]; u8 qs[128]. Sub-block j (32 values)
+ * has the 6-bit scale ls = (nibble j of scales_l) | (bits 2j..2j+1 of scales_h) << 4 and
+ * step d·(ls − 32); its 16 bytes of qs index IQ4_NL's grid as IQ4_NL's block does. */
+static void dq_iq4_xs(const void *src, float *dst, int64_t n) {
+    const uint8_t *b = src;
+    for (int64_t i = 0; i < n / QK_K; i++, b += 136) {
+        const float d = rd_f16(b);
+        const unsigned scales_h = (unsigned)b[2] | (unsigned)b[3] << 8;
+        const uint8_t *scales_l = b + 4, *qs = b + 8;
+        for (int j = 0; j < 8; j++, qs += 16, dst += 32) {
+            const int ls = ((scales_l[j / 2] >> (4 * (j % 2))) & 0x0F) | (int)(((scales_h >> (2 * j)) & 3) << 4);
+            const float dl = d * (float)(ls - 32);
+            for (int k = 0; k < 16; k++) {
+                dst[k] = dl * (float)kvalues_iq4nl[qs[k] & 0x0F];
+                dst[k + 16] = dl * (float)kvalues_iq4nl[qs[k] >> 4];
+            }
+        }
+    }
+}
 
 /* block_q2_K: u8 scales[16] (low nibble scale, high nibble min); u8 qs[64] (2 bits);
  * f16 d; f16 dmin. Each 128 values use 32 bytes of qs, shifted by 0,2,4,6. */
@@ -304,7 +324,7 @@ static const sqz_type_traits type_table[SQZ_TYPE_COUNT] = {
     [SQZ_TYPE_IQ4_NL] = {.name = "IQ4_NL", .block_size = 32, .block_bytes = 18, .dequantize = dq_iq4_nl, QUANT},
     [21] = {.name = "IQ3_S", .block_size = QK_K, .block_bytes = 110},
     [22] = {.name = "IQ2_S", .block_size = QK_K, .block_bytes = 82},
-    [23] = {.name = "IQ4_XS", .block_size = QK_K, .block_bytes = 136},
+    [SQZ_TYPE_IQ4_XS] = {.name = "IQ4_XS", .block_size = QK_K, .block_bytes = 136, .dequantize = dq_iq4_xs, QUANT},
     [24] = {.name = "I8", .block_size = 1, .block_bytes = 1},
     [25] = {.name = "I16", .block_size = 1, .block_bytes = 2},
     [26] = {.name = "I32", .block_size = 1, .block_bytes = 4},

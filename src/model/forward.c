@@ -302,6 +302,7 @@ static int act_type_of(int type) {
     case SQZ_TYPE_Q4_0: case SQZ_TYPE_Q5_0: case SQZ_TYPE_Q8_0: case SQZ_TYPE_IQ4_NL: return SQZ_TYPE_Q8_0;
     case SQZ_TYPE_Q4_1: case SQZ_TYPE_Q5_1: return SQZ_TYPE_Q8_1;
     case SQZ_TYPE_Q2_K: case SQZ_TYPE_Q3_K: case SQZ_TYPE_Q4_K: case SQZ_TYPE_Q5_K: case SQZ_TYPE_Q6_K:
+    case SQZ_TYPE_IQ4_XS:
         return SQZ_TYPE_Q8_K;
     case SQZ_TYPE_F16: return SQZ_TYPE_F16;
     case SQZ_TYPE_BF16: return SQZ_TYPE_BF16;

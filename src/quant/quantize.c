@@ -67,6 +67,9 @@ static const qfmt fmts[SQZ_TYPE_COUNT] = {
     [SQZ_TYPE_Q3_K] = {.block = 256, .sub = 16, .lmin = -4, .lmax = 3, .smin = -32, .smax = 31, .two_level = 1},
     [SQZ_TYPE_Q4_K] = {.block = 256, .sub = 32, .lmin = 0, .lmax = 15, .smax = 63, .mmax = 63, .two_level = 1},
     [SQZ_TYPE_Q5_K] = {.block = 256, .sub = 32, .lmin = 0, .lmax = 31, .smax = 63, .mmax = 63, .two_level = 1},
+    /* IQ4_NL's grid in sub-blocks of 32 on signed 6-bit scales of an f16 super scale */
+    [SQZ_TYPE_IQ4_XS] = {.block = 256, .sub = 32, .lmin = 0, .lmax = 15, .smin = -32, .smax = 31, .two_level = 1,
+                         .nonlinear = 1},
     /* ggml's own Q6_K quantizer maps the largest sub-scale to -128; +128 does not fit */
     [SQZ_TYPE_Q6_K] = {.block = 256, .sub = 16, .lmin = -32, .lmax = 31, .smin = -128, .smax = 127, .two_level = 1},
 };
@@ -95,14 +98,34 @@ static float recon(const qfmt *f, float step, float off, int l) {
     return step * (float)l - off;
 }
 
-/* IQ4_NL's grid index nearest to t: the midpoints between neighbours decide. */
+/* IQ4_NL's grid index nearest to t, the midpoints between neighbours deciding (t on a
+ * midpoint takes the lower index). Every midpoint is a multiple of 0.5, so the index is
+ * constant on each interval (k/2, (k+1)/2]: kNearestHalf holds it for k = -256..255 (made
+ * by counting the midpoints below each interval's centre), and the interval of t is
+ * found in double, where 256 − 2t is exact for any float t. */
+static const uint8_t kNearestHalf[512] = {
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3,
+    3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4,
+    4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5,
+    5, 5, 5, 5, 5, 5, 5, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,
+    7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 8, 8, 8, 8, 8, 8, 8, 8, 8,
+    8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9,
+    9, 9, 9, 9, 9, 9, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 11,
+    11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 12, 12, 12, 12, 12,
+    12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 13, 13, 13, 13, 13, 13,
+    13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 14, 14,
+    14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14,
+    14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15,
+    15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15,
+};
+
 static inline int nearest_iq4nl(float t) {
-    static const float mid[15] = {-115.5f, -93.5f, -74.0f, -57.0f, -42.0f, -28.5f, -16.0f, -4.5f,
-                                  7.0f,    19.0f,  31.5f,  45.5f,  61.0f,  79.0f,  101.0f};
-    int l = 0;
-    for (int step = 8; step > 0; step >>= 1) /* binary search over the 15 midpoints */
-        if (l + step <= 15 && t > mid[l + step - 1]) l += step;
-    return l;
+    if (t <= -128.0f) return 0;
+    if (t > 128.0f) return 15;
+    return kNearestHalf[511 - (int)(256.0 - 2.0 * (double)t)];
 }
 
 /* lrintf of a float already clamped to the level range: the nearest integer, ties to
@@ -1143,6 +1166,20 @@ void sqz_quant_pack_block(const sqz_qparams *p, const int8_t *levels, void *dst)
             b[48 + 32 * g + l] |= (uint8_t)((c[e] & 0x0F) << (4 * t));
             b[16 + l] |= (uint8_t)(((c[e] >> 4) & 1) << (2 * g + t));
         }
+        break;
+    }
+    case SQZ_TYPE_IQ4_XS: { /* f16 d; u16 scales_h; u8 scales_l[4]; qs[128] (types.c's dq_iq4_xs) */
+        memset(b, 0, 136);
+        put_f16(b, p->d);
+        unsigned scales_h = 0;
+        for (int j = 0; j < 8; j++) {
+            const int ls = p->sc[j] + 32;
+            b[4 + j / 2] |= (uint8_t)((ls & 0x0F) << (4 * (j % 2)));
+            scales_h |= (unsigned)((ls >> 4) & 3) << (2 * j);
+            for (int k = 0; k < 16; k++) b[8 + 16 * j + k] = (uint8_t)(c[32 * j + k] | (c[32 * j + k + 16] << 4));
+        }
+        b[2] = (uint8_t)(scales_h & 0xFF);
+        b[3] = (uint8_t)(scales_h >> 8);
         break;
     }
     case SQZ_TYPE_Q6_K: { /* ql[128]; qh[64]; i8 scales[16]; f16 d */

@@ -44,7 +44,7 @@ import gguf
 from gguf import GGMLQuantizationType as QT, GGUFReader, GGUFValueType as VT
 
 # what the file must hold at least: the quantized types and the float conversions
-REQUIRED = ["Q8_0", "Q6_K", "Q5_1", "Q5_0", "Q5_K", "Q4_1", "Q4_0", "IQ4_NL", "Q4_K", "Q3_K", "Q2_K", "F16", "BF16"]
+REQUIRED = ["Q8_0", "Q6_K", "Q5_1", "Q5_0", "Q5_K", "Q4_1", "Q4_0", "IQ4_NL", "IQ4_XS", "Q4_K", "Q3_K", "Q2_K", "F16", "BF16"]
 FLOAT_TYPES = {"F32", "F16", "BF16"}
 QCASES = ["gauss", "student", "tw"]
 FCASES = ["gauss", "student", "edge"]
