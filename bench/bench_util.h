@@ -291,7 +291,7 @@ BENCH_FN const char *fallback_type(const char *type, long long ncols) {
     else if (!strcmp(tt->name, "Q4_K")) fb = "Q5_0";
     else if (!strcmp(tt->name, "Q5_K")) fb = "Q5_1";
     else if (!strcmp(tt->name, "Q6_K")) fb = "Q8_0";
-    else if (!strcmp(tt->name, "IQ4_XS")) fb = "IQ4_NL";
+    else if (!strcmp(tt->name, "IQ4_XS") || !strcmp(tt->name, "IQ3_S")) fb = "IQ4_NL";
     else if (tt->block_size <= 32) fb = "F16";
     int f = sqz_type_from_name(fb);
     if (f >= 0 && sqz_type_get(f) && ncols % sqz_type_get(f)->block_size != 0) fb = "F16";

@@ -397,6 +397,15 @@ static void test_convert(void) {
             CHECK(memcmp(a, b, rb) == 0, "%s: sqz_convert_row differs from sqz_quantize_row", tt->name);
             continue;
         }
+        if (tt->codebook) { /* a grid search (its quality: t_quant_gguf_py); a non-finite value is refused */
+            float xs[256];
+            fill(xs, 256, 1);
+            CHECK(sqz_convert_row(t, xs, a, 256, w, &err) == SQZ_OK, "%s: %s", tt->name, err.msg);
+            CHECK(sqz_convert_row(t, x, a, n, w, &err) == SQZ_ERR && strstr(err.msg, tt->name) &&
+                      strstr(err.msg, "not finite"),
+                  "%s: the edge row (infinities, NaN): %s", tt->name, err.msg);
+            continue;
+        }
         CHECK(sqz_convert_row(t, x, a, n, w, &err) == SQZ_OK, "%s: %s", tt->name, err.msg);
         tt->dequantize(a, y, n);
         int bad = 0;
@@ -500,6 +509,8 @@ static int emit(const char *path) {
     static const int ftypes[2] = {SQZ_TYPE_F16, SQZ_TYPE_BF16};
     int types[SQZ_TYPE_COUNT], nt = 0;
     for (int t = 0; t < N_TYPES; t++) types[nt++] = kTypes[t];
+    for (int t = 0; t < SQZ_TYPE_COUNT; t++) /* the codebook i-quants (IQ3_S): quantized cases too */
+        if (sqz_type_get(t) && sqz_type_get(t)->codebook) types[nt++] = t;
     for (int t = 0; t < 2; t++) types[nt++] = ftypes[t];
     sqz_err err = {{0}};
     sqz_gguf_writer w;
@@ -523,7 +534,7 @@ static int emit(const char *path) {
     for (int t = 0; ok && t < nt; t++) {
         const sqz_type_traits *tt = sqz_type_get(types[t]);
         for (int d = 0; ok && d < 3; d++) {
-            const char *c = tt->quantize ? qcases[d] : fcases[d];
+            const char *c = tt->block_size > 1 ? qcases[d] : fcases[d];
             snprintf(name, sizeof name, "q.%s.%s", tt->name, c);
             ok = sqz_gguf_add_tensor(&w, name, types[t], 2, ne_src, &err) == SQZ_OK;
             snprintf(name, sizeof name, "deq.%s.%s", tt->name, c);
@@ -539,7 +550,7 @@ static int emit(const char *path) {
         const sqz_type_traits *tt = sqz_type_get(types[t]);
         for (int d = 0; ok && d < 3; d++) {
             /* quantized: gauss, student, student weighted; float: gauss, student, edge */
-            const float *x = src[d == 0 ? 0 : (d == 1 || tt->quantize ? 1 : 2)];
+            const float *x = src[d == 0 ? 0 : (d == 1 || tt->block_size > 1 ? 1 : 2)];
             const size_t rb = (size_t)(COLS / tt->block_size) * tt->block_bytes;
             for (int r = 0; ok && r < ROWS; r++) { /* streamed row by row */
                 ok = sqz_convert_row(types[t], x + (size_t)r * COLS, q, COLS, d == 2 ? wt : NULL, &err) == SQZ_OK &&

@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "sqz/gguf_write.h"
 #include "sqz/io.h"
 #include "sqz/tensor.h"
 #include "testutil.h"
@@ -144,7 +145,71 @@ out:
     free(ipath);
 }
 
-int main(void) {
+/* ---------------- --emit-read: the input of tests/py/check_read_types.py ---------------- */
+
+/* The types sqz reads but does not write (the i-quants and ternary types): random blocks
+ * with a valid f16 scale where the format keeps one, and sqz's dequantization of them. */
+static const struct { int id, d_off; } kReadOnly[] = {
+    {16, 0}, {17, 0}, {22, 0}, {18, 0}, {21, 0}, {19, 0}, {29, -1}, {34, 52}, {35, 64},
+};
+
+static uint16_t random_half(tu_rng *r) {
+    float v = (float)((tu_urand(r) * 2.0 - 1.0) * 0.05);
+    return sqz_f32_to_f16(v);
+}
+
+static int emit_read(const char *path) {
+    enum { ROWS = 4, BLOCKS_PER_ROW = 8 };
+    sqz_gguf_writer w;
+    sqz_err err;
+    tu_rng r = {99};
+    sqz_gguf_writer_init(&w);
+    const int n_types = (int)(sizeof kReadOnly / sizeof kReadOnly[0]);
+    uint8_t *raw[16];
+    float *deq[16];
+    int rc = 1;
+    for (int k = 0; k < n_types; k++) {
+        const sqz_type_traits *tt = sqz_type_get(kReadOnly[k].id);
+        const size_t nb = (size_t)ROWS * BLOCKS_PER_ROW, bytes = nb * tt->block_bytes;
+        raw[k] = malloc(bytes);
+        deq[k] = malloc(nb * (size_t)tt->block_size * sizeof(float));
+        for (size_t i = 0; i < bytes; i++) raw[k][i] = (uint8_t)(tu_urand(&r) * 256.0);
+        for (size_t b = 0; b < nb; b++) {
+            uint8_t *blk = raw[k] + b * tt->block_bytes;
+            const uint16_t h = random_half(&r);
+            if (kReadOnly[k].d_off >= 0) {
+                blk[kReadOnly[k].d_off] = (uint8_t)(h & 0xFF);
+                blk[kReadOnly[k].d_off + 1] = (uint8_t)(h >> 8);
+            } else { /* IQ1_M: the half's nibbles in the top nibbles of its four u16 scales */
+                for (int q = 0; q < 4; q++) blk[48 + 2 * q + 1] = (uint8_t)((blk[48 + 2 * q + 1] & 0x0F) | (((h >> (4 * q)) & 0x0F) << 4));
+            }
+        }
+        tt->dequantize(raw[k], deq[k], (int64_t)nb * tt->block_size);
+        char name[64];
+        int64_t ne[2] = {BLOCKS_PER_ROW * tt->block_size, ROWS};
+        snprintf(name, sizeof name, "raw.%s", tt->name);
+        if (sqz_gguf_add_tensor(&w, name, kReadOnly[k].id, 2, ne, &err)) goto done;
+        snprintf(name, sizeof name, "deq.%s", tt->name);
+        if (sqz_gguf_add_tensor(&w, name, SQZ_TYPE_F32, 2, ne, &err)) goto done;
+    }
+    if (sqz_gguf_write_begin(&w, path, &err)) goto done;
+    for (int k = 0; k < n_types; k++) {
+        const sqz_type_traits *tt = sqz_type_get(kReadOnly[k].id);
+        const size_t nb = (size_t)ROWS * BLOCKS_PER_ROW;
+        if (sqz_gguf_write_data(&w, raw[k], nb * tt->block_bytes, &err) ||
+            sqz_gguf_write_data(&w, deq[k], nb * (size_t)tt->block_size * sizeof(float), &err))
+            goto done;
+    }
+    rc = sqz_gguf_write_end(&w, &err) ? 1 : 0;
+done:
+    if (rc) fprintf(stderr, "test_types --emit-read: %s\n", err.msg);
+    sqz_gguf_writer_free(&w);
+    for (int k = 0; k < n_types; k++) free(raw[k]), free(deq[k]);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    if (argc == 3 && strcmp(argv[1], "--emit-read") == 0) return emit_read(argv[2]);
     test_table();
     test_fixture();
     return tu_done("test_types");

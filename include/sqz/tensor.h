@@ -33,6 +33,7 @@ typedef enum sqz_type {
     SQZ_TYPE_Q6_K = 14,
     SQZ_TYPE_Q8_K = 15,
     SQZ_TYPE_IQ4_NL = 20,
+    SQZ_TYPE_IQ3_S = 21,
     SQZ_TYPE_IQ4_XS = 23,
     SQZ_TYPE_BF16 = 30,
     SQZ_TYPE_COUNT = 40 /* upper bound of ids the table knows about */
@@ -57,13 +58,15 @@ typedef struct sqz_type_traits {
                                      sqz_convert_row), which sits above this table */
     int quantize;           /* 1: a block type sqz quantizes into by the weighted scale search
                                (sqz_quant_supported, sqz_quant_block_params, GPTQ); else 0 */
+    int codebook;           /* 1: a codebook i-quant sqz writes by its grid search (sqz_convert_row;
+                               no GPTQ into it yet); else 0 */
 } sqz_type_traits;
 
 /* The traits of a type id, or NULL for an id sqz does not know. */
 const sqz_type_traits *sqz_type_get(int type);
 /* The type id for a name such as "Q4_K" (case-insensitive), or -1. */
 int sqz_type_from_name(const char *name);
-/* 1 when sqz can write the type (from_float or quantize set; sqz_convert_row), else 0. */
+/* 1 when sqz can write the type (from_float, quantize or codebook set; sqz_convert_row), else 0. */
 int sqz_type_writable(int type);
 /* Bits per weight of a type (block_bytes * 8 / block_size). */
 double sqz_type_bpw(int type);

@@ -297,6 +297,189 @@ static void dq_q8_k(const void *src, float *dst, int64_t n) {
 /* The quantized types sqz writes: quantize is set (quant's sqz_quantize_row writes them). */
 #define QUANT .quantize = 1
 
+/* ---------------- i-quants and ternary types (read only) ---------------- */
+
+/* Their grids (the formats' definition, checked against gguf-py by tests/py/iq_grids.py). */
+#include "iq_grids.h"
+
+static unsigned rd_u16(const uint8_t *p) { return (unsigned)p[0] | (unsigned)p[1] << 8; }
+
+/* Value j of a grid point: byte j (unsigned for IQ2/IQ3, signed for IQ1). */
+static float gval(uint64_t point, int j) { return (float)(uint8_t)(point >> (8 * j)); }
+static float gval1(uint64_t point, int j) { return (float)(int8_t)(uint8_t)(point >> (8 * j)); }
+
+/* 8 values db·grid·(±1): sign bit j of `signs` negates value j. */
+static void put8(float *y, float db, uint64_t point, unsigned signs) {
+    for (int j = 0; j < 8; j++) y[j] = db * gval(point, j) * (signs >> j & 1 ? -1.0f : 1.0f);
+}
+
+/* block_iq2_xxs (66 bytes): f16 d; per 32 values two u32: four grid indices (bytes), then
+ * four 7-bit sign indices (into sqz_iq_signs) and a 4-bit scale in the top bits. */
+static void dq_iq2_xxs(const void *src, float *dst, int64_t n) {
+    const uint8_t *b = src;
+    for (int64_t i = 0; i < n / QK_K; i++, b += 66) {
+        const float d = rd_f16(b);
+        for (int ib = 0; ib < 8; ib++) {
+            const uint8_t *q = b + 2 + 8 * ib;
+            const uint32_t aux = rd_u32(q + 4);
+            const float db = d * (0.5f + (float)(aux >> 28)) * 0.25f;
+            for (int l = 0; l < 4; l++, dst += 8) put8(dst, db, sqz_iq2xxs_grid[q[l]], sqz_iq_signs[(aux >> (7 * l)) & 127]);
+        }
+    }
+}
+
+/* block_iq2_xs (74 bytes): f16 d; u16 qs[32] (9-bit grid index, 7-bit sign index); u8
+ * scales[8] (a 4-bit scale per 16 values). */
+static void dq_iq2_xs(const void *src, float *dst, int64_t n) {
+    const uint8_t *b = src;
+    for (int64_t i = 0; i < n / QK_K; i++, b += 74) {
+        const float d = rd_f16(b);
+        for (int ib = 0; ib < 8; ib++) {
+            const uint8_t sc = b[66 + ib];
+            const float db[2] = {d * (0.5f + (float)(sc & 0x0F)) * 0.25f, d * (0.5f + (float)(sc >> 4)) * 0.25f};
+            for (int l = 0; l < 4; l++, dst += 8) {
+                const unsigned q = rd_u16(b + 2 + 2 * (4 * ib + l));
+                put8(dst, db[l / 2], sqz_iq2xs_grid[q & 511], sqz_iq_signs[q >> 9]);
+            }
+        }
+    }
+}
+
+/* block_iq2_s (82 bytes): f16 d; u8 qs[32] (grid index, low 8 bits); u8 signs[32]; u8
+ * qh[8] (2 high index bits per group of 8); u8 scales[8]. */
+static void dq_iq2_s(const void *src, float *dst, int64_t n) {
+    const uint8_t *b = src;
+    for (int64_t i = 0; i < n / QK_K; i++, b += 82) {
+        const float d = rd_f16(b);
+        const uint8_t *qs = b + 2, *signs = b + 34, *qh = b + 66, *scales = b + 74;
+        for (int ib = 0; ib < 8; ib++) {
+            const float db[2] = {d * (0.5f + (float)(scales[ib] & 0x0F)) * 0.25f,
+                                 d * (0.5f + (float)(scales[ib] >> 4)) * 0.25f};
+            for (int l = 0; l < 4; l++, dst += 8) {
+                const unsigned idx = qs[4 * ib + l] | ((unsigned)(qh[ib] >> (2 * l)) & 3) << 8;
+                put8(dst, db[l / 2], sqz_iq2s_grid[idx], signs[4 * ib + l]);
+            }
+        }
+    }
+}
+
+/* block_iq3_xxs (98 bytes): f16 d; u8 qs[64] (grid indices of 4 values); per 32 values a
+ * u32 of four 7-bit sign indices and a 4-bit scale. */
+static void dq_iq3_xxs(const void *src, float *dst, int64_t n) {
+    const uint8_t *b = src;
+    for (int64_t i = 0; i < n / QK_K; i++, b += 98) {
+        const float d = rd_f16(b);
+        const uint8_t *qs = b + 2;
+        for (int ib = 0; ib < 8; ib++) {
+            const uint32_t aux = rd_u32(b + 66 + 4 * ib);
+            const float db = d * (0.5f + (float)(aux >> 28)) * 0.5f;
+            for (int l = 0; l < 4; l++, dst += 8) {
+                const uint64_t point = sqz_iq3xxs_grid[qs[8 * ib + 2 * l]] | (uint64_t)sqz_iq3xxs_grid[qs[8 * ib + 2 * l + 1]] << 32;
+                put8(dst, db, point, sqz_iq_signs[(aux >> (7 * l)) & 127]);
+            }
+        }
+    }
+}
+
+/* block_iq3_s (110 bytes): f16 d; u8 qs[64] (grid index, low 8 bits); u8 qh[8] (9th
+ * bits); u8 signs[32]; u8 scales[4] (a 4-bit scale per 32 values: step d·(1 + 2s)). */
+static void dq_iq3_s(const void *src, float *dst, int64_t n) {
+    const uint8_t *b = src;
+    for (int64_t i = 0; i < n / QK_K; i++, b += 110) {
+        const float d = rd_f16(b);
+        const uint8_t *qs = b + 2, *qh = b + 66, *signs = b + 74, *scales = b + 106;
+        for (int ib = 0; ib < 8; ib++) {
+            const float db = d * (float)(1 + 2 * ((scales[ib / 2] >> (4 * (ib % 2))) & 0x0F));
+            for (int l = 0; l < 4; l++, dst += 8) {
+                const int k = 8 * ib + 2 * l;
+                const unsigned i0 = qs[k] | ((unsigned)(qh[ib] >> (2 * l)) & 1) << 8;
+                const unsigned i1 = qs[k + 1] | ((unsigned)(qh[ib] >> (2 * l + 1)) & 1) << 8;
+                put8(dst, db, sqz_iq3s_grid[i0] | (uint64_t)sqz_iq3s_grid[i1] << 32, signs[4 * ib + l]);
+            }
+        }
+    }
+}
+
+#define IQ1_DELTA 0.125f
+
+/* block_iq1_s (50 bytes): f16 d; u8 qs[32] (grid index, low 8 bits); u16 qh[8] per 32
+ * values: 3 high index bits per group of 8, a 3-bit scale (step d·(2s + 1)) and the sign
+ * of the shift ±1/8 added to every grid value. */
+static void dq_iq1_s(const void *src, float *dst, int64_t n) {
+    const uint8_t *b = src;
+    for (int64_t i = 0; i < n / QK_K; i++, b += 50) {
+        const float d = rd_f16(b);
+        for (int ib = 0; ib < 8; ib++) {
+            const unsigned qh = rd_u16(b + 34 + 2 * ib);
+            const float dl = d * (float)(2 * ((qh >> 12) & 7) + 1);
+            const float delta = qh & 0x8000 ? -IQ1_DELTA : IQ1_DELTA;
+            for (int l = 0; l < 4; l++, dst += 8) {
+                const uint64_t point = sqz_iq1s_grid[b[2 + 4 * ib + l] | ((qh >> (3 * l)) & 7) << 8];
+                for (int j = 0; j < 8; j++) dst[j] = dl * (gval1(point, j) + delta);
+            }
+        }
+    }
+}
+
+/* block_iq1_m (56 bytes): u8 qs[32]; u8 qh[16] (per group of 8: 3 high index bits and the
+ * shift's sign bit, a nibble each); u16 scales[4]: twelve bits of 3-bit scales (one per 16
+ * values) and, in the top nibbles of the four, the f16 super scale. */
+static void dq_iq1_m(const void *src, float *dst, int64_t n) {
+    const uint8_t *b = src;
+    for (int64_t i = 0; i < n / QK_K; i++, b += 56) {
+        unsigned sc[4];
+        for (int k = 0; k < 4; k++) sc[k] = rd_u16(b + 48 + 2 * k);
+        const uint16_t dh = (uint16_t)((sc[0] >> 12) | ((sc[1] >> 8) & 0x00F0) | ((sc[2] >> 4) & 0x0F00) | (sc[3] & 0xF000));
+        const float d = sqz_f16_to_f32(dh);
+        for (int ib = 0; ib < 8; ib++) {
+            const float dl[2] = {d * (float)(2 * ((sc[ib / 2] >> (6 * (ib % 2))) & 7) + 1),
+                                 d * (float)(2 * ((sc[ib / 2] >> (6 * (ib % 2) + 3)) & 7) + 1)};
+            for (int l = 0; l < 4; l++, dst += 8) {
+                const unsigned h = b[32 + 2 * ib + l / 2] >> (4 * (l % 2));
+                const uint64_t point = sqz_iq1s_grid[b[4 * ib + l] | (h & 7) << 8];
+                const float delta = h & 8 ? -IQ1_DELTA : IQ1_DELTA;
+                for (int j = 0; j < 8; j++) dst[j] = dl[l / 2] * (gval1(point, j) + delta);
+            }
+        }
+    }
+}
+
+/* The base-3 digit of TQ1_0: byte q holds digits in fixed point (q = ⌈v·256/243⌉ of the
+ * number v they form); digit n is the top digit of q·3ⁿ mod 256. */
+static float tq1_digit(uint8_t q, int n) {
+    static const uint8_t pow3[5] = {1, 3, 9, 27, 81};
+    const uint8_t v = (uint8_t)(q * pow3[n]);
+    return (float)((int)(((unsigned)v * 3) >> 8) - 1);
+}
+
+/* block_tq1_0 (54 bytes): u8 qs[48] (5 ternary digits a byte); u8 qh[4] (4 a byte); f16 d.
+ * Values: digit n of qs[0..31] (32 values per digit), then of qs[32..47] (16 per digit),
+ * then digit n of qh[0..3]. */
+static void dq_tq1_0(const void *src, float *dst, int64_t n) {
+    const uint8_t *b = src;
+    for (int64_t i = 0; i < n / QK_K; i++, b += 54) {
+        const float d = rd_f16(b + 52);
+        for (int k = 0; k < 5; k++)
+            for (int m = 0; m < 32; m++) *dst++ = tq1_digit(b[m], k) * d;
+        for (int k = 0; k < 5; k++)
+            for (int m = 0; m < 16; m++) *dst++ = tq1_digit(b[32 + m], k) * d;
+        for (int k = 0; k < 4; k++)
+            for (int m = 0; m < 4; m++) *dst++ = tq1_digit(b[48 + m], k) * d;
+    }
+}
+
+/* block_tq2_0 (66 bytes): u8 qs[64] (2 bits a value, 0..2 for −1..1); f16 d. Value
+ * 128h + 32k + m: bits 2k of qs[32h + m]. */
+static void dq_tq2_0(const void *src, float *dst, int64_t n) {
+    const uint8_t *b = src;
+    for (int64_t i = 0; i < n / QK_K; i++, b += 66) {
+        const float d = rd_f16(b + 64);
+        for (int h = 0; h < 2; h++)
+            for (int k = 0; k < 4; k++)
+                for (int m = 0; m < 32; m++) *dst++ = (float)((int)((b[32 * h + m] >> (2 * k)) & 3) - 1) * d;
+    }
+}
+
 /* Indexed by ggml type id; ids ggml retired stay empty (name NULL). Adding a format is
  * adding a row; sizes are ggml's (checked against gguf-py's GGML_QUANT_SIZES). A type is
  * readable when it has a dequantizer, writable when it has from_float (the float types) or
@@ -317,24 +500,24 @@ static const sqz_type_traits type_table[SQZ_TYPE_COUNT] = {
     [SQZ_TYPE_Q5_K] = {.name = "Q5_K", .block_size = QK_K, .block_bytes = 176, .dequantize = dq_q5_k, QUANT},
     [SQZ_TYPE_Q6_K] = {.name = "Q6_K", .block_size = QK_K, .block_bytes = 210, .dequantize = dq_q6_k, QUANT},
     [SQZ_TYPE_Q8_K] = {.name = "Q8_K", .block_size = QK_K, .block_bytes = 292, .dequantize = dq_q8_k},
-    [16] = {.name = "IQ2_XXS", .block_size = QK_K, .block_bytes = 66},
-    [17] = {.name = "IQ2_XS", .block_size = QK_K, .block_bytes = 74},
-    [18] = {.name = "IQ3_XXS", .block_size = QK_K, .block_bytes = 98},
-    [19] = {.name = "IQ1_S", .block_size = QK_K, .block_bytes = 50},
+    [16] = {.name = "IQ2_XXS", .block_size = QK_K, .block_bytes = 66, .dequantize = dq_iq2_xxs},
+    [17] = {.name = "IQ2_XS", .block_size = QK_K, .block_bytes = 74, .dequantize = dq_iq2_xs},
+    [18] = {.name = "IQ3_XXS", .block_size = QK_K, .block_bytes = 98, .dequantize = dq_iq3_xxs},
+    [19] = {.name = "IQ1_S", .block_size = QK_K, .block_bytes = 50, .dequantize = dq_iq1_s},
     [SQZ_TYPE_IQ4_NL] = {.name = "IQ4_NL", .block_size = 32, .block_bytes = 18, .dequantize = dq_iq4_nl, QUANT},
-    [21] = {.name = "IQ3_S", .block_size = QK_K, .block_bytes = 110},
-    [22] = {.name = "IQ2_S", .block_size = QK_K, .block_bytes = 82},
+    [SQZ_TYPE_IQ3_S] = {.name = "IQ3_S", .block_size = QK_K, .block_bytes = 110, .dequantize = dq_iq3_s, .codebook = 1},
+    [22] = {.name = "IQ2_S", .block_size = QK_K, .block_bytes = 82, .dequantize = dq_iq2_s},
     [SQZ_TYPE_IQ4_XS] = {.name = "IQ4_XS", .block_size = QK_K, .block_bytes = 136, .dequantize = dq_iq4_xs, QUANT},
     [24] = {.name = "I8", .block_size = 1, .block_bytes = 1},
     [25] = {.name = "I16", .block_size = 1, .block_bytes = 2},
     [26] = {.name = "I32", .block_size = 1, .block_bytes = 4},
     [27] = {.name = "I64", .block_size = 1, .block_bytes = 8},
     [28] = {.name = "F64", .block_size = 1, .block_bytes = 8},
-    [29] = {.name = "IQ1_M", .block_size = QK_K, .block_bytes = 56},
+    [29] = {.name = "IQ1_M", .block_size = QK_K, .block_bytes = 56, .dequantize = dq_iq1_m},
     [SQZ_TYPE_BF16] = {.name = "BF16", .block_size = 1, .block_bytes = 2, .dequantize = dq_bf16,
                        .from_float = wr_float},
-    [34] = {.name = "TQ1_0", .block_size = QK_K, .block_bytes = 54},
-    [35] = {.name = "TQ2_0", .block_size = QK_K, .block_bytes = 66},
+    [34] = {.name = "TQ1_0", .block_size = QK_K, .block_bytes = 54, .dequantize = dq_tq1_0},
+    [35] = {.name = "TQ2_0", .block_size = QK_K, .block_bytes = 66, .dequantize = dq_tq2_0},
     [39] = {.name = "MXFP4", .block_size = 32, .block_bytes = 17},
 };
 #undef QUANT
@@ -346,7 +529,7 @@ const sqz_type_traits *sqz_type_get(int type) {
 
 int sqz_type_writable(int type) {
     const sqz_type_traits *tt = sqz_type_get(type);
-    return tt && (tt->from_float || tt->quantize) ? 1 : 0;
+    return tt && (tt->from_float || tt->quantize || tt->codebook) ? 1 : 0;
 }
 
 int sqz_type_from_name(const char *name) {

@@ -303,6 +303,8 @@ static int act_type_of(int type) {
     case SQZ_TYPE_Q4_1: case SQZ_TYPE_Q5_1: return SQZ_TYPE_Q8_1;
     case SQZ_TYPE_Q2_K: case SQZ_TYPE_Q3_K: case SQZ_TYPE_Q4_K: case SQZ_TYPE_Q5_K: case SQZ_TYPE_Q6_K:
     case SQZ_TYPE_IQ4_XS:
+    case 16: case 17: case 18: case 19: case 21: case 22: case 29: /* IQ2_XXS IQ2_XS IQ3_XXS IQ1_S IQ3_S IQ2_S IQ1_M */
+    case 34: case 35:                                               /* TQ1_0 TQ2_0 */
         return SQZ_TYPE_Q8_K;
     case SQZ_TYPE_F16: return SQZ_TYPE_F16;
     case SQZ_TYPE_BF16: return SQZ_TYPE_BF16;

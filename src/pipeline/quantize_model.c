@@ -53,7 +53,8 @@ int sqz_qmodel_fallback_type(int type, int64_t ncols) {
     case SQZ_TYPE_Q4_K: fb = SQZ_TYPE_Q5_0; break;
     case SQZ_TYPE_Q5_K: fb = SQZ_TYPE_Q5_1; break;
     case SQZ_TYPE_Q6_K: fb = SQZ_TYPE_Q8_0; break;
-    case SQZ_TYPE_IQ4_XS: fb = SQZ_TYPE_IQ4_NL; break;
+    case SQZ_TYPE_IQ4_XS:
+    case SQZ_TYPE_IQ3_S: fb = SQZ_TYPE_IQ4_NL; break;
     default: fb = SQZ_TYPE_F16; break;
     }
     if (ncols % sqz_type_get(fb)->block_size != 0) fb = SQZ_TYPE_F16;
@@ -78,6 +79,7 @@ static int ftype_of(int type) {
     case SQZ_TYPE_Q6_K: return 18;
     case SQZ_TYPE_IQ4_NL: return 25;
     case SQZ_TYPE_IQ4_XS: return 30;
+    case SQZ_TYPE_IQ3_S: return 26;
     case SQZ_TYPE_BF16: return 32;
     default: return 1024; /* "guessed" */
     }

@@ -1229,5 +1229,6 @@ int sqz_convert_row(int type, const float *x, void *dst, int64_t n, const float 
                         (long long)n, (long long)tt->block_size);
     /* the table (src/format) holds the float types' writers; the block types are ours */
     if (tt->quantize) return sqz_quantize_row(type, x, dst, n, weights, err);
+    if (tt->codebook) return sqz_iquant_row(type, x, dst, n, weights, err);
     return tt->from_float(type, x, dst, n, weights, err);
 }
