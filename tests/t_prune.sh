@@ -19,7 +19,8 @@
 #      naming the config field, for prune and compress --prune; compress --prune with the
 #      pruned layers streamed into the estimate and the quantizer (one and two rounds)
 #      gives the bytes of the same run with --keep-pruned (the whole pruned model written
-#      first).
+#      first); --prune auto from a saved estimate with width options (sqz sensitivity
+#      --prune) gives the bytes of its own estimate, one without them is refused by name.
 # Needs llama.cpp's llama-perplexity for (b): without it the test FAILS, unless
 # SQZ_NO_LLAMACPP=1, when (b) alone is skipped (and said so) and the rest runs.
 set -uo pipefail
@@ -213,6 +214,22 @@ EOF2
             bad "--prune auto at $1 bpw: the streamed and the written pruned model give different files"
         rm -f "$tmp/auto.gguf" "$tmp/auto.json" "$tmp/auto-kept.gguf" "$tmp/auto-f32.gguf"
     done
+    # one saved estimate with width options (sensitivity --prune) serves compress --prune:
+    # the same bytes as compress's own estimate; a saved estimate without them is refused
+    "$sqz" compress "$s260" -o "$tmp/own.gguf" --target-bpw 4.5 --prune auto "${c260[@]}" >"$tmp/own.log" 2>&1 ||
+        bad "compress --prune auto at 4.5 bpw failed: $(tail -n 2 "$tmp/own.log")"
+    sens=(sensitivity "$s260" --calib "$ids" --nsamples 4 --seqlen 32 --weighted-only --quiet)
+    "$sqz" "${sens[@]}" --prune --json "$tmp/sp.json" >"$tmp/sp.log" 2>&1 || bad "sensitivity --prune failed: $(tail -n 2 "$tmp/sp.log")"
+    "$sqz" compress "$s260" -o "$tmp/saved.gguf" --target-bpw 4.5 --prune auto "${c260[@]}" --sensitivity "$tmp/sp.json" \
+        >"$tmp/saved.log" 2>&1 || bad "compress --prune auto --sensitivity failed: $(tail -n 2 "$tmp/saved.log")"
+    cmp -s "$tmp/own.gguf" "$tmp/saved.gguf" || bad "compress --prune auto: a saved estimate (sensitivity --prune) gives another file"
+    "$sqz" "${sens[@]}" --json "$tmp/s.json" >"$tmp/s.log" 2>&1 || bad "sensitivity failed: $(tail -n 2 "$tmp/s.log")"
+    "$sqz" compress "$s260" -o "$tmp/nowidth.gguf" --target-bpw 4.5 --prune auto "${c260[@]}" --sensitivity "$tmp/s.json" \
+        >"$tmp/nowidth.log" 2>&1
+    st=$?
+    [[ $st == 1 && ! -e "$tmp/nowidth.gguf" ]] && grep -q "s.json: no width options" "$tmp/nowidth.log" ||
+        bad "compress --prune with an estimate made without --prune: exit $st: $(tail -n 2 "$tmp/nowidth.log")"
+    rm -f "$tmp/own.gguf" "$tmp/saved.gguf" "$tmp/sp.json" "$tmp/s.json"
     "$sqz" info "$tmp/c260.gguf" >/dev/null 2>&1 || bad "sqz cannot load the pruned, quantized file"
     left="$(cd "$tmp" && ls -A | grep -E '\.tmp|round|pruned' || true)"
     # calibration as sequences (a .json array of arrays): windows start at each sequence;

@@ -40,7 +40,7 @@ static int parse_types(const char *cmd, const char *list, int *types, int *n) {
 const char HELP_SENSITIVITY[] =
     "usage: sqz sensitivity MODEL --calib FILE [--nsamples N] [--seqlen L] [--seed S]\n"
     "                       [--types LIST] [--all-types] [--validate K] [--heldout N] [--no-diag]\n"
-    "                       [--weighted-only]\n"
+    "                       [--weighted-only] [--prune]\n"
     "                       [--damp F] [--shrink F] [--device cpu|cuda] [--threads N] [--quiet]\n"
     "                       [--json OUT]\n"
     "\n"
@@ -69,6 +69,9 @@ const char HELP_SENSITIVITY[] =
     "  --no-diag       skip the diagonal Fisher (it holds one float per weight)\n"
     "  --weighted-only only gradtw, compress's default (grad, local and diag are null):\n"
     "                  the plain-Gram error sums are 40% of the scoring arithmetic\n"
+    "  --prune         also every layer's width options (heads, FFN channels) as\n"
+    "                  'compress --prune' estimates them, saved with the JSON: then one\n"
+    "                  file serves compress with and without --prune\n"
     "  --device D      cpu (default) or cuda: where the calibration Grams are summed\n"
     "                  (a build with cmake -DSQZ_CUDA=ON and a GPU; the layer passes,\n"
     "                  the backward pass and the scoring stay on the CPU for now)\n"
@@ -143,7 +146,7 @@ int cmd_sensitivity(args *a) {
     const char *model = NULL, *json = NULL, *types_arg = SQZ_COMPRESS_DEFAULT_TYPES, *vtypes_arg = NULL;
     calib_set cs = {NULL, 16, 512, 0, 4, NULL, 0, NULL, NULL};
     long long validate = 0, threads = 0;
-    int quiet = 0, diag = 1, weighted_only = 0, all_types = 0, rc = 0;
+    int quiet = 0, diag = 1, weighted_only = 0, all_types = 0, prune = 0, rc = 0;
     sqz_device device = SQZ_DEVICE_CPU;
     sqz_backend *backend = NULL;
     double damp = 0.01, shrink = 0.75;
@@ -173,6 +176,8 @@ int cmd_sensitivity(args *a) {
             weighted_only = 1;
         } else if (!strcmp(s, "--all-types")) {
             all_types = 1;
+        } else if (!strcmp(s, "--prune")) {
+            prune = 1;
         } else if (!strcmp(s, "--quiet")) {
             quiet = 1;
         } else if (s[0] == '-' && s[1]) {
@@ -185,6 +190,7 @@ int cmd_sensitivity(args *a) {
     }
     if (!model) return usage_fail(a->cmd, "%s", "missing MODEL");
     if (!cs.path) return usage_fail(a->cmd, "%s", "--calib FILE is required (the gradients come from it)");
+    if (prune && validate) return usage_fail(a->cmd, "%s", "--prune cannot be used with --validate (it validates types only)");
     int types[SQZ_SENS_MAX_OPTIONS], n_types = 0, vtypes[SQZ_SENS_MAX_OPTIONS], n_vtypes = 0;
     if ((rc = parse_types(a->cmd, types_arg, types, &n_types))) return rc;
     if (vtypes_arg && (rc = parse_types(a->cmd, vtypes_arg, vtypes, &n_vtypes))) return rc;
@@ -213,7 +219,8 @@ int cmd_sensitivity(args *a) {
         goto done;
     }
     sqz_sens_run_opts ro = {{cs.windows, (int)cs.nsamples, (int)cs.seqlen, types, n_types, damp, shrink,
-                             diag && !weighted_only, NULL, 0, !quiet, 0, 0, weighted_only, all_types, backend, NULL, NULL},
+                             diag && !weighted_only, NULL, 0, !quiet, prune ? sqz_prune_ffn_step(m.cfg.n_ff) : 0, 0,
+                             weighted_only, all_types, backend, NULL, NULL},
                             cs.held, (int)cs.heldout, (int)validate, vtypes, n_vtypes, (uint64_t)cs.seed};
     if (sqz_sensitivity_run(&m, pool, &ro, &rep, &err)) {
         rc = fail(err.msg);
@@ -281,6 +288,20 @@ int cmd_sensitivity(args *a) {
                 cJSON_AddItemToArray(ops, oj);
             }
             cJSON_AddItemToArray(arr, t);
+        }
+        if (prune) { /* the width options, as compress --sensitivity reads them back */
+            char *wt = sqz_sens_widths_json(sens, sqz_prune_ffn_step(m.cfg.n_ff), &err);
+            cJSON *wj = wt ? cJSON_Parse(wt) : NULL, *it, *next;
+            free(wt);
+            if (!wj) {
+                rc = fail(wt ? "sensitivity: cannot parse the width options' JSON" : err.msg);
+                goto done;
+            }
+            for (it = wj->child; it; it = next) { /* move prune_ffn_step, widths, narrow into root */
+                next = it->next;
+                cJSON_AddItemToObject(root, it->string, cJSON_DetachItemViaPointer(wj, it));
+            }
+            cJSON_Delete(wj);
         }
         if (n_keep) {
             cJSON *v = cJSON_AddObjectToObject(root, "validation");
@@ -353,7 +374,8 @@ const char HELP_COMPRESS[] =
     "                     form is computed\n"
     "  --sensitivity F    round 1 from the predictions of 'sqz sensitivity --json F'\n"
     "                     (same model, types, calibration: the estimate does not depend\n"
-    "                     on the budget, so one file serves many budgets)\n"
+    "                     on the budget, so one file serves many budgets; with --prune\n"
+    "                     a file made with 'sqz sensitivity --prune')\n"
     "  --types LIST       candidate types (default Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0,Q4_0,\n"
     "                     Q4_1,Q5_0,Q5_1,IQ4_NL,F16; a tensor keeps the ones its rows fit,\n"
     "                     and on rows a k-quant fits Q4_0 Q4_1 Q5_0 Q5_1 IQ4_NL yield to\n"
@@ -599,8 +621,6 @@ int cmd_compress(args *a) {
     if (!!size_arg == !!bpw_arg) return usage_fail(a->cmd, "%s", "give exactly one of --target-bpw B and --target-size SIZE");
     if (!cs.path) return usage_fail(a->cmd, "%s", "--calib FILE is required (the plan is estimated from it)");
     if (keep_pruned && prune_max < 0) return usage_fail(a->cmd, "%s", "--keep-pruned needs --prune auto or max=F");
-    if (prune_max >= 0 && sens_in)
-        return usage_fail(a->cmd, "%s", "--sensitivity cannot be used with --prune (a saved estimate has no widths)");
     if (prune_max >= 0 && measure)
         return usage_fail(a->cmd, "%s", "--measure cannot be used with --prune (the tensors change shape)");
     double target_bpw = NAN, target_size = NAN;

@@ -259,9 +259,16 @@ int sqz_compress(sqz_model *m, const char *out, const sqz_compress_opts *opts, s
 
 /* The predictions of a 'sqz sensitivity --json' file (path) in the shape of
  * sqz_sens_options(m, types, n_types, all_types): every tensor and option must be there
- * with the same bytes; the form `proxy` is read. out is the caller's (sqz_sens_free). */
+ * with the same bytes; the form `proxy` is read. ffn_step > 0: also the width options
+ * and narrowed-row costs that 'sqz sensitivity --prune' saves (sqz_sens_widths_json),
+ * made with that FFN step (sqz_prune_ffn_step). out is the caller's (sqz_sens_free). */
 int sqz_sens_load(const char *path, const sqz_model *m, const int *types, int n_types, int all_types, int proxy,
-                  sqz_sens *out, sqz_err *err);
+                  int ffn_step, sqz_sens *out, sqz_err *err);
+
+/* The width options of an estimate made with prune_ffn_step = ffn_step, and its
+ * narrowed-row costs (every form), as the text of a JSON object {"prune_ffn_step",
+ * "widths", "narrow"} that sqz_sens_load reads back exactly (malloc'd; NULL on failure). */
+char *sqz_sens_widths_json(const sqz_sens *s, int ffn_step, sqz_err *err);
 
 #ifdef __cplusplus
 }

@@ -135,11 +135,163 @@ static int fixed_bytes(const sqz_model *m, uint64_t *out, sqz_err *err) {
     return SQZ_OK;
 }
 
+/* ---------------------------------------------------------------- width options in a saved estimate */
+
+static cJSON *int_array(const int *v, int n) {
+    cJSON *a = cJSON_CreateArray();
+    for (int i = 0; a && i < n; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber(v[i]));
+    return a;
+}
+
+static cJSON *width_json(const sqz_width_option *w, int attn) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "n_keep", w->n_keep);
+    cJSON_AddItemToObject(o, "keep", int_array(w->keep, w->n_keep));
+    if (attn) {
+        cJSON_AddNumberToObject(o, "n_keep_kv", w->n_keep_kv);
+        cJSON_AddItemToObject(o, "keep_kv", int_array(w->keep_kv, w->n_keep_kv));
+    }
+    cJSON_AddNumberToObject(o, "dl", w->dl);
+    cJSON_AddNumberToObject(o, "dl_plain", w->dl_plain);
+    return o;
+}
+
+char *sqz_sens_widths_json(const sqz_sens *s, int ffn_step, sqz_err *err) {
+    if (!s->widths || ffn_step <= 0) return sqz_fail(err, "sensitivity: no width options to save"), NULL;
+    cJSON *root = cJSON_CreateObject(), *ws = cJSON_AddArrayToObject(root, "widths");
+    cJSON *nar = cJSON_AddArrayToObject(root, "narrow");
+    cJSON_AddNumberToObject(root, "prune_ffn_step", ffn_step);
+    for (int l = 0; l < s->n_widths; l++) {
+        const sqz_layer_widths *w = &s->widths[l];
+        cJSON *lj = cJSON_CreateObject(), *a = cJSON_AddArrayToObject(lj, "attn"), *f = cJSON_AddArrayToObject(lj, "ffn");
+        cJSON_AddNumberToObject(lj, "layer", l);
+        for (int k = 0; k < w->n_attn; k++) cJSON_AddItemToArray(a, width_json(&w->attn[k], 1));
+        for (int k = 0; k < w->n_ffn; k++) cJSON_AddItemToArray(f, width_json(&w->ffn[k], 0));
+        cJSON_AddItemToArray(ws, lj);
+    }
+    for (int i = 0; i < s->n_tensors; i++) {
+        const sqz_sens_tensor *t = &s->t[i];
+        if (!t->n_narrow) continue;
+        cJSON *tj = cJSON_CreateObject(), *ops = cJSON_AddArrayToObject(tj, "options");
+        cJSON_AddStringToObject(tj, "name", t->name);
+        for (int k = 0; k < t->n_narrow; k++) {
+            cJSON *oj = cJSON_CreateObject();
+            cJSON_AddStringToObject(oj, "type", type_name(t->narrow[k].type));
+            for (int f = 0; f < SQZ_PROXY_COUNT; f++) {
+                double x = sqz_proxy_cost(&t->narrow[k], f);
+                if (isfinite(x)) cJSON_AddNumberToObject(oj, sqz_proxy_key(f), x);
+                else cJSON_AddNullToObject(oj, sqz_proxy_key(f));
+            }
+            cJSON_AddItemToArray(ops, oj);
+        }
+        cJSON_AddItemToArray(nar, tj);
+    }
+    char *text = cJSON_PrintUnformatted(root); /* 17 significant digits: read back exactly */
+    cJSON_Delete(root);
+    if (!text) sqz_fail(err, "sensitivity: out of memory for the width options' JSON");
+    return text;
+}
+
+/* n ascending indices in [0, bound) from a JSON array into *out (malloc'd); -1 when not. */
+static int read_keep(const cJSON *a, int n, int bound, int **out) {
+    *out = NULL;
+    if (!cJSON_IsArray(a) || cJSON_GetArraySize(a) != n || n < 0) return -1;
+    if (n == 0) return 0;
+    int *v = malloc((size_t)n * sizeof(int)), i = 0, prev = -1;
+    const cJSON *it;
+    if (!v) return -1;
+    cJSON_ArrayForEach(it, a) {
+        double x = cJSON_GetNumberValue(it);
+        if (!cJSON_IsNumber(it) || x != (double)(int)x || (int)x <= prev || (int)x >= bound) {
+            free(v);
+            return -1;
+        }
+        v[i++] = prev = (int)x;
+    }
+    *out = v;
+    return 0;
+}
+
+static int read_widths(const cJSON *arr, int attn, int bound, int bound_kv, sqz_width_option **out, int *n) {
+    *out = NULL;
+    *n = cJSON_IsArray(arr) ? cJSON_GetArraySize(arr) : -1;
+    if (*n < 1) return -1;
+    sqz_width_option *w = calloc((size_t)*n, sizeof *w);
+    if (!w) return -1;
+    *out = w; /* freed by sqz_layer_widths_free with what it holds, also on failure */
+    const cJSON *it;
+    int k = 0;
+    cJSON_ArrayForEach(it, arr) {
+        sqz_width_option *o = &w[k++];
+        const cJSON *dl = cJSON_GetObjectItem(it, "dl"), *dp = cJSON_GetObjectItem(it, "dl_plain");
+        o->n_keep = (int)cJSON_GetNumberValue(cJSON_GetObjectItem(it, "n_keep"));
+        if (!cJSON_IsNumber(dl) || !cJSON_IsNumber(dp) || read_keep(cJSON_GetObjectItem(it, "keep"), o->n_keep, bound, &o->keep))
+            return -1;
+        o->dl = cJSON_GetNumberValue(dl), o->dl_plain = cJSON_GetNumberValue(dp);
+        if (attn) {
+            o->n_keep_kv = (int)cJSON_GetNumberValue(cJSON_GetObjectItem(it, "n_keep_kv"));
+            if (read_keep(cJSON_GetObjectItem(it, "keep_kv"), o->n_keep_kv, bound_kv, &o->keep_kv)) return -1;
+        }
+    }
+    return 0;
+}
+
+/* The width options and the narrow types' costs of a saved estimate into out (whose
+ * tensors sqz_sens_options made): the file's prune_ffn_step must be ffn_step. */
+static int load_widths(const char *path, const cJSON *root, const sqz_model *m, const int *types, int n_types,
+                       int proxy, int ffn_step, sqz_sens *out, sqz_err *err) {
+    const cJSON *step = cJSON_GetObjectItem(root, "prune_ffn_step"), *ws = cJSON_GetObjectItem(root, "widths");
+    if (!cJSON_IsNumber(step) || !cJSON_IsArray(ws))
+        return sqz_fail(err, "%s: no width options (\"widths\", \"prune_ffn_step\"): made without "
+                        "'sqz sensitivity --prune', which compress --prune needs", path);
+    if ((int)cJSON_GetNumberValue(step) != ffn_step)
+        return sqz_fail(err, "%s: prune_ffn_step %d, expected %d (made for another model?)", path,
+                        (int)cJSON_GetNumberValue(step), ffn_step);
+    const int L = m->cfg.n_layer;
+    if (cJSON_GetArraySize(ws) != L)
+        return sqz_fail(err, "%s: \"widths\" has %d layers, expected %d", path, cJSON_GetArraySize(ws), L);
+    if (!(out->widths = calloc((size_t)L, sizeof *out->widths))) return sqz_fail(err, "compress: out of memory");
+    out->n_widths = L;
+    for (int l = 0; l < L; l++) {
+        const cJSON *lj = cJSON_GetArrayItem(ws, l);
+        sqz_layer_widths *w = &out->widths[l];
+        if (read_widths(cJSON_GetObjectItem(lj, "attn"), 1, m->cfg.layer_n_head[l], m->cfg.layer_n_head_kv[l], &w->attn,
+                        &w->n_attn) ||
+            read_widths(cJSON_GetObjectItem(lj, "ffn"), 0, m->cfg.layer_n_ff[l], 0, &w->ffn, &w->n_ffn))
+            return sqz_fail(err, "%s: widths of layer %d: expected attn and ffn arrays of options with n_keep, "
+                            "ascending keep indices within the layer's heads or channels, dl and dl_plain", path, l);
+    }
+    sqz_sens_add_narrow(out, types, n_types);
+    const cJSON *nar = cJSON_GetObjectItem(root, "narrow"), *it;
+    for (int i = 0; i < out->n_tensors; i++) {
+        sqz_sens_tensor *t = &out->t[i];
+        const cJSON *tj = NULL;
+        cJSON_ArrayForEach(it, nar) {
+            const char *n = cJSON_GetStringValue(cJSON_GetObjectItem(it, "name"));
+            if (n && !strcmp(n, t->name)) tj = it;
+        }
+        for (int k = 0; k < t->n_narrow; k++) {
+            const cJSON *oj = NULL;
+            const cJSON *ops = tj ? cJSON_GetObjectItem(tj, "options") : NULL;
+            cJSON_ArrayForEach(it, ops) {
+                const char *ty = cJSON_GetStringValue(cJSON_GetObjectItem(it, "type"));
+                if (ty && !strcmp(ty, type_name(t->narrow[k].type))) oj = it;
+            }
+            const cJSON *dl = oj ? cJSON_GetObjectItem(oj, sqz_proxy_key(proxy)) : NULL;
+            if (!cJSON_IsNumber(dl))
+                return sqz_fail(err, "%s: no narrowed-row prediction for %s in %s", path, t->name,
+                                type_name(t->narrow[k].type));
+            set_cost(&t->narrow[k], proxy, cJSON_GetNumberValue(dl));
+        }
+    }
+    return SQZ_OK;
+}
+
 /* Largest 'sqz sensitivity --json' file read (a 70B model's is a few MB). */
 #define SENS_MAX_BYTES ((size_t)1 << 30)
 
 int sqz_sens_load(const char *path, const sqz_model *m, const int *types, int n_types, int all_types, int proxy,
-                  sqz_sens *out, sqz_err *err) {
+                  int ffn_step, sqz_sens *out, sqz_err *err) {
     char *text = NULL;
     size_t len = 0;
     memset(out, 0, sizeof *out);
@@ -181,8 +333,10 @@ int sqz_sens_load(const char *path, const sqz_model *m, const int *types, int n_
             set_cost(&t->opt[k], proxy, cJSON_GetNumberValue(dl));
         }
     }
+    int rc = ffn_step > 0 ? load_widths(path, root, m, types, n_types, proxy, ffn_step, out, err) : SQZ_OK;
     cJSON_Delete(root);
-    return SQZ_OK;
+    if (rc) sqz_sens_free(out);
+    return rc;
 }
 
 /* ---------------------------------------------------------------- the estimate's checkpoint */
@@ -265,7 +419,7 @@ static int estimate_load(const char *path, const sqz_model *m, const sqz_compres
         }
     }
     cJSON_Delete(root);
-    return sqz_sens_load(path, m, o->types, o->n_types, o->all_types, o->proxy, sens, err) ? -1 : 1;
+    return sqz_sens_load(path, m, o->types, o->n_types, o->all_types, o->proxy, 0, sens, err) ? -1 : 1;
 }
 
 /* ---------------------------------------------------------------- compress */
@@ -344,8 +498,6 @@ int sqz_compress(sqz_model *m, const char *out, const sqz_compress_opts *o, sqz_
         return sqz_fail(err, "compress: calibration and held-out windows are required");
     if (o->proxy != SQZ_PROXY_GRAD && o->proxy != SQZ_PROXY_GRADTW && o->proxy != SQZ_PROXY_DIAG)
         return sqz_fail(err, "compress: proxy %d, expected grad, gradtw or diag", o->proxy);
-    if (o->prune_max >= 0 && o->sensitivity)
-        return sqz_fail(err, "compress: a saved estimate cannot be used with pruning (it has no widths)");
     if (o->prune_max >= 0 && o->measure)
         return sqz_fail(err, "compress: measuring tensors cannot be combined with pruning (the tensors change shape)");
     const int proxy = o->proxy, rounds = o->rounds;
@@ -533,7 +685,8 @@ int sqz_compress(sqz_model *m, const char *out, const sqz_compress_opts *o, sqz_
         if (resumed) {
             rep->resumed_estimate = 1;
         } else if (r == 0 && o->sensitivity) { /* round 1 from a saved estimate of the same model and types */
-            if (sqz_sens_load(o->sensitivity, m, o->types, o->n_types, o->all_types, proxy, &sens, err)) {
+            if (sqz_sens_load(o->sensitivity, m, o->types, o->n_types, o->all_types, proxy, joint ? ffn_step : 0, &sens,
+                              err)) {
                 rc = SQZ_ERR;
                 goto done;
             }
