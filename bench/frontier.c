@@ -29,7 +29,8 @@
  *                   never larger (first and final sizes are recorded);
  *   (e) the same with --prune auto at the --prune-smallest smallest of those sizes.
  *   Every compress point without --prune shares one `sqz sensitivity --json F` (compress
- *   --sensitivity F; compress refuses it with --prune, so (e) estimates on its own). A budget
+ *   --sensitivity F), every point of (e) one `sqz sensitivity --prune --json G` (the width
+ *   options too; compress --prune --sensitivity G). A budget
  *   below the model's smallest reachable size is a point "unreachable (min X bpw)", X parsed
  *   from sqz's message.
  *
@@ -161,6 +162,8 @@ typedef struct {
     int have_quantize, have_compress;
     double sens_seconds; /* the shared sqz sensitivity estimate's time (NaN: none) */
     stages_t sens_st;    /* its stage times */
+    double sens_prune_seconds; /* the --prune points' shared estimate (sensitivity --prune; NaN: none) */
+    stages_t sens_prune_st;
     double score_seconds; /* every llama-perplexity run made in this run */
     int n_score_runs, n_score_cached;
     point_t pts[MAX_POINTS];
@@ -565,26 +568,29 @@ static void family_sqz(run_t *R, char **types, int n) {
 }
 
 /* The first round's estimate does not depend on the budget: one `sqz sensitivity` serves
- * every compress point without --prune (compress --sensitivity); its time is reported once.
- * Fills sens (the JSON's path) and returns 1 when it exists, else 0. */
-static int make_sensitivity(run_t *R, char *sens, size_t cap) {
-    xfmt(sens, cap, "%s/sensitivity-%s.json", R->dir, R->calib_key);
+ * every compress point without --prune, one `sqz sensitivity --prune` (with every layer's
+ * width options) every point with --prune (compress --sensitivity); each one's time is
+ * reported once. Fills sens (the JSON's path) and returns 1 when it exists, else 0. */
+static int make_sensitivity(run_t *R, int prune, char *sens, size_t cap) {
+    xfmt(sens, cap, "%s/sensitivity-%s%s.json", R->dir, prune ? "prune-" : "", R->calib_key);
     if (!R->have_compress) return 0;
     char *qs = shq(R->sqz), *qm = shq(R->model), *qc = shq(R->calib), *qsens = shq(sens);
     char scmd[4 * PATH_MAX];
     xfmt(scmd, sizeof scmd,
-         "%s sensitivity %s --calib %s --nsamples %lld --seqlen %lld --seed 0 --weighted-only --threads %lld --quiet "
+         "%s sensitivity %s --calib %s --nsamples %lld --seqlen %lld --seed 0 --weighted-only%s --threads %lld --quiet "
          "--json %s",
-         qs, qm, qc, R->o.nsamples, R->seqlen, R->o.threads, qsens);
+         qs, qm, qc, R->o.nsamples, R->seqlen, prune ? " --prune" : "", R->o.threads, qsens);
     free(qs); free(qm); free(qc); free(qsens);
     double s = NAN;
-    if (make_step("[sqz sensitivity]", sens, NULL, NULL, R->o.fresh || R->o.fresh_sqz, scmd, 0, &s, NULL)) {
-        fprintf(stderr, "%s: sqz sensitivity failed: every compress point estimates on its own\n", PROG);
+    if (make_step(prune ? "[sqz sensitivity --prune]" : "[sqz sensitivity]", sens, NULL, NULL,
+                  R->o.fresh || R->o.fresh_sqz, scmd, 0, &s, NULL)) {
+        fprintf(stderr, "%s: sqz sensitivity%s failed: those compress points estimate on their own\n", PROG,
+                prune ? " --prune" : "");
         return 0;
     }
     fprintf(stderr, "%s: shared estimate %s (%.1f s)\n", PROG, sens, s);
-    R->sens_seconds = s;
-    read_stages(sens, &R->sens_st);
+    *(prune ? &R->sens_prune_seconds : &R->sens_seconds) = s;
+    read_stages(sens, prune ? &R->sens_prune_st : &R->sens_st);
     return 1;
 }
 
@@ -611,7 +617,7 @@ static int compress_run(run_t *R, point_t *p, const char *label, const char *fil
     }
     unlink(unr);
     char *qs = shq(R->sqz), *qm = shq(R->model), *qc = shq(R->calib), *qo = shq(file), *qj = shq(json);
-    char *qsens = sens && !prune ? shq(sens) : NULL;
+    char *qsens = sens ? shq(sens) : NULL;
     xfmt(cmd, sizeof cmd,
          "%s compress %s -o %s %s --calib %s --nsamples %lld --seqlen %lld --seed 0 --rounds %lld "
          "--threads %lld --json %s --quiet%s%s%s",
@@ -619,7 +625,7 @@ static int compress_run(run_t *R, point_t *p, const char *label, const char *fil
          prune ? " --prune auto" : "", qsens ? " --sensitivity " : "", qsens ? qsens : "");
     free(qs); free(qm); free(qc); free(qo); free(qj); free(qsens);
     const char *deps[] = {sens, NULL};
-    if (make_step(label, file, NULL, sens && !prune ? deps : NULL, fresh, cmd, 1, seconds, NULL) == 0) {
+    if (make_step(label, file, NULL, sens ? deps : NULL, fresh, cmd, 1, seconds, NULL) == 0) {
         read_stages(json, &p->st);
         return 0;
     }
@@ -684,7 +690,7 @@ static void match_point(run_t *R, point_t *p, const char *file, const char *labe
         const char *deps[] = {sens, NULL};
         double s = NAN;
         cJSON *j = !fresh && file_exists(sizes) ? read_json(sizes) : NULL;
-        if (j && marker_valid(file, sens && !prune ? deps : NULL, &s) &&
+        if (j && marker_valid(file, sens ? deps : NULL, &s) &&
             (long long)json_num(j, "final_bytes", -1) == file_size(file) && file_size(file) <= target &&
             (long long)json_num(j, "target_bytes", -1) == target) {
             p->first_bytes = (long long)json_num(j, "first_bytes", -1);
@@ -751,7 +757,7 @@ static int in_list(char **list, int n, const char *s) {
 /* (d) and (e): sqz compress at the size of every llama.cpp mix at most --match-max-bpw or
  * named in --goal-types; with --prune auto also at the --prune-smallest smallest of those
  * at most --match-max-bpw. */
-static void family_match(run_t *R, char **goal, int n_goal, const char *sens) {
+static void family_match(run_t *R, char **goal, int n_goal, const char *sens, const char *sens_prune) {
     struct { char type[24]; long long bytes; double bpw; } c[MAX_POINTS];
     int n = 0;
     for (int i = 0; i < R->n_pts; i++) {
@@ -785,7 +791,7 @@ static void family_match(run_t *R, char **goal, int n_goal, const char *sens) {
             if (!R->have_compress) { point_fail(p, "no sqz compress"); continue; }
             xfmt(file, sizeof file, "%s/compress-at-%s-%lld-%sr%lld-%s.gguf", R->dir, c[i].type, c[i].bytes,
                  prune ? "prune-auto-" : "", R->o.rounds, R->calib_key);
-            match_point(R, p, file, label, prune, sens);
+            match_point(R, p, file, label, prune, prune ? sens_prune : sens);
         }
 }
 
@@ -905,22 +911,25 @@ static void make_table(strbuf *b, const run_t *R) {
     if (isfinite(R->sens_seconds))
         sb_printf(b, "\nThe sqz compress points without --prune share one first-round estimate (`sqz sensitivity`, "
                      "%.1f s, not in their seconds above; `compress --sensitivity`).\n", R->sens_seconds);
+    if (isfinite(R->sens_prune_seconds))
+        sb_printf(b, "\nThe --prune auto points share one first-round estimate with every layer's width options "
+                     "(`sqz sensitivity --prune`, %.1f s, not in their seconds above).\n", R->sens_prune_seconds);
 }
 
 /* Where sqz's time went: each compress point's stages (and the shared estimate's), the
  * dense ones with their share of the machine's SGEMM (forward, backward, grams) or DGEMM
  * (scoring, gptq) rate measured in the same run. */
 static void make_stage_table(strbuf *b, const run_t *R) {
-    int any = R->sens_st.ok;
+    int any = R->sens_st.ok || R->sens_prune_st.ok;
     for (int i = 0; i < R->n_pts; i++) any |= R->pts[i].st.ok;
     if (!any) return;
     sb_printf(b, "| sqz run | forward | backward | grams | scoring | gptq | pruning | writing | other | total s | "
                  "SGEMM / DGEMM GFLOP/s |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-    for (int i = -1; i < R->n_pts; i++) {
-        const stages_t *st = i < 0 ? &R->sens_st : &R->pts[i].st;
+    for (int i = -2; i < R->n_pts; i++) {
+        const stages_t *st = i == -2 ? &R->sens_st : i == -1 ? &R->sens_prune_st : &R->pts[i].st;
         if (!st->ok) continue;
         char name[96];
-        if (i < 0) xfmt(name, sizeof name, "shared sqz sensitivity");
+        if (i < 0) xfmt(name, sizeof name, "shared sqz sensitivity%s", i == -1 ? " --prune" : "");
         else xfmt(name, sizeof name, "%s %s", FAM_NAME[R->pts[i].family], R->pts[i].label);
         sb_printf(b, "| %s |", name);
         for (int k = 0; k <= N_STAGE; k++) {
@@ -1524,6 +1533,7 @@ int main(int argc, char **argv) {
     R->have_quantize = sqz_has(R->sqz, "quantize");
     R->have_compress = o->skip_compress ? 0 : sqz_has(R->sqz, "compress");
     R->sens_seconds = NAN;
+    R->sens_prune_seconds = NAN;
     R->base_ppl = NAN;
     if (!R->have_quantize && n_st) fprintf(stderr, "%s: %s has no `quantize` command: family (b) will fail\n", PROG, R->sqz);
     if (!o->skip_compress && !R->have_compress)
@@ -1574,7 +1584,7 @@ int main(int argc, char **argv) {
 
     /* The points. */
     double t_start = sqz_now();
-    char f32[PATH_MAX], imat[PATH_MAX], sens[PATH_MAX];
+    char f32[PATH_MAX], imat[PATH_MAX], sens[PATH_MAX], sens_prune[PATH_MAX];
     xfmt(f32, sizeof f32, "%s/F32.gguf", R->dir);
     xfmt(imat, sizeof imat, "%s/imatrix-%s.gguf", R->dir, R->calib_key);
     double imat_s = NAN, n_scored = NAN;
@@ -1583,9 +1593,10 @@ int main(int argc, char **argv) {
     family_llama_pure(R, ptypes, n_pt, f32, imat, imat_ok, dim);
     family_sqz(R, stypes, n_st);
     if (!o->skip_compress) {
-        int have_sens = make_sensitivity(R, sens, sizeof sens);
+        int have_sens = make_sensitivity(R, 0, sens, sizeof sens);
+        int have_sens_prune = o->prune_n > 0 && make_sensitivity(R, 1, sens_prune, sizeof sens_prune);
         family_compress(R, bpw, bpw_s, n_bpw, have_sens ? sens : NULL);
-        family_match(R, gtypes, n_g, have_sens ? sens : NULL);
+        family_match(R, gtypes, n_g, have_sens ? sens : NULL, have_sens_prune ? sens_prune : NULL);
     }
     double t_total = sqz_now() - t_start;
 
@@ -1658,7 +1669,8 @@ int main(int argc, char **argv) {
         sb_printf(&notes,
                   " sqz compress: `sqz compress MODEL -o OUT (--target-bpw B | --target-size BYTES) --calib CALIB "
                   "--nsamples %lld --seqlen %lld --seed 0 --rounds %lld --threads T`, without --prune with "
-                  "`--sensitivity` of one shared `sqz sensitivity --weighted-only --json` (same calibration); at llama.cpp's "
+                  "`--sensitivity` of one shared `sqz sensitivity --weighted-only --json` (same calibration), with "
+                  "--prune of one shared `sqz sensitivity --weighted-only --prune --json`; at llama.cpp's "
                   "sizes BYTES = its file's size for each mix of at most %.2f bpw and each of %s, a file above it made "
                   "again with the budget lowered by the overshoot (sizes table: first run → final); `--prune auto` at "
                   "the %lld smallest of those of at most %.2f bpw (a budget below the smallest reachable size: "
