@@ -29,8 +29,8 @@ const char HELP_QUANTIZE[] =
     "                     IQ4_XS IQ3_S F16 BF16 F32. A tensor whose rows do not fit T's\n"
     "                     block falls back as llama-quantize does (Q2_K,Q3_K->Q4_0,\n"
     "                     Q4_K->Q5_0, Q5_K->Q5_1, Q6_K->Q8_0, IQ4_XS,IQ3_S->IQ4_NL); the\n"
-    "                     report lists them. IQ3_S: a grid search (rtn only, weighted\n"
-    "                     by the calibration inputs with --calib; no GPTQ into it yet)\n"
+    "                     report lists them. IQ3_S: each group of 4 weights one grid\n"
+    "                     point, chosen jointly (GPTQ spreads each weight's error)\n"
     "  --method M         rtn: round to nearest with the best block scales, weighted by\n"
     "                     diag(H) of the calibration inputs when --calib is given;\n"
     "                     gptq: error-compensating GPTQ with H (needs --calib).\n"
@@ -256,11 +256,6 @@ int cmd_quantize(args *a) {
                           "--no-sequential, --target-original, --act-order, --gptq-double, --damp and --shrink are GPTQ options: "
                           "they need --calib");
     if (tgt && !seq) return usage_fail(a->cmd, "%s", "--target-original is a sequential mode: drop --no-sequential");
-    const int codebook = sqz_type_get(type) && sqz_type_get(type)->codebook;
-    if (codebook && method && !strcmp(method, "gptq"))
-        return usage_fail(a->cmd, "--method gptq: GPTQ into %s is not built yet (use --method rtn; with --calib its grid "
-                                  "search is weighted by the calibration inputs)",
-                          sqz_type_get(type)->name);
 
     sqz_qmodel_opts o;
     sqz_qmodel_opts_default(&o);
@@ -269,7 +264,7 @@ int cmd_quantize(args *a) {
     o.embd_type = embd_type;
     o.keep_output_type = keep;
     o.method = method ? (!strcmp(method, "gptq") ? SQZ_QMETHOD_GPTQ : SQZ_QMETHOD_RTN)
-                      : (calib && !codebook ? SQZ_QMETHOD_GPTQ : SQZ_QMETHOD_RTN);
+                      : (calib ? SQZ_QMETHOD_GPTQ : SQZ_QMETHOD_RTN);
     o.sequential = seq;
     o.target_original = tgt;
     o.act_order = act;

@@ -401,7 +401,7 @@ static int quantize_matrix(qm *q, int idx, const float *W, const double *H, sqz_
     sqz_qtensor_report *t = &q->rep->tensors[idx];
     int64_t rows = p->rows, cols = p->cols;
     double t0 = sqz_now(), flops = 0.0;
-    int gptq = q->o->method == SQZ_QMETHOD_GPTQ && sqz_quant_supported(t->type);
+    int gptq = q->o->method == SQZ_QMETHOD_GPTQ && sqz_gptq_supported(t->type);
     if (gptq) {
         int single = !q->o->gptq_double;
         sqz_gptq_opts go = {q->o->percdamp, q->o->act_order, 0, q->o->shrink, single, q->pool};
@@ -421,7 +421,7 @@ static int quantize_matrix(qm *q, int idx, const float *W, const double *H, sqz_
         t->rel_output_err = st.rel_output_err;
     } else {
         float *imp = NULL;
-        if (sqz_quant_supported(t->type)) {
+        if (sqz_gptq_supported(t->type)) { /* the block types weigh their search by diag(H) */
             if (!(imp = malloc((size_t)cols * sizeof(float)))) return sqz_fail(err, "quantize: out of memory");
             for (int64_t i = 0; i < cols; i++) imp[i] = (float)H[i * cols + i];
         }

@@ -368,7 +368,7 @@ static int64_t stats_row(const score_ctx *c, int idx, int64_t row) {
  * GPTQ with H's factor F where the type has it (and F is given), else round to nearest. */
 static int quantize_rows(score_ctx *c, const char *name, int type, const float *W, int64_t nsel, int64_t cols,
                          const sqz_gptq_factor *F, size_t row_bytes, uint8_t *dst, float *what, sqz_err *err) {
-    if (F && sqz_quant_supported(type)) {
+    if (F && sqz_gptq_supported(type)) {
         c->flops += (double)nsel * (double)cols * (double)cols; /* the sweep's updates */
         if (sqz_gptq_quantize_factored(type, W, nsel, F, c->pool, dst, what, NULL, NULL, err)) {
             sqz_fail_prefix(err, "%s: ", name);
@@ -413,7 +413,7 @@ static void error_sums(score_ctx *c, int idx, const float *D, int64_t nsel, int6
 /* Whether any candidate type is quantized by GPTQ (then each Gram gets its factor). */
 static int any_gptq(const sqz_sens_opts *o) {
     for (int k = 0; k < o->n_types; k++)
-        if (sqz_quant_supported(o->types[k])) return 1;
+        if (sqz_gptq_supported(o->types[k])) return 1;
     return 0;
 }
 

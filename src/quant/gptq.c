@@ -48,6 +48,7 @@ static int64_t sweep_grain(int64_t rows, const sqz_pool *pool) {
 
 typedef struct {
     int type, bs, act;
+    int codebook;          /* a codebook i-quant: grid points for groups of 4 consecutive columns */
     int64_t rows, cols, nblk, batch;
     size_t row_bytes;
     const float *W;
@@ -173,7 +174,7 @@ static int by_key_desc(const void *a, const void *b) {
  * cols, and finite weights. */
 static int check_input(int type, const float *W, int64_t rows, int64_t cols, sqz_err *err) {
     const sqz_type_traits *tt = sqz_type_get(type);
-    if (!tt || !sqz_quant_supported(type))
+    if (!tt || !sqz_gptq_supported(type))
         return sqz_fail(err, "gptq: type %d (%s) cannot be quantized into", type, tt ? tt->name : "unknown");
     if (rows <= 0 || cols <= 0 || rows > INT32_MAX / 2 || cols > 65536 || cols % tt->block_size != 0)
         return sqz_fail(err, "gptq: %s: shape %lld × %lld (expected rows >= 1 and 1 <= cols <= 65536 a multiple of %lld)",
@@ -304,7 +305,9 @@ int sqz_gptq_quantize_factored(int type, const float *W, int64_t rows, const sqz
     const sqz_type_traits *tt = sqz_type_get(type);
     size_t row_bytes;
     if (sqz_type_row_bytes(type, cols, &row_bytes, err)) return SQZ_ERR;
-    sweep_ctx c = {type, (int)tt->block_size, f->act_order, rows, cols, cols / tt->block_size,
+    if (tt->codebook && f->act_order)
+        return sqz_fail(err, "gptq: %s: act-order cannot be used (a grid point covers 4 consecutive columns)", tt->name);
+    sweep_ctx c = {type, (int)tt->block_size, f->act_order, tt->codebook, rows, cols, cols / tt->block_size,
                    tt->block_size > 128 ? tt->block_size : 128, row_bytes, W, f->U, f->Uf, f->imp,
                    f->act_order ? f->perm : NULL, f->dead, dst, what, params, levels, 0, {{0}}};
     int blas_threads = openblas_get_num_threads();

@@ -14,6 +14,7 @@
 #include "sqz/quant.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "format/iq_grids.h"
@@ -113,22 +114,23 @@ static double iq3s_eval(const float *a, const float *w, const float *steps, floa
     return total;
 }
 
-static void put_f16(uint8_t *p, float v) {
-    const uint16_t h = sqz_f32_to_f16(v);
-    p[0] = (uint8_t)(h & 0xFF);
-    p[1] = (uint8_t)(h >> 8);
-}
-
 static float f16_round(float v) { return sqz_f16_to_f32(sqz_f32_to_f16(v)); }
 
-static void iq3s_block(const float *x, const float *wi, uint8_t *out) {
-    float a[IQ3S_BLOCK], w[IQ3S_BLOCK], steps[8];
+/* The importances of a block as the search uses them (quantize.c's convention: a tiny
+ * floor keeps zero-importance values on a sensible grid; no weights, or all zero, is
+ * uniform). */
+static void iq3s_weights(const float *wi, float *w) {
     double wsum = 0.0;
-    for (int i = 0; i < IQ3S_BLOCK; i++) a[i] = fabsf(x[i]), wsum += wi ? wi[i] : 0.0;
-    /* as the scale search of quantize.c: a tiny floor keeps zero-importance values on a
-     * sensible grid; no weights (or all zero) is uniform */
+    for (int i = 0; i < IQ3S_BLOCK; i++) wsum += wi ? wi[i] : 0.0;
     const float floor_w = wi && wsum > 0.0 ? (float)(1e-6 * wsum / IQ3S_BLOCK) : 1.0f;
     for (int i = 0; i < IQ3S_BLOCK; i++) w[i] = (wi && wsum > 0.0 ? wi[i] : 0.0f) + floor_w;
+}
+
+/* A block's d and sub-block scales from its current values (x, importances wi or NULL). */
+static void iq3s_params(const float *x, const float *wi, sqz_qparams *p) {
+    float a[IQ3S_BLOCK], w[IQ3S_BLOCK], steps[8];
+    for (int i = 0; i < IQ3S_BLOCK; i++) a[i] = fabsf(x[i]);
+    iq3s_weights(wi, w);
     float smax = 0.0f;
     for (int ib = 0; ib < 8; ib++) {
         steps[ib] = iq3s_sub_step(a + 32 * ib, w + 32 * ib);
@@ -155,20 +157,82 @@ static void iq3s_block(const float *x, const float *wi, uint8_t *out) {
         const float d = saa > 0.0 ? f16_round((float)(sxa / saa)) : 0.0f;
         if (d > 0.0f && d != bd) {
             const double e = iq3s_eval(a, w, steps, d, tsc, tpt);
-            if (e < best) best = e, bd = d, memcpy(sc, tsc, sizeof sc), memcpy(pt, tpt, sizeof pt);
+            if (e < best) best = e, bd = d, memcpy(sc, tsc, sizeof sc);
         }
     }
-    /* pack: f16 d; qs[64]; qh[8]; signs[32]; scales[4] (types.c's dq_iq3_s) */
+    memset(p, 0, sizeof *p);
+    p->type = SQZ_TYPE_IQ3_S;
+    p->block_size = IQ3S_BLOCK;
+    p->sub_size = 32;
+    p->n_sub = 8;
+    p->d = sqz_f32_to_f16(bd);
+    const float d16 = sqz_f16_to_f32(p->d);
+    for (int ib = 0; ib < 8; ib++) p->sc[ib] = (int16_t)sc[ib], p->scale[ib] = d16 * (float)(1 + 2 * sc[ib]);
+}
+
+/* The 4 values x of group `first / 4` (first: the group's first value in the block):
+ * their grid point at the sub-block's step, in the importances' metric, and a sign each;
+ * levels ±(grid value) and the values they give. */
+static void iq3s_group(const sqz_qparams *p, int first, const float *x, const float *w, int8_t *lev, float *q) {
+    float a[4], wg[4];
+    for (int j = 0; j < 4; j++) a[j] = fabsf(x[j]), wg[j] = w ? w[j] : 1.0f;
+    double e;
+    const unsigned pt = iq3s_nearest(a, wg, p->scale[first / 32], &e);
+    for (int j = 0; j < 4; j++) {
+        const int g = (int)iq3s_value(pt, j);
+        lev[j] = (int8_t)(x[j] < 0.0f ? -g : g);
+        /* as the dequantizer: (d·(1 + 2s)) · g · ±1 */
+        q[j] = p->scale[first / 32] * (float)g * (x[j] < 0.0f ? -1.0f : 1.0f);
+    }
+}
+
+/* A grid point's index from its 4 values (each a grid value 1..15). */
+static unsigned iq3s_index(const int8_t *lev) {
+    int cell = 0;
+    for (int j = 0; j < 4; j++) cell += ((abs(lev[j]) - 1) / 2) << (3 * j);
+    return sqz_iq3s_near[sqz_iq3s_cell[cell]]; /* a grid point's cell lists only itself */
+}
+
+static void iq3s_pack(const sqz_qparams *p, const int8_t *lev, uint8_t *out) {
+    /* f16 d; qs[64]; qh[8]; signs[32]; scales[4] (types.c's dq_iq3_s) */
     memset(out, 0, IQ3S_BYTES);
-    put_f16(out, bd);
+    out[0] = (uint8_t)(p->d & 0xFF);
+    out[1] = (uint8_t)(p->d >> 8);
     for (int k = 0; k < 64; k++) {
-        out[2 + k] = (uint8_t)(pt[k] & 0xFF);
-        out[66 + k / 8] |= (uint8_t)(((pt[k] >> 8) & 1) << (k % 8));
+        const unsigned pt = iq3s_index(lev + 4 * k);
+        out[2 + k] = (uint8_t)(pt & 0xFF);
+        out[66 + k / 8] |= (uint8_t)(((pt >> 8) & 1) << (k % 8));
     }
     for (int i = 0; i < IQ3S_BLOCK; i++)
-        if (x[i] < 0.0f) out[74 + i / 8] |= (uint8_t)(1u << (i % 8));
-    for (int ib = 0; ib < 8; ib++) out[106 + ib / 2] |= (uint8_t)(sc[ib] << (4 * (ib % 2)));
+        if (lev[i] < 0) out[74 + i / 8] |= (uint8_t)(1u << (i % 8));
+    for (int ib = 0; ib < 8; ib++) out[106 + ib / 2] |= (uint8_t)(p->sc[ib] << (4 * (ib % 2)));
 }
+
+static void iq3s_block(const float *x, const float *wi, uint8_t *out) {
+    sqz_qparams p;
+    int8_t lev[IQ3S_BLOCK];
+    float q[IQ3S_BLOCK], w[IQ3S_BLOCK];
+    iq3s_params(x, wi, &p);
+    iq3s_weights(wi, w);
+    for (int g = 0; g < IQ3S_BLOCK / 4; g++) iq3s_group(&p, 4 * g, x + 4 * g, w + 4 * g, lev + 4 * g, q + 4 * g);
+    iq3s_pack(&p, lev, out);
+}
+
+/* ---------------------------------------------------------------- for GPTQ (quant.h) */
+
+int sqz_iquant_block_params(int type, const float *x, const float *w, sqz_qparams *p, sqz_err *err) {
+    if (type != SQZ_TYPE_IQ3_S) return sqz_fail(err, "quantize: no codebook writer for type id %d", type);
+    for (int i = 0; i < IQ3S_BLOCK; i++)
+        if (!isfinite(x[i])) return sqz_fail(err, "quantize IQ3_S: value %d of the block is not finite", i);
+    iq3s_params(x, w, p);
+    return SQZ_OK;
+}
+
+void sqz_iquant_round_group(const sqz_qparams *p, int first, const float *x, const float *w, int8_t *lev, float *q) {
+    iq3s_group(p, first, x, w, lev, q);
+}
+
+void sqz_iquant_pack_block(const sqz_qparams *p, const int8_t *levels, void *dst) { iq3s_pack(p, levels, dst); }
 
 int sqz_iquant_row(int type, const float *x, void *dst, int64_t n, const float *weights, sqz_err *err) {
     if (type != SQZ_TYPE_IQ3_S) return sqz_fail(err, "quantize: no codebook writer for type id %d", type);
