@@ -7,10 +7,11 @@
 #      except those labelled "asan_slow" (the one mechanism for leaving a test out of
 #      the sanitizer run: the LABELS set in tests/CMakeLists.txt, each with its reason);
 #   4. the fuzz targets for FUZZ_SECONDS=15 each, when scripts/fuzz.sh exists;
-#   5. the CUDA backend compiled (cmake -DSQZ_CUDA=ON in build-cuda/: the CLI and
-#      test_backend) when the CUDA toolkit is there (nvcc on PATH or /usr/local/cuda),
-#      and test_backend run: its CPU checks always; its GPU comparisons only where a GPU
-#      is (else it says so and exits 77, which this stage reports as skipped).
+#   5. the CUDA backend compiled (cmake -DSQZ_CUDA=ON in build-cuda/: the CLI,
+#      test_backend and test_block) when the CUDA toolkit is there (nvcc on PATH or
+#      /usr/local/cuda), and both tests run: their CPU checks always; their GPU
+#      comparisons only where a GPU is (else each says so and exits 77, which this stage
+#      reports as skipped).
 # Every stage runs even when an earlier one failed: a stage's tests run whenever its own
 # build succeeded (a failed llama.cpp build fails the llama.cpp comparisons, not the
 # stage); the exit status is non-zero if any stage failed. Meant to finish well under
@@ -104,19 +105,26 @@ nvcc_bin="$(command -v nvcc || true)"
 [[ -z "$nvcc_bin" && -x /usr/local/cuda/bin/nvcc ]] && nvcc_bin=/usr/local/cuda/bin/nvcc
 build_cuda() {
     cmake -S . -B "$cdir" -DCMAKE_BUILD_TYPE=Release -DSQZ_CUDA=ON -DCMAKE_CUDA_COMPILER="$nvcc_bin" >/dev/null &&
-    cmake --build "$cdir" -j"$jobs" --target sqz test_backend
+    cmake --build "$cdir" -j"$jobs" --target sqz test_backend test_block
 }
-run_test_backend() {
-    local rc=0
-    "$cdir/tests/test_backend" || rc=$?
-    [[ $rc == 77 ]] && { echo "test_backend: CPU checks passed; GPU comparisons skipped (no GPU here)"; return 0; }
-    return $rc
+run_test_backend() { # test_backend and test_block of the CUDA build: their CPU parts here
+    local rc=0 t
+    for t in test_backend test_block; do
+        rc=0
+        SQZ_SHARED="${SQZ_SHARED:-$root/../shared}" SQZ_FIXTURES="$root/tests/fixtures" "$cdir/tests/$t" || rc=$?
+        if [[ $rc == 77 ]]; then
+            echo "$t: CPU checks passed; GPU comparisons skipped (no GPU here)"
+        elif [[ $rc != 0 ]]; then
+            return $rc
+        fi
+    done
+    return 0
 }
 if [[ -n "$nvcc_bin" ]]; then
     cuda_stage="build (CUDA backend, $("$nvcc_bin" --version | sed -n 's/.*release \([0-9.]*\).*/nvcc \1/p'))"
     stage "$cuda_stage" build_cuda
     if ! stage_failed "$cuda_stage"; then
-        stage "test_backend (CUDA build)" run_test_backend
+        stage "test_backend, test_block (CUDA build)" run_test_backend
     fi
 else
     say "CUDA backend: no CUDA toolkit here (no nvcc): its sources were not compiled"
