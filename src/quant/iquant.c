@@ -1,7 +1,9 @@
-/* Writers of ggml's codebook i-quants (include/sqz/quant.h, sqz_convert_row): a weighted
- * search over the format's grid points for groups of values and over the scales, round to
- * nearest in the importance-weighted metric (no error feedback: GPTQ into these types is
- * not built yet).
+/* Writers of ggml's codebook i-quants (include/sqz/quant.h): a weighted search over the
+ * format's grid points for groups of values and over the scales. Round to nearest in the
+ * importance-weighted metric (sqz_convert_row), or the same steps for GPTQ's sweep
+ * (src/quant/gptq_kernels.inc): the block's scales from its current values
+ * (sqz_iquant_block_params), then one group's grid point at a time from the values the
+ * earlier columns' errors have moved (sqz_iquant_round_group), packed at the end.
  *
  * IQ3_S (3.4375 bits per weight): a 256-value block has an f16 d; each sub-block of 32 a
  * 4-bit scale s (step d·(1 + 2s)); each group of 4 values one of 512 grid points (values
