@@ -308,6 +308,9 @@ static unsigned rd_u16(const uint8_t *p) { return (unsigned)p[0] | (unsigned)p[1
 static float gval(uint64_t point, int j) { return (float)(uint8_t)(point >> (8 * j)); }
 static float gval1(uint64_t point, int j) { return (float)(int8_t)(uint8_t)(point >> (8 * j)); }
 
+/* The step of an IQ2 group with 4-bit scale s: d·(0.5 + s)/4, in ggml's float order. */
+static float iq2_step(float d, unsigned s) { return d * (0.5f + (float)s) * 0.25f; }
+
 /* 8 values db·grid·(±1): sign bit j of `signs` negates value j. */
 static void put8(float *y, float db, uint64_t point, unsigned signs) {
     for (int j = 0; j < 8; j++) y[j] = db * gval(point, j) * (signs >> j & 1 ? -1.0f : 1.0f);
@@ -322,7 +325,7 @@ static void dq_iq2_xxs(const void *src, float *dst, int64_t n) {
         for (int ib = 0; ib < 8; ib++) {
             const uint8_t *q = b + 2 + 8 * ib;
             const uint32_t aux = rd_u32(q + 4);
-            const float db = d * (0.5f + (float)(aux >> 28)) * 0.25f;
+            const float db = iq2_step(d, aux >> 28);
             for (int l = 0; l < 4; l++, dst += 8) put8(dst, db, sqz_iq2xxs_grid[q[l]], sqz_iq_signs[(aux >> (7 * l)) & 127]);
         }
     }
@@ -336,7 +339,7 @@ static void dq_iq2_xs(const void *src, float *dst, int64_t n) {
         const float d = rd_f16(b);
         for (int ib = 0; ib < 8; ib++) {
             const uint8_t sc = b[66 + ib];
-            const float db[2] = {d * (0.5f + (float)(sc & 0x0F)) * 0.25f, d * (0.5f + (float)(sc >> 4)) * 0.25f};
+            const float db[2] = {iq2_step(d, sc & 0x0F), iq2_step(d, sc >> 4)};
             for (int l = 0; l < 4; l++, dst += 8) {
                 const unsigned q = rd_u16(b + 2 + 2 * (4 * ib + l));
                 put8(dst, db[l / 2], sqz_iq2xs_grid[q & 511], sqz_iq_signs[q >> 9]);
@@ -353,8 +356,7 @@ static void dq_iq2_s(const void *src, float *dst, int64_t n) {
         const float d = rd_f16(b);
         const uint8_t *qs = b + 2, *signs = b + 34, *qh = b + 66, *scales = b + 74;
         for (int ib = 0; ib < 8; ib++) {
-            const float db[2] = {d * (0.5f + (float)(scales[ib] & 0x0F)) * 0.25f,
-                                 d * (0.5f + (float)(scales[ib] >> 4)) * 0.25f};
+            const float db[2] = {iq2_step(d, scales[ib] & 0x0F), iq2_step(d, scales[ib] >> 4)};
             for (int l = 0; l < 4; l++, dst += 8) {
                 const unsigned idx = qs[4 * ib + l] | ((unsigned)(qh[ib] >> (2 * l)) & 3) << 8;
                 put8(dst, db[l / 2], sqz_iq2s_grid[idx], signs[4 * ib + l]);
