@@ -151,9 +151,11 @@ int sqz_sensitivity_run(sqz_model *m, sqz_pool *pool, const sqz_sens_run_opts *o
 
 /* ---------------------------------------------------------------- compress */
 
-/* Candidate types of a plan when none are given: every block type llama.cpp's CPU
- * backend runs, and F16. */
-#define SQZ_COMPRESS_DEFAULT_TYPES "Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0,Q4_0,Q4_1,Q5_0,Q5_1,IQ4_NL,F16"
+/* Candidate types of a plan when none are given: the k-quants, the 32-blocks, F16 and
+ * the i-quants sqz writes (IQ4_NL, IQ4_XS, IQ3_S). With IQ3_S and IQ4_XS among them the
+ * 1.5B model's Q3_K_S-size file went from 0.68 to 0.43 of llama.cpp's perplexity
+ * increase (bench/RESULTS.md). */
+#define SQZ_COMPRESS_DEFAULT_TYPES "Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0,Q4_0,Q4_1,Q5_0,Q5_1,IQ4_NL,F16,IQ3_S,IQ4_XS"
 
 /* What sqz_compress is told to do. Token arrays stay the caller's. */
 typedef struct sqz_compress_opts {
