@@ -11,7 +11,9 @@
  *    the CPU's polynomial) and the Grams of its four input sites within 1e-4 of the CPU's
  *    (relative to the largest entry); the next block starts from the CPU's output so errors
  *    do not compound. Two windows of different lengths per block: a shorter window than
- *    the pass holds must work as well.
+ *    the pass holds must work as well. And the calibration stepper (sqz_calib_begin/step)
+ *    on the GPU backend, which runs its layers through the block pass: every layer's
+ *    plain and token-weighted Grams within 1e-3 of the CPU stepper's.
  * A CUDA build on a machine without a GPU exits 77 (skipped) after the CPU checks. */
 #include <math.h>
 #include <string.h>
@@ -141,7 +143,7 @@ static void compare_model(sqz_backend *gpu, sqz_pool *pool, const char *path) {
         memcpy(y, x, (size_t)(T_all * dim) * sizeof(float));
         for (int w = 0, off = 0; ok && w < 2; off += (int)Ts[w], w++) {
             ok = sqz_forward_layer(&m, pool, l, x + off * dim, Ts[w], gram_hook, &hc, &err) == 0 &&
-                 sqz_block_pass_run(p, y + off * dim, Ts[w], ga, &err) == 0;
+                 sqz_block_pass_run(p, y + off * dim, Ts[w], ga, NULL, 0, &err) == 0;
         }
         for (int s = 0; ok && s < SQZ_BLOCK_SITES; s++)
             if (hc.acc[s]) ok = sqz_gram_finish(hc.acc[s], &err) == 0 && sqz_gram_finish(ga[s], &err) == 0;
@@ -175,6 +177,69 @@ static void compare_model(sqz_backend *gpu, sqz_pool *pool, const char *path) {
     sqz_model_free(&m);
 }
 
+/* The calibration stepper (sqz/calib.h) on the GPU against the CPU: every layer's plain
+ * and token-weighted Grams, the stream carried by each device itself (so block errors
+ * compound over the layers: bound 1e-3 of the largest entry). */
+static void compare_stepper(sqz_backend *gpu, sqz_pool *pool, const char *path) {
+    sqz_model m;
+    sqz_err err;
+    if (sqz_model_load(&m, path, 0, &err)) {
+        CHECK(0, "%s: %s", path, err.msg);
+        return;
+    }
+    const int nsamples = 3, seqlen = 40, nl = m.cfg.n_layer;
+    const int64_t T = (int64_t)nsamples * seqlen;
+    int32_t *tok = malloc((size_t)T * sizeof(int32_t));
+    tu_rng r = {11};
+    for (int64_t i = 0; i < T; i++) tok[i] = (int32_t)(tu_urand(&r) * (m.cfg.n_vocab - 1));
+    /* weights for some kinds of some layers (q, o, down of even layers; gate of odd) */
+    float **w = calloc((size_t)nl * SQZ_CALIB_KINDS, sizeof(float *));
+    for (int l = 0; l < nl; l++)
+        for (int k = 0; k < SQZ_CALIB_KINDS; k++) {
+            if (!((l % 2 == 0 && (k == 0 || k == 3 || k == 6)) || (l % 2 == 1 && k == 4))) continue;
+            w[l * SQZ_CALIB_KINDS + k] = malloc((size_t)T * sizeof(float));
+            for (int64_t t = 0; t < T; t++) w[l * SQZ_CALIB_KINDS + k][t] = (float)(tu_urand(&r) * 3.0);
+        }
+    sqz_calib_stepper *sc = NULL, *sg = NULL;
+    int ok = sqz_calib_begin(&m, NULL, pool, tok, nsamples, seqlen, (const float *const *)w, NULL, &sc, &err) == 0 &&
+             sqz_calib_begin(&m, gpu, pool, tok, nsamples, seqlen, (const float *const *)w, NULL, &sg, &err) == 0;
+    CHECK(ok, "%s: stepper: %s", path, err.msg);
+    double worst = 0, worst_w = 0;
+    int n_w = 0;
+    for (int l = 0; ok && l < nl; l++) {
+        sqz_layer_grams *gc, *gg;
+        ok = sqz_calib_step(sc, &gc, &err) == 0;
+        /* gc's buffers stay until sc's next step */
+        ok = ok && sqz_calib_step(sg, &gg, &err) == 0;
+        CHECK(ok, "%s layer %d: %s", path, l, err.msg);
+        if (!ok) break;
+        for (int s = 0; s < SQZ_SITE_COUNT + SQZ_CALIB_KINDS; s++) {
+            int weighted = s >= SQZ_SITE_COUNT;
+            int k = s - SQZ_SITE_COUNT;
+            const double *a = weighted ? gc->gw[k] : gc->g[s], *b = weighted ? gg->gw[k] : gg->g[s];
+            int64_t n = weighted ? gc->n[sqz_calib_site_of(k)] : gc->n[s];
+            CHECK((a == NULL) == (b == NULL), "%s layer %d: Gram %d present on one device only", path, l, s);
+            if (!a || !b) continue;
+            n_w += weighted;
+            double gm = 0, dg = 0;
+            for (int64_t i = 0; i < n * n; i++) gm = fmax(gm, fabs(a[i])), dg = fmax(dg, fabs(a[i] - b[i]));
+            CHECK(dg <= 1e-3 * gm, "%s layer %d: %s Gram %d: max |gpu - cpu| %.3e, largest %.3e", path, l,
+                  weighted ? "weighted" : "plain", weighted ? k : s, dg, gm);
+            if (weighted) worst_w = fmax(worst_w, dg / gm);
+            else worst = fmax(worst, dg / gm);
+        }
+    }
+    printf("test_block: %s: calibration stepper, %d layers: plain Grams within %.2e, %d token-weighted within %.2e "
+           "(relative) of the CPU's\n", path, nl, worst, n_w, worst_w);
+    CHECK(!ok || n_w > 0, "%s: no token-weighted Gram compared", path);
+    sqz_calib_end(sc);
+    sqz_calib_end(sg);
+    for (int i = 0; i < nl * SQZ_CALIB_KINDS; i++) free(w[i]);
+    free(w);
+    free(tok);
+    sqz_model_free(&m);
+}
+
 int main(void) {
     const char *fx[] = {"arch/llama3.gguf", "arch/qwen2.gguf", "arch/qwen3.gguf"};
     char *paths[5] = {0};
@@ -196,6 +261,7 @@ int main(void) {
             char *def = tu_default_model();
             if (def) paths[n++] = def;
             for (int i = 0; i < n; i++) compare_model(gpu, pool, paths[i]);
+            for (int i = 0; i < n; i++) compare_stepper(gpu, pool, paths[i]);
             printf("test_block: %s, peak %.1f MiB\n", sqz_backend_describe(gpu),
                    (double)sqz_backend_peak_bytes(gpu) / 1048576.0);
             sqz_backend_free(gpu);

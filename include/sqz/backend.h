@@ -115,11 +115,22 @@ int sqz_block_pass_open(sqz_backend *b, int64_t max_T, const sqz_block_desc *wid
                         sqz_err *err);
 /* Copies block d's weights to the device (they stay until the next load). */
 int sqz_block_pass_load(sqz_block_pass *p, const sqz_block_desc *d, sqz_err *err);
+/* A token-weighted Gram fed by a block pass: acc += Σ_t w[t] x_t x_tᵀ over the input x of
+ * site `site` (0..SQZ_BLOCK_SITES-1), w the window's T weights (host, ≥ 0), each row
+ * scaled by √w[t] in float as src/model/calib.c's CPU path scales it. */
+typedef struct sqz_block_wsite {
+    int site;
+    const float *w;
+    sqz_gram_acc *acc;
+} sqz_block_wsite;
+
 /* x[T, dim] (host) ← the loaded block applied to it, one causal sequence from position 0,
  * as sqz_forward_layer computes it (f32 products, no TF32). sites (may be NULL, as may
  * each entry): Gram accumulators of this backend (sqz_gram_open) that receive the
- * block's input at each site, straight from the device. */
-int sqz_block_pass_run(sqz_block_pass *p, float *x, int64_t T, sqz_gram_acc *const *sites, sqz_err *err);
+ * block's input at each site, straight from the device; wsites[0..n_wsites) the same
+ * with token weights. */
+int sqz_block_pass_run(sqz_block_pass *p, float *x, int64_t T, sqz_gram_acc *const *sites,
+                       const sqz_block_wsite *wsites, int n_wsites, sqz_err *err);
 void sqz_block_pass_close(sqz_block_pass *p);
 
 #ifdef __cplusplus

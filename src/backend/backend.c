@@ -217,21 +217,36 @@ int sqz_block_pass_load(sqz_block_pass *p, const sqz_block_desc *d, sqz_err *err
 #endif
 }
 
-int sqz_block_pass_run(sqz_block_pass *p, float *x, int64_t T, sqz_gram_acc *const *sites, sqz_err *err) {
+#define SQZ_BLOCK_MAX_WSITES 16
+
+int sqz_block_pass_run(sqz_block_pass *p, float *x, int64_t T, sqz_gram_acc *const *sites,
+                       const sqz_block_wsite *wsites, int n_wsites, sqz_err *err) {
 #ifdef SQZ_HAVE_CUDA
-    sqz_cuda_gram *cs[SQZ_BLOCK_SITES] = {0};
+    sqz_cuda_gram *cs[SQZ_BLOCK_SITES] = {0}, *wacc[SQZ_BLOCK_MAX_WSITES] = {0};
+    int wsite_of[SQZ_BLOCK_MAX_WSITES];
+    const float *w[SQZ_BLOCK_MAX_WSITES];
     for (int s = 0; sites && s < SQZ_BLOCK_SITES; s++) {
         if (!sites[s]) continue;
         if (!sites[s]->cuda) return sqz_fail(err, "block pass: site %d's Gram is not on the GPU", s);
         if (sites[s]->staged) return sqz_fail(err, "block pass: site %d's Gram has CPU rows waiting", s);
         cs[s] = sites[s]->cuda;
     }
-    return sqz_cuda_block_run(p->cuda, x, T, cs, err);
+    if (n_wsites < 0 || n_wsites > SQZ_BLOCK_MAX_WSITES)
+        return sqz_fail(err, "block pass: %d weighted Grams (at most %d)", n_wsites, SQZ_BLOCK_MAX_WSITES);
+    for (int i = 0; i < n_wsites; i++) {
+        const sqz_block_wsite *ws = &wsites[i];
+        if (ws->site < 0 || ws->site >= SQZ_BLOCK_SITES || !ws->w || !ws->acc || !ws->acc->cuda || ws->acc->staged)
+            return sqz_fail(err, "block pass: weighted Gram %d (site %d) is not a GPU Gram with weights", i, ws->site);
+        wsite_of[i] = ws->site, w[i] = ws->w, wacc[i] = ws->acc->cuda;
+    }
+    return sqz_cuda_block_run(p->cuda, x, T, cs, wsite_of, w, wacc, n_wsites, err);
 #else
     (void)p;
     (void)x;
     (void)T;
     (void)sites;
+    (void)wsites;
+    (void)n_wsites;
     return sqz_fail(err, "block pass: not in this build");
 #endif
 }

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #define THREADS 256
+#define SQZ_CUDA_MAX_W 16 /* token-weighted Grams per run (backend.c's SQZ_BLOCK_MAX_WSITES) */
 
 struct sqz_cuda_block {
     sqz_cuda *c;
@@ -31,6 +32,11 @@ struct sqz_cuda_block {
     /* activations, device */
     float *x, *xb, *q, *k, *v, *att, *hb, *hb2, *scores;
     float *rope_cos, *rope_sin; /* [max_T, head_dim/2] for the loaded block's RoPE */
+    float *wts;                 /* [SQZ_CUDA_MAX_W, max_T]: the window's token weights */
+    float *xw;                  /* [max_T, widest site]: a site's rows scaled by √w_t */
+    /* this run's token-weighted Grams */
+    int n_w, w_site[SQZ_CUDA_MAX_W];
+    sqz_cuda_gram *w_acc[SQZ_CUDA_MAX_W];
     double rope_theta;          /* what the tables were made for (NaN: none yet) */
     const float *rope_freqs_of; /* host pointer the tables were made from */
     /* every allocation with its size, for freeing */
@@ -132,6 +138,13 @@ static __global__ void k_swiglu(float *hb, const float *hb2, int64_t n) {
 }
 
 /* x += y, elementwise. */
+/* out[t, i] = √w[t] · x[t, i], the root in double then rounded, as calib.c's CPU path. */
+static __global__ void k_scale_rows(float *out, const float *x, const float *w, int64_t T, int64_t width) {
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= T * width) return;
+    out[i] = (float)sqrt((double)w[i / width]) * x[i];
+}
+
 static __global__ void k_add(float *x, const float *y, int64_t n) {
     int64_t i = (int64_t)blockIdx.x * THREADS + threadIdx.x;
     if (i < n) x[i] += y[i];
@@ -195,6 +208,12 @@ int sqz_cuda_block_open(sqz_cuda *c, int64_t max_T, const sqz_block_desc *w, sqz
               palloc(p, &p->scores, (int64_t)w->n_head * T * T, what, err) ||
               palloc(p, &p->rope_cos, qw ? T * (hd / 2) : 0, what, err) ||
               palloc(p, &p->rope_sin, qw ? T * (hd / 2) : 0, what, err);
+    }
+    if (!bad) {
+        int64_t wide = dim > qw ? dim : qw;
+        if (ff > wide) wide = ff;
+        snprintf(what, sizeof what, "token-weighted rows (%lld tokens, width %lld)", (long long)T, (long long)wide);
+        bad = palloc(p, &p->wts, SQZ_CUDA_MAX_W * T, what, err) || palloc(p, &p->xw, T * wide, what, err);
     }
     if (bad) {
         sqz_cuda_block_close(p);
@@ -312,8 +331,18 @@ static int launched(const char *what, sqz_err *err) {
     return sqz_cu_fail(err, stage, e);
 }
 
-static int site(sqz_cuda_gram *const *sites, int s, const float *x, int64_t T, sqz_err *err) {
-    return sites && sites[s] ? sqz_cuda_gram_add_dev(sites[s], x, T, err) : SQZ_OK;
+/* The block's input x[T, width] at site s into its Gram and into every token-weighted
+ * Gram of that site (rows scaled by √w_t into xw first). */
+static int site(sqz_cuda_block *p, sqz_cuda_gram *const *sites, int s, const float *x, int64_t T, int64_t width,
+                sqz_err *err) {
+    if (sites && sites[s] && sqz_cuda_gram_add_dev(sites[s], x, T, err)) return SQZ_ERR;
+    for (int i = 0; i < p->n_w; i++) {
+        if (p->w_site[i] != s) continue;
+        k_scale_rows<<<blocks_for(T * width), THREADS, 0, p->c->stream>>>(p->xw, x, p->wts + (int64_t)i * p->max_T,
+                                                                          T, width);
+        if (launched("token-weighted rows", err) || sqz_cuda_gram_add_dev(p->w_acc[i], p->xw, T, err)) return SQZ_ERR;
+    }
+    return SQZ_OK;
 }
 
 /* Causal attention of q (roped) over k, v into att, every head: per group member g of
@@ -345,20 +374,30 @@ static int attention(sqz_cuda_block *p, int64_t T, sqz_err *err) {
     return SQZ_OK;
 }
 
-int sqz_cuda_block_run(sqz_cuda_block *p, float *x, int64_t T, sqz_cuda_gram *const *sites, sqz_err *err) {
+int sqz_cuda_block_run(sqz_cuda_block *p, float *x, int64_t T, sqz_cuda_gram *const *sites, const int *wsite_of,
+                       const float *const *w, sqz_cuda_gram *const *wacc, int n_w, sqz_err *err) {
     if (!p->loaded) return sqz_fail(err, "cuda: block pass: run before a block was loaded");
     if (T <= 0 || T > p->max_T)
         return sqz_fail(err, "cuda: block pass: a window of %lld tokens (the pass holds %lld)", (long long)T,
                         (long long)p->max_T);
+    if (n_w < 0 || n_w > SQZ_CUDA_MAX_W)
+        return sqz_fail(err, "cuda: block pass: %d token-weighted Grams (at most %d)", n_w, SQZ_CUDA_MAX_W);
     const sqz_block_desc *d = &p->cur;
     cudaStream_t st = p->c->stream;
     const int64_t dim = d->dim, hd = d->head_dim, ff = d->n_ff;
     const int64_t qw = (int64_t)d->n_head * hd, kvw = (int64_t)d->n_head_kv * hd;
     cudaError_t e = cudaMemcpyAsync(p->x, x, (size_t)(T * dim) * sizeof(float), cudaMemcpyHostToDevice, st);
     if (e != cudaSuccess) return sqz_cu_fail(err, "block pass: copying the window to the GPU", e);
+    p->n_w = n_w;
+    for (int i = 0; i < n_w; i++) {
+        p->w_site[i] = wsite_of[i], p->w_acc[i] = wacc[i];
+        e = cudaMemcpyAsync(p->wts + (int64_t)i * p->max_T, w[i], (size_t)T * sizeof(float), cudaMemcpyHostToDevice,
+                            st);
+        if (e != cudaSuccess) return sqz_cu_fail(err, "block pass: copying token weights to the GPU", e);
+    }
     if (qw > 0) {
         k_rmsnorm<<<(unsigned)T, THREADS, 0, st>>>(p->xb, p->x, p->attn_norm, dim, d->norm_eps);
-        if (launched("attn_norm", err) || site(sites, 0, p->xb, T, err) ||
+        if (launched("attn_norm", err) || site(p, sites, 0, p->xb, T, dim, err) ||
             linear(p, p->q, p->xb, p->wq, T, dim, qw, "attn_q", err) ||
             linear(p, p->k, p->xb, p->wk, T, dim, kvw, "attn_k", err) ||
             linear(p, p->v, p->xb, p->wv, T, dim, kvw, "attn_v", err))
@@ -377,7 +416,7 @@ int sqz_cuda_block_run(sqz_cuda_block *p, float *x, int64_t T, sqz_cuda_gram *co
         k_rope<<<(unsigned)T, THREADS, 0, st>>>(p->q, qw, d->n_head, (int)hd, p->rope_cos, p->rope_sin, d->rope_half);
         k_rope<<<(unsigned)T, THREADS, 0, st>>>(p->k, kvw, d->n_head_kv, (int)hd, p->rope_cos, p->rope_sin,
                                                d->rope_half);
-        if (launched("RoPE", err) || attention(p, T, err) || site(sites, 1, p->att, T, err) ||
+        if (launched("RoPE", err) || attention(p, T, err) || site(p, sites, 1, p->att, T, qw, err) ||
             linear(p, p->xb, p->att, p->wo, T, qw, dim, "attn_output", err))
             return SQZ_ERR;
         k_add<<<blocks_for(T * dim), THREADS, 0, st>>>(p->x, p->xb, T * dim);
@@ -385,12 +424,12 @@ int sqz_cuda_block_run(sqz_cuda_block *p, float *x, int64_t T, sqz_cuda_gram *co
     }
     if (ff > 0) {
         k_rmsnorm<<<(unsigned)T, THREADS, 0, st>>>(p->xb, p->x, p->ffn_norm, dim, d->norm_eps);
-        if (launched("ffn_norm", err) || site(sites, 2, p->xb, T, err) ||
+        if (launched("ffn_norm", err) || site(p, sites, 2, p->xb, T, dim, err) ||
             linear(p, p->hb, p->xb, p->w_gate, T, dim, ff, "ffn_gate", err) ||
             linear(p, p->hb2, p->xb, p->w_up, T, dim, ff, "ffn_up", err))
             return SQZ_ERR;
         k_swiglu<<<blocks_for(T * ff), THREADS, 0, st>>>(p->hb, p->hb2, T * ff);
-        if (launched("SwiGLU", err) || site(sites, 3, p->hb, T, err) ||
+        if (launched("SwiGLU", err) || site(p, sites, 3, p->hb, T, ff, err) ||
             linear(p, p->xb, p->hb, p->w_down, T, ff, dim, "ffn_down", err))
             return SQZ_ERR;
         k_add<<<blocks_for(T * dim), THREADS, 0, st>>>(p->x, p->xb, T * dim);

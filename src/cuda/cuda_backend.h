@@ -41,7 +41,9 @@ typedef struct sqz_cuda_block sqz_cuda_block;
 int sqz_cuda_block_open(sqz_cuda *c, int64_t max_T, const sqz_block_desc *widest, sqz_cuda_block **out,
                         sqz_err *err);
 int sqz_cuda_block_load(sqz_cuda_block *p, const sqz_block_desc *d, sqz_err *err);
-int sqz_cuda_block_run(sqz_cuda_block *p, float *x, int64_t T, sqz_cuda_gram *const *sites, sqz_err *err);
+/* wsite_of[i], w[i], wacc[i] for i < n_w: token-weighted Grams (sqz_block_wsite). */
+int sqz_cuda_block_run(sqz_cuda_block *p, float *x, int64_t T, sqz_cuda_gram *const *sites, const int *wsite_of,
+                       const float *const *w, sqz_cuda_gram *const *wacc, int n_w, sqz_err *err);
 void sqz_cuda_block_close(sqz_cuda_block *p);
 
 #ifdef __cplusplus

@@ -174,7 +174,8 @@ struct sqz_calib_stepper {
     int nsamples, seqlen;
     int next;              /* the next layer to step */
     float *X;              /* [T, dim]: every window's residual stream at layer `next` */
-    sqz_fwd_ws *ws;        /* each layer's weights dequantized once for all windows */
+    sqz_fwd_ws *ws;        /* each layer's weights dequantized once for all windows (CPU) */
+    sqz_block_pass *bp;    /* or: the layers run on the backend's GPU, Grams summed there */
     acc_ctx a;
     int64_t gw_n[SQZ_CALIB_KINDS];
 };
@@ -204,11 +205,56 @@ int sqz_calib_begin(const sqz_model *m, sqz_backend *backend, sqz_pool *pool, co
             sqz_calib_end(st);
             return SQZ_ERR;
         }
-    if (sqz_fwd_ws_create(m, pool, seqlen, &st->ws, err)) {
+    int rc;
+    if (backend && sqz_backend_device(backend) == SQZ_DEVICE_CUDA) {
+        /* the pass holds the widest block any layer has (pruned layers are narrower) */
+        sqz_block_desc widest = {.dim = dim, .head_dim = m->cfg.head_dim};
+        for (int l = 0; l < m->cfg.n_layer; l++) {
+            if (m->cfg.layer_n_head[l] > widest.n_head) widest.n_head = m->cfg.layer_n_head[l];
+            if (m->cfg.layer_n_head_kv[l] > widest.n_head_kv) widest.n_head_kv = m->cfg.layer_n_head_kv[l];
+            if (m->cfg.layer_n_ff[l] > widest.n_ff) widest.n_ff = m->cfg.layer_n_ff[l];
+        }
+        rc = sqz_block_pass_open(backend, seqlen, &widest, &st->bp, err);
+    } else {
+        rc = sqz_fwd_ws_create(m, pool, seqlen, &st->ws, err);
+    }
+    if (rc) {
         sqz_calib_end(st);
         return SQZ_ERR;
     }
     *out = st;
+    return SQZ_OK;
+}
+
+/* Layer l over every window on the GPU: its weights as f32 copies loaded once, each window
+ * in and out of the device, every Gram (plain and token-weighted) summed there. The Grams'
+ * products run inside the pass, so their time and flops (*gram_flops) count as the
+ * forward's (SQZ_STAGE_FORWARD: "forward with Grams" on the GPU). */
+static int gpu_layer(sqz_calib_stepper *st, int l, double *gram_flops, sqz_err *err) {
+    const sqz_model *m = st->m;
+    acc_ctx *a = &st->a;
+    const int64_t dim = m->cfg.dim, seqlen = st->seqlen;
+    sqz_block_desc d;
+    float *buf = NULL;
+    int rc = sqz_block_desc_f32(m, l, &d, &buf, err) || sqz_block_pass_load(st->bp, &d, err);
+    free(buf);
+    if (rc) return SQZ_ERR;
+    double fl = 0;
+    for (int s = 0; s < SQZ_SITE_COUNT; s++)
+        if (a->acc[s]) fl += st->nsamples * sqz_gram_flops(seqlen, a->g.n[s]);
+    for (int s = 0; s < st->nsamples; s++) {
+        sqz_block_wsite ws[SQZ_CALIB_KINDS];
+        int n_ws = 0;
+        for (int k = 0; k < SQZ_CALIB_KINDS; k++) {
+            if (!a->accw[k]) continue;
+            ws[n_ws++] = (sqz_block_wsite){kSiteOfKind[k], a->weights[l * SQZ_CALIB_KINDS + k] + (int64_t)s * seqlen,
+                                           a->accw[k]};
+            if (s == 0) fl += st->nsamples * sqz_gram_flops(seqlen, a->g.n[kSiteOfKind[k]]);
+        }
+        if (sqz_block_pass_run(st->bp, st->X + (int64_t)s * seqlen * dim, seqlen, a->acc, ws, n_ws, err))
+            return SQZ_ERR;
+    }
+    *gram_flops = fl;
     return SQZ_OK;
 }
 
@@ -251,10 +297,15 @@ int sqz_calib_step(sqz_calib_stepper *st, sqz_layer_grams **g, sqz_err *err) {
     }
     double t0 = sqz_now();
     a->hook_seconds = 0.0;
-    for (int s = 0; s < nsamples; s++) {
-        a->tok0 = (int64_t)s * seqlen;
-        if (sqz_forward_layer_ws(st->ws, m, l, st->X + (int64_t)s * seqlen * dim, seqlen, gram_hook, a, err))
-            return SQZ_ERR;
+    double gpu_gram_flops = 0.0;
+    if (st->bp) {
+        if (gpu_layer(st, l, &gpu_gram_flops, err)) return SQZ_ERR;
+    } else {
+        for (int s = 0; s < nsamples; s++) {
+            a->tok0 = (int64_t)s * seqlen;
+            if (sqz_forward_layer_ws(st->ws, m, l, st->X + (int64_t)s * seqlen * dim, seqlen, gram_hook, a, err))
+                return SQZ_ERR;
+        }
     }
     double t1 = sqz_now();
     int frc = accs_finish(a, err);
@@ -262,8 +313,8 @@ int sqz_calib_step(sqz_calib_stepper *st, sqz_layer_grams **g, sqz_err *err) {
     sqz_stage_add(a->times, SQZ_STAGE_GRAMS, sqz_now() - t1, 0.0); /* the last batches (flops counted per add) */
     if (frc) return SQZ_ERR;
     sqz_stage_add(a->times, SQZ_STAGE_FORWARD, t1 - t0 - a->hook_seconds,
-                  (double)nsamples * sqz_forward_flops(m, l, seqlen));
-    sqz_fwd_ws_forget(st->ws); /* the layer's f32 weights: the caller needs the memory more */
+                  (double)nsamples * sqz_forward_flops(m, l, seqlen) + gpu_gram_flops);
+    if (st->ws) sqz_fwd_ws_forget(st->ws); /* the layer's f32 weights: the caller needs the memory more */
     st->next = l + 1;
     *g = &a->g;
     return SQZ_OK;
@@ -278,6 +329,7 @@ void sqz_calib_end(sqz_calib_stepper *st) {
     accs_close(&st->a);
     grams_free(&st->a.g);
     sqz_fwd_ws_free(st->ws);
+    sqz_block_pass_close(st->bp);
     free(st);
 }
 
