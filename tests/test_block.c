@@ -111,12 +111,8 @@ static void compare_model(sqz_backend *gpu, sqz_pool *pool, const char *path) {
     for (int64_t i = 0; i < T_all; i++) tok[i] = (int32_t)(tu_urand(&r) * (m.cfg.n_vocab - 1));
     float *x = malloc((size_t)(T_all * dim) * sizeof(float)), *y = malloc((size_t)(T_all * dim) * sizeof(float));
     /* the widest block */
-    sqz_block_desc widest = {.dim = dim, .head_dim = m.cfg.head_dim};
-    for (int l = 0; l < m.cfg.n_layer; l++) {
-        if (m.cfg.layer_n_head[l] > widest.n_head) widest.n_head = m.cfg.layer_n_head[l];
-        if (m.cfg.layer_n_head_kv[l] > widest.n_head_kv) widest.n_head_kv = m.cfg.layer_n_head_kv[l];
-        if (m.cfg.layer_n_ff[l] > widest.n_ff) widest.n_ff = m.cfg.layer_n_ff[l];
-    }
+    sqz_block_desc widest;
+    sqz_block_desc_widest(&m, &widest);
     sqz_block_pass *p = NULL;
     int ok = sqz_forward_embed(&m, tok, Ts[0], x, &err) == 0 &&
              sqz_forward_embed(&m, tok + Ts[0], Ts[1], x + Ts[0] * dim, &err) == 0;
@@ -143,7 +139,7 @@ static void compare_model(sqz_backend *gpu, sqz_pool *pool, const char *path) {
         memcpy(y, x, (size_t)(T_all * dim) * sizeof(float));
         for (int w = 0, off = 0; ok && w < 2; off += (int)Ts[w], w++) {
             ok = sqz_forward_layer(&m, pool, l, x + off * dim, Ts[w], gram_hook, &hc, &err) == 0 &&
-                 sqz_block_pass_run(p, y + off * dim, Ts[w], ga, NULL, 0, &err) == 0;
+                 sqz_block_pass_run(p, y + off * dim, Ts[w], &(sqz_block_io){.sites = ga}, &err) == 0;
         }
         for (int s = 0; ok && s < SQZ_BLOCK_SITES; s++)
             if (hc.acc[s]) ok = sqz_gram_finish(hc.acc[s], &err) == 0 && sqz_gram_finish(ga[s], &err) == 0;

@@ -86,6 +86,12 @@ double sqz_gram_flops(int64_t T, int64_t n);
 int sqz_backend_gptq_factor(sqz_backend *b, const double *H, int64_t cols, const sqz_gptq_opts *opts,
                             sqz_gptq_factor *f, sqz_err *err);
 
+/* A cross Gram on the GPU: C (n × n, host, row-major) += Σ_t a_t b_tᵀ of two streams'
+ * inputs at one site, fed only by a block pass (sqz_block_io.xsites) and completed by
+ * sqz_gram_finish. The CPU backend refuses: its passes form these products themselves
+ * (src/pipeline/quantize_model.c). */
+int sqz_xgram_open(sqz_backend *b, int64_t n, double *C, sqz_gram_acc **out, sqz_err *err);
+
 /* ---------------------------------------------------------------- decoder blocks */
 
 /* The input sites of a block, in the order of include/sqz/model.h's sqz_fwd_site: q/k/v's
@@ -124,13 +130,22 @@ typedef struct sqz_block_wsite {
     sqz_gram_acc *acc;
 } sqz_block_wsite;
 
+/* What one run of a block pass feeds besides its output (every field may be 0/NULL). */
+typedef struct sqz_block_io {
+    sqz_gram_acc *const *sites;     /* [SQZ_BLOCK_SITES]: Σ x xᵀ of each site's input */
+    const sqz_block_wsite *wsites;  /* token-weighted Grams */
+    int n_wsites;
+    int save;                       /* keep each site's input of this window on the device... */
+    sqz_gram_acc *const *xsites;    /* ...for a later run's cross Grams (sqz_xgram_open):
+                                       C += savedᵀ · this run's input, per site */
+    int stop_at_down_in;            /* end once ffn_down's input is summed; x is left as it was */
+} sqz_block_io;
+
 /* x[T, dim] (host) ← the loaded block applied to it, one causal sequence from position 0,
- * as sqz_forward_layer computes it (f32 products, no TF32). sites (may be NULL, as may
- * each entry): Gram accumulators of this backend (sqz_gram_open) that receive the
- * block's input at each site, straight from the device; wsites[0..n_wsites) the same
- * with token weights. */
-int sqz_block_pass_run(sqz_block_pass *p, float *x, int64_t T, sqz_gram_acc *const *sites,
-                       const sqz_block_wsite *wsites, int n_wsites, sqz_err *err);
+ * as sqz_forward_layer computes it (f32 products, no TF32); io (may be NULL): the Grams
+ * that receive the block's inputs, straight from the device (accumulators of this
+ * backend, sqz_gram_open). */
+int sqz_block_pass_run(sqz_block_pass *p, float *x, int64_t T, const sqz_block_io *io, sqz_err *err);
 void sqz_block_pass_close(sqz_block_pass *p);
 
 #ifdef __cplusplus

@@ -114,6 +114,29 @@ int sqz_gram_open(sqz_backend *b, sqz_pool *pool, int64_t n, double *G, sqz_gram
     return SQZ_OK;
 }
 
+int sqz_xgram_open(sqz_backend *b, int64_t n, double *C, sqz_gram_acc **out, sqz_err *err) {
+    *out = NULL;
+    if (n <= 0 || n > 65536) return sqz_fail(err, "cross gram: width %lld (expected 1 .. 65536)", (long long)n);
+    if (!C) return sqz_fail(err, "cross gram: no sum to add into");
+#ifdef SQZ_HAVE_CUDA
+    if (b && b->cuda) {
+        sqz_gram_acc *g = calloc(1, sizeof *g);
+        if (!g) return sqz_fail(err, "cross gram: out of memory");
+        g->pool = b->pool;
+        g->n = n;
+        g->G = C;
+        if (sqz_cuda_xgram_open(b->cuda, n, &g->cuda, err)) {
+            free(g);
+            return SQZ_ERR;
+        }
+        *out = g;
+        return SQZ_OK;
+    }
+#endif
+    (void)b;
+    return sqz_fail(err, "cross gram: only on the GPU (the CPU's passes form these products themselves)");
+}
+
 /* The staged rows' products into G's upper triangle. */
 static int flush(sqz_gram_acc *g, sqz_err *err) {
     if (!g->staged) return SQZ_OK;
@@ -217,36 +240,46 @@ int sqz_block_pass_load(sqz_block_pass *p, const sqz_block_desc *d, sqz_err *err
 #endif
 }
 
-#define SQZ_BLOCK_MAX_WSITES 16
+#define SQZ_BLOCK_MAX_WSITES 16 /* as sqz_cuda_block_io's arrays */
 
-int sqz_block_pass_run(sqz_block_pass *p, float *x, int64_t T, sqz_gram_acc *const *sites,
-                       const sqz_block_wsite *wsites, int n_wsites, sqz_err *err) {
 #ifdef SQZ_HAVE_CUDA
-    sqz_cuda_gram *cs[SQZ_BLOCK_SITES] = {0}, *wacc[SQZ_BLOCK_MAX_WSITES] = {0};
-    int wsite_of[SQZ_BLOCK_MAX_WSITES];
-    const float *w[SQZ_BLOCK_MAX_WSITES];
-    for (int s = 0; sites && s < SQZ_BLOCK_SITES; s++) {
-        if (!sites[s]) continue;
-        if (!sites[s]->cuda) return sqz_fail(err, "block pass: site %d's Gram is not on the GPU", s);
-        if (sites[s]->staged) return sqz_fail(err, "block pass: site %d's Gram has CPU rows waiting", s);
-        cs[s] = sites[s]->cuda;
+static int gpu_acc(sqz_gram_acc *g, const char *what, int s, sqz_cuda_gram **out, sqz_err *err) {
+    if (!g->cuda) return sqz_fail(err, "block pass: site %d's %s is not on the GPU", s, what);
+    if (g->staged) return sqz_fail(err, "block pass: site %d's %s has CPU rows waiting", s, what);
+    *out = g->cuda;
+    return SQZ_OK;
+}
+#endif
+
+int sqz_block_pass_run(sqz_block_pass *p, float *x, int64_t T, const sqz_block_io *io, sqz_err *err) {
+#ifdef SQZ_HAVE_CUDA
+    sqz_cuda_block_io c;
+    memset(&c, 0, sizeof c);
+    if (io) {
+        for (int s = 0; s < SQZ_BLOCK_SITES; s++) {
+            if (io->sites && io->sites[s] && gpu_acc(io->sites[s], "Gram", s, &c.sites[s], err)) return SQZ_ERR;
+            if (io->xsites && io->xsites[s] && gpu_acc(io->xsites[s], "cross Gram", s, &c.xsites[s], err))
+                return SQZ_ERR;
+        }
+        if (io->n_wsites < 0 || io->n_wsites > SQZ_BLOCK_MAX_WSITES)
+            return sqz_fail(err, "block pass: %d weighted Grams (at most %d)", io->n_wsites, SQZ_BLOCK_MAX_WSITES);
+        for (int i = 0; i < io->n_wsites; i++) {
+            const sqz_block_wsite *ws = &io->wsites[i];
+            if (ws->site < 0 || ws->site >= SQZ_BLOCK_SITES || !ws->w || !ws->acc)
+                return sqz_fail(err, "block pass: weighted Gram %d (site %d) without weights or sum", i, ws->site);
+            if (gpu_acc(ws->acc, "weighted Gram", ws->site, &c.wacc[i], err)) return SQZ_ERR;
+            c.wsite_of[i] = ws->site, c.w[i] = ws->w;
+        }
+        c.n_w = io->n_wsites;
+        c.save = io->save;
+        c.stop_at_down_in = io->stop_at_down_in;
     }
-    if (n_wsites < 0 || n_wsites > SQZ_BLOCK_MAX_WSITES)
-        return sqz_fail(err, "block pass: %d weighted Grams (at most %d)", n_wsites, SQZ_BLOCK_MAX_WSITES);
-    for (int i = 0; i < n_wsites; i++) {
-        const sqz_block_wsite *ws = &wsites[i];
-        if (ws->site < 0 || ws->site >= SQZ_BLOCK_SITES || !ws->w || !ws->acc || !ws->acc->cuda || ws->acc->staged)
-            return sqz_fail(err, "block pass: weighted Gram %d (site %d) is not a GPU Gram with weights", i, ws->site);
-        wsite_of[i] = ws->site, w[i] = ws->w, wacc[i] = ws->acc->cuda;
-    }
-    return sqz_cuda_block_run(p->cuda, x, T, cs, wsite_of, w, wacc, n_wsites, err);
+    return sqz_cuda_block_run(p->cuda, x, T, &c, err);
 #else
     (void)p;
     (void)x;
     (void)T;
-    (void)sites;
-    (void)wsites;
-    (void)n_wsites;
+    (void)io;
     return sqz_fail(err, "block pass: not in this build");
 #endif
 }

@@ -17,7 +17,9 @@
 struct sqz_cuda_gram {
     sqz_cuda *c;
     int64_t n;
-    double *sum;   /* n × n, device: the running sum (upper triangle, column-major = row-major lower) */
+    int cross;     /* 1: C += Aᵀ B of two streams (full matrix), else the symmetric XᵀX */
+    double *sum;   /* n × n, device: the running sum (symmetric: the upper triangle, column-major =
+                      row-major lower; cross: column-major (Aᵀ B)ᵀ = row-major Aᵀ B) */
     float *prod;   /* n × n, device: one window's products */
     float *x;      /* T_cap × n, device: one window's inputs */
     int64_t T_cap;
@@ -118,6 +120,7 @@ int sqz_cuda_open(int device, sqz_cuda **out, char *desc, size_t desc_cap, sqz_e
 
 void sqz_cuda_close(sqz_cuda *c) {
     if (!c) return;
+    if (c->host_stage) cudaFreeHost(c->host_stage);
     cusolverDnDestroy(c->solver);
     cublasDestroy(c->blas);
     cudaStreamDestroy(c->stream);
@@ -189,28 +192,71 @@ int sqz_cuda_gram_add_dev(sqz_cuda_gram *g, const float *x, int64_t T, sqz_err *
     return SQZ_OK;
 }
 
+/* The lower triangle of a symmetric sum from its upper one (column-major: entry (i, j),
+ * i > j, at j·n + i from (j, i) at i·n + j), in place: only entries i <= j are read. */
+static __global__ void mirror_upper(double *sum, int64_t n) {
+    int64_t j = blockIdx.y, i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i > j && i < n) sum[j * n + i] = sum[i * n + j];
+}
+
+/* G (host, n × n) += the device sum, both triangles: the mirror is made on the device and
+ * the whole matrix comes back in pieces through the pinned stage, each added in order
+ * (the same sums as adding entry by entry). */
 int sqz_cuda_gram_finish(sqz_cuda_gram *g, double *G, sqz_err *err) {
     sqz_cuda *c = g->c;
     const int64_t n = g->n;
     size_t n2 = (size_t)n * (size_t)n;
-    double *h = (double *)malloc(n2 * sizeof(double));
-    if (!h) return sqz_fail(err, "cuda: out of host memory for a %lld × %lld Gram", (long long)n, (long long)n);
-    cudaError_t e = cudaMemcpyAsync(h, g->sum, n2 * sizeof(double), cudaMemcpyDeviceToHost, c->stream);
-    if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
-    if (e != cudaSuccess) {
-        free(h);
-        return sqz_cu_fail(err, "Gram: copying the sum back", e);
+    cudaError_t e;
+    if (!c->host_stage && (e = cudaMallocHost((void **)&c->host_stage, SQZ_CUDA_STAGE * sizeof(double))) != cudaSuccess) {
+        c->host_stage = NULL;
+        return sqz_cu_fail(err, "Gram: a pinned host buffer of 64 MiB", e);
     }
-    /* column-major upper (i <= j at h[j·n + i]) is row-major lower: entry (j, i), i <= j */
-    for (int64_t j = 0; j < n; j++)
-        for (int64_t i = 0; i <= j; i++) {
-            double v = h[j * n + i];
-            G[j * n + i] += v;
-            if (i != j) G[i * n + j] += v;
-        }
-    free(h);
+    if (!g->cross) {
+        dim3 grid((unsigned)((n + 255) / 256), (unsigned)n);
+        mirror_upper<<<grid, 256, 0, c->stream>>>(g->sum, n);
+        if ((e = cudaGetLastError()) != cudaSuccess) return sqz_cu_fail(err, "Gram: mirroring the sum", e);
+    }
+    /* symmetric: column-major = row-major; cross: column-major (Aᵀ B)ᵀ read row-major is Aᵀ B */
+    for (size_t off = 0; off < n2; off += SQZ_CUDA_STAGE) {
+        size_t k = n2 - off < SQZ_CUDA_STAGE ? n2 - off : SQZ_CUDA_STAGE;
+        e = cudaMemcpyAsync(c->host_stage, g->sum + off, k * sizeof(double), cudaMemcpyDeviceToHost, c->stream);
+        if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
+        if (e != cudaSuccess) return sqz_cu_fail(err, "Gram: copying the sum back", e);
+        double *dst = G + off;
+        const double *src = c->host_stage;
+        for (size_t i = 0; i < k; i++) dst[i] += src[i];
+    }
     e = cudaMemsetAsync(g->sum, 0, n2 * sizeof(double), c->stream);
     return e == cudaSuccess ? SQZ_OK : sqz_cu_fail(err, "Gram: clearing the sum", e);
+}
+
+int sqz_cuda_xgram_open(sqz_cuda *c, int64_t n, sqz_cuda_gram **out, sqz_err *err) {
+    if (sqz_cuda_gram_open(c, n, out, err)) return SQZ_ERR;
+    (*out)->cross = 1;
+    return SQZ_OK;
+}
+
+/* sum += (Aᵀ B)ᵀ in column-major, i.e. Aᵀ B row-major: A, B [T, n] row-major on the device
+ * are n × T column-major, and Bᶜ Aᶜᵀ (n × n) is what lands at sum[j·n + i] = Σ_t B[t,i] A[t,j]
+ * = (Aᵀ B)(j, i) row-major. */
+static __global__ void add_all(double *sum, const float *prod, int64_t n2) {
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n2) sum[i] += (double)prod[i];
+}
+
+int sqz_cuda_xgram_add_dev(sqz_cuda_gram *g, const float *a, const float *b, int64_t T, sqz_err *err) {
+    sqz_cuda *c = g->c;
+    const int64_t n = g->n;
+    if (!g->cross) return sqz_fail(err, "cuda: a cross Gram's product on a symmetric Gram");
+    const float one = 1.0f, zero = 0.0f;
+    cublasStatus_t s = cublasSgemm(c->blas, CUBLAS_OP_N, CUBLAS_OP_T, (int)n, (int)n, (int)T, &one, b, (int)n, a,
+                                   (int)n, &zero, g->prod, (int)n);
+    if (s != CUBLAS_STATUS_SUCCESS) return sqz_cu_blas_fail(err, "cross Gram: SGEMM", s);
+    int64_t n2 = n * n;
+    add_all<<<(unsigned)((n2 + 255) / 256), 256, 0, c->stream>>>(g->sum, g->prod, n2);
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) return sqz_cu_fail(err, "cross Gram: adding a window", e);
+    return SQZ_OK;
 }
 
 void sqz_cuda_gram_close(sqz_cuda_gram *g) {

@@ -34,13 +34,13 @@ struct sqz_cuda_block {
     float *rope_cos, *rope_sin; /* [max_T, head_dim/2] for the loaded block's RoPE */
     float *wts;                 /* [SQZ_CUDA_MAX_W, max_T]: the window's token weights */
     float *xw;                  /* [max_T, widest site]: a site's rows scaled by √w_t */
-    /* this run's token-weighted Grams */
-    int n_w, w_site[SQZ_CUDA_MAX_W];
-    sqz_cuda_gram *w_acc[SQZ_CUDA_MAX_W];
+    float *saved[SQZ_BLOCK_SITES]; /* [max_T, site width]: inputs kept by a run with save (made then) */
+    int64_t saved_T;            /* the tokens of the saved window (0: none) */
+    const sqz_cuda_block_io *io;   /* this run's Grams */
     double rope_theta;          /* what the tables were made for (NaN: none yet) */
     const float *rope_freqs_of; /* host pointer the tables were made from */
     /* every allocation with its size, for freeing */
-    struct alloc { void **p; size_t bytes; } allocs[32];
+    struct alloc { void **p; size_t bytes; } allocs[40];
     int n_allocs;
 };
 
@@ -331,16 +331,33 @@ static int launched(const char *what, sqz_err *err) {
     return sqz_cu_fail(err, stage, e);
 }
 
-/* The block's input x[T, width] at site s into its Gram and into every token-weighted
- * Gram of that site (rows scaled by √w_t into xw first). */
-static int site(sqz_cuda_block *p, sqz_cuda_gram *const *sites, int s, const float *x, int64_t T, int64_t width,
-                sqz_err *err) {
-    if (sites && sites[s] && sqz_cuda_gram_add_dev(sites[s], x, T, err)) return SQZ_ERR;
-    for (int i = 0; i < p->n_w; i++) {
-        if (p->w_site[i] != s) continue;
+/* The block's input x[T, width] at site s: into its Gram, every token-weighted Gram of
+ * that site (rows scaled by √w_t into xw first), its cross Gram against the saved input,
+ * and kept as the saved input when the run saves. */
+static int site(sqz_cuda_block *p, int s, const float *x, int64_t T, int64_t width, sqz_err *err) {
+    const sqz_cuda_block_io *io = p->io;
+    if (io->sites[s] && sqz_cuda_gram_add_dev(io->sites[s], x, T, err)) return SQZ_ERR;
+    for (int i = 0; i < io->n_w; i++) {
+        if (io->wsite_of[i] != s) continue;
         k_scale_rows<<<blocks_for(T * width), THREADS, 0, p->c->stream>>>(p->xw, x, p->wts + (int64_t)i * p->max_T,
                                                                           T, width);
-        if (launched("token-weighted rows", err) || sqz_cuda_gram_add_dev(p->w_acc[i], p->xw, T, err)) return SQZ_ERR;
+        if (launched("token-weighted rows", err) || sqz_cuda_gram_add_dev(io->wacc[i], p->xw, T, err)) return SQZ_ERR;
+    }
+    if (io->xsites[s]) {
+        if (p->saved_T != T || !p->saved[s])
+            return sqz_fail(err, "cuda: block pass: a cross Gram at site %d without a saved window of %lld tokens", s,
+                            (long long)T);
+        if (sqz_cuda_xgram_add_dev(io->xsites[s], p->saved[s], x, T, err)) return SQZ_ERR;
+    }
+    if (io->save) {
+        if (!p->saved[s]) {
+            const sqz_block_desc *w = &p->widest;
+            int64_t wide = s == 0 || s == 2 ? w->dim : s == 1 ? (int64_t)w->n_head * w->head_dim : w->n_ff;
+            if (palloc(p, &p->saved[s], p->max_T * wide, "a window's saved block inputs", err)) return SQZ_ERR;
+        }
+        cudaError_t e = cudaMemcpyAsync(p->saved[s], x, (size_t)(T * width) * sizeof(float), cudaMemcpyDeviceToDevice,
+                                        p->c->stream);
+        if (e != cudaSuccess) return sqz_cu_fail(err, "block pass: saving a window's inputs", e);
     }
     return SQZ_OK;
 }
@@ -374,30 +391,36 @@ static int attention(sqz_cuda_block *p, int64_t T, sqz_err *err) {
     return SQZ_OK;
 }
 
-int sqz_cuda_block_run(sqz_cuda_block *p, float *x, int64_t T, sqz_cuda_gram *const *sites, const int *wsite_of,
-                       const float *const *w, sqz_cuda_gram *const *wacc, int n_w, sqz_err *err) {
+/* The end of a run that leaves x as it was: the queued work done. */
+static int finish_run(sqz_cuda_block *p, int64_t T, sqz_err *err) {
+    cudaError_t e = cudaStreamSynchronize(p->c->stream);
+    if (e != cudaSuccess) return sqz_cu_fail(err, "block pass: the window's pass", e);
+    p->saved_T = p->io->save ? T : p->saved_T;
+    return SQZ_OK;
+}
+
+int sqz_cuda_block_run(sqz_cuda_block *p, float *x, int64_t T, const sqz_cuda_block_io *io, sqz_err *err) {
     if (!p->loaded) return sqz_fail(err, "cuda: block pass: run before a block was loaded");
     if (T <= 0 || T > p->max_T)
         return sqz_fail(err, "cuda: block pass: a window of %lld tokens (the pass holds %lld)", (long long)T,
                         (long long)p->max_T);
-    if (n_w < 0 || n_w > SQZ_CUDA_MAX_W)
-        return sqz_fail(err, "cuda: block pass: %d token-weighted Grams (at most %d)", n_w, SQZ_CUDA_MAX_W);
+    if (io->n_w < 0 || io->n_w > SQZ_CUDA_MAX_W)
+        return sqz_fail(err, "cuda: block pass: %d token-weighted Grams (at most %d)", io->n_w, SQZ_CUDA_MAX_W);
     const sqz_block_desc *d = &p->cur;
     cudaStream_t st = p->c->stream;
     const int64_t dim = d->dim, hd = d->head_dim, ff = d->n_ff;
     const int64_t qw = (int64_t)d->n_head * hd, kvw = (int64_t)d->n_head_kv * hd;
     cudaError_t e = cudaMemcpyAsync(p->x, x, (size_t)(T * dim) * sizeof(float), cudaMemcpyHostToDevice, st);
     if (e != cudaSuccess) return sqz_cu_fail(err, "block pass: copying the window to the GPU", e);
-    p->n_w = n_w;
-    for (int i = 0; i < n_w; i++) {
-        p->w_site[i] = wsite_of[i], p->w_acc[i] = wacc[i];
-        e = cudaMemcpyAsync(p->wts + (int64_t)i * p->max_T, w[i], (size_t)T * sizeof(float), cudaMemcpyHostToDevice,
-                            st);
+    p->io = io;
+    for (int i = 0; i < io->n_w; i++) {
+        e = cudaMemcpyAsync(p->wts + (int64_t)i * p->max_T, io->w[i], (size_t)T * sizeof(float),
+                            cudaMemcpyHostToDevice, st);
         if (e != cudaSuccess) return sqz_cu_fail(err, "block pass: copying token weights to the GPU", e);
     }
     if (qw > 0) {
         k_rmsnorm<<<(unsigned)T, THREADS, 0, st>>>(p->xb, p->x, p->attn_norm, dim, d->norm_eps);
-        if (launched("attn_norm", err) || site(p, sites, 0, p->xb, T, dim, err) ||
+        if (launched("attn_norm", err) || site(p, 0, p->xb, T, dim, err) ||
             linear(p, p->q, p->xb, p->wq, T, dim, qw, "attn_q", err) ||
             linear(p, p->k, p->xb, p->wk, T, dim, kvw, "attn_k", err) ||
             linear(p, p->v, p->xb, p->wv, T, dim, kvw, "attn_v", err))
@@ -416,7 +439,7 @@ int sqz_cuda_block_run(sqz_cuda_block *p, float *x, int64_t T, sqz_cuda_gram *co
         k_rope<<<(unsigned)T, THREADS, 0, st>>>(p->q, qw, d->n_head, (int)hd, p->rope_cos, p->rope_sin, d->rope_half);
         k_rope<<<(unsigned)T, THREADS, 0, st>>>(p->k, kvw, d->n_head_kv, (int)hd, p->rope_cos, p->rope_sin,
                                                d->rope_half);
-        if (launched("RoPE", err) || attention(p, T, err) || site(p, sites, 1, p->att, T, qw, err) ||
+        if (launched("RoPE", err) || attention(p, T, err) || site(p, 1, p->att, T, qw, err) ||
             linear(p, p->xb, p->att, p->wo, T, qw, dim, "attn_output", err))
             return SQZ_ERR;
         k_add<<<blocks_for(T * dim), THREADS, 0, st>>>(p->x, p->xb, T * dim);
@@ -424,19 +447,21 @@ int sqz_cuda_block_run(sqz_cuda_block *p, float *x, int64_t T, sqz_cuda_gram *co
     }
     if (ff > 0) {
         k_rmsnorm<<<(unsigned)T, THREADS, 0, st>>>(p->xb, p->x, p->ffn_norm, dim, d->norm_eps);
-        if (launched("ffn_norm", err) || site(p, sites, 2, p->xb, T, dim, err) ||
+        if (launched("ffn_norm", err) || site(p, 2, p->xb, T, dim, err) ||
             linear(p, p->hb, p->xb, p->w_gate, T, dim, ff, "ffn_gate", err) ||
             linear(p, p->hb2, p->xb, p->w_up, T, dim, ff, "ffn_up", err))
             return SQZ_ERR;
         k_swiglu<<<blocks_for(T * ff), THREADS, 0, st>>>(p->hb, p->hb2, T * ff);
-        if (launched("SwiGLU", err) || site(p, sites, 3, p->hb, T, ff, err) ||
-            linear(p, p->xb, p->hb, p->w_down, T, ff, dim, "ffn_down", err))
-            return SQZ_ERR;
+        if (launched("SwiGLU", err) || site(p, 3, p->hb, T, ff, err)) return SQZ_ERR;
+        if (io->stop_at_down_in) return finish_run(p, T, err);
+        if (linear(p, p->xb, p->hb, p->w_down, T, ff, dim, "ffn_down", err)) return SQZ_ERR;
         k_add<<<blocks_for(T * dim), THREADS, 0, st>>>(p->x, p->xb, T * dim);
         if (launched("FFN residual", err)) return SQZ_ERR;
     }
+    if (io->stop_at_down_in) return finish_run(p, T, err);
     e = cudaMemcpyAsync(x, p->x, (size_t)(T * dim) * sizeof(float), cudaMemcpyDeviceToHost, st);
     if (e == cudaSuccess) e = cudaStreamSynchronize(st);
     if (e != cudaSuccess) return sqz_cu_fail(err, "block pass: the window's pass", e);
+    p->saved_T = io->save ? T : p->saved_T;
     return SQZ_OK;
 }

@@ -32,6 +32,10 @@ void sqz_cuda_gram_close(sqz_cuda_gram *g);
  * precision. */
 int sqz_cuda_chol_inverse_upper(sqz_cuda *c, void *A, int64_t n, int single, sqz_err *err);
 
+/* A cross Gram (sqz_xgram_open): C += Aᵀ B of a, b [T, n] on the device. */
+int sqz_cuda_xgram_open(sqz_cuda *c, int64_t n, sqz_cuda_gram **out, sqz_err *err);
+int sqz_cuda_xgram_add_dev(sqz_cuda_gram *g, const float *a, const float *b, int64_t T, sqz_err *err);
+
 /* As sqz_cuda_gram_add with x [T, n] already on the device. */
 int sqz_cuda_gram_add_dev(sqz_cuda_gram *g, const float *x, int64_t T, sqz_err *err);
 
@@ -41,9 +45,16 @@ typedef struct sqz_cuda_block sqz_cuda_block;
 int sqz_cuda_block_open(sqz_cuda *c, int64_t max_T, const sqz_block_desc *widest, sqz_cuda_block **out,
                         sqz_err *err);
 int sqz_cuda_block_load(sqz_cuda_block *p, const sqz_block_desc *d, sqz_err *err);
-/* wsite_of[i], w[i], wacc[i] for i < n_w: token-weighted Grams (sqz_block_wsite). */
-int sqz_cuda_block_run(sqz_cuda_block *p, float *x, int64_t T, sqz_cuda_gram *const *sites, const int *wsite_of,
-                       const float *const *w, sqz_cuda_gram *const *wacc, int n_w, sqz_err *err);
+/* The run of sqz_block_pass_run with io's accumulators as CUDA Grams: sites[4] and
+ * xsites[4] (NULL entries: none), wsite_of[i], w[i], wacc[i] for i < n_w. */
+typedef struct sqz_cuda_block_io {
+    sqz_cuda_gram *sites[SQZ_BLOCK_SITES], *xsites[SQZ_BLOCK_SITES];
+    int n_w, wsite_of[16];
+    const float *w[16];
+    sqz_cuda_gram *wacc[16];
+    int save, stop_at_down_in;
+} sqz_cuda_block_io;
+int sqz_cuda_block_run(sqz_cuda_block *p, float *x, int64_t T, const sqz_cuda_block_io *io, sqz_err *err);
 void sqz_cuda_block_close(sqz_cuda_block *p);
 
 #ifdef __cplusplus

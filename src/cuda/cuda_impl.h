@@ -9,12 +9,15 @@
 
 #include "cuda_backend.h"
 
+#define SQZ_CUDA_STAGE ((size_t)1 << 23) /* doubles (64 MiB) per copy of a sum to the host */
+
 struct sqz_cuda {
     int device;
     cudaStream_t stream;
     cublasHandle_t blas;
     cusolverDnHandle_t solver;
     uint64_t live, peak; /* bytes this backend holds now / at most */
+    double *host_stage;  /* pinned, SQZ_CUDA_STAGE doubles: sums come back through it */
 };
 
 /* An error naming the stage and CUDA's (cuBLAS's) own text; returns SQZ_ERR. */

@@ -207,13 +207,8 @@ int sqz_calib_begin(const sqz_model *m, sqz_backend *backend, sqz_pool *pool, co
         }
     int rc;
     if (backend && sqz_backend_device(backend) == SQZ_DEVICE_CUDA) {
-        /* the pass holds the widest block any layer has (pruned layers are narrower) */
-        sqz_block_desc widest = {.dim = dim, .head_dim = m->cfg.head_dim};
-        for (int l = 0; l < m->cfg.n_layer; l++) {
-            if (m->cfg.layer_n_head[l] > widest.n_head) widest.n_head = m->cfg.layer_n_head[l];
-            if (m->cfg.layer_n_head_kv[l] > widest.n_head_kv) widest.n_head_kv = m->cfg.layer_n_head_kv[l];
-            if (m->cfg.layer_n_ff[l] > widest.n_ff) widest.n_ff = m->cfg.layer_n_ff[l];
-        }
+        sqz_block_desc widest; /* pruned layers are narrower */
+        sqz_block_desc_widest(m, &widest);
         rc = sqz_block_pass_open(backend, seqlen, &widest, &st->bp, err);
     } else {
         rc = sqz_fwd_ws_create(m, pool, seqlen, &st->ws, err);
@@ -251,8 +246,8 @@ static int gpu_layer(sqz_calib_stepper *st, int l, double *gram_flops, sqz_err *
                                            a->accw[k]};
             if (s == 0) fl += st->nsamples * sqz_gram_flops(seqlen, a->g.n[kSiteOfKind[k]]);
         }
-        if (sqz_block_pass_run(st->bp, st->X + (int64_t)s * seqlen * dim, seqlen, a->acc, ws, n_ws, err))
-            return SQZ_ERR;
+        sqz_block_io io = {.sites = a->acc, .wsites = ws, .n_wsites = n_ws};
+        if (sqz_block_pass_run(st->bp, st->X + (int64_t)s * seqlen * dim, seqlen, &io, err)) return SQZ_ERR;
     }
     *gram_flops = fl;
     return SQZ_OK;

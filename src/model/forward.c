@@ -753,6 +753,17 @@ double sqz_forward_flops(const sqz_model *m, int layer, int64_t T) {
 
 /* ---------------------------------------------------------------- a block for a backend */
 
+void sqz_block_desc_widest(const sqz_model *m, sqz_block_desc *w) {
+    memset(w, 0, sizeof *w);
+    w->dim = m->cfg.dim;
+    w->head_dim = m->cfg.head_dim;
+    for (int l = 0; l < m->cfg.n_layer; l++) {
+        if (m->cfg.layer_n_head[l] > w->n_head) w->n_head = m->cfg.layer_n_head[l];
+        if (m->cfg.layer_n_head_kv[l] > w->n_head_kv) w->n_head_kv = m->cfg.layer_n_head_kv[l];
+        if (m->cfg.layer_n_ff[l] > w->n_ff) w->n_ff = m->cfg.layer_n_ff[l];
+    }
+}
+
 int sqz_block_desc_f32(const sqz_model *m, int layer, sqz_block_desc *d, float **buf, sqz_err *err) {
     *buf = NULL;
     memset(d, 0, sizeof *d);

@@ -108,7 +108,9 @@ typedef struct qm {
     int seq;                   /* sequential (GPTQ only) */
     int target;                /* seq with the original model's outputs as targets (W*) */
     int grams_only;            /* the hook ends the layer's forward after the last site */
-    sqz_fwd_ws *ws;            /* the layer passes' activations and dequantized weights */
+    sqz_fwd_ws *ws;            /* the layer passes' activations and dequantized weights (CPU) */
+    sqz_block_pass *bp;        /* or: the layer passes on the backend's GPU, Grams summed there */
+    sqz_gram_acc *cacc[SQZ_SITE_COUNT]; /* C's running sums on the GPU (seq with targets) */
     int64_t T;                 /* calibration tokens */
     float *xo, *xq;            /* [T, dim] original / quantized streams (xq only when seq) */
     int64_t gn[SQZ_SITE_COUNT];
@@ -525,13 +527,68 @@ static int grams_reset(qm *q, const int64_t n[SQZ_SITE_COUNT], sqz_err *err) {
             if (!q->H[s] || (q->target && (!q->C[s] || !q->so[s])))
                 return sqz_fail(err, "quantize: out of memory for %lld × %lld Grams", (long long)n[s], (long long)n[s]);
             sqz_gram_close(q->gacc[s]);
-            q->gacc[s] = NULL;
+            sqz_gram_close(q->cacc[s]);
+            q->gacc[s] = q->cacc[s] = NULL;
             if (n[s] > 0 && sqz_gram_open(q->o->backend, q->pool, n[s], q->H[s], &q->gacc[s], err)) return SQZ_ERR;
+            if (n[s] > 0 && q->bp && q->target && sqz_xgram_open(q->o->backend, n[s], q->C[s], &q->cacc[s], err))
+                return SQZ_ERR;
         }
         memset(q->H[s], 0, (size_t)n[s] * (size_t)n[s] * sizeof(double));
         if (q->target) memset(q->C[s], 0, (size_t)n[s] * (size_t)n[s] * sizeof(double));
     }
     return SQZ_OK;
+}
+
+/* Loads layer l of m (the source model, or the view with quantized tensors) into the
+ * block pass. */
+static int gpu_load(qm *q, const sqz_model *m, int l, sqz_err *err) {
+    sqz_block_desc d;
+    float *buf = NULL;
+    int rc = sqz_block_desc_f32(m, l, &d, &buf, err) || sqz_block_pass_load(q->bp, &d, err);
+    free(buf);
+    return rc ? SQZ_ERR : SQZ_OK;
+}
+
+/* collect_layer on the GPU: the same passes through the block pass, H and C summed on the
+ * device (the original window's site inputs kept there for C), the Grams-only passes
+ * stopping at ffn_down's input without touching the stream. */
+static int collect_layer_gpu(qm *q, int l, sqz_err *err) {
+    const sqz_llama_config *c = &q->m->cfg;
+    const int64_t L = q->o->seqlen, dim = c->dim;
+    double t0 = sqz_now(), flops = 0.0;
+    if (gpu_load(q, q->m, l, err)) return SQZ_ERR;
+    for (int s = 0; s < q->o->nsamples; s++) {
+        float *xo = q->xo + (int64_t)s * L * dim, *xq = q->xq ? q->xq + (int64_t)s * L * dim : NULL;
+        if (!q->seq) {
+            if (sqz_block_pass_run(q->bp, xo, L, &(sqz_block_io){.sites = q->gacc}, err)) return SQZ_ERR;
+            flops += sqz_forward_flops(q->m, l, L);
+            continue;
+        }
+        if (q->target) {
+            if (sqz_block_pass_run(q->bp, xo, L, &(sqz_block_io){.save = 1}, err)) return SQZ_ERR;
+            flops += sqz_forward_flops(q->m, l, L);
+        }
+        sqz_block_io io = {.sites = q->gacc, .xsites = q->target ? q->cacc : NULL, .stop_at_down_in = 1};
+        if (sqz_block_pass_run(q->bp, xq, L, &io, err)) return SQZ_ERR;
+        flops += sqz_forward_flops(q->m, l, L) - 2.0 * (double)L * (double)dim * (double)c->layer_n_ff[l];
+    }
+    for (int s = 0; s < SQZ_SITE_COUNT; s++) {
+        double per = q->gacc[s] ? sqz_gram_flops(L, q->gn[s]) : 0.0;
+        if (q->cacc[s]) per += 2.0 * (double)L * (double)q->gn[s] * (double)q->gn[s];
+        flops += q->o->nsamples * per;
+    }
+    double t1 = sqz_now();
+    int rc = SQZ_OK;
+    for (int s = 0; s < SQZ_SITE_COUNT && rc == SQZ_OK; s++) {
+        if (q->gacc[s]) rc = sqz_gram_finish(q->gacc[s], err);
+        if (rc == SQZ_OK && q->cacc[s]) rc = sqz_gram_finish(q->cacc[s], err);
+    }
+    double t2 = sqz_now();
+    q->rep->seconds_calib += t2 - t0;
+    /* the Grams' products ran inside the passes: their time and flops count as forward's */
+    sqz_stage_add(&q->rep->times, SQZ_STAGE_FORWARD, t1 - t0, flops);
+    sqz_stage_add(&q->rep->times, SQZ_STAGE_GRAMS, t2 - t1, 0.0);
+    return rc;
 }
 
 /* Runs layer l over every window, collecting its Grams: the original stream advances
@@ -541,6 +598,7 @@ static int collect_layer(qm *q, int l, sqz_err *err) {
     const sqz_llama_config *c = &q->m->cfg;
     int64_t n[SQZ_SITE_COUNT] = {c->dim, (int64_t)c->layer_n_head[l] * c->head_dim, c->dim, c->layer_n_ff[l]};
     if (grams_reset(q, n, err)) return SQZ_ERR;
+    if (q->bp) return collect_layer_gpu(q, l, err);
     double t0 = sqz_now();
     int64_t L = q->o->seqlen, dim = c->dim;
     float *tmp = NULL;
@@ -583,11 +641,14 @@ static int collect_layer(qm *q, int l, sqz_err *err) {
 
 /* Runs the quantized layer l (swapped into the view) over the quantized stream. */
 static int advance_quantized(qm *q, int l, sqz_err *err) {
-    sqz_fwd_ws_forget(q->ws); /* the view's tensor structs are reused layer to layer */
+    if (q->ws) sqz_fwd_ws_forget(q->ws); /* the view's tensor structs are reused layer to layer */
     double t0 = sqz_now();
     int64_t L = q->o->seqlen, dim = q->m->cfg.dim;
+    if (q->bp && gpu_load(q, &q->view, l, err)) return SQZ_ERR;
     for (int s = 0; s < q->o->nsamples; s++)
-        if (sqz_forward_layer_ws(q->ws, &q->view, l, q->xq + (int64_t)s * L * dim, L, NULL, NULL, err)) return SQZ_ERR;
+        if (q->bp ? sqz_block_pass_run(q->bp, q->xq + (int64_t)s * L * dim, L, NULL, err)
+                  : sqz_forward_layer_ws(q->ws, &q->view, l, q->xq + (int64_t)s * L * dim, L, NULL, NULL, err))
+            return SQZ_ERR;
     q->rep->seconds_calib += sqz_now() - t0;
     sqz_stage_add(&q->rep->times, SQZ_STAGE_FORWARD, sqz_now() - t0, q->o->nsamples * sqz_forward_flops(q->m, l, L));
     return SQZ_OK;
@@ -1088,7 +1149,13 @@ int sqz_quantize_model(const sqz_model *m, const char *out_path, const sqz_qmode
                 goto done;
         rep->calib_tokens = q.T;
         if (q.seq && !q.target) q.xq = q.xo;
-        if (sqz_fwd_ws_create(m, pool, opts->seqlen, &q.ws, err)) goto done;
+        if (opts->backend && sqz_backend_device(opts->backend) == SQZ_DEVICE_CUDA) {
+            sqz_block_desc widest;
+            sqz_block_desc_widest(m, &widest);
+            if (sqz_block_pass_open(opts->backend, opts->seqlen, &widest, &q.bp, err)) goto done;
+        } else if (sqz_fwd_ws_create(m, pool, opts->seqlen, &q.ws, err)) {
+            goto done;
+        }
     }
     if (q.seq) {
         q.view = *m;
@@ -1154,12 +1221,14 @@ done:
     for (int s = 0; s < SQZ_SITE_COUNT; s++) {
         free(q.H[s]); free(q.C[s]); free(q.so[s]);
         sqz_gram_close(q.gacc[s]);
+        sqz_gram_close(q.cacc[s]);
     }
     for (int i = 0; i < LIN_COUNT; i++) free(q.qdata[i]);
     if (q.xq == q.xo) q.xq = NULL;
     free(q.da); free(q.db); free(q.xo); free(q.xq); free(q.view_layers); free(q.plan); free(q.idx_layer); free(q.n_extra);
     free(part_path); free(state_path);
     sqz_fwd_ws_free(q.ws);
+    sqz_block_pass_close(q.bp);
     if (rc || rep == &local) sqz_qmodel_report_free(rep);
     return rc;
 }
