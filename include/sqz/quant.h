@@ -92,12 +92,12 @@ int sqz_quantize_row(int type, const float *x, void *dst, int64_t n, const float
  * (a copy), F16 and BF16 (the table's from_float: round to nearest even, as ggml converts;
  * no value is rejected, |x| >= 65520 becomes an F16 inf) and every sqz_quant_supported
  * type (sqz_quantize_row, with the weights), and the codebook i-quants (the type table's
- * codebook flag: IQ3_S; sqz_iquant_row). n must be a multiple of the type's block size; dst
+ * codebook flag: IQ3_S, IQ3_XXS; sqz_iquant_row). n must be a multiple of the type's block size; dst
  * holds sqz_type_row_bytes bytes. Fails for a type sqz cannot write (e.g. Q8_K, IQ2_XXS)
  * or as sqz_quantize_row does. */
 int sqz_convert_row(int type, const float *x, void *dst, int64_t n, const float *weights, sqz_err *err);
 
-/* One row into a codebook i-quant (src/quant/iquant.c: IQ3_S): each group's grid point
+/* One row into a codebook i-quant (src/quant/iquant.c: IQ3_S, IQ3_XXS): each group's grid point
  * and each scale by a search in the weights' metric (weights: n importances >= 0, or
  * NULL for uniform); n a multiple of 256. Errors name the type and the value. */
 int sqz_iquant_row(int type, const float *x, void *dst, int64_t n, const float *weights, sqz_err *err);

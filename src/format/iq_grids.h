@@ -24,5 +24,8 @@ extern const uint64_t sqz_iq1s_grid[2048];
  * else those within the nearest's squared distance + 1. */
 extern const uint16_t sqz_iq3s_cell[4097];
 extern const uint16_t sqz_iq3s_near[];
+/* IQ3_XXS's, the same with level k of grid value v = (v - 4) / 8 (62 → 7) */
+extern const uint16_t sqz_iq3xxs_cell[4097];
+extern const uint16_t sqz_iq3xxs_near[];
 
 #endif

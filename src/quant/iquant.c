@@ -1,18 +1,24 @@
 /* Writers of ggml's codebook i-quants (include/sqz/quant.h): a weighted search over the
  * format's grid points for groups of values and over the scales. Round to nearest in the
  * importance-weighted metric (sqz_convert_row), or the same steps for GPTQ's sweep
- * (src/quant/gptq_kernels.inc): the block's scales from its current values
+ * (src/quant/gptq_kernels.inc, IQ3_S): the block's scales from its current values
  * (sqz_iquant_block_params), then one group's grid point at a time from the values the
  * earlier columns' errors have moved (sqz_iquant_round_group), packed at the end.
  *
  * IQ3_S (3.4375 bits per weight): a 256-value block has an f16 d; each sub-block of 32 a
  * 4-bit scale s (step d·(1 + 2s)); each group of 4 values one of 512 grid points (values
- * in {1, 3, ..., 15}) and a free sign per value. Per sub-block: its best step over a few
- * candidates around max|x|/15 (each: every group's nearest grid point among the
+ * in {1, 3, ..., 15}) and a free sign per value.
+ * IQ3_XXS (3.0625): the same layout of d, 4-bit scales (step d·(0.5 + s)·0.5) and groups
+ * of 4, 256 grid points (values in {4, 12, ..., 52, 62}); the signs come in groups of 8
+ * with an even count of minus signs (7 bits stored, the 8th implied).
+ * Both searched alike: per sub-block its best step over a few candidates around
+ * max|x|/(largest grid value) (each: every group's nearest grid point among the
  * neighbours of its cell of rounded levels, src/format/iq_grids.h, then a least-squares
  * step for those points and the points again); then the block's d over candidates around
  * the largest step/31, each sub-block's integer scale the better of the two either side
- * of its ideal; finally d refitted once for the chosen points and scales. */
+ * of its ideal; finally d refitted once for the chosen points and scales. For IQ3_XXS a
+ * group of 8 whose count of minus signs is odd turns one value's sign: the value (and its
+ * group's point, re-searched for the turned target) that costs least. */
 #include "sqz/quant.h"
 
 #include <math.h>
@@ -21,28 +27,53 @@
 
 #include "format/iq_grids.h"
 
-#define IQ3S_BLOCK 256
-#define IQ3S_BYTES 110
+#define IQ3_BLOCK 256
 
-static float iq3s_value(unsigned point, int j) { return (float)(uint8_t)(sqz_iq3s_grid[point] >> (8 * j)); }
+/* What the two 3-bit codebooks differ in. */
+typedef struct book {
+    int type, block_bytes;
+    const uint32_t *grid;              /* 4 values per point, value j in byte j */
+    const uint16_t *cell, *near;       /* the neighbours of each cell of levels */
+    float v0, inv_dv;                  /* level k of grid value v: (v - v0) / dv */
+    float top, half_dv;                /* the largest grid value; half a level's width */
+    float mul;                         /* d from the largest step: step / (31 · mul) */
+    int parity;                        /* signs in 8s with an even count of minus signs */
+} book;
 
-/* The grid point nearest to the 4 magnitudes a (weights w) at step `step`, among the
- * neighbours of their cell; its weighted squared error in *e. */
-static unsigned iq3s_nearest(const float *a, const float *w, float step, double *e) {
+static const book kIQ3S = {SQZ_TYPE_IQ3_S, 110, sqz_iq3s_grid, sqz_iq3s_cell, sqz_iq3s_near,
+                           1.0f, 0.5f, 15.0f, 1.0f, 1.0f, 0};
+static const book kIQ3XXS = {SQZ_TYPE_IQ3_XXS, 98, sqz_iq3xxs_grid, sqz_iq3xxs_cell, sqz_iq3xxs_near,
+                             4.0f, 0.125f, 62.0f, 4.0f, 0.25f, 1};
+
+static const book *book_of(int type) {
+    return type == SQZ_TYPE_IQ3_S ? &kIQ3S : type == SQZ_TYPE_IQ3_XXS ? &kIQ3XXS : NULL;
+}
+
+/* The step of scale s, as the dequantizer computes it (types.c). */
+static float step_of(const book *b, float d, int s) {
+    return b->parity ? d * (0.5f + (float)s) * 0.5f : d * (float)(1 + 2 * s);
+}
+
+static float grid_value(const book *b, unsigned point, int j) { return (float)(uint8_t)(b->grid[point] >> (8 * j)); }
+
+/* The grid point nearest to the 4 targets a (magnitudes; a negative one is a value whose
+ * sign was turned) with weights w at step `step`, among the neighbours of their cell; its
+ * weighted squared error in *e. */
+static unsigned nearest(const book *b, const float *a, const float *w, float step, double *e) {
     const float inv = step > 0.0f ? 1.0f / step : 0.0f;
     int cell = 0;
     for (int j = 0; j < 4; j++) {
-        float t = (a[j] * inv - 1.0f) * 0.5f;
+        float t = (a[j] * inv - b->v0) * b->inv_dv;
         int k = t > 0.0f ? (int)(t + 0.5f) : 0;
         cell += (k > 7 ? 7 : k) << (3 * j);
     }
-    unsigned best = sqz_iq3s_near[sqz_iq3s_cell[cell]];
+    unsigned best = b->near[b->cell[cell]];
     double be = INFINITY;
-    for (int i = sqz_iq3s_cell[cell]; i < sqz_iq3s_cell[cell + 1]; i++) {
-        const unsigned p = sqz_iq3s_near[i];
+    for (int i = b->cell[cell]; i < b->cell[cell + 1]; i++) {
+        const unsigned p = b->near[i];
         double err = 0.0;
         for (int j = 0; j < 4; j++) {
-            const double d = (double)a[j] - (double)step * iq3s_value(p, j);
+            const double d = (double)a[j] - (double)step * grid_value(b, p, j);
             err += (double)w[j] * d * d;
         }
         if (err < be) be = err, best = p;
@@ -51,41 +82,73 @@ static unsigned iq3s_nearest(const float *a, const float *w, float step, double 
     return best;
 }
 
-/* The 8 groups of a sub-block at a step: points into pt, the error returned. */
-static double iq3s_sub_points(const float *a, const float *w, float step, unsigned *pt) {
-    double total = 0.0, e;
+/* The 8 groups of a sub-block (values x, weights w) at a step: points into pt, the error
+ * returned; with sign parity, turn[h] the value (0..7) of 8-group h whose sign turns, or
+ * -1. */
+static double sub_points(const book *b, const float *x, const float *w, float step, unsigned *pt, int *turn) {
+    float a[32];
+    double e[8], total = 0.0;
+    for (int i = 0; i < 32; i++) a[i] = fabsf(x[i]);
     for (int g = 0; g < 8; g++) {
-        pt[g] = iq3s_nearest(a + 4 * g, w + 4 * g, step, &e);
-        total += e;
+        pt[g] = nearest(b, a + 4 * g, w + 4 * g, step, &e[g]);
+        total += e[g];
+    }
+    if (!b->parity) return total;
+    for (int h = 0; h < 4; h++) {
+        turn[h] = -1;
+        int neg = 0;
+        for (int i = 0; i < 8; i++) neg += x[8 * h + i] < 0.0f;
+        if (!(neg & 1)) continue;
+        double best = INFINITY;
+        unsigned bp = 0;
+        for (int i = 0; i < 8; i++) {
+            const int g = 2 * h + i / 4;
+            float t[4];
+            memcpy(t, a + 4 * g, sizeof t);
+            t[i % 4] = -t[i % 4];
+            double et;
+            const unsigned p = nearest(b, t, w + 4 * g, step, &et);
+            if (et - e[g] < best) best = et - e[g], bp = p, turn[h] = i;
+        }
+        pt[2 * h + turn[h] / 4] = bp;
+        total += best;
     }
     return total;
 }
 
+/* The value of x[i] a sub-block's choice gives: ±step·(grid value). */
+static float chosen(const book *b, const float *x, const unsigned *pt, const int *turn, float step, int i, int *neg) {
+    *neg = (x[i] < 0.0f) != (b->parity && turn[i / 8] == i % 8);
+    const float g = grid_value(b, pt[i / 4], i % 4);
+    return step * g * (*neg ? -1.0f : 1.0f);
+}
+
 /* The least-squares step of a sub-block for fixed points (0 when they carry no weight). */
-static float iq3s_lsq_step(const float *a, const float *w, const unsigned *pt) {
+static float lsq_step(const book *b, const float *x, const float *w, const unsigned *pt, const int *turn) {
     double sag = 0.0, sgg = 0.0;
     for (int i = 0; i < 32; i++) {
-        const double g = iq3s_value(pt[i / 4], i % 4);
-        sag += (double)w[i] * a[i] * g, sgg += (double)w[i] * g * g;
+        int neg;
+        const double g = chosen(b, x, pt, turn, 1.0f, i, &neg);
+        sag += (double)w[i] * x[i] * g, sgg += (double)w[i] * g * g;
     }
     return sgg > 0.0 ? (float)(sag / sgg) : 0.0f;
 }
 
 /* A sub-block's best step (its ideal before the block's d quantizes it). */
-static float iq3s_sub_step(const float *a, const float *w) {
+static float sub_step(const book *b, const float *x, const float *w) {
     float amax = 0.0f;
-    for (int i = 0; i < 32; i++) amax = fmaxf(amax, a[i]);
+    for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(x[i]));
     if (amax == 0.0f) return 0.0f;
-    static const float top[7] = {15.0f, 14.0f, 13.0f, 12.0f, 11.0f, 10.0f, 9.0f};
     unsigned pt[8];
+    int turn[4];
     double best = INFINITY;
-    float bs = amax / 15.0f;
+    float bs = amax / b->top;
     for (int c = 0; c < 7; c++) {
-        float s = amax / top[c];
+        float s = amax / (b->top - (float)c * b->half_dv);
         for (int it = 0; it < 2; it++) {
-            const double e = iq3s_sub_points(a, w, s, pt);
+            const double e = sub_points(b, x, w, s, pt, turn);
             if (e < best) best = e, bs = s;
-            const float r = iq3s_lsq_step(a, w, pt);
+            const float r = lsq_step(b, x, w, pt, turn);
             if (!(r > 0.0f) || r == s) break;
             s = r;
         }
@@ -93,22 +156,25 @@ static float iq3s_sub_step(const float *a, const float *w) {
     return bs;
 }
 
-/* For the block's d: each sub-block's scale (the two integers either side of its ideal)
- * and points; the total error. */
-static double iq3s_eval(const float *a, const float *w, const float *steps, float d, int *sc, unsigned *pt) {
+/* For the block's d: each sub-block's scale (the two integers either side of its ideal),
+ * points and turned signs; the total error. */
+static double eval_d(const book *b, const float *x, const float *w, const float *steps, float d, int *sc,
+                     unsigned *pt, int *turn) {
     double total = 0.0;
     for (int ib = 0; ib < 8; ib++) {
-        const float r = d > 0.0f ? (steps[ib] / d - 1.0f) * 0.5f : 0.0f;
+        const float r = d > 0.0f ? (steps[ib] / (d * b->mul) - 1.0f) * 0.5f : 0.0f;
         int lo = (int)floorf(r);
         lo = lo < 0 ? 0 : (lo > 15 ? 15 : lo);
         const int hi = lo < 15 ? lo + 1 : lo;
         double best = INFINITY;
         unsigned tp[8];
+        int tt[4];
         for (int s = lo; s <= hi; s++) {
-            const double e = iq3s_sub_points(a + 32 * ib, w + 32 * ib, d * (float)(1 + 2 * s), tp);
+            const double e = sub_points(b, x + 32 * ib, w + 32 * ib, step_of(b, d, s), tp, tt);
             if (e < best) {
                 best = e, sc[ib] = s;
                 memcpy(pt + 8 * ib, tp, sizeof tp);
+                memcpy(turn + 4 * ib, tt, sizeof tt);
             }
         }
         total += best;
@@ -121,112 +187,144 @@ static float f16_round(float v) { return sqz_f16_to_f32(sqz_f32_to_f16(v)); }
 /* The importances of a block as the search uses them (quantize.c's convention: a tiny
  * floor keeps zero-importance values on a sensible grid; no weights, or all zero, is
  * uniform). */
-static void iq3s_weights(const float *wi, float *w) {
+static void block_weights(const float *wi, float *w) {
     double wsum = 0.0;
-    for (int i = 0; i < IQ3S_BLOCK; i++) wsum += wi ? wi[i] : 0.0;
-    const float floor_w = wi && wsum > 0.0 ? (float)(1e-6 * wsum / IQ3S_BLOCK) : 1.0f;
-    for (int i = 0; i < IQ3S_BLOCK; i++) w[i] = (wi && wsum > 0.0 ? wi[i] : 0.0f) + floor_w;
+    for (int i = 0; i < IQ3_BLOCK; i++) wsum += wi ? wi[i] : 0.0;
+    const float floor_w = wi && wsum > 0.0 ? (float)(1e-6 * wsum / IQ3_BLOCK) : 1.0f;
+    for (int i = 0; i < IQ3_BLOCK; i++) w[i] = (wi && wsum > 0.0 ? wi[i] : 0.0f) + floor_w;
 }
 
 /* A block's d and sub-block scales from its current values (x, importances wi or NULL). */
-static void iq3s_params(const float *x, const float *wi, sqz_qparams *p) {
-    float a[IQ3S_BLOCK], w[IQ3S_BLOCK], steps[8];
-    for (int i = 0; i < IQ3S_BLOCK; i++) a[i] = fabsf(x[i]);
-    iq3s_weights(wi, w);
+static void block_params(const book *b, const float *x, const float *wi, sqz_qparams *p) {
+    float w[IQ3_BLOCK], steps[8];
+    block_weights(wi, w);
     float smax = 0.0f;
     for (int ib = 0; ib < 8; ib++) {
-        steps[ib] = iq3s_sub_step(a + 32 * ib, w + 32 * ib);
+        steps[ib] = sub_step(b, x + 32 * ib, w + 32 * ib);
         smax = fmaxf(smax, steps[ib]);
     }
-    int sc[8] = {0}, tsc[8];
+    int sc[8] = {0}, tsc[8], turn[32], tturn[32];
     unsigned pt[64] = {0}, tpt[64];
     float bd = 0.0f;
     double best = INFINITY;
     if (smax > 0.0f) {
         static const float f[6] = {31.0f, 30.0f, 32.0f, 29.0f, 33.0f, 27.0f};
         for (int c = 0; c < 6; c++) {
-            const float d = f16_round(smax / f[c]);
+            const float d = f16_round(smax / (f[c] * b->mul));
             if (!(d > 0.0f)) continue;
-            const double e = iq3s_eval(a, w, steps, d, tsc, tpt);
-            if (e < best) best = e, bd = d, memcpy(sc, tsc, sizeof sc), memcpy(pt, tpt, sizeof pt);
+            const double e = eval_d(b, x, w, steps, d, tsc, tpt, tturn);
+            if (e < best) {
+                best = e, bd = d;
+                memcpy(sc, tsc, sizeof sc), memcpy(pt, tpt, sizeof pt), memcpy(turn, tturn, sizeof turn);
+            }
         }
         /* d refitted once for the chosen scales and points */
         double sxa = 0.0, saa = 0.0;
-        for (int i = 0; i < IQ3S_BLOCK; i++) {
-            const double v = (double)(1 + 2 * sc[i / 32]) * iq3s_value(pt[i / 4], i % 4);
-            sxa += (double)w[i] * a[i] * v, saa += (double)w[i] * v * v;
+        for (int i = 0; i < IQ3_BLOCK; i++) {
+            int neg;
+            const double v = chosen(b, x + 32 * (i / 32), pt + 8 * (i / 32), turn + 4 * (i / 32),
+                                    step_of(b, 1.0f, sc[i / 32]), i % 32, &neg);
+            sxa += (double)w[i] * x[i] * v, saa += (double)w[i] * v * v;
         }
         const float d = saa > 0.0 ? f16_round((float)(sxa / saa)) : 0.0f;
         if (d > 0.0f && d != bd) {
-            const double e = iq3s_eval(a, w, steps, d, tsc, tpt);
+            const double e = eval_d(b, x, w, steps, d, tsc, tpt, tturn);
             if (e < best) best = e, bd = d, memcpy(sc, tsc, sizeof sc);
         }
     }
     memset(p, 0, sizeof *p);
-    p->type = SQZ_TYPE_IQ3_S;
-    p->block_size = IQ3S_BLOCK;
+    p->type = b->type;
+    p->block_size = IQ3_BLOCK;
     p->sub_size = 32;
     p->n_sub = 8;
     p->d = sqz_f32_to_f16(bd);
     const float d16 = sqz_f16_to_f32(p->d);
-    for (int ib = 0; ib < 8; ib++) p->sc[ib] = (int16_t)sc[ib], p->scale[ib] = d16 * (float)(1 + 2 * sc[ib]);
+    for (int ib = 0; ib < 8; ib++) p->sc[ib] = (int16_t)sc[ib], p->scale[ib] = step_of(b, d16, sc[ib]);
 }
 
 /* The 4 values x of group `first / 4` (first: the group's first value in the block):
  * their grid point at the sub-block's step, in the importances' metric, and a sign each;
- * levels ±(grid value) and the values they give. */
+ * levels ±(grid value) and the values they give. IQ3_S only: free signs. */
 static void iq3s_group(const sqz_qparams *p, int first, const float *x, const float *w, int8_t *lev, float *q) {
     float a[4], wg[4];
     for (int j = 0; j < 4; j++) a[j] = fabsf(x[j]), wg[j] = w ? w[j] : 1.0f;
     double e;
-    const unsigned pt = iq3s_nearest(a, wg, p->scale[first / 32], &e);
+    const unsigned pt = nearest(&kIQ3S, a, wg, p->scale[first / 32], &e);
     for (int j = 0; j < 4; j++) {
-        const int g = (int)iq3s_value(pt, j);
+        const int g = (int)grid_value(&kIQ3S, pt, j);
         lev[j] = (int8_t)(x[j] < 0.0f ? -g : g);
         /* as the dequantizer: (d·(1 + 2s)) · g · ±1 */
         q[j] = p->scale[first / 32] * (float)g * (x[j] < 0.0f ? -1.0f : 1.0f);
     }
 }
 
-/* A grid point's index from its 4 values (each a grid value 1..15). */
-static unsigned iq3s_index(const int8_t *lev) {
+/* A grid point's index from its 4 values (each a grid value). */
+static unsigned point_index(const book *b, const int8_t *lev) {
     int cell = 0;
-    for (int j = 0; j < 4; j++) cell += ((abs(lev[j]) - 1) / 2) << (3 * j);
-    return sqz_iq3s_near[sqz_iq3s_cell[cell]]; /* a grid point's cell lists only itself */
+    for (int j = 0; j < 4; j++) cell += (int)(((float)abs(lev[j]) - b->v0) * b->inv_dv) << (3 * j);
+    return b->near[b->cell[cell]]; /* a grid point's cell lists only itself */
 }
 
-static void iq3s_pack(const sqz_qparams *p, const int8_t *lev, uint8_t *out) {
-    /* f16 d; qs[64]; qh[8]; signs[32]; scales[4] (types.c's dq_iq3_s) */
-    memset(out, 0, IQ3S_BYTES);
+static void pack(const book *b, const sqz_qparams *p, const int8_t *lev, uint8_t *out) {
+    memset(out, 0, (size_t)b->block_bytes);
     out[0] = (uint8_t)(p->d & 0xFF);
     out[1] = (uint8_t)(p->d >> 8);
-    for (int k = 0; k < 64; k++) {
-        const unsigned pt = iq3s_index(lev + 4 * k);
-        out[2 + k] = (uint8_t)(pt & 0xFF);
-        out[66 + k / 8] |= (uint8_t)(((pt >> 8) & 1) << (k % 8));
+    if (!b->parity) { /* IQ3_S: f16 d; qs[64]; qh[8]; signs[32]; scales[4] (types.c's dq_iq3_s) */
+        for (int k = 0; k < 64; k++) {
+            const unsigned pt = point_index(b, lev + 4 * k);
+            out[2 + k] = (uint8_t)(pt & 0xFF);
+            out[66 + k / 8] |= (uint8_t)(((pt >> 8) & 1) << (k % 8));
+        }
+        for (int i = 0; i < IQ3_BLOCK; i++)
+            if (lev[i] < 0) out[74 + i / 8] |= (uint8_t)(1u << (i % 8));
+        for (int ib = 0; ib < 8; ib++) out[106 + ib / 2] |= (uint8_t)(p->sc[ib] << (4 * (ib % 2)));
+        return;
     }
-    for (int i = 0; i < IQ3S_BLOCK; i++)
-        if (lev[i] < 0) out[74 + i / 8] |= (uint8_t)(1u << (i % 8));
-    for (int ib = 0; ib < 8; ib++) out[106 + ib / 2] |= (uint8_t)(p->sc[ib] << (4 * (ib % 2)));
+    /* IQ3_XXS: f16 d; qs[64]; per sub-block a u32: four 7-bit sign indices, scale in the top 4 bits */
+    for (int k = 0; k < 64; k++) out[2 + k] = (uint8_t)point_index(b, lev + 4 * k);
+    for (int ib = 0; ib < 8; ib++) {
+        uint32_t aux = (uint32_t)p->sc[ib] << 28;
+        for (int h = 0; h < 4; h++) {
+            unsigned bits = 0;
+            for (int i = 0; i < 8; i++) bits |= (unsigned)(lev[32 * ib + 8 * h + i] < 0) << i;
+            aux |= (uint32_t)(bits & 127) << (7 * h);
+        }
+        for (int k = 0; k < 4; k++) out[66 + 4 * ib + k] = (uint8_t)(aux >> (8 * k));
+    }
 }
 
-static void iq3s_block(const float *x, const float *wi, uint8_t *out) {
+static void quantize_block(const book *b, const float *x, const float *wi, uint8_t *out) {
     sqz_qparams p;
-    int8_t lev[IQ3S_BLOCK];
-    float q[IQ3S_BLOCK], w[IQ3S_BLOCK];
-    iq3s_params(x, wi, &p);
-    iq3s_weights(wi, w);
-    for (int g = 0; g < IQ3S_BLOCK / 4; g++) iq3s_group(&p, 4 * g, x + 4 * g, w + 4 * g, lev + 4 * g, q + 4 * g);
-    iq3s_pack(&p, lev, out);
+    int8_t lev[IQ3_BLOCK];
+    float w[IQ3_BLOCK];
+    block_params(b, x, wi, &p);
+    block_weights(wi, w);
+    if (!b->parity) {
+        float q[IQ3_BLOCK];
+        for (int g = 0; g < IQ3_BLOCK / 4; g++) iq3s_group(&p, 4 * g, x + 4 * g, w + 4 * g, lev + 4 * g, q + 4 * g);
+    } else {
+        for (int ib = 0; ib < 8; ib++) {
+            unsigned pt[8];
+            int turn[4];
+            sub_points(b, x + 32 * ib, w + 32 * ib, p.scale[ib], pt, turn);
+            for (int i = 0; i < 32; i++) {
+                int neg;
+                chosen(b, x + 32 * ib, pt, turn, 1.0f, i, &neg);
+                const int g = (int)grid_value(b, pt[i / 4], i % 4);
+                lev[32 * ib + i] = (int8_t)(neg ? -g : g);
+            }
+        }
+    }
+    pack(b, &p, lev, out);
 }
 
 /* ---------------------------------------------------------------- for GPTQ (quant.h) */
 
 int sqz_iquant_block_params(int type, const float *x, const float *w, sqz_qparams *p, sqz_err *err) {
-    if (type != SQZ_TYPE_IQ3_S) return sqz_fail(err, "quantize: no codebook writer for type id %d", type);
-    for (int i = 0; i < IQ3S_BLOCK; i++)
+    if (type != SQZ_TYPE_IQ3_S) return sqz_fail(err, "quantize: no GPTQ for codebook type id %d", type);
+    for (int i = 0; i < IQ3_BLOCK; i++)
         if (!isfinite(x[i])) return sqz_fail(err, "quantize IQ3_S: value %d of the block is not finite", i);
-    iq3s_params(x, w, p);
+    block_params(&kIQ3S, x, w, p);
     return SQZ_OK;
 }
 
@@ -234,21 +332,23 @@ void sqz_iquant_round_group(const sqz_qparams *p, int first, const float *x, con
     iq3s_group(p, first, x, w, lev, q);
 }
 
-void sqz_iquant_pack_block(const sqz_qparams *p, const int8_t *levels, void *dst) { iq3s_pack(p, levels, dst); }
+void sqz_iquant_pack_block(const sqz_qparams *p, const int8_t *levels, void *dst) { pack(&kIQ3S, p, levels, dst); }
 
 int sqz_iquant_row(int type, const float *x, void *dst, int64_t n, const float *weights, sqz_err *err) {
-    if (type != SQZ_TYPE_IQ3_S) return sqz_fail(err, "quantize: no codebook writer for type id %d", type);
-    if (n < 0 || n % IQ3S_BLOCK)
-        return sqz_fail(err, "quantize IQ3_S: row length %lld is not a multiple of %d", (long long)n, IQ3S_BLOCK);
+    const book *b = book_of(type);
+    if (!b) return sqz_fail(err, "quantize: no codebook writer for type id %d", type);
+    const char *name = sqz_type_get(type)->name;
+    if (n < 0 || n % IQ3_BLOCK)
+        return sqz_fail(err, "quantize %s: row length %lld is not a multiple of %d", name, (long long)n, IQ3_BLOCK);
     for (int64_t i = 0; i < n; i++)
-        if (!isfinite(x[i])) return sqz_fail(err, "quantize IQ3_S: value %lld of the row is not finite", (long long)i);
+        if (!isfinite(x[i])) return sqz_fail(err, "quantize %s: value %lld of the row is not finite", name, (long long)i);
     if (weights)
         for (int64_t i = 0; i < n; i++)
             if (!(weights[i] >= 0.0f && isfinite(weights[i])))
-                return sqz_fail(err, "quantize IQ3_S: weight %lld is %g, expected a finite value >= 0", (long long)i,
+                return sqz_fail(err, "quantize %s: weight %lld is %g, expected a finite value >= 0", name, (long long)i,
                                 (double)weights[i]);
     uint8_t *out = dst;
-    for (int64_t b = 0; b < n / IQ3S_BLOCK; b++)
-        iq3s_block(x + b * IQ3S_BLOCK, weights ? weights + b * IQ3S_BLOCK : NULL, out + b * IQ3S_BYTES);
+    for (int64_t k = 0; k < n / IQ3_BLOCK; k++)
+        quantize_block(b, x + k * IQ3_BLOCK, weights ? weights + k * IQ3_BLOCK : NULL, out + k * b->block_bytes);
     return SQZ_OK;
 }
