@@ -72,10 +72,6 @@ Q=("$sqz" quantize)
 expect_error 2 "Q9_K" "${Q[@]}" "$model" -o "$OUT" --type Q9_K
 expect_error 2 "Q9_K|--output-type" "${Q[@]}" "$model" -o "$OUT" --type Q4_K --output-type Q9_K
 expect_error 2 "--type" "${Q[@]}" "$model" -o "$OUT"
-# a type sqz writes by RTN only: GPTQ (the default with --calib) is refused by name
-expect_error 2 "IQ3_XXS|--method rtn" "${Q[@]}" "$model" -o "$OUT" --type IQ3_XXS --calib "$calib"
-expect_error 2 "IQ3_XXS|--output-type" "${Q[@]}" "$model" -o "$OUT" --type Q4_K --output-type IQ3_XXS --method gptq --calib "$calib"
-expect_error 2 "IQ3_XXS|--types" "$sqz" compress "$model" -o "$OUT" --target-bpw 4 --types Q4_K,IQ3_XXS --calib "$calib"
 expect_error 2 "missing -o" "${Q[@]}" "$model" --type Q4_K
 expect_error 2 "MODEL" "${Q[@]}" -o "$OUT" --type Q4_K
 expect_error 2 "--nsamples|--calib" "${Q[@]}" "$model" -o "$OUT" --type Q4_K --nsamples 4

@@ -30,8 +30,8 @@ const char HELP_QUANTIZE[] =
     "                     fit T's block falls back as llama-quantize does (Q2_K,Q3_K->\n"
     "                     Q4_0, Q4_K->Q5_0, Q5_K->Q5_1, Q6_K->Q8_0, IQ4_XS,IQ3_S,IQ3_XXS\n"
     "                     ->IQ4_NL); the report lists them. IQ3_S, IQ3_XXS: each group\n"
-    "                     of 4 weights one grid point, chosen jointly (IQ3_S with GPTQ\n"
-    "                     spreading each weight's error; IQ3_XXS --method rtn only)\n"
+    "                     of 4 weights one grid point, chosen jointly (GPTQ spreads each\n"
+    "                     weight's error; IQ3_XXS's signs keep an even count per 8)\n"
     "  --method M         rtn: round to nearest with the best block scales, weighted by\n"
     "                     diag(H) of the calibration inputs when --calib is given;\n"
     "                     gptq: error-compensating GPTQ with H (needs --calib).\n"
@@ -257,18 +257,6 @@ int cmd_quantize(args *a) {
                           "--no-sequential, --target-original, --act-order, --gptq-double, --damp and --shrink are GPTQ options: "
                           "they need --calib");
     if (tgt && !seq) return usage_fail(a->cmd, "%s", "--target-original is a sequential mode: drop --no-sequential");
-    if (calib && (!method || !strcmp(method, "gptq")))
-        for (int i = 0; i < 3; i++) {
-            const int t = i == 0 ? type : i == 1 ? output_type : embd_type;
-            static const char *const flag[3] = {"--type", "--output-type", "--embd-type"};
-            if (t >= 0 && sqz_type_get(t)->block_size > 1 && !sqz_gptq_supported(t)) {
-                char msg[192];
-                snprintf(msg, sizeof msg, "%s %s: no GPTQ into it yet: use --method rtn (the calibration gives its "
-                                          "importances)", flag[i], sqz_type_get(t)->name);
-                return usage_fail(a->cmd, "%s", msg);
-            }
-        }
-
     sqz_qmodel_opts o;
     sqz_qmodel_opts_default(&o);
     o.type = type;

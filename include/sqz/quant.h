@@ -102,12 +102,13 @@ int sqz_convert_row(int type, const float *x, void *dst, int64_t n, const float 
  * NULL for uniform); n a multiple of 256. Errors name the type and the value. */
 int sqz_iquant_row(int type, const float *x, void *dst, int64_t n, const float *weights, sqz_err *err);
 
-/* GPTQ into a codebook i-quant, whose grid points cover groups of 4 values (IQ3_S):
+/* GPTQ into a codebook i-quant, whose grid points cover groups of 4 values (IQ3_S, IQ3_XXS):
  * the block's scales from its current values (sqz_qparams: d, sc[j] the 4-bit scale,
  * scale[j] = f16(d)·(1 + 2·sc[j]) the step of 32-value sub-block j); the grid point of the
  * 4 values x starting at value `first` of the block (w: their importances or NULL), as
- * levels ±(grid value) and the values q they dequantize to; the block's bytes from
- * its levels. sqz_gptq_supported says which types GPTQ takes. */
+ * levels ±(grid value) and the values q they dequantize to (IQ3_XXS: called in order
+ * within a row, lev[-4..-1] holding the previous group's levels when first % 8 == 4, so
+ * that each 8's signs keep their even parity); the block's bytes from its levels. sqz_gptq_supported says which types GPTQ takes. */
 int sqz_iquant_block_params(int type, const float *x, const float *w, sqz_qparams *p, sqz_err *err);
 void sqz_iquant_round_group(const sqz_qparams *p, int first, const float *x, const float *w, int8_t *lev, float *q);
 void sqz_iquant_pack_block(const sqz_qparams *p, const int8_t *levels, void *dst);

@@ -60,8 +60,7 @@ typedef struct sqz_type_traits {
     int quantize;           /* 1: a block type sqz quantizes into by the weighted scale search
                                (sqz_quant_supported, sqz_quant_block_params, GPTQ); else 0 */
     int codebook;           /* 1: a codebook i-quant sqz writes by its grid search (sqz_convert_row,
-                               sqz_iquant_*; GPTQ a group of columns at a time); 2: the same
-                               writer, no GPTQ yet (IQ3_XXS: its signs are tied in 8s); else 0 */
+                               sqz_iquant_*; GPTQ a group of columns at a time); else 0 */
 } sqz_type_traits;
 
 /* The traits of a type id, or NULL for an id sqz does not know. */

@@ -504,7 +504,7 @@ static const sqz_type_traits type_table[SQZ_TYPE_COUNT] = {
     [SQZ_TYPE_Q8_K] = {.name = "Q8_K", .block_size = QK_K, .block_bytes = 292, .dequantize = dq_q8_k},
     [16] = {.name = "IQ2_XXS", .block_size = QK_K, .block_bytes = 66, .dequantize = dq_iq2_xxs},
     [17] = {.name = "IQ2_XS", .block_size = QK_K, .block_bytes = 74, .dequantize = dq_iq2_xs},
-    [SQZ_TYPE_IQ3_XXS] = {.name = "IQ3_XXS", .block_size = QK_K, .block_bytes = 98, .dequantize = dq_iq3_xxs, .codebook = 2},
+    [SQZ_TYPE_IQ3_XXS] = {.name = "IQ3_XXS", .block_size = QK_K, .block_bytes = 98, .dequantize = dq_iq3_xxs, .codebook = 1},
     [19] = {.name = "IQ1_S", .block_size = QK_K, .block_bytes = 50, .dequantize = dq_iq1_s},
     [SQZ_TYPE_IQ4_NL] = {.name = "IQ4_NL", .block_size = 32, .block_bytes = 18, .dequantize = dq_iq4_nl, QUANT},
     [SQZ_TYPE_IQ3_S] = {.name = "IQ3_S", .block_size = QK_K, .block_bytes = 110, .dequantize = dq_iq3_s, .codebook = 1},

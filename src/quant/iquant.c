@@ -1,7 +1,7 @@
 /* Writers of ggml's codebook i-quants (include/sqz/quant.h): a weighted search over the
  * format's grid points for groups of values and over the scales. Round to nearest in the
  * importance-weighted metric (sqz_convert_row), or the same steps for GPTQ's sweep
- * (src/quant/gptq_kernels.inc, IQ3_S): the block's scales from its current values
+ * (src/quant/gptq_kernels.inc): the block's scales from its current values
  * (sqz_iquant_block_params), then one group's grid point at a time from the values the
  * earlier columns' errors have moved (sqz_iquant_round_group), packed at the end.
  *
@@ -244,17 +244,38 @@ static void block_params(const book *b, const float *x, const float *wi, sqz_qpa
 
 /* The 4 values x of group `first / 4` (first: the group's first value in the block):
  * their grid point at the sub-block's step, in the importances' metric, and a sign each;
- * levels ±(grid value) and the values they give. IQ3_S only: free signs. */
-static void iq3s_group(const sqz_qparams *p, int first, const float *x, const float *w, int8_t *lev, float *q) {
+ * levels ±(grid value) and the values they give. IQ3_XXS: the second group of each 8
+ * (first % 8 == 4) completes the parity of its partner's signs (its levels in lev[-4..-1],
+ * already chosen): when the count of minus signs would be odd, the value of this group
+ * whose turned sign costs least turns. */
+static void round_group(const book *b, const sqz_qparams *p, int first, const float *x, const float *w, int8_t *lev,
+                        float *q) {
     float a[4], wg[4];
     for (int j = 0; j < 4; j++) a[j] = fabsf(x[j]), wg[j] = w ? w[j] : 1.0f;
+    const float step = p->scale[first / 32];
     double e;
-    const unsigned pt = nearest(&kIQ3S, a, wg, p->scale[first / 32], &e);
+    unsigned pt = nearest(b, a, wg, step, &e);
+    int turn = -1;
+    if (b->parity && first % 8 == 4) {
+        int neg = 0;
+        for (int j = 0; j < 4; j++) neg += (lev[j - 4] < 0) + (x[j] < 0.0f);
+        if (neg & 1) {
+            double best = INFINITY;
+            for (int j = 0; j < 4; j++) {
+                float t[4];
+                memcpy(t, a, sizeof t);
+                t[j] = -t[j];
+                double et;
+                const unsigned pj = nearest(b, t, wg, step, &et);
+                if (et < best) best = et, pt = pj, turn = j;
+            }
+        }
+    }
     for (int j = 0; j < 4; j++) {
-        const int g = (int)grid_value(&kIQ3S, pt, j);
-        lev[j] = (int8_t)(x[j] < 0.0f ? -g : g);
-        /* as the dequantizer: (d·(1 + 2s)) · g · ±1 */
-        q[j] = p->scale[first / 32] * (float)g * (x[j] < 0.0f ? -1.0f : 1.0f);
+        const int g = (int)grid_value(b, pt, j), neg = (x[j] < 0.0f) != (turn == j);
+        lev[j] = (int8_t)(neg ? -g : g);
+        /* as the dequantizer: step · g · ±1 */
+        q[j] = step * (float)g * (neg ? -1.0f : 1.0f);
     }
 }
 
@@ -301,7 +322,7 @@ static void quantize_block(const book *b, const float *x, const float *wi, uint8
     block_weights(wi, w);
     if (!b->parity) {
         float q[IQ3_BLOCK];
-        for (int g = 0; g < IQ3_BLOCK / 4; g++) iq3s_group(&p, 4 * g, x + 4 * g, w + 4 * g, lev + 4 * g, q + 4 * g);
+        for (int g = 0; g < IQ3_BLOCK / 4; g++) round_group(b, &p, 4 * g, x + 4 * g, w + 4 * g, lev + 4 * g, q + 4 * g);
     } else {
         for (int ib = 0; ib < 8; ib++) {
             unsigned pt[8];
@@ -321,18 +342,22 @@ static void quantize_block(const book *b, const float *x, const float *wi, uint8
 /* ---------------------------------------------------------------- for GPTQ (quant.h) */
 
 int sqz_iquant_block_params(int type, const float *x, const float *w, sqz_qparams *p, sqz_err *err) {
-    if (type != SQZ_TYPE_IQ3_S) return sqz_fail(err, "quantize: no GPTQ for codebook type id %d", type);
+    const book *b = book_of(type);
+    if (!b) return sqz_fail(err, "quantize: no codebook writer for type id %d", type);
     for (int i = 0; i < IQ3_BLOCK; i++)
-        if (!isfinite(x[i])) return sqz_fail(err, "quantize IQ3_S: value %d of the block is not finite", i);
-    block_params(&kIQ3S, x, w, p);
+        if (!isfinite(x[i]))
+            return sqz_fail(err, "quantize %s: value %d of the block is not finite", sqz_type_get(type)->name, i);
+    block_params(b, x, w, p);
     return SQZ_OK;
 }
 
 void sqz_iquant_round_group(const sqz_qparams *p, int first, const float *x, const float *w, int8_t *lev, float *q) {
-    iq3s_group(p, first, x, w, lev, q);
+    round_group(book_of(p->type), p, first, x, w, lev, q);
 }
 
-void sqz_iquant_pack_block(const sqz_qparams *p, const int8_t *levels, void *dst) { pack(&kIQ3S, p, levels, dst); }
+void sqz_iquant_pack_block(const sqz_qparams *p, const int8_t *levels, void *dst) {
+    pack(book_of(p->type), p, levels, dst);
+}
 
 int sqz_iquant_row(int type, const float *x, void *dst, int64_t n, const float *weights, sqz_err *err) {
     const book *b = book_of(type);

@@ -971,7 +971,7 @@ static void kquant_params(const qfmt *f, const float *x, const float *w, sqz_qpa
 
 int sqz_gptq_supported(int type) {
     const sqz_type_traits *tt = sqz_type_get(type);
-    return tt && (tt->quantize || tt->codebook == 1) ? 1 : 0;
+    return tt && (tt->quantize || tt->codebook) ? 1 : 0;
 }
 
 int sqz_quant_supported(int type) {
