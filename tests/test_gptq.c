@@ -130,7 +130,7 @@ static void test_types(sqz_pool *pool) {
     free(W); free(H); free(what); free(rq);
 }
 
-/* GPTQ into a codebook i-quant (IQ3_S, IQ3_XXS: a grid point per 4 consecutive columns): output
+/* GPTQ into a codebook i-quant (IQ3_S, IQ3_XXS, IQ2_XXS: a grid point per 4 or 8 consecutive columns): output
  * error below the same search's round to nearest (weighted by diag(H)), the bytes
  * dequantize to the reported Ŵ, the same bytes on one thread, act-order refused by name;
  * with H = I nothing propagates and GPTQ writes the round-to-nearest bytes. */
@@ -170,12 +170,13 @@ static void test_codebook(sqz_pool *pool, int type) {
     CHECK(sqz_gptq_quantize(type, W, rows, cols, H, &oa, pool, dst, NULL, NULL, NULL, NULL, &err) != 0 &&
               strstr(err.msg, name) && strstr(err.msg, "act-order"),
           "%s with act-order: %s", name, err.msg);
-    /* IQ3_XXS's GPTQ completes each 8's sign parity in its second group (the first is
-     * committed by then), its round to nearest over all 8: not the same bytes */
+    /* IQ3_XXS's GPTQ completes each 8's sign parity in its second group of 4 (the first is
+     * committed by then), its round to nearest over all 8: not the same bytes (IQ2_XXS's
+     * 8 are one group: the same) */
     sqz_gptq_opts oi = {0.0, 0, 0, 0, 0, NULL};
     CHECK(sqz_gptq_quantize(type, W, rows, cols, I, &oi, pool, dst, NULL, NULL, NULL, NULL, &err) == 0, "%s", err.msg);
     for (int64_t r = 0; r < rows; r++) sqz_convert_row(type, W + r * cols, dst1 + r * rb, cols, ones, &err);
-    CHECK(type != SQZ_TYPE_IQ3_S || memcmp(dst, dst1, rb * (size_t)rows) == 0,
+    CHECK(type == SQZ_TYPE_IQ3_XXS || memcmp(dst, dst1, rb * (size_t)rows) == 0,
           "%s: GPTQ with H = I differs from round to nearest", name);
     free(W); free(what); free(rq); free(ones); free(H); free(I); free(dst); free(dst1); free(w);
 }
@@ -447,6 +448,7 @@ int main(int argc, char **argv) {
     test_types(pool);
     test_codebook(pool, SQZ_TYPE_IQ3_S);
     test_codebook(pool, SQZ_TYPE_IQ3_XXS);
+    test_codebook(pool, SQZ_TYPE_IQ2_XXS);
     test_identity();
     test_shrink_one(pool);
     test_factor(pool);

@@ -32,6 +32,7 @@ typedef enum sqz_type {
     SQZ_TYPE_Q5_K = 13,
     SQZ_TYPE_Q6_K = 14,
     SQZ_TYPE_Q8_K = 15,
+    SQZ_TYPE_IQ2_XXS = 16,
     SQZ_TYPE_IQ3_XXS = 18,
     SQZ_TYPE_IQ4_NL = 20,
     SQZ_TYPE_IQ3_S = 21,
@@ -59,8 +60,9 @@ typedef struct sqz_type_traits {
                                      sqz_convert_row), which sits above this table */
     int quantize;           /* 1: a block type sqz quantizes into by the weighted scale search
                                (sqz_quant_supported, sqz_quant_block_params, GPTQ); else 0 */
-    int codebook;           /* 1: a codebook i-quant sqz writes by its grid search (sqz_convert_row,
-                               sqz_iquant_*; GPTQ a group of columns at a time); else 0 */
+    int codebook;           /* a codebook i-quant sqz writes by its grid search (sqz_convert_row,
+                               sqz_iquant_*; GPTQ a group of columns at a time): the values per
+                               grid point (4: IQ3_S, IQ3_XXS; 8: IQ2_XXS); else 0 */
 } sqz_type_traits;
 
 /* The traits of a type id, or NULL for an id sqz does not know. */

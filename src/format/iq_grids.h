@@ -27,5 +27,9 @@ extern const uint16_t sqz_iq3s_near[];
 /* IQ3_XXS's, the same with level k of grid value v = (v - 4) / 8 (62 → 7) */
 extern const uint16_t sqz_iq3xxs_cell[4097];
 extern const uint16_t sqz_iq3xxs_near[];
+/* IQ2_XXS's: 3⁸ cells of 8 values, level k = round((v - 8) / 17.5) of {8, 25, 43}, cell
+ * Σ k_j·3^j */
+extern const uint16_t sqz_iq2xxs_cell[6562];
+extern const uint16_t sqz_iq2xxs_near[];
 
 #endif

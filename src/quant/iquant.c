@@ -29,50 +29,63 @@
 
 #define IQ3_BLOCK 256
 
-/* What the two 3-bit codebooks differ in. */
+/* What the codebooks differ in. */
 typedef struct book {
     int type, block_bytes;
-    const uint32_t *grid;              /* 4 values per point, value j in byte j */
+    int G, levels;                     /* values per grid point; levels per value */
+    const uint32_t *grid4;             /* G 4: value j in byte j */
+    const uint64_t *grid8;             /* G 8 */
     const uint16_t *cell, *near;       /* the neighbours of each cell of levels */
-    float v0, inv_dv;                  /* level k of grid value v: (v - v0) / dv */
-    float top, half_dv;                /* the largest grid value; half a level's width */
-    float mul;                         /* d from the largest step: step / (31 · mul) */
+    float v0, inv_dv;                  /* level k of grid value v: round((v - v0) / dv) */
+    float top, cand_dv;                /* the largest grid value; the steps tried below it */
+    float mul;                         /* step = d · mul · (1 + 2s) */
+    float smul;                        /* 0: step d·(1 + 2s); else d·(0.5 + s)·smul (the dequantizer's order) */
     int parity;                        /* signs in 8s with an even count of minus signs */
 } book;
 
-static const book kIQ3S = {SQZ_TYPE_IQ3_S, 110, sqz_iq3s_grid, sqz_iq3s_cell, sqz_iq3s_near,
-                           1.0f, 0.5f, 15.0f, 1.0f, 1.0f, 0};
-static const book kIQ3XXS = {SQZ_TYPE_IQ3_XXS, 98, sqz_iq3xxs_grid, sqz_iq3xxs_cell, sqz_iq3xxs_near,
-                             4.0f, 0.125f, 62.0f, 4.0f, 0.25f, 1};
+static const book kIQ3S = {SQZ_TYPE_IQ3_S, 110, 4, 8, sqz_iq3s_grid, NULL, sqz_iq3s_cell, sqz_iq3s_near,
+                           1.0f, 0.5f, 15.0f, 1.0f, 1.0f, 0.0f, 0};
+static const book kIQ3XXS = {SQZ_TYPE_IQ3_XXS, 98, 4, 8, sqz_iq3xxs_grid, NULL, sqz_iq3xxs_cell, sqz_iq3xxs_near,
+                             4.0f, 0.125f, 62.0f, 4.0f, 0.25f, 0.5f, 1};
+static const book kIQ2XXS = {SQZ_TYPE_IQ2_XXS, 66, 8, 3, NULL, sqz_iq2xxs_grid, sqz_iq2xxs_cell, sqz_iq2xxs_near,
+                             8.0f, 1.0f / 17.5f, 43.0f, 4.0f, 0.125f, 0.25f, 1};
 
 static const book *book_of(int type) {
-    return type == SQZ_TYPE_IQ3_S ? &kIQ3S : type == SQZ_TYPE_IQ3_XXS ? &kIQ3XXS : NULL;
+    return type == SQZ_TYPE_IQ3_S     ? &kIQ3S
+           : type == SQZ_TYPE_IQ3_XXS ? &kIQ3XXS
+           : type == SQZ_TYPE_IQ2_XXS ? &kIQ2XXS
+                                      : NULL;
 }
 
 /* The step of scale s, as the dequantizer computes it (types.c). */
 static float step_of(const book *b, float d, int s) {
-    return b->parity ? d * (0.5f + (float)s) * 0.5f : d * (float)(1 + 2 * s);
+    return b->smul > 0.0f ? d * (0.5f + (float)s) * b->smul : d * (float)(1 + 2 * s);
 }
 
-static float grid_value(const book *b, unsigned point, int j) { return (float)(uint8_t)(b->grid[point] >> (8 * j)); }
+static float grid_value(const book *b, unsigned point, int j) {
+    return (float)(uint8_t)(b->grid8 ? b->grid8[point] >> (8 * j) : b->grid4[point] >> (8 * j));
+}
 
-/* The grid point nearest to the 4 targets a (magnitudes; a negative one is a value whose
+/* The level of target t (in grid values) or of a grid value: its cell coordinate. */
+static int level_of(const book *b, float t) {
+    const float k = (t - b->v0) * b->inv_dv;
+    const int l = k > 0.0f ? (int)(k + 0.5f) : 0;
+    return l > b->levels - 1 ? b->levels - 1 : l;
+}
+
+/* The grid point nearest to the G targets a (magnitudes; a negative one is a value whose
  * sign was turned) with weights w at step `step`, among the neighbours of their cell; its
  * weighted squared error in *e. */
 static unsigned nearest(const book *b, const float *a, const float *w, float step, double *e) {
     const float inv = step > 0.0f ? 1.0f / step : 0.0f;
     int cell = 0;
-    for (int j = 0; j < 4; j++) {
-        float t = (a[j] * inv - b->v0) * b->inv_dv;
-        int k = t > 0.0f ? (int)(t + 0.5f) : 0;
-        cell += (k > 7 ? 7 : k) << (3 * j);
-    }
+    for (int j = 0, m = 1; j < b->G; j++, m *= b->levels) cell += level_of(b, a[j] * inv) * m;
     unsigned best = b->near[b->cell[cell]];
     double be = INFINITY;
     for (int i = b->cell[cell]; i < b->cell[cell + 1]; i++) {
         const unsigned p = b->near[i];
         double err = 0.0;
-        for (int j = 0; j < 4; j++) {
+        for (int j = 0; j < b->G; j++) {
             const double d = (double)a[j] - (double)step * grid_value(b, p, j);
             err += (double)w[j] * d * d;
         }
@@ -82,15 +95,16 @@ static unsigned nearest(const book *b, const float *a, const float *w, float ste
     return best;
 }
 
-/* The 8 groups of a sub-block (values x, weights w) at a step: points into pt, the error
- * returned; with sign parity, turn[h] the value (0..7) of 8-group h whose sign turns, or
- * -1. */
+/* The groups of a sub-block of 32 (values x, weights w) at a step: points into pt (32/G
+ * of them), the error returned; with sign parity, turn[h] the value (0..7) of 8-span h
+ * whose sign turns, or -1. */
 static double sub_points(const book *b, const float *x, const float *w, float step, unsigned *pt, int *turn) {
+    const int G = b->G;
     float a[32];
     double e[8], total = 0.0;
     for (int i = 0; i < 32; i++) a[i] = fabsf(x[i]);
-    for (int g = 0; g < 8; g++) {
-        pt[g] = nearest(b, a + 4 * g, w + 4 * g, step, &e[g]);
+    for (int g = 0; g < 32 / G; g++) {
+        pt[g] = nearest(b, a + G * g, w + G * g, step, &e[g]);
         total += e[g];
     }
     if (!b->parity) return total;
@@ -102,15 +116,15 @@ static double sub_points(const book *b, const float *x, const float *w, float st
         double best = INFINITY;
         unsigned bp = 0;
         for (int i = 0; i < 8; i++) {
-            const int g = 2 * h + i / 4;
-            float t[4];
-            memcpy(t, a + 4 * g, sizeof t);
-            t[i % 4] = -t[i % 4];
+            const int v = 8 * h + i, g = v / G;
+            float t[8];
+            memcpy(t, a + G * g, (size_t)G * sizeof(float));
+            t[v % G] = -t[v % G];
             double et;
-            const unsigned p = nearest(b, t, w + 4 * g, step, &et);
+            const unsigned p = nearest(b, t, w + G * g, step, &et);
             if (et - e[g] < best) best = et - e[g], bp = p, turn[h] = i;
         }
-        pt[2 * h + turn[h] / 4] = bp;
+        pt[(8 * h + turn[h]) / G] = bp;
         total += best;
     }
     return total;
@@ -119,7 +133,7 @@ static double sub_points(const book *b, const float *x, const float *w, float st
 /* The value of x[i] a sub-block's choice gives: ±step·(grid value). */
 static float chosen(const book *b, const float *x, const unsigned *pt, const int *turn, float step, int i, int *neg) {
     *neg = (x[i] < 0.0f) != (b->parity && turn[i / 8] == i % 8);
-    const float g = grid_value(b, pt[i / 4], i % 4);
+    const float g = grid_value(b, pt[i / b->G], i % b->G);
     return step * g * (*neg ? -1.0f : 1.0f);
 }
 
@@ -144,7 +158,7 @@ static float sub_step(const book *b, const float *x, const float *w) {
     double best = INFINITY;
     float bs = amax / b->top;
     for (int c = 0; c < 7; c++) {
-        float s = amax / (b->top - (float)c * b->half_dv);
+        float s = amax / (b->top - (float)c * b->cand_dv);
         for (int it = 0; it < 2; it++) {
             const double e = sub_points(b, x, w, s, pt, turn);
             if (e < best) best = e, bs = s;
@@ -242,27 +256,29 @@ static void block_params(const book *b, const float *x, const float *wi, sqz_qpa
     for (int ib = 0; ib < 8; ib++) p->sc[ib] = (int16_t)sc[ib], p->scale[ib] = step_of(b, d16, sc[ib]);
 }
 
-/* The 4 values x of group `first / 4` (first: the group's first value in the block):
+/* The G values x of group `first / G` (first: the group's first value in the block):
  * their grid point at the sub-block's step, in the importances' metric, and a sign each;
- * levels ±(grid value) and the values they give. IQ3_XXS: the second group of each 8
- * (first % 8 == 4) completes the parity of its partner's signs (its levels in lev[-4..-1],
- * already chosen): when the count of minus signs would be odd, the value of this group
- * whose turned sign costs least turns. */
+ * levels ±(grid value) and the values they give. With sign parity the group that ends an
+ * 8-span completes its parity (an earlier group of the span, IQ3_XXS's first 4, has its
+ * levels in lev[-(first % 8) .. -1], already chosen): when the count of minus signs would
+ * be odd, the value of this group whose turned sign costs least turns. */
 static void round_group(const book *b, const sqz_qparams *p, int first, const float *x, const float *w, int8_t *lev,
                         float *q) {
-    float a[4], wg[4];
-    for (int j = 0; j < 4; j++) a[j] = fabsf(x[j]), wg[j] = w ? w[j] : 1.0f;
+    const int G = b->G, before = first % 8;
+    float a[8], wg[8];
+    for (int j = 0; j < G; j++) a[j] = fabsf(x[j]), wg[j] = w ? w[j] : 1.0f;
     const float step = p->scale[first / 32];
     double e;
     unsigned pt = nearest(b, a, wg, step, &e);
     int turn = -1;
-    if (b->parity && first % 8 == 4) {
+    if (b->parity && before + G == 8) {
         int neg = 0;
-        for (int j = 0; j < 4; j++) neg += (lev[j - 4] < 0) + (x[j] < 0.0f);
+        for (int j = 0; j < before; j++) neg += lev[j - before] < 0;
+        for (int j = 0; j < G; j++) neg += x[j] < 0.0f;
         if (neg & 1) {
             double best = INFINITY;
-            for (int j = 0; j < 4; j++) {
-                float t[4];
+            for (int j = 0; j < G; j++) {
+                float t[8];
                 memcpy(t, a, sizeof t);
                 t[j] = -t[j];
                 double et;
@@ -271,7 +287,7 @@ static void round_group(const book *b, const sqz_qparams *p, int first, const fl
             }
         }
     }
-    for (int j = 0; j < 4; j++) {
+    for (int j = 0; j < G; j++) {
         const int g = (int)grid_value(b, pt, j), neg = (x[j] < 0.0f) != (turn == j);
         lev[j] = (int8_t)(neg ? -g : g);
         /* as the dequantizer: step · g · ±1 */
@@ -279,10 +295,10 @@ static void round_group(const book *b, const sqz_qparams *p, int first, const fl
     }
 }
 
-/* A grid point's index from its 4 values (each a grid value). */
+/* A grid point's index from its G values (each a grid value). */
 static unsigned point_index(const book *b, const int8_t *lev) {
     int cell = 0;
-    for (int j = 0; j < 4; j++) cell += (int)(((float)abs(lev[j]) - b->v0) * b->inv_dv) << (3 * j);
+    for (int j = 0, m = 1; j < b->G; j++, m *= b->levels) cell += level_of(b, (float)abs(lev[j])) * m;
     return b->near[b->cell[cell]]; /* a grid point's cell lists only itself */
 }
 
@@ -301,8 +317,10 @@ static void pack(const book *b, const sqz_qparams *p, const int8_t *lev, uint8_t
         for (int ib = 0; ib < 8; ib++) out[106 + ib / 2] |= (uint8_t)(p->sc[ib] << (4 * (ib % 2)));
         return;
     }
-    /* IQ3_XXS: f16 d; qs[64]; per sub-block a u32: four 7-bit sign indices, scale in the top 4 bits */
-    for (int k = 0; k < 64; k++) out[2 + k] = (uint8_t)point_index(b, lev + 4 * k);
+    /* IQ3_XXS: f16 d; qs[64]; per sub-block a u32: four 7-bit sign indices, scale in the
+     * top 4 bits. IQ2_XXS: f16 d; per sub-block four point indices (bytes), then that u32 */
+    const int two = b->G == 8;
+    for (int k = 0; k < 256 / b->G; k++) out[2 + (two ? 8 * (k / 4) + k % 4 : k)] = (uint8_t)point_index(b, lev + b->G * k);
     for (int ib = 0; ib < 8; ib++) {
         uint32_t aux = (uint32_t)p->sc[ib] << 28;
         for (int h = 0; h < 4; h++) {
@@ -310,7 +328,7 @@ static void pack(const book *b, const sqz_qparams *p, const int8_t *lev, uint8_t
             for (int i = 0; i < 8; i++) bits |= (unsigned)(lev[32 * ib + 8 * h + i] < 0) << i;
             aux |= (uint32_t)(bits & 127) << (7 * h);
         }
-        for (int k = 0; k < 4; k++) out[66 + 4 * ib + k] = (uint8_t)(aux >> (8 * k));
+        for (int k = 0; k < 4; k++) out[(two ? 2 + 8 * ib + 4 : 66 + 4 * ib) + k] = (uint8_t)(aux >> (8 * k));
     }
 }
 
@@ -331,7 +349,7 @@ static void quantize_block(const book *b, const float *x, const float *wi, uint8
             for (int i = 0; i < 32; i++) {
                 int neg;
                 chosen(b, x + 32 * ib, pt, turn, 1.0f, i, &neg);
-                const int g = (int)grid_value(b, pt[i / 4], i % 4);
+                const int g = (int)grid_value(b, pt[i / b->G], i % b->G);
                 lev[32 * ib + i] = (int8_t)(neg ? -g : g);
             }
         }

@@ -88,6 +88,8 @@ def load_ggml():
         lib.ggml_quantize_chunk.restype = ctypes.c_size_t
         lib.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
                                             ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
+        lib.ggml_quantize_requires_imatrix.restype = ctypes.c_bool
+        lib.ggml_quantize_requires_imatrix.argtypes = [ctypes.c_int]
         lib.ggml_type_name.restype = ctypes.c_char_p
         lib.ggml_type_name.argtypes = [ctypes.c_int]
         lib.gguf_init_from_file  # the parser must be there too
@@ -102,6 +104,10 @@ def ggml_quantize(lib, qt, x, imatrix):
     bs, bb = gguf.GGML_QUANT_SIZES[qt]
     out = np.zeros(rows * (cols // bs) * bb, dtype=np.uint8)
     x = np.ascontiguousarray(x, dtype=np.float32)
+    if imatrix is None and lib.ggml_quantize_requires_imatrix(int(qt)):
+        # ggml refuses these types without importances (IQ2_XXS): uniform ones, as sqz's
+        # own writer takes no weights as uniform
+        imatrix = np.ones(cols, dtype=np.float32)
     im = None if imatrix is None else np.ascontiguousarray(imatrix, dtype=np.float32)
     n = lib.ggml_quantize_chunk(int(qt), x.ctypes.data, out.ctypes.data, 0, rows, cols,
                                 None if im is None else im.ctypes.data)

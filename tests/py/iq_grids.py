@@ -9,8 +9,8 @@ The grids are part of the formats' definition (ggml-common.h; gguf-py carries th
 points): IQ2_XXS 256 × 8 values from {8, 25, 43}, IQ2_XS 512 × 8 and IQ2_S 1024 × 8 from
 the same set, IQ3_XXS 256 × 4 from {4, 12, ..., 62}, IQ3_S 512 × 4 from {1, 3, ..., 15},
 IQ1_S/IQ1_M 2048 × 8 from {-1, 0, 1}; and ksigns, the 128 sign patterns of 7 bits with
-an 8th making the count of minus signs even. Derived from them for the IQ3_S and IQ3_XXS
-quantizers: each cell of the 8⁴ level-index tuples with its nearest grid points. Each
+an 8th making the count of minus signs even. Derived from them for the IQ3_S, IQ3_XXS and
+IQ2_XXS quantizers: each cell of the 8⁴ level-index tuples with its nearest grid points. Each
 point is written as ggml writes it:
 one byte per value, the first value in the lowest byte (int8 two's complement for IQ1).
 """
@@ -51,27 +51,29 @@ def table(name, ctype, values, per_line):
     return "\n".join(lines) + "\n"
 
 
-def neighbours(qtype, name, v0, dv):
-    """For the IQ3_S and IQ3_XXS quantizers: each of the 8⁴ cells of level indices (level
-    k of grid value v = (v - v0) // dv: IQ3_S's {1, 3, ..., 15} and IQ3_XXS's {4, 12, ...,
-    52, 62} each give 0..7; cell k0 + 8·k1 + 64·k2 + 512·k3) lists the grid points within
-    squared index distance dmin² + 1 of it (dmin: the nearest point's), nearest first (ties
-    by index); a cell that is a grid point lists only itself."""
+def neighbours(qtype, name, v0, dv, levels=8):
+    """For the codebook quantizers: each cell of level indices (level k of grid value v =
+    round((v - v0) / dv): IQ3_S's {1, 3, ..., 15} and IQ3_XXS's {4, 12, ..., 52, 62} each
+    give 0..7, 8⁴ cells of 4 values; IQ2_XXS's {8, 25, 43} 0..2, 3⁸ cells of 8 values; cell
+    Σ k_j · levels^j) lists the grid points within squared index distance dmin² + 1 of it
+    (dmin: the nearest point's), nearest first (ties by index); a cell that is a grid point
+    lists only itself."""
     g = grid_values(qtype)
-    k = (g - v0) // dv
-    n = len(g)
-    cells = np.array([[c % 8, c // 8 % 8, c // 64 % 8, c // 512] for c in range(4096)])
+    k = np.floor((g - v0) / dv + 0.5).astype(int)
+    n, G = g.shape
+    ncell = levels ** G
+    cells = np.array([[c // levels ** j % levels for j in range(G)] for c in range(ncell)])
     d2 = ((cells[:, None, :] - k[None, :, :]) ** 2).sum(-1)
     start, items = [0], []
-    for c in range(4096):
+    for c in range(ncell):
         m = d2[c].min()
         near = [i for i in range(n) if d2[c, i] <= (m if m == 0 else m + 1)]
         near.sort(key=lambda i: (d2[c, i], i))
         items += near
         start.append(len(items))
     lines = [f"/* {name.upper()}: cell c's grid points are sqz_{name}_near[sqz_{name}_cell[c] .. sqz_{name}_cell[c + 1]) (neighbours) */",
-             f"const uint16_t sqz_{name}_cell[4097] = {{"]
-    for i in range(0, 4097, 16):
+             f"const uint16_t sqz_{name}_cell[{ncell + 1}] = {{"]
+    for i in range(0, ncell + 1, 16):
         lines.append("    " + ", ".join(str(v) for v in start[i:i + 16]) + ",")
     lines.append("};")
     lines.append(f"const uint16_t sqz_{name}_near[{len(items)}] = {{")
@@ -97,6 +99,7 @@ def render():
     out.append(table("sqz_iq1s_grid", "uint64_t", grid_values(q.IQ1_S), 4))
     out.append(neighbours(q.IQ3_S, "iq3s", 1, 2))
     out.append(neighbours(q.IQ3_XXS, "iq3xxs", 4, 8))
+    out.append(neighbours(q.IQ2_XXS, "iq2xxs", 8, 17.5, levels=3))
     return "\n".join(out) + "\n"
 
 
@@ -122,7 +125,7 @@ def main():
         else:
             print(f"iq_grids: FAIL: {path} has {len(a)} lines, gguf-py's tables give {len(b)}")
         return 1
-    print(f"iq_grids: {path} equals gguf-py's tables (ksigns, IQ2_XXS/XS/S, IQ3_XXS/S, IQ1_S grids; IQ3_S and IQ3_XXS cells)")
+    print(f"iq_grids: {path} equals gguf-py's tables (ksigns, IQ2_XXS/XS/S, IQ3_XXS/S, IQ1_S grids; IQ3_S, IQ3_XXS and IQ2_XXS cells)")
     return 0
 
 
