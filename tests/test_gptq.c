@@ -449,6 +449,8 @@ int main(int argc, char **argv) {
     test_codebook(pool, SQZ_TYPE_IQ3_S);
     test_codebook(pool, SQZ_TYPE_IQ3_XXS);
     test_codebook(pool, SQZ_TYPE_IQ2_XXS);
+    test_codebook(pool, SQZ_TYPE_IQ2_XS);
+    test_codebook(pool, SQZ_TYPE_IQ2_S);
     test_identity();
     test_shrink_one(pool);
     test_factor(pool);

@@ -31,5 +31,10 @@ extern const uint16_t sqz_iq3xxs_near[];
  * Σ k_j·3^j */
 extern const uint16_t sqz_iq2xxs_cell[6562];
 extern const uint16_t sqz_iq2xxs_near[];
+/* IQ2_XS's and IQ2_S's, the same over their grids */
+extern const uint16_t sqz_iq2xs_cell[6562];
+extern const uint16_t sqz_iq2xs_near[];
+extern const uint16_t sqz_iq2s_cell[6562];
+extern const uint16_t sqz_iq2s_near[];
 
 #endif

@@ -56,7 +56,9 @@ int sqz_qmodel_fallback_type(int type, int64_t ncols) {
     case SQZ_TYPE_IQ4_XS:
     case SQZ_TYPE_IQ3_S:
     case SQZ_TYPE_IQ3_XXS:
-    case SQZ_TYPE_IQ2_XXS: fb = SQZ_TYPE_IQ4_NL; break;
+    case SQZ_TYPE_IQ2_XXS:
+    case SQZ_TYPE_IQ2_XS:
+    case SQZ_TYPE_IQ2_S: fb = SQZ_TYPE_IQ4_NL; break;
     default: fb = SQZ_TYPE_F16; break;
     }
     if (ncols % sqz_type_get(fb)->block_size != 0) fb = SQZ_TYPE_F16;

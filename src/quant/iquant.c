@@ -11,6 +11,9 @@
  * IQ3_XXS (3.0625): the same layout of d, 4-bit scales (step d·(0.5 + s)·0.5) and groups
  * of 4, 256 grid points (values in {4, 12, ..., 52, 62}); the signs come in groups of 8
  * with an even count of minus signs (7 bits stored, the 8th implied).
+ * IQ2_XXS (2.0625), IQ2_XS (2.3125), IQ2_S (2.5625): groups of 8 values, grid points of
+ * {8, 25, 43} (256, 512, 1024 of them), step d·(0.5 + s)·0.25 per 32 values (IQ2_XXS) or
+ * per 16; signs with even parity per 8 (IQ2_XXS, IQ2_XS) or free (IQ2_S).
  * Both searched alike: per sub-block its best step over a few candidates around
  * max|x|/(largest grid value) (each: every group's nearest grid point among the
  * neighbours of its cell of rounded levels, src/format/iq_grids.h, then a least-squares
@@ -41,19 +44,26 @@ typedef struct book {
     float mul;                         /* step = d · mul · (1 + 2s) */
     float smul;                        /* 0: step d·(1 + 2s); else d·(0.5 + s)·smul (the dequantizer's order) */
     int parity;                        /* signs in 8s with an even count of minus signs */
+    int sub;                           /* values per 4-bit scale: 32, or 16 (IQ2_XS, IQ2_S) */
 } book;
 
 static const book kIQ3S = {SQZ_TYPE_IQ3_S, 110, 4, 8, sqz_iq3s_grid, NULL, sqz_iq3s_cell, sqz_iq3s_near,
-                           1.0f, 0.5f, 15.0f, 1.0f, 1.0f, 0.0f, 0};
+                           1.0f, 0.5f, 15.0f, 1.0f, 1.0f, 0.0f, 0, 32};
 static const book kIQ3XXS = {SQZ_TYPE_IQ3_XXS, 98, 4, 8, sqz_iq3xxs_grid, NULL, sqz_iq3xxs_cell, sqz_iq3xxs_near,
-                             4.0f, 0.125f, 62.0f, 4.0f, 0.25f, 0.5f, 1};
+                             4.0f, 0.125f, 62.0f, 4.0f, 0.25f, 0.5f, 1, 32};
 static const book kIQ2XXS = {SQZ_TYPE_IQ2_XXS, 66, 8, 3, NULL, sqz_iq2xxs_grid, sqz_iq2xxs_cell, sqz_iq2xxs_near,
-                             8.0f, 1.0f / 17.5f, 43.0f, 4.0f, 0.125f, 0.25f, 1};
+                             8.0f, 1.0f / 17.5f, 43.0f, 4.0f, 0.125f, 0.25f, 1, 32};
+static const book kIQ2XS = {SQZ_TYPE_IQ2_XS, 74, 8, 3, NULL, sqz_iq2xs_grid, sqz_iq2xs_cell, sqz_iq2xs_near,
+                            8.0f, 1.0f / 17.5f, 43.0f, 4.0f, 0.125f, 0.25f, 1, 16};
+static const book kIQ2S = {SQZ_TYPE_IQ2_S, 82, 8, 3, NULL, sqz_iq2s_grid, sqz_iq2s_cell, sqz_iq2s_near,
+                           8.0f, 1.0f / 17.5f, 43.0f, 4.0f, 0.125f, 0.25f, 0, 16};
 
 static const book *book_of(int type) {
     return type == SQZ_TYPE_IQ3_S     ? &kIQ3S
            : type == SQZ_TYPE_IQ3_XXS ? &kIQ3XXS
            : type == SQZ_TYPE_IQ2_XXS ? &kIQ2XXS
+           : type == SQZ_TYPE_IQ2_XS  ? &kIQ2XS
+           : type == SQZ_TYPE_IQ2_S   ? &kIQ2S
                                       : NULL;
 }
 
@@ -95,20 +105,20 @@ static unsigned nearest(const book *b, const float *a, const float *w, float ste
     return best;
 }
 
-/* The groups of a sub-block of 32 (values x, weights w) at a step: points into pt (32/G
- * of them), the error returned; with sign parity, turn[h] the value (0..7) of 8-span h
- * whose sign turns, or -1. */
+/* The groups of a sub-block (b->sub values x, weights w) at a step: points into pt
+ * (sub/G of them), the error returned; with sign parity, turn[h] the value (0..7) of
+ * 8-span h whose sign turns, or -1. */
 static double sub_points(const book *b, const float *x, const float *w, float step, unsigned *pt, int *turn) {
     const int G = b->G;
     float a[32];
     double e[8], total = 0.0;
-    for (int i = 0; i < 32; i++) a[i] = fabsf(x[i]);
-    for (int g = 0; g < 32 / G; g++) {
+    for (int i = 0; i < b->sub; i++) a[i] = fabsf(x[i]);
+    for (int g = 0; g < b->sub / G; g++) {
         pt[g] = nearest(b, a + G * g, w + G * g, step, &e[g]);
         total += e[g];
     }
     if (!b->parity) return total;
-    for (int h = 0; h < 4; h++) {
+    for (int h = 0; h < b->sub / 8; h++) {
         turn[h] = -1;
         int neg = 0;
         for (int i = 0; i < 8; i++) neg += x[8 * h + i] < 0.0f;
@@ -140,7 +150,7 @@ static float chosen(const book *b, const float *x, const unsigned *pt, const int
 /* The least-squares step of a sub-block for fixed points (0 when they carry no weight). */
 static float lsq_step(const book *b, const float *x, const float *w, const unsigned *pt, const int *turn) {
     double sag = 0.0, sgg = 0.0;
-    for (int i = 0; i < 32; i++) {
+    for (int i = 0; i < b->sub; i++) {
         int neg;
         const double g = chosen(b, x, pt, turn, 1.0f, i, &neg);
         sag += (double)w[i] * x[i] * g, sgg += (double)w[i] * g * g;
@@ -151,7 +161,7 @@ static float lsq_step(const book *b, const float *x, const float *w, const unsig
 /* A sub-block's best step (its ideal before the block's d quantizes it). */
 static float sub_step(const book *b, const float *x, const float *w) {
     float amax = 0.0f;
-    for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(x[i]));
+    for (int i = 0; i < b->sub; i++) amax = fmaxf(amax, fabsf(x[i]));
     if (amax == 0.0f) return 0.0f;
     unsigned pt[8];
     int turn[4];
@@ -175,7 +185,7 @@ static float sub_step(const book *b, const float *x, const float *w) {
 static double eval_d(const book *b, const float *x, const float *w, const float *steps, float d, int *sc,
                      unsigned *pt, int *turn) {
     double total = 0.0;
-    for (int ib = 0; ib < 8; ib++) {
+    for (int ib = 0; ib < IQ3_BLOCK / b->sub; ib++) {
         const float r = d > 0.0f ? (steps[ib] / (d * b->mul) - 1.0f) * 0.5f : 0.0f;
         int lo = (int)floorf(r);
         lo = lo < 0 ? 0 : (lo > 15 ? 15 : lo);
@@ -184,7 +194,7 @@ static double eval_d(const book *b, const float *x, const float *w, const float 
         unsigned tp[8];
         int tt[4];
         for (int s = lo; s <= hi; s++) {
-            const double e = sub_points(b, x + 32 * ib, w + 32 * ib, step_of(b, d, s), tp, tt);
+            const double e = sub_points(b, x + b->sub * ib, w + b->sub * ib, step_of(b, d, s), tp, tt);
             if (e < best) {
                 best = e, sc[ib] = s;
                 memcpy(pt + 8 * ib, tp, sizeof tp);
@@ -210,15 +220,16 @@ static void block_weights(const float *wi, float *w) {
 
 /* A block's d and sub-block scales from its current values (x, importances wi or NULL). */
 static void block_params(const book *b, const float *x, const float *wi, sqz_qparams *p) {
-    float w[IQ3_BLOCK], steps[8];
+    const int nsub = IQ3_BLOCK / b->sub, sub = b->sub;
+    float w[IQ3_BLOCK], steps[16];
     block_weights(wi, w);
     float smax = 0.0f;
-    for (int ib = 0; ib < 8; ib++) {
-        steps[ib] = sub_step(b, x + 32 * ib, w + 32 * ib);
+    for (int ib = 0; ib < nsub; ib++) {
+        steps[ib] = sub_step(b, x + sub * ib, w + sub * ib);
         smax = fmaxf(smax, steps[ib]);
     }
-    int sc[8] = {0}, tsc[8], turn[32], tturn[32];
-    unsigned pt[64] = {0}, tpt[64];
+    int sc[16] = {0}, tsc[16], turn[64], tturn[64];
+    unsigned pt[128] = {0}, tpt[128];
     float bd = 0.0f;
     double best = INFINITY;
     if (smax > 0.0f) {
@@ -236,8 +247,8 @@ static void block_params(const book *b, const float *x, const float *wi, sqz_qpa
         double sxa = 0.0, saa = 0.0;
         for (int i = 0; i < IQ3_BLOCK; i++) {
             int neg;
-            const double v = chosen(b, x + 32 * (i / 32), pt + 8 * (i / 32), turn + 4 * (i / 32),
-                                    step_of(b, 1.0f, sc[i / 32]), i % 32, &neg);
+            const double v = chosen(b, x + sub * (i / sub), pt + 8 * (i / sub), turn + 4 * (i / sub),
+                                    step_of(b, 1.0f, sc[i / sub]), i % sub, &neg);
             sxa += (double)w[i] * x[i] * v, saa += (double)w[i] * v * v;
         }
         const float d = saa > 0.0 ? f16_round((float)(sxa / saa)) : 0.0f;
@@ -249,11 +260,11 @@ static void block_params(const book *b, const float *x, const float *wi, sqz_qpa
     memset(p, 0, sizeof *p);
     p->type = b->type;
     p->block_size = IQ3_BLOCK;
-    p->sub_size = 32;
-    p->n_sub = 8;
+    p->sub_size = sub;
+    p->n_sub = nsub;
     p->d = sqz_f32_to_f16(bd);
     const float d16 = sqz_f16_to_f32(p->d);
-    for (int ib = 0; ib < 8; ib++) p->sc[ib] = (int16_t)sc[ib], p->scale[ib] = step_of(b, d16, sc[ib]);
+    for (int ib = 0; ib < nsub; ib++) p->sc[ib] = (int16_t)sc[ib], p->scale[ib] = step_of(b, d16, sc[ib]);
 }
 
 /* The G values x of group `first / G` (first: the group's first value in the block):
@@ -267,7 +278,7 @@ static void round_group(const book *b, const sqz_qparams *p, int first, const fl
     const int G = b->G, before = first % 8;
     float a[8], wg[8];
     for (int j = 0; j < G; j++) a[j] = fabsf(x[j]), wg[j] = w ? w[j] : 1.0f;
-    const float step = p->scale[first / 32];
+    const float step = p->scale[first / b->sub];
     double e;
     unsigned pt = nearest(b, a, wg, step, &e);
     int turn = -1;
@@ -306,7 +317,7 @@ static void pack(const book *b, const sqz_qparams *p, const int8_t *lev, uint8_t
     memset(out, 0, (size_t)b->block_bytes);
     out[0] = (uint8_t)(p->d & 0xFF);
     out[1] = (uint8_t)(p->d >> 8);
-    if (!b->parity) { /* IQ3_S: f16 d; qs[64]; qh[8]; signs[32]; scales[4] (types.c's dq_iq3_s) */
+    if (b->type == SQZ_TYPE_IQ3_S) { /* f16 d; qs[64]; qh[8]; signs[32]; scales[4] (types.c's dq_iq3_s) */
         for (int k = 0; k < 64; k++) {
             const unsigned pt = point_index(b, lev + 4 * k);
             out[2 + k] = (uint8_t)(pt & 0xFF);
@@ -315,6 +326,25 @@ static void pack(const book *b, const sqz_qparams *p, const int8_t *lev, uint8_t
         for (int i = 0; i < IQ3_BLOCK; i++)
             if (lev[i] < 0) out[74 + i / 8] |= (uint8_t)(1u << (i % 8));
         for (int ib = 0; ib < 8; ib++) out[106 + ib / 2] |= (uint8_t)(p->sc[ib] << (4 * (ib % 2)));
+        return;
+    }
+    if (b->sub == 16) { /* IQ2_XS, IQ2_S (types.c's dq_iq2_xs, dq_iq2_s) */
+        for (int k = 0; k < 32; k++) {
+            const unsigned pt = point_index(b, lev + 8 * k);
+            unsigned bits = 0;
+            for (int i = 0; i < 8; i++) bits |= (unsigned)(lev[8 * k + i] < 0) << i;
+            if (b->parity) { /* u16 qs[32]: 9-bit index, 7-bit sign index */
+                const unsigned v = pt | (bits & 127) << 9;
+                out[2 + 2 * k] = (uint8_t)(v & 0xFF);
+                out[2 + 2 * k + 1] = (uint8_t)(v >> 8);
+            } else { /* qs[32] low index bits, signs[32], qh[8] two high bits per group */
+                out[2 + k] = (uint8_t)(pt & 0xFF);
+                out[34 + k] = (uint8_t)bits;
+                out[66 + k / 4] |= (uint8_t)(((pt >> 8) & 3) << (2 * (k % 4)));
+            }
+        }
+        const int sc_at = b->parity ? 66 : 74;
+        for (int ib = 0; ib < 16; ib++) out[sc_at + ib / 2] |= (uint8_t)(p->sc[ib] << (4 * (ib % 2)));
         return;
     }
     /* IQ3_XXS: f16 d; qs[64]; per sub-block a u32: four 7-bit sign indices, scale in the
@@ -338,19 +368,20 @@ static void quantize_block(const book *b, const float *x, const float *wi, uint8
     float w[IQ3_BLOCK];
     block_params(b, x, wi, &p);
     block_weights(wi, w);
+    const int G = b->G, sub = b->sub;
     if (!b->parity) {
         float q[IQ3_BLOCK];
-        for (int g = 0; g < IQ3_BLOCK / 4; g++) round_group(b, &p, 4 * g, x + 4 * g, w + 4 * g, lev + 4 * g, q + 4 * g);
+        for (int g = 0; g < IQ3_BLOCK / G; g++) round_group(b, &p, G * g, x + G * g, w + G * g, lev + G * g, q + G * g);
     } else {
-        for (int ib = 0; ib < 8; ib++) {
+        for (int ib = 0; ib < IQ3_BLOCK / sub; ib++) {
             unsigned pt[8];
             int turn[4];
-            sub_points(b, x + 32 * ib, w + 32 * ib, p.scale[ib], pt, turn);
-            for (int i = 0; i < 32; i++) {
+            sub_points(b, x + sub * ib, w + sub * ib, p.scale[ib], pt, turn);
+            for (int i = 0; i < sub; i++) {
                 int neg;
-                chosen(b, x + 32 * ib, pt, turn, 1.0f, i, &neg);
-                const int g = (int)grid_value(b, pt[i / b->G], i % b->G);
-                lev[32 * ib + i] = (int8_t)(neg ? -g : g);
+                chosen(b, x + sub * ib, pt, turn, 1.0f, i, &neg);
+                const int g = (int)grid_value(b, pt[i / G], i % G);
+                lev[sub * ib + i] = (int8_t)(neg ? -g : g);
             }
         }
     }

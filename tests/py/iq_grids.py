@@ -10,7 +10,7 @@ points): IQ2_XXS 256 × 8 values from {8, 25, 43}, IQ2_XS 512 × 8 and IQ2_S 102
 the same set, IQ3_XXS 256 × 4 from {4, 12, ..., 62}, IQ3_S 512 × 4 from {1, 3, ..., 15},
 IQ1_S/IQ1_M 2048 × 8 from {-1, 0, 1}; and ksigns, the 128 sign patterns of 7 bits with
 an 8th making the count of minus signs even. Derived from them for the IQ3_S, IQ3_XXS and
-IQ2_XXS quantizers: each cell of the 8⁴ level-index tuples with its nearest grid points. Each
+IQ2 quantizers: each cell of the 8⁴ level-index tuples with its nearest grid points. Each
 point is written as ggml writes it:
 one byte per value, the first value in the lowest byte (int8 two's complement for IQ1).
 """
@@ -100,6 +100,8 @@ def render():
     out.append(neighbours(q.IQ3_S, "iq3s", 1, 2))
     out.append(neighbours(q.IQ3_XXS, "iq3xxs", 4, 8))
     out.append(neighbours(q.IQ2_XXS, "iq2xxs", 8, 17.5, levels=3))
+    out.append(neighbours(q.IQ2_XS, "iq2xs", 8, 17.5, levels=3))
+    out.append(neighbours(q.IQ2_S, "iq2s", 8, 17.5, levels=3))
     return "\n".join(out) + "\n"
 
 
@@ -125,7 +127,7 @@ def main():
         else:
             print(f"iq_grids: FAIL: {path} has {len(a)} lines, gguf-py's tables give {len(b)}")
         return 1
-    print(f"iq_grids: {path} equals gguf-py's tables (ksigns, IQ2_XXS/XS/S, IQ3_XXS/S, IQ1_S grids; IQ3_S, IQ3_XXS and IQ2_XXS cells)")
+    print(f"iq_grids: {path} equals gguf-py's tables (ksigns, IQ2_XXS/XS/S, IQ3_XXS/S, IQ1_S grids; IQ3_S, IQ3_XXS, IQ2_XXS, IQ2_XS and IQ2_S cells)")
     return 0
 
 
