@@ -306,8 +306,8 @@ int sqz_gptq_quantize_factored(int type, const float *W, int64_t rows, const sqz
     size_t row_bytes;
     if (sqz_type_row_bytes(type, cols, &row_bytes, err)) return SQZ_ERR;
     if (tt->codebook && f->act_order)
-        return sqz_fail(err, "gptq: %s: act-order cannot be used (a grid point covers %d consecutive columns)", tt->name,
-                        tt->codebook);
+        return sqz_fail(err, "gptq: %s: act-order cannot be used (its levels are chosen %d consecutive column%s at a "
+                        "time, in order)", tt->name, tt->codebook, tt->codebook > 1 ? "s" : "");
     sweep_ctx c = {type, (int)tt->block_size, f->act_order, tt->codebook, rows, cols, cols / tt->block_size,
                    tt->block_size > 128 ? tt->block_size : 128, row_bytes, W, f->U, f->Uf, f->imp,
                    f->act_order ? f->perm : NULL, f->dead, dst, what, params, levels, 0, {{0}}};

@@ -388,29 +388,100 @@ static void quantize_block(const book *b, const float *x, const float *wi, uint8
     pack(b, &p, lev, out);
 }
 
+/* ---------------------------------------------------------------- TQ2_0 */
+
+/* TQ2_0 (2.0625 bits per weight): a 256-value block of ternary levels q ∈ {-1, 0, 1} and
+ * one f16 d, value q·d. For a set S of nonzero levels the best d is Σ_S w|x| / Σ_S w and
+ * the error Σ w x² − (Σ_S w|x|)² / Σ_S w, so S is the k largest |x| for the k that
+ * maximizes (Σ_S w|x|)² / Σ_S w; d is rounded to f16 and each level is then the nearest
+ * of {−d, 0, d}. */
+#define TQ2_BYTES 66
+
+typedef struct tq2_item {
+    float a, w;
+    int i;
+} tq2_item;
+
+static int tq2_desc(const void *pa, const void *pb) {
+    const tq2_item *a = pa, *b = pb;
+    if (a->a != b->a) return a->a < b->a ? 1 : -1;
+    return a->i - b->i; /* ties in index order: the same bytes from any qsort */
+}
+
+static void tq2_params(const float *x, const float *wi, sqz_qparams *p) {
+    float w[IQ3_BLOCK];
+    tq2_item v[IQ3_BLOCK];
+    block_weights(wi, w);
+    for (int i = 0; i < IQ3_BLOCK; i++) v[i] = (tq2_item){fabsf(x[i]), w[i], i};
+    qsort(v, IQ3_BLOCK, sizeof v[0], tq2_desc);
+    double sa = 0.0, sw = 0.0, best = 0.0;
+    float bd = 0.0f;
+    for (int k = 0; k < IQ3_BLOCK && v[k].a > 0.0f; k++) {
+        sa += (double)v[k].w * v[k].a, sw += v[k].w;
+        const double gain = sa * sa / sw;
+        if (gain > best) best = gain, bd = (float)(sa / sw);
+    }
+    memset(p, 0, sizeof *p);
+    p->type = SQZ_TYPE_TQ2_0;
+    p->block_size = IQ3_BLOCK;
+    p->sub_size = IQ3_BLOCK;
+    p->n_sub = 1;
+    p->d = sqz_f32_to_f16(bd);
+    p->scale[0] = sqz_f16_to_f32(p->d);
+}
+
+/* The level of x at step d (the nearest of −d, 0, d) and the value it gives, as the
+ * dequantizer computes it. */
+static float tq2_level(float x, float d, int8_t *q) {
+    *q = (int8_t)(d > 0.0f && fabsf(x) > 0.5f * d ? (x < 0.0f ? -1 : 1) : 0);
+    return (float)*q * d;
+}
+
+static void tq2_pack(const sqz_qparams *p, const int8_t *lev, uint8_t *out) {
+    /* qs[64]: value 128h + 32k + m in bits 2k..2k+1 of qs[32h + m], as q + 1; then f16 d */
+    memset(out, 0, TQ2_BYTES);
+    for (int i = 0; i < IQ3_BLOCK; i++) {
+        const int h = i / 128, k = i % 128 / 32, m = i % 32;
+        out[32 * h + m] |= (uint8_t)((lev[i] + 1) << (2 * k));
+    }
+    out[64] = (uint8_t)(p->d & 0xFF);
+    out[65] = (uint8_t)(p->d >> 8);
+}
+
+static void tq2_block(const float *x, const float *wi, uint8_t *out) {
+    sqz_qparams p;
+    int8_t lev[IQ3_BLOCK];
+    tq2_params(x, wi, &p);
+    for (int i = 0; i < IQ3_BLOCK; i++) tq2_level(x[i], p.scale[0], &lev[i]);
+    tq2_pack(&p, lev, out);
+}
+
 /* ---------------------------------------------------------------- for GPTQ (quant.h) */
 
 int sqz_iquant_block_params(int type, const float *x, const float *w, sqz_qparams *p, sqz_err *err) {
     const book *b = book_of(type);
-    if (!b) return sqz_fail(err, "quantize: no codebook writer for type id %d", type);
+    if (!b && type != SQZ_TYPE_TQ2_0) return sqz_fail(err, "quantize: no codebook writer for type id %d", type);
     for (int i = 0; i < IQ3_BLOCK; i++)
         if (!isfinite(x[i]))
             return sqz_fail(err, "quantize %s: value %d of the block is not finite", sqz_type_get(type)->name, i);
-    block_params(b, x, w, p);
+    if (b) block_params(b, x, w, p);
+    else tq2_params(x, w, p);
     return SQZ_OK;
 }
 
 void sqz_iquant_round_group(const sqz_qparams *p, int first, const float *x, const float *w, int8_t *lev, float *q) {
-    round_group(book_of(p->type), p, first, x, w, lev, q);
+    if (p->type == SQZ_TYPE_TQ2_0) q[0] = tq2_level(x[0], p->scale[0], &lev[0]);
+    else round_group(book_of(p->type), p, first, x, w, lev, q);
 }
 
 void sqz_iquant_pack_block(const sqz_qparams *p, const int8_t *levels, void *dst) {
-    pack(book_of(p->type), p, levels, dst);
+    if (p->type == SQZ_TYPE_TQ2_0) tq2_pack(p, levels, dst);
+    else pack(book_of(p->type), p, levels, dst);
 }
 
 int sqz_iquant_row(int type, const float *x, void *dst, int64_t n, const float *weights, sqz_err *err) {
     const book *b = book_of(type);
-    if (!b) return sqz_fail(err, "quantize: no codebook writer for type id %d", type);
+    if (!b && type != SQZ_TYPE_TQ2_0) return sqz_fail(err, "quantize: no codebook writer for type id %d", type);
     const char *name = sqz_type_get(type)->name;
     if (n < 0 || n % IQ3_BLOCK)
         return sqz_fail(err, "quantize %s: row length %lld is not a multiple of %d", name, (long long)n, IQ3_BLOCK);
@@ -422,7 +493,10 @@ int sqz_iquant_row(int type, const float *x, void *dst, int64_t n, const float *
                 return sqz_fail(err, "quantize %s: weight %lld is %g, expected a finite value >= 0", name, (long long)i,
                                 (double)weights[i]);
     uint8_t *out = dst;
-    for (int64_t k = 0; k < n / IQ3_BLOCK; k++)
-        quantize_block(b, x + k * IQ3_BLOCK, weights ? weights + k * IQ3_BLOCK : NULL, out + k * b->block_bytes);
+    for (int64_t k = 0; k < n / IQ3_BLOCK; k++) {
+        const float *wk = weights ? weights + k * IQ3_BLOCK : NULL;
+        if (b) quantize_block(b, x + k * IQ3_BLOCK, wk, out + k * b->block_bytes);
+        else tq2_block(x + k * IQ3_BLOCK, wk, out + k * TQ2_BYTES);
+    }
     return SQZ_OK;
 }
