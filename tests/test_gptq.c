@@ -452,6 +452,7 @@ int main(int argc, char **argv) {
     test_codebook(pool, SQZ_TYPE_IQ2_XS);
     test_codebook(pool, SQZ_TYPE_IQ2_S);
     test_codebook(pool, SQZ_TYPE_TQ2_0);
+    test_codebook(pool, SQZ_TYPE_TQ1_0);
     test_identity();
     test_shrink_one(pool);
     test_factor(pool);

@@ -27,7 +27,7 @@ static int parse_types(const char *cmd, const char *list, int *types, int *n) {
         const sqz_type_traits *tt = t >= 0 ? sqz_type_get(t) : NULL;
         if (!tt || !sqz_type_writable(t) || !tt->dequantize || t == SQZ_TYPE_F32)
             return usage_fail(cmd, "--types: '%s' is not a type sqz writes (Q2_K Q3_K Q4_K Q5_K Q6_K Q8_0 Q4_0 Q4_1 "
-                                   "Q5_0 Q5_1 IQ4_NL IQ4_XS IQ3_S IQ3_XXS IQ2_S IQ2_XS IQ2_XXS TQ2_0 F16 BF16)", tok);
+                                   "Q5_0 Q5_1 IQ4_NL IQ4_XS IQ3_S IQ3_XXS IQ2_S IQ2_XS IQ2_XXS TQ2_0 TQ1_0 F16 BF16)", tok);
         if (*n >= SQZ_SENS_MAX_OPTIONS) return usage_fail(cmd, "--types: more than %s types", "16");
         types[(*n)++] = t;
     }

@@ -92,18 +92,18 @@ int sqz_quantize_row(int type, const float *x, void *dst, int64_t n, const float
  * (a copy), F16 and BF16 (the table's from_float: round to nearest even, as ggml converts;
  * no value is rejected, |x| >= 65520 becomes an F16 inf) and every sqz_quant_supported
  * type (sqz_quantize_row, with the weights), and the codebook i-quants (the type table's
- * codebook field: IQ3_S, IQ3_XXS, the IQ2 types, TQ2_0; sqz_iquant_row). n must be a multiple
+ * codebook field: IQ3_S, IQ3_XXS, the IQ2 types, TQ2_0, TQ1_0; sqz_iquant_row). n must be a multiple
  * of the type's block size; dst holds sqz_type_row_bytes bytes. Fails for a type sqz cannot write (e.g. Q8_K, IQ1_S)
  * or as sqz_quantize_row does. */
 int sqz_convert_row(int type, const float *x, void *dst, int64_t n, const float *weights, sqz_err *err);
 
 /* One row into a codebook i-quant (src/quant/iquant.c: IQ3_S, IQ3_XXS, IQ2_S, IQ2_XS,
- * IQ2_XXS; and TQ2_0's ternary levels): each group's grid point and each scale by a search in the weights' metric (weights: n importances >= 0, or
+ * IQ2_XXS; and the ternary levels of TQ2_0, TQ1_0): each group's grid point and each scale by a search in the weights' metric (weights: n importances >= 0, or
  * NULL for uniform); n a multiple of 256. Errors name the type and the value. */
 int sqz_iquant_row(int type, const float *x, void *dst, int64_t n, const float *weights, sqz_err *err);
 
 /* GPTQ into a codebook i-quant, whose grid points cover groups of G values (the type's
- * codebook field: 4 for IQ3_S and IQ3_XXS, 8 for the IQ2 types, 1 for TQ2_0):
+ * codebook field: 4 for IQ3_S and IQ3_XXS, 8 for the IQ2 types, 1 for TQ2_0 and TQ1_0):
  * the block's scales from its current values (sqz_qparams: d, sc[j] the 4-bit scale,
  * scale[j] = f16(d)·(1 + 2·sc[j]) the step of 32-value sub-block j); the grid point of the
  * G values x starting at value `first` of the block (w: their importances or NULL), as

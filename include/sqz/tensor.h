@@ -40,6 +40,7 @@ typedef enum sqz_type {
     SQZ_TYPE_IQ2_S = 22,
     SQZ_TYPE_IQ4_XS = 23,
     SQZ_TYPE_BF16 = 30,
+    SQZ_TYPE_TQ1_0 = 34,
     SQZ_TYPE_TQ2_0 = 35,
     SQZ_TYPE_COUNT = 40 /* upper bound of ids the table knows about */
 } sqz_type;
@@ -66,7 +67,7 @@ typedef struct sqz_type_traits {
     int codebook;           /* a codebook i-quant sqz writes by its grid search (sqz_convert_row,
                                sqz_iquant_*; GPTQ a group of columns at a time): the values per
                                grid point (4: IQ3_S, IQ3_XXS; 8: IQ2_XXS, IQ2_XS, IQ2_S; 1: TQ2_0,
-                               whose ternary levels take one value each); else 0 */
+                               TQ1_0, whose ternary levels take one value each); else 0 */
 } sqz_type_traits;
 
 /* The traits of a type id, or NULL for an id sqz does not know. */

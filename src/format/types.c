@@ -518,7 +518,7 @@ static const sqz_type_traits type_table[SQZ_TYPE_COUNT] = {
     [29] = {.name = "IQ1_M", .block_size = QK_K, .block_bytes = 56, .dequantize = dq_iq1_m},
     [SQZ_TYPE_BF16] = {.name = "BF16", .block_size = 1, .block_bytes = 2, .dequantize = dq_bf16,
                        .from_float = wr_float},
-    [34] = {.name = "TQ1_0", .block_size = QK_K, .block_bytes = 54, .dequantize = dq_tq1_0},
+    [SQZ_TYPE_TQ1_0] = {.name = "TQ1_0", .block_size = QK_K, .block_bytes = 54, .dequantize = dq_tq1_0, .codebook = 1},
     [SQZ_TYPE_TQ2_0] = {.name = "TQ2_0", .block_size = QK_K, .block_bytes = 66, .dequantize = dq_tq2_0, .codebook = 1},
     [39] = {.name = "MXFP4", .block_size = 32, .block_bytes = 17},
 };

@@ -390,12 +390,14 @@ static void quantize_block(const book *b, const float *x, const float *wi, uint8
 
 /* ---------------------------------------------------------------- TQ2_0 */
 
-/* TQ2_0 (2.0625 bits per weight): a 256-value block of ternary levels q ∈ {-1, 0, 1} and
- * one f16 d, value q·d. For a set S of nonzero levels the best d is Σ_S w|x| / Σ_S w and
+/* TQ2_0 (2.0625 bits per weight) and TQ1_0 (1.6875): a 256-value block of ternary
+ * levels q ∈ {-1, 0, 1} and one f16 d, value q·d (TQ2_0 2 bits a level, TQ1_0 5 levels a
+ * byte in base 3). For a set S of nonzero levels the best d is Σ_S w|x| / Σ_S w and
  * the error Σ w x² − (Σ_S w|x|)² / Σ_S w, so S is the k largest |x| for the k that
  * maximizes (Σ_S w|x|)² / Σ_S w; d is rounded to f16 and each level is then the nearest
  * of {−d, 0, d}. */
 #define TQ2_BYTES 66
+#define TQ1_BYTES 54
 
 typedef struct tq2_item {
     float a, w;
@@ -408,7 +410,7 @@ static int tq2_desc(const void *pa, const void *pb) {
     return a->i - b->i; /* ties in index order: the same bytes from any qsort */
 }
 
-static void tq2_params(const float *x, const float *wi, sqz_qparams *p) {
+static void tq2_params(int type, const float *x, const float *wi, sqz_qparams *p) {
     float w[IQ3_BLOCK];
     tq2_item v[IQ3_BLOCK];
     block_weights(wi, w);
@@ -422,7 +424,7 @@ static void tq2_params(const float *x, const float *wi, sqz_qparams *p) {
         if (gain > best) best = gain, bd = (float)(sa / sw);
     }
     memset(p, 0, sizeof *p);
-    p->type = SQZ_TYPE_TQ2_0;
+    p->type = type;
     p->block_size = IQ3_BLOCK;
     p->sub_size = IQ3_BLOCK;
     p->n_sub = 1;
@@ -448,40 +450,66 @@ static void tq2_pack(const sqz_qparams *p, const int8_t *lev, uint8_t *out) {
     out[65] = (uint8_t)(p->d >> 8);
 }
 
-static void tq2_block(const float *x, const float *wi, uint8_t *out) {
+/* A byte of TQ1_0: the base-3 number of up to 5 levels (the first most significant, q + 1
+ * each; 4 levels are shifted up one digit) as ⌈v·256/243⌉, types.c's tq1_digit reversed. */
+static uint8_t tq1_byte(const int8_t *lev, int stride, int n) {
+    unsigned v = 0;
+    for (int k = 0; k < n; k++) v = 3 * v + (unsigned)(lev[k * stride] + 1);
+    for (int k = n; k < 5; k++) v *= 3;
+    return (uint8_t)((v * 256 + 242) / 243);
+}
+
+static void tq1_pack(const sqz_qparams *p, const int8_t *lev, uint8_t *out) {
+    /* qs[0..31]: digit k of byte m is value 32k + m; qs[32..47]: 160 + 16k + m; qh[0..3]:
+     * 240 + 4k + m (4 digits); then f16 d */
+    for (int m = 0; m < 32; m++) out[m] = tq1_byte(lev + m, 32, 5);
+    for (int m = 0; m < 16; m++) out[32 + m] = tq1_byte(lev + 160 + m, 16, 5);
+    for (int m = 0; m < 4; m++) out[48 + m] = tq1_byte(lev + 240 + m, 4, 4);
+    out[52] = (uint8_t)(p->d & 0xFF);
+    out[53] = (uint8_t)(p->d >> 8);
+}
+
+static void ternary_pack(const sqz_qparams *p, const int8_t *lev, uint8_t *out) {
+    if (p->type == SQZ_TYPE_TQ1_0) tq1_pack(p, lev, out);
+    else tq2_pack(p, lev, out);
+}
+
+static void tq2_block(int type, const float *x, const float *wi, uint8_t *out) {
     sqz_qparams p;
     int8_t lev[IQ3_BLOCK];
-    tq2_params(x, wi, &p);
+    tq2_params(type, x, wi, &p);
     for (int i = 0; i < IQ3_BLOCK; i++) tq2_level(x[i], p.scale[0], &lev[i]);
-    tq2_pack(&p, lev, out);
+    ternary_pack(&p, lev, out);
 }
+
+static int is_ternary(int type) { return type == SQZ_TYPE_TQ2_0 || type == SQZ_TYPE_TQ1_0; }
 
 /* ---------------------------------------------------------------- for GPTQ (quant.h) */
 
 int sqz_iquant_block_params(int type, const float *x, const float *w, sqz_qparams *p, sqz_err *err) {
     const book *b = book_of(type);
-    if (!b && type != SQZ_TYPE_TQ2_0) return sqz_fail(err, "quantize: no codebook writer for type id %d", type);
+    if (!b && !is_ternary(type)) return sqz_fail(err, "quantize: no codebook writer for type id %d", type);
     for (int i = 0; i < IQ3_BLOCK; i++)
         if (!isfinite(x[i]))
             return sqz_fail(err, "quantize %s: value %d of the block is not finite", sqz_type_get(type)->name, i);
     if (b) block_params(b, x, w, p);
-    else tq2_params(x, w, p);
+    else tq2_params(type, x, w, p);
     return SQZ_OK;
 }
 
 void sqz_iquant_round_group(const sqz_qparams *p, int first, const float *x, const float *w, int8_t *lev, float *q) {
-    if (p->type == SQZ_TYPE_TQ2_0) q[0] = tq2_level(x[0], p->scale[0], &lev[0]);
+    if (is_ternary(p->type)) q[0] = tq2_level(x[0], p->scale[0], &lev[0]);
     else round_group(book_of(p->type), p, first, x, w, lev, q);
 }
 
 void sqz_iquant_pack_block(const sqz_qparams *p, const int8_t *levels, void *dst) {
-    if (p->type == SQZ_TYPE_TQ2_0) tq2_pack(p, levels, dst);
+    if (is_ternary(p->type)) ternary_pack(p, levels, dst);
     else pack(book_of(p->type), p, levels, dst);
 }
 
 int sqz_iquant_row(int type, const float *x, void *dst, int64_t n, const float *weights, sqz_err *err) {
     const book *b = book_of(type);
-    if (!b && type != SQZ_TYPE_TQ2_0) return sqz_fail(err, "quantize: no codebook writer for type id %d", type);
+    if (!b && !is_ternary(type)) return sqz_fail(err, "quantize: no codebook writer for type id %d", type);
     const char *name = sqz_type_get(type)->name;
     if (n < 0 || n % IQ3_BLOCK)
         return sqz_fail(err, "quantize %s: row length %lld is not a multiple of %d", name, (long long)n, IQ3_BLOCK);
@@ -496,7 +524,7 @@ int sqz_iquant_row(int type, const float *x, void *dst, int64_t n, const float *
     for (int64_t k = 0; k < n / IQ3_BLOCK; k++) {
         const float *wk = weights ? weights + k * IQ3_BLOCK : NULL;
         if (b) quantize_block(b, x + k * IQ3_BLOCK, wk, out + k * b->block_bytes);
-        else tq2_block(x + k * IQ3_BLOCK, wk, out + k * TQ2_BYTES);
+        else tq2_block(type, x + k * IQ3_BLOCK, wk, out + k * (type == SQZ_TYPE_TQ1_0 ? TQ1_BYTES : TQ2_BYTES));
     }
     return SQZ_OK;
 }
