@@ -53,14 +53,17 @@ against_llama() { # FILE WHAT
     local ours theirs
     ours=$("$sqz" ppl "$1" "$text" --ctx 64 --chunks 8 --protocol llamacpp --numerics llamacpp --threads 1 2>&1 |
         sed -n 's/^perplexity (protocol llamacpp, ctx 64): \([0-9.]*\).*/\1/p')
-    # llama.cpp's logger runs on its own thread and now and then loses its last lines at
-    # exit (seen here: exit 0 with neither "[8]" nor "Final estimate"; three times in a row
-    # on a fresh machine whose two cores were busy with other work): up to 6 tries
+    # llama.cpp's logger runs on its own thread and now and then loses the end of its log
+    # at exit (seen here: exit 0 with neither "[8]" nor "Final estimate"; six times in a
+    # row while the two cores were busy with other work): it runs one chunk more than
+    # compared, and the value read is the running perplexity printed after chunk 8 (the
+    # first 8 chunks: the same number as an 8-chunk run's final estimate), which is then
+    # not the log's last word; up to 6 tries
     local lrc try
     for try in 1 2 3 4 5 6; do
-        "$bin/llama-perplexity" -m "$1" -f "$text" -c 64 --chunks 8 -t 1 -fa off -ctk f32 -ctv f32 >"$T/llama.log" 2>&1
+        "$bin/llama-perplexity" -m "$1" -f "$text" -c 64 --chunks 9 -t 1 -fa off -ctk f32 -ctv f32 >"$T/llama.log" 2>&1
         lrc=$?
-        theirs=$(sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p' "$T/llama.log")
+        theirs=$(grep -o '\[8\][0-9.]*,' "$T/llama.log" | tail -n 1 | sed 's/^\[8\]\(.*\),$/\1/')
         [[ -n "$theirs" || $lrc -ne 0 ]] && break
     done
     if [[ -z "$ours" || -z "$theirs" ]]; then
