@@ -37,23 +37,32 @@ sqz_skipped_summary() {
 # program exits", llama.cpp issue 22142): now and then (1 run in 12 on 2 busy cores) the
 # last lines, "Final estimate" included, are missing although the run succeeded. Hence:
 
-# sqz_llama_ppl LOG CHUNKS: the perplexity in llama-perplexity's log: its "Final estimate"
-# line, else the running value printed after chunk CHUNKS ("[CHUNKS]12.3456,", the same
-# number to the same 4 decimals). Prints nothing when neither is there.
+# sqz_llama_ppl LOG CHUNKS: the perplexity of the first CHUNKS chunks in llama-perplexity's
+# log: the running value printed after chunk CHUNKS ("[CHUNKS]12.3456,": the number its
+# "Final estimate" prints for a CHUNKS-chunk run, to the same 4 decimals), else the "Final
+# estimate" of a run that was over CHUNKS chunks. Prints nothing when neither is there.
 sqz_llama_ppl() {
     local v
-    v="$(sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p' "$1" | tail -n 1)"
-    [[ -n "$v" ]] || v="$(grep -o "\[$2\][0-9.]*," "$1" | tail -n 1 | sed 's/^\[[0-9]*\]\(.*\),$/\1/')"
+    v="$(grep -o "\[$2\][0-9.]*," "$1" | tail -n 1 | sed 's/^\[[0-9]*\]\(.*\),$/\1/')"
+    [[ -n "$v" ]] || ! grep -q "over $2 chunks" "$1" ||
+        v="$(sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p' "$1" | tail -n 1)"
     echo "$v"
 }
 
 # sqz_llama_perplexity LOG CHUNKS LLAMA_PERPLEXITY ARGS...: runs it (stdout and stderr to
-# LOG; ARGS must ask for CHUNKS chunks) until its log holds the perplexity, at most 3
-# times; prints the perplexity, or nothing when a run fails or 3 runs lost it.
+# LOG; ARGS ask for CHUNKS chunks with --chunks) until its log holds the perplexity of the
+# first CHUNKS chunks, at most 3 times; prints it, or nothing when a run fails or 3 runs
+# lost it. It asks for one chunk more than ARGS do, so that the value read is not the
+# log's last word (the lost end was 3 runs in a row on two busy cores); a text with only
+# CHUNKS chunks gives a run over CHUNKS and its final estimate.
 sqz_llama_perplexity() {
-    local log=$1 chunks=$2 i v; shift 2
+    local log=$1 chunks=$2 i v a prev="" args=(); shift 2
+    for a in "$@"; do
+        if [[ $prev == --chunks ]]; then args+=("$((a + 1))"); else args+=("$a"); fi
+        prev=$a
+    done
     for i in 1 2 3; do
-        "$@" >"$log" 2>&1 || return 0
+        "${args[@]}" >"$log" 2>&1 || return 0
         v="$(sqz_llama_ppl "$log" "$chunks")"
         [[ -n "$v" ]] && { echo "$v"; return 0; }
         echo "  ($(basename "$1"): no perplexity in its log after run $i of 3: llama.cpp's log lost its end)" >&2
