@@ -132,10 +132,7 @@ static void compare_model(sqz_backend *gpu, sqz_pool *pool, const char *path) {
             ok = ok && sqz_gram_open(NULL, pool, n, Gc[s], &hc.acc[s], &err) == 0 &&
                  sqz_gram_open(gpu, pool, n, Gg[s], &ga[s], &err) == 0;
         }
-        sqz_block_desc d;
-        float *buf = NULL;
-        ok = ok && sqz_block_desc_f32(&m, l, &d, &buf, &err) == 0 && sqz_block_pass_load(p, &d, &err) == 0;
-        free(buf);
+        ok = ok && sqz_block_load_layer(p, &m, l, &err) == 0;
         memcpy(y, x, (size_t)(T_all * dim) * sizeof(float));
         for (int w = 0, off = 0; ok && w < 2; off += (int)Ts[w], w++) {
             ok = sqz_forward_layer(&m, pool, l, x + off * dim, Ts[w], gram_hook, &hc, &err) == 0 &&

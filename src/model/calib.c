@@ -229,14 +229,12 @@ static int gpu_layer(sqz_calib_stepper *st, int l, double *gram_flops, sqz_err *
     const sqz_model *m = st->m;
     acc_ctx *a = &st->a;
     const int64_t dim = m->cfg.dim, seqlen = st->seqlen;
-    sqz_block_desc d;
-    float *buf = NULL;
-    int rc = sqz_block_desc_f32(m, l, &d, &buf, err) || sqz_block_pass_load(st->bp, &d, err);
-    free(buf);
-    if (rc) return SQZ_ERR;
+    if (sqz_block_load_layer(st->bp, m, l, err)) return SQZ_ERR;
     double fl = 0;
     for (int s = 0; s < SQZ_SITE_COUNT; s++)
         if (a->acc[s]) fl += st->nsamples * sqz_gram_flops(seqlen, a->g.n[s]);
+    for (int k = 0; k < SQZ_CALIB_KINDS; k++)
+        if (a->accw[k]) fl += st->nsamples * sqz_gram_flops(seqlen, a->g.n[kSiteOfKind[k]]);
     for (int s = 0; s < st->nsamples; s++) {
         sqz_block_wsite ws[SQZ_CALIB_KINDS];
         int n_ws = 0;
@@ -244,7 +242,6 @@ static int gpu_layer(sqz_calib_stepper *st, int l, double *gram_flops, sqz_err *
             if (!a->accw[k]) continue;
             ws[n_ws++] = (sqz_block_wsite){kSiteOfKind[k], a->weights[l * SQZ_CALIB_KINDS + k] + (int64_t)s * seqlen,
                                            a->accw[k]};
-            if (s == 0) fl += st->nsamples * sqz_gram_flops(seqlen, a->g.n[kSiteOfKind[k]]);
         }
         sqz_block_io io = {.sites = a->acc, .wsites = ws, .n_wsites = n_ws};
         if (sqz_block_pass_run(st->bp, st->X + (int64_t)s * seqlen * dim, seqlen, &io, err)) return SQZ_ERR;

@@ -753,6 +753,14 @@ double sqz_forward_flops(const sqz_model *m, int layer, int64_t T) {
 
 /* ---------------------------------------------------------------- a block for a backend */
 
+int sqz_block_load_layer(sqz_block_pass *p, const sqz_model *m, int layer, sqz_err *err) {
+    sqz_block_desc d;
+    float *buf = NULL;
+    int rc = sqz_block_desc_f32(m, layer, &d, &buf, err) || sqz_block_pass_load(p, &d, err);
+    free(buf);
+    return rc ? SQZ_ERR : SQZ_OK;
+}
+
 void sqz_block_desc_widest(const sqz_model *m, sqz_block_desc *w) {
     memset(w, 0, sizeof *w);
     w->dim = m->cfg.dim;

@@ -543,16 +543,6 @@ static int grams_reset(qm *q, const int64_t n[SQZ_SITE_COUNT], sqz_err *err) {
     return SQZ_OK;
 }
 
-/* Loads layer l of m (the source model, or the view with quantized tensors) into the
- * block pass. */
-static int gpu_load(qm *q, const sqz_model *m, int l, sqz_err *err) {
-    sqz_block_desc d;
-    float *buf = NULL;
-    int rc = sqz_block_desc_f32(m, l, &d, &buf, err) || sqz_block_pass_load(q->bp, &d, err);
-    free(buf);
-    return rc ? SQZ_ERR : SQZ_OK;
-}
-
 /* collect_layer on the GPU: the same passes through the block pass, H and C summed on the
  * device (the original window's site inputs kept there for C), the Grams-only passes
  * stopping at ffn_down's input without touching the stream. */
@@ -560,7 +550,7 @@ static int collect_layer_gpu(qm *q, int l, sqz_err *err) {
     const sqz_llama_config *c = &q->m->cfg;
     const int64_t L = q->o->seqlen, dim = c->dim;
     double t0 = sqz_now(), flops = 0.0;
-    if (gpu_load(q, q->m, l, err)) return SQZ_ERR;
+    if (sqz_block_load_layer(q->bp, q->m, l, err)) return SQZ_ERR;
     for (int s = 0; s < q->o->nsamples; s++) {
         float *xo = q->xo + (int64_t)s * L * dim, *xq = q->xq ? q->xq + (int64_t)s * L * dim : NULL;
         if (!q->seq) {
@@ -648,7 +638,8 @@ static int advance_quantized(qm *q, int l, sqz_err *err) {
     if (q->ws) sqz_fwd_ws_forget(q->ws); /* the view's tensor structs are reused layer to layer */
     double t0 = sqz_now();
     int64_t L = q->o->seqlen, dim = q->m->cfg.dim;
-    if (q->bp && gpu_load(q, &q->view, l, err)) return SQZ_ERR;
+    /* the view: layer l's quantized tensors swapped in */
+    if (q->bp && sqz_block_load_layer(q->bp, &q->view, l, err)) return SQZ_ERR;
     for (int s = 0; s < q->o->nsamples; s++)
         if (q->bp ? sqz_block_pass_run(q->bp, q->xq + (int64_t)s * L * dim, L, NULL, err)
                   : sqz_forward_layer_ws(q->ws, &q->view, l, q->xq + (int64_t)s * L * dim, L, NULL, NULL, err))
