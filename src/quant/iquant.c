@@ -105,6 +105,15 @@ static unsigned nearest(const book *b, const float *a, const float *w, float ste
     return best;
 }
 
+/* nearest() for the G targets a with target j's sign turned (its magnitude made negative):
+ * the point a group takes when value j's sign must turn to keep the parity. */
+static unsigned nearest_turned(const book *b, const float *a, const float *w, float step, int j, double *e) {
+    float t[8];
+    memcpy(t, a, (size_t)b->G * sizeof(float));
+    t[j] = -t[j];
+    return nearest(b, t, w, step, e);
+}
+
 /* The groups of a sub-block (b->sub values x, weights w) at a step: points into pt
  * (sub/G of them), the error returned; with sign parity, turn[h] the value (0..7) of
  * 8-span h whose sign turns, or -1. */
@@ -127,11 +136,8 @@ static double sub_points(const book *b, const float *x, const float *w, float st
         unsigned bp = 0;
         for (int i = 0; i < 8; i++) {
             const int v = 8 * h + i, g = v / G;
-            float t[8];
-            memcpy(t, a + G * g, (size_t)G * sizeof(float));
-            t[v % G] = -t[v % G];
             double et;
-            const unsigned p = nearest(b, t, w + G * g, step, &et);
+            const unsigned p = nearest_turned(b, a + G * g, w + G * g, step, v % G, &et);
             if (et - e[g] < best) best = et - e[g], bp = p, turn[h] = i;
         }
         pt[(8 * h + turn[h]) / G] = bp;
@@ -289,11 +295,8 @@ static void round_group(const book *b, const sqz_qparams *p, int first, const fl
         if (neg & 1) {
             double best = INFINITY;
             for (int j = 0; j < G; j++) {
-                float t[8];
-                memcpy(t, a, sizeof t);
-                t[j] = -t[j];
                 double et;
-                const unsigned pj = nearest(b, t, wg, step, &et);
+                const unsigned pj = nearest_turned(b, a, wg, step, j, &et);
                 if (et < best) best = et, pt = pj, turn = j;
             }
         }
