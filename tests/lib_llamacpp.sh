@@ -51,9 +51,9 @@ sqz_llama_ppl() {
 
 # sqz_llama_perplexity LOG CHUNKS LLAMA_PERPLEXITY ARGS...: runs it (stdout and stderr to
 # LOG; ARGS ask for CHUNKS chunks with --chunks) until its log holds the perplexity of the
-# first CHUNKS chunks, at most 3 times; prints it, or nothing when a run fails or 3 runs
+# first CHUNKS chunks, at most 6 times; prints it, or nothing when a run fails or 6 runs
 # lost it. It asks for one chunk more than ARGS do, so that the value read is not the
-# log's last word (the lost end was 3 runs in a row on two busy cores); a text with only
+# log's last word (the lost end was 6 runs in a row on two busy cores); a text with only
 # CHUNKS chunks gives a run over CHUNKS and its final estimate.
 sqz_llama_perplexity() {
     local log=$1 chunks=$2 i v a prev="" args=(); shift 2
@@ -61,11 +61,11 @@ sqz_llama_perplexity() {
         if [[ $prev == --chunks ]]; then args+=("$((a + 1))"); else args+=("$a"); fi
         prev=$a
     done
-    for i in 1 2 3; do
+    for i in 1 2 3 4 5 6; do
         "${args[@]}" >"$log" 2>&1 || return 0
         v="$(sqz_llama_ppl "$log" "$chunks")"
         [[ -n "$v" ]] && { echo "$v"; return 0; }
-        echo "  ($(basename "$1"): no perplexity in its log after run $i of 3: llama.cpp's log lost its end)" >&2
+        echo "  ($(basename "$1"): no perplexity in its log after run $i of 6: llama.cpp's log lost its end)" >&2
     done
 }
 

@@ -17,6 +17,7 @@
 # Without llama.cpp the llama.cpp comparisons FAIL unless SQZ_NO_LLAMACPP=1 (then skipped).
 set -u
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/lib_llamacpp.sh"
 : "${SQZ_FIXTURES:=$root/tests/fixtures}"
 A="$SQZ_FIXTURES/arch"
 T="${SQZ_TMP:-/tmp}/t_arch_cli.$$"
@@ -53,21 +54,11 @@ against_llama() { # FILE WHAT
     local ours theirs
     ours=$("$sqz" ppl "$1" "$text" --ctx 64 --chunks 8 --protocol llamacpp --numerics llamacpp --threads 1 2>&1 |
         sed -n 's/^perplexity (protocol llamacpp, ctx 64): \([0-9.]*\).*/\1/p')
-    # llama.cpp's logger runs on its own thread and now and then loses the end of its log
-    # at exit (seen here: exit 0 with neither "[8]" nor "Final estimate"; six times in a
-    # row while the two cores were busy with other work): it runs one chunk more than
-    # compared, and the value read is the running perplexity printed after chunk 8 (the
-    # first 8 chunks: the same number as an 8-chunk run's final estimate), which is then
-    # not the log's last word; up to 6 tries
-    local lrc try
-    for try in 1 2 3 4 5 6; do
-        "$bin/llama-perplexity" -m "$1" -f "$text" -c 64 --chunks 9 -t 1 -fa off -ctk f32 -ctv f32 >"$T/llama.log" 2>&1
-        lrc=$?
-        theirs=$(grep -o '\[8\][0-9.]*,' "$T/llama.log" | tail -n 1 | sed 's/^\[8\]\(.*\),$/\1/')
-        [[ -n "$theirs" || $lrc -ne 0 ]] && break
-    done
+    # (sqz_llama_perplexity, tests/lib_llamacpp.sh: robust to llama.cpp's log losing its end)
+    theirs=$(sqz_llama_perplexity "$T/llama.log" 8 "$bin/llama-perplexity" -m "$1" -f "$text" -c 64 --chunks 8 -t 1 \
+        -fa off -ctk f32 -ctv f32)
     if [[ -z "$ours" || -z "$theirs" ]]; then
-        bad "$2: no perplexity (sqz '$ours', llama.cpp '$theirs', exit $lrc: $(tail -c 300 "$T/llama.log"))"
+        bad "$2: no perplexity (sqz '$ours', llama.cpp '$theirs': $(tail -c 300 "$T/llama.log"))"
         return
     fi
     if python3 -c 'import sys; a, b = map(float, sys.argv[1:]); sys.exit(abs(a - b) / b > 0.005)' "$ours" "$theirs"; then
