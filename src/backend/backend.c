@@ -95,17 +95,22 @@ uint64_t sqz_backend_peak_bytes(const sqz_backend *b) {
 
 /* ---------------------------------------------------------------- Grams */
 
-int sqz_gram_open(sqz_backend *b, sqz_pool *pool, int64_t n, double *G, sqz_gram_acc **out, sqz_err *err) {
+/* A sum of width n into G: the symmetric Gram, or (cross) the GPU-only cross Gram. */
+static int gram_open(sqz_backend *b, sqz_pool *pool, int64_t n, double *G, int cross, sqz_gram_acc **out,
+                     sqz_err *err) {
+    const char *what = cross ? "cross gram" : "gram";
     *out = NULL;
-    if (n <= 0 || n > 65536) return sqz_fail(err, "gram: width %lld (expected 1 .. 65536)", (long long)n);
-    if (!G) return sqz_fail(err, "gram: no sum to add into");
+    if (n <= 0 || n > 65536) return sqz_fail(err, "%s: width %lld (expected 1 .. 65536)", what, (long long)n);
+    if (!G) return sqz_fail(err, "%s: no sum to add into", what);
+    if (cross && !(b && sqz_backend_device(b) == SQZ_DEVICE_CUDA))
+        return sqz_fail(err, "cross gram: only on the GPU (the CPU's passes form these products themselves)");
     sqz_gram_acc *g = calloc(1, sizeof *g);
-    if (!g) return sqz_fail(err, "gram: out of memory");
+    if (!g) return sqz_fail(err, "%s: out of memory", what);
     g->pool = b ? b->pool : pool;
     g->n = n;
     g->G = G;
 #ifdef SQZ_HAVE_CUDA
-    if (b && b->cuda && sqz_cuda_gram_open(b->cuda, n, &g->cuda, err)) {
+    if (b && b->cuda && (cross ? sqz_cuda_xgram_open : sqz_cuda_gram_open)(b->cuda, n, &g->cuda, err)) {
         free(g);
         return SQZ_ERR;
     }
@@ -114,27 +119,12 @@ int sqz_gram_open(sqz_backend *b, sqz_pool *pool, int64_t n, double *G, sqz_gram
     return SQZ_OK;
 }
 
+int sqz_gram_open(sqz_backend *b, sqz_pool *pool, int64_t n, double *G, sqz_gram_acc **out, sqz_err *err) {
+    return gram_open(b, pool, n, G, 0, out, err);
+}
+
 int sqz_xgram_open(sqz_backend *b, int64_t n, double *C, sqz_gram_acc **out, sqz_err *err) {
-    *out = NULL;
-    if (n <= 0 || n > 65536) return sqz_fail(err, "cross gram: width %lld (expected 1 .. 65536)", (long long)n);
-    if (!C) return sqz_fail(err, "cross gram: no sum to add into");
-#ifdef SQZ_HAVE_CUDA
-    if (b && b->cuda) {
-        sqz_gram_acc *g = calloc(1, sizeof *g);
-        if (!g) return sqz_fail(err, "cross gram: out of memory");
-        g->pool = b->pool;
-        g->n = n;
-        g->G = C;
-        if (sqz_cuda_xgram_open(b->cuda, n, &g->cuda, err)) {
-            free(g);
-            return SQZ_ERR;
-        }
-        *out = g;
-        return SQZ_OK;
-    }
-#endif
-    (void)b;
-    return sqz_fail(err, "cross gram: only on the GPU (the CPU's passes form these products themselves)");
+    return gram_open(b, NULL, n, C, 1, out, err);
 }
 
 /* The staged rows' products into G's upper triangle. */
