@@ -30,7 +30,7 @@
 
 #include "format/iq_grids.h"
 
-#define IQ3_BLOCK 256
+#define QK_BLOCK 256 /* values per block: every type written here (ggml's QK_K) */
 
 /* What the codebooks differ in. */
 typedef struct book {
@@ -191,7 +191,7 @@ static float sub_step(const book *b, const float *x, const float *w) {
 static double eval_d(const book *b, const float *x, const float *w, const float *steps, float d, int *sc,
                      unsigned *pt, int *turn) {
     double total = 0.0;
-    for (int ib = 0; ib < IQ3_BLOCK / b->sub; ib++) {
+    for (int ib = 0; ib < QK_BLOCK / b->sub; ib++) {
         const float r = d > 0.0f ? (steps[ib] / (d * b->mul) - 1.0f) * 0.5f : 0.0f;
         int lo = (int)floorf(r);
         lo = lo < 0 ? 0 : (lo > 15 ? 15 : lo);
@@ -219,15 +219,15 @@ static float f16_round(float v) { return sqz_f16_to_f32(sqz_f32_to_f16(v)); }
  * uniform). */
 static void block_weights(const float *wi, float *w) {
     double wsum = 0.0;
-    for (int i = 0; i < IQ3_BLOCK; i++) wsum += wi ? wi[i] : 0.0;
-    const float floor_w = wi && wsum > 0.0 ? (float)(1e-6 * wsum / IQ3_BLOCK) : 1.0f;
-    for (int i = 0; i < IQ3_BLOCK; i++) w[i] = (wi && wsum > 0.0 ? wi[i] : 0.0f) + floor_w;
+    for (int i = 0; i < QK_BLOCK; i++) wsum += wi ? wi[i] : 0.0;
+    const float floor_w = wi && wsum > 0.0 ? (float)(1e-6 * wsum / QK_BLOCK) : 1.0f;
+    for (int i = 0; i < QK_BLOCK; i++) w[i] = (wi && wsum > 0.0 ? wi[i] : 0.0f) + floor_w;
 }
 
 /* A block's d and sub-block scales from its current values (x, importances wi or NULL). */
 static void block_params(const book *b, const float *x, const float *wi, sqz_qparams *p) {
-    const int nsub = IQ3_BLOCK / b->sub, sub = b->sub;
-    float w[IQ3_BLOCK], steps[16];
+    const int nsub = QK_BLOCK / b->sub, sub = b->sub;
+    float w[QK_BLOCK], steps[16];
     block_weights(wi, w);
     float smax = 0.0f;
     for (int ib = 0; ib < nsub; ib++) {
@@ -251,7 +251,7 @@ static void block_params(const book *b, const float *x, const float *wi, sqz_qpa
         }
         /* d refitted once for the chosen scales and points */
         double sxa = 0.0, saa = 0.0;
-        for (int i = 0; i < IQ3_BLOCK; i++) {
+        for (int i = 0; i < QK_BLOCK; i++) {
             int neg;
             const double v = chosen(b, x + sub * (i / sub), pt + 8 * (i / sub), turn + 4 * (i / sub),
                                     step_of(b, 1.0f, sc[i / sub]), i % sub, &neg);
@@ -265,7 +265,7 @@ static void block_params(const book *b, const float *x, const float *wi, sqz_qpa
     }
     memset(p, 0, sizeof *p);
     p->type = b->type;
-    p->block_size = IQ3_BLOCK;
+    p->block_size = QK_BLOCK;
     p->sub_size = sub;
     p->n_sub = nsub;
     p->d = sqz_f32_to_f16(bd);
@@ -326,7 +326,7 @@ static void pack(const book *b, const sqz_qparams *p, const int8_t *lev, uint8_t
             out[2 + k] = (uint8_t)(pt & 0xFF);
             out[66 + k / 8] |= (uint8_t)(((pt >> 8) & 1) << (k % 8));
         }
-        for (int i = 0; i < IQ3_BLOCK; i++)
+        for (int i = 0; i < QK_BLOCK; i++)
             if (lev[i] < 0) out[74 + i / 8] |= (uint8_t)(1u << (i % 8));
         for (int ib = 0; ib < 8; ib++) out[106 + ib / 2] |= (uint8_t)(p->sc[ib] << (4 * (ib % 2)));
         return;
@@ -367,16 +367,16 @@ static void pack(const book *b, const sqz_qparams *p, const int8_t *lev, uint8_t
 
 static void quantize_block(const book *b, const float *x, const float *wi, uint8_t *out) {
     sqz_qparams p;
-    int8_t lev[IQ3_BLOCK];
-    float w[IQ3_BLOCK];
+    int8_t lev[QK_BLOCK];
+    float w[QK_BLOCK];
     block_params(b, x, wi, &p);
     block_weights(wi, w);
     const int G = b->G, sub = b->sub;
     if (!b->parity) {
-        float q[IQ3_BLOCK];
-        for (int g = 0; g < IQ3_BLOCK / G; g++) round_group(b, &p, G * g, x + G * g, w + G * g, lev + G * g, q + G * g);
+        float q[QK_BLOCK];
+        for (int g = 0; g < QK_BLOCK / G; g++) round_group(b, &p, G * g, x + G * g, w + G * g, lev + G * g, q + G * g);
     } else {
-        for (int ib = 0; ib < IQ3_BLOCK / sub; ib++) {
+        for (int ib = 0; ib < QK_BLOCK / sub; ib++) {
             unsigned pt[8];
             int turn[4];
             sub_points(b, x + sub * ib, w + sub * ib, p.scale[ib], pt, turn);
@@ -414,22 +414,22 @@ static int tq2_desc(const void *pa, const void *pb) {
 }
 
 static void tq2_params(int type, const float *x, const float *wi, sqz_qparams *p) {
-    float w[IQ3_BLOCK];
-    tq2_item v[IQ3_BLOCK];
+    float w[QK_BLOCK];
+    tq2_item v[QK_BLOCK];
     block_weights(wi, w);
-    for (int i = 0; i < IQ3_BLOCK; i++) v[i] = (tq2_item){fabsf(x[i]), w[i], i};
-    qsort(v, IQ3_BLOCK, sizeof v[0], tq2_desc);
+    for (int i = 0; i < QK_BLOCK; i++) v[i] = (tq2_item){fabsf(x[i]), w[i], i};
+    qsort(v, QK_BLOCK, sizeof v[0], tq2_desc);
     double sa = 0.0, sw = 0.0, best = 0.0;
     float bd = 0.0f;
-    for (int k = 0; k < IQ3_BLOCK && v[k].a > 0.0f; k++) {
+    for (int k = 0; k < QK_BLOCK && v[k].a > 0.0f; k++) {
         sa += (double)v[k].w * v[k].a, sw += v[k].w;
         const double gain = sa * sa / sw;
         if (gain > best) best = gain, bd = (float)(sa / sw);
     }
     memset(p, 0, sizeof *p);
     p->type = type;
-    p->block_size = IQ3_BLOCK;
-    p->sub_size = IQ3_BLOCK;
+    p->block_size = QK_BLOCK;
+    p->sub_size = QK_BLOCK;
     p->n_sub = 1;
     p->d = sqz_f32_to_f16(bd);
     p->scale[0] = sqz_f16_to_f32(p->d);
@@ -445,7 +445,7 @@ static float tq2_level(float x, float d, int8_t *q) {
 static void tq2_pack(const sqz_qparams *p, const int8_t *lev, uint8_t *out) {
     /* qs[64]: value 128h + 32k + m in bits 2k..2k+1 of qs[32h + m], as q + 1; then f16 d */
     memset(out, 0, TQ2_BYTES);
-    for (int i = 0; i < IQ3_BLOCK; i++) {
+    for (int i = 0; i < QK_BLOCK; i++) {
         const int h = i / 128, k = i % 128 / 32, m = i % 32;
         out[32 * h + m] |= (uint8_t)((lev[i] + 1) << (2 * k));
     }
@@ -479,9 +479,9 @@ static void ternary_pack(const sqz_qparams *p, const int8_t *lev, uint8_t *out) 
 
 static void tq2_block(int type, const float *x, const float *wi, uint8_t *out) {
     sqz_qparams p;
-    int8_t lev[IQ3_BLOCK];
+    int8_t lev[QK_BLOCK];
     tq2_params(type, x, wi, &p);
-    for (int i = 0; i < IQ3_BLOCK; i++) tq2_level(x[i], p.scale[0], &lev[i]);
+    for (int i = 0; i < QK_BLOCK; i++) tq2_level(x[i], p.scale[0], &lev[i]);
     ternary_pack(&p, lev, out);
 }
 
@@ -492,7 +492,7 @@ static int is_ternary(int type) { return type == SQZ_TYPE_TQ2_0 || type == SQZ_T
 int sqz_iquant_block_params(int type, const float *x, const float *w, sqz_qparams *p, sqz_err *err) {
     const book *b = book_of(type);
     if (!b && !is_ternary(type)) return sqz_fail(err, "quantize: no codebook writer for type id %d", type);
-    for (int i = 0; i < IQ3_BLOCK; i++)
+    for (int i = 0; i < QK_BLOCK; i++)
         if (!isfinite(x[i]))
             return sqz_fail(err, "quantize %s: value %d of the block is not finite", sqz_type_get(type)->name, i);
     if (b) block_params(b, x, w, p);
@@ -514,8 +514,8 @@ int sqz_iquant_row(int type, const float *x, void *dst, int64_t n, const float *
     const book *b = book_of(type);
     if (!b && !is_ternary(type)) return sqz_fail(err, "quantize: no codebook writer for type id %d", type);
     const char *name = sqz_type_get(type)->name;
-    if (n < 0 || n % IQ3_BLOCK)
-        return sqz_fail(err, "quantize %s: row length %lld is not a multiple of %d", name, (long long)n, IQ3_BLOCK);
+    if (n < 0 || n % QK_BLOCK)
+        return sqz_fail(err, "quantize %s: row length %lld is not a multiple of %d", name, (long long)n, QK_BLOCK);
     for (int64_t i = 0; i < n; i++)
         if (!isfinite(x[i])) return sqz_fail(err, "quantize %s: value %lld of the row is not finite", name, (long long)i);
     if (weights)
@@ -524,10 +524,10 @@ int sqz_iquant_row(int type, const float *x, void *dst, int64_t n, const float *
                 return sqz_fail(err, "quantize %s: weight %lld is %g, expected a finite value >= 0", name, (long long)i,
                                 (double)weights[i]);
     uint8_t *out = dst;
-    for (int64_t k = 0; k < n / IQ3_BLOCK; k++) {
-        const float *wk = weights ? weights + k * IQ3_BLOCK : NULL;
-        if (b) quantize_block(b, x + k * IQ3_BLOCK, wk, out + k * b->block_bytes);
-        else tq2_block(type, x + k * IQ3_BLOCK, wk, out + k * (type == SQZ_TYPE_TQ1_0 ? TQ1_BYTES : TQ2_BYTES));
+    for (int64_t k = 0; k < n / QK_BLOCK; k++) {
+        const float *wk = weights ? weights + k * QK_BLOCK : NULL;
+        if (b) quantize_block(b, x + k * QK_BLOCK, wk, out + k * b->block_bytes);
+        else tq2_block(type, x + k * QK_BLOCK, wk, out + k * (type == SQZ_TYPE_TQ1_0 ? TQ1_BYTES : TQ2_BYTES));
     }
     return SQZ_OK;
 }
