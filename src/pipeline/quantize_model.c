@@ -526,9 +526,10 @@ static int grams_reset(qm *q, const int64_t n[SQZ_SITE_COUNT], sqz_err *err) {
             q->H[s] = malloc(nn * sizeof(double));
             if (q->target) {
                 q->C[s] = malloc(nn * sizeof(double));
-                q->so[s] = malloc((size_t)q->o->seqlen * (size_t)n[s] * sizeof(float));
+                /* the CPU pass keeps a window's original site inputs here; the GPU's stay on the device */
+                if (!q->bp) q->so[s] = malloc((size_t)q->o->seqlen * (size_t)n[s] * sizeof(float));
             }
-            if (!q->H[s] || (q->target && (!q->C[s] || !q->so[s])))
+            if (!q->H[s] || (q->target && (!q->C[s] || (!q->bp && !q->so[s]))))
                 return sqz_fail(err, "quantize: out of memory for %lld × %lld Grams", (long long)n[s], (long long)n[s]);
             sqz_gram_close(q->gacc[s]);
             sqz_gram_close(q->cacc[s]);
