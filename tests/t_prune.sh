@@ -20,7 +20,9 @@
 #      pruned layers streamed into the estimate and the quantizer (one and two rounds)
 #      gives the bytes of the same run with --keep-pruned (the whole pruned model written
 #      first); --prune auto from a saved estimate with width options (sqz sensitivity
-#      --prune) gives the bytes of its own estimate, one without them is refused by name.
+#      --prune) gives the bytes of its own estimate, one without them is refused by name;
+#      --prune auto where the types alone fit in 95% of the budget prunes nothing (the
+#      bytes of compress without --prune).
 # Needs llama.cpp's llama-perplexity for (b): without it the test FAILS, unless
 # SQZ_NO_LLAMACPP=1, when (b) alone is skipped (and said so) and the rest runs.
 set -uo pipefail
@@ -214,6 +216,17 @@ EOF2
             bad "--prune auto at $1 bpw: the streamed and the written pruned model give different files"
         rm -f "$tmp/auto.gguf" "$tmp/auto.json" "$tmp/auto-kept.gguf" "$tmp/auto-f32.gguf"
     done
+    # --prune auto where the types alone fit in 95% of the budget (stories260K: 7.166 bpw
+    # at the smallest types; 8 bpw): no pruning, the bytes of compress without --prune
+    "$sqz" compress "$s260" -o "$tmp/auto8.gguf" --target-bpw 8 --prune auto "${c260[@]}" --json "$tmp/auto8.json" \
+        >"$tmp/auto8.log" 2>&1 || bad "compress --prune auto at 8 bpw failed: $(tail -n 2 "$tmp/auto8.log")"
+    "$sqz" compress "$s260" -o "$tmp/none8.gguf" --target-bpw 8 "${c260[@]}" >"$tmp/none8.log" 2>&1 ||
+        bad "compress at 8 bpw failed: $(tail -n 2 "$tmp/none8.log")"
+    python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); sys.exit(0 if "prune" not in j and j.get("prune_auto","").startswith("none") else 1)' \
+        "$tmp/auto8.json" || bad "--prune auto at 8 bpw: the report says it pruned (want none: the types alone fit)"
+    grep -q "no pruning, the types alone fit" "$tmp/auto8.log" || bad "--prune auto at 8 bpw: no 'no pruning' line in: $(cat "$tmp/auto8.log")"
+    cmp -s "$tmp/auto8.gguf" "$tmp/none8.gguf" || bad "--prune auto at 8 bpw: another file than compress without --prune"
+    rm -f "$tmp/auto8.gguf" "$tmp/none8.gguf" "$tmp/auto8.json"
     # one saved estimate with width options (sensitivity --prune) serves compress --prune:
     # the same bytes as compress's own estimate; a saved estimate without them is refused
     "$sqz" compress "$s260" -o "$tmp/own.gguf" --target-bpw 4.5 --prune auto "${c260[@]}" >"$tmp/own.log" 2>&1 ||

@@ -451,6 +451,8 @@ int main(int argc, char **argv) {
     test_codebook(pool, SQZ_TYPE_IQ2_XXS);
     test_codebook(pool, SQZ_TYPE_IQ2_XS);
     test_codebook(pool, SQZ_TYPE_IQ2_S);
+    test_codebook(pool, SQZ_TYPE_IQ1_S);
+    test_codebook(pool, SQZ_TYPE_IQ1_M);
     test_codebook(pool, SQZ_TYPE_TQ2_0);
     test_codebook(pool, SQZ_TYPE_TQ1_0);
     test_identity();

@@ -27,7 +27,7 @@ static int parse_types(const char *cmd, const char *list, int *types, int *n) {
         const sqz_type_traits *tt = t >= 0 ? sqz_type_get(t) : NULL;
         if (!tt || !sqz_type_writable(t) || !tt->dequantize || t == SQZ_TYPE_F32)
             return usage_fail(cmd, "--types: '%s' is not a type sqz writes (Q2_K Q3_K Q4_K Q5_K Q6_K Q8_0 Q4_0 Q4_1 "
-                                   "Q5_0 Q5_1 IQ4_NL IQ4_XS IQ3_S IQ3_XXS IQ2_S IQ2_XS IQ2_XXS TQ2_0 TQ1_0 F16 BF16)", tok);
+                                   "Q5_0 Q5_1 IQ4_NL IQ4_XS IQ3_S IQ3_XXS IQ2_S IQ2_XS IQ2_XXS IQ1_M IQ1_S TQ2_0 TQ1_0 F16 BF16)", tok);
         if (*n >= SQZ_SENS_MAX_OPTIONS) return usage_fail(cmd, "--types: more than %s types", "16");
         types[(*n)++] = t;
     }
@@ -391,8 +391,10 @@ const char HELP_COMPRESS[] =
     "                     one item whose options are a width and the types of its\n"
     "                     matrices; removed units are compensated by least squares, see\n"
     "                     'sqz help prune'); a block keeps at least 1-F of its heads or\n"
-    "                     channels (auto: F = 0.5 when the smallest size at 0.5 is within\n"
-    "                     95% of the budget, else 0.75). Later rounds keep round 1's widths\n"
+    "                     channels (auto: none when the types alone fit in 95% of the\n"
+    "                     budget - pruning lost to them there, measured - else F = 0.5\n"
+    "                     when the smallest size at 0.5 is within 95% of the budget, else\n"
+    "                     0.75). Later rounds keep round 1's widths\n"
     "                     and re-allocate the types on the pruned model. The output is a\n"
     "                     llama.cpp 'deci' GGUF when layers differ\n"
     "  --keep-pruned F    with --prune: also keep the pruned, compensated model before\n"
@@ -506,6 +508,7 @@ static cJSON *compress_json(const sqz_compress_report *rep, const char *model, c
     }
     cJSON_AddNumberToObject(root, "best_round", rep->best_round);
     cJSON_AddItemToObject(root, "stages", stages_json(&rep->times, o->gptq_double, sgemm, dgemm, threads, total));
+    if (rep->prune_skipped) cJSON_AddStringToObject(root, "prune_auto", "none: the types alone fit in 95% of the budget");
     if (rep->prune_max >= 0) {
         cJSON *pj = cJSON_AddObjectToObject(root, "prune");
         cJSON_AddNumberToObject(pj, "max_fraction", rep->prune_max);
@@ -726,6 +729,9 @@ int cmd_compress(args *a) {
     printf("wrote %s: round %d, %llu bytes, %.4f bits per weight, held-out perplexity %.4f (model %.4f)\n", out,
            best + 1, (unsigned long long)rep.rounds[best].file_bytes, rep.rounds[best].bpw,
            rep.rounds[best].heldout_ppl, rep.base_heldout_ppl);
+    if (rep.prune_skipped)
+        printf("--prune auto: no pruning, the types alone fit in 95%% of the budget%s\n",
+               keep_pruned ? " (--keep-pruned: nothing written)" : "");
     if (rep.resumed_estimate || rep.resumed_layer > 0)
         printf("resumed: %s%s", rep.resumed_estimate ? "round 1's estimate from the checkpoint" : "",
                rep.resumed_layer > 0 ? (rep.resumed_estimate ? ", quantization after layer " : "quantization after layer ")

@@ -26,13 +26,14 @@ const char HELP_QUANTIZE[] =
     "llama.cpp loads unchanged. Every linear weight gets type T; norms stay F32.\n"
     "  -o, --output OUT   the GGUF file to write (via a temporary file and rename)\n"
     "  --type T           Q8_0 Q6_K Q5_K Q4_K Q3_K Q2_K Q5_1 Q5_0 Q4_1 Q4_0 IQ4_NL\n"
-    "                     IQ4_XS IQ3_S IQ3_XXS IQ2_S IQ2_XS IQ2_XXS TQ2_0 TQ1_0 F16 BF16\n"
-    "                     F32. A tensor whose rows do not fit T's block falls back as\n"
+    "                     IQ4_XS IQ3_S IQ3_XXS IQ2_S IQ2_XS IQ2_XXS IQ1_M IQ1_S TQ2_0 TQ1_0\n"
+    "                     F16 BF16 F32. A tensor whose rows do not fit T's block falls back as\n"
     "                     llama-quantize does (Q2_K,Q3_K->Q4_0, Q4_K->Q5_0, Q5_K->Q5_1,\n"
     "                     Q6_K->Q8_0, the IQ types->IQ4_NL); the report lists them.\n"
-    "                     IQ3_S, IQ3_XXS (the IQ2 types): each group of 4 (8) weights one\n"
-    "                     grid point, chosen jointly (GPTQ spreads each weight's error;\n"
-    "                     IQ3_XXS, IQ2_XXS, IQ2_XS keep an even count of minus signs per 8).\n"
+    "                     IQ3_S, IQ3_XXS (the IQ2 and IQ1 types): each group of 4 (8) weights\n"
+    "                     one grid point, chosen jointly (GPTQ spreads each weight's error;\n"
+    "                     IQ3_XXS, IQ2_XXS, IQ2_XS keep an even count of minus signs per 8;\n"
+    "                     IQ1_S/IQ1_M: points of {-1,0,1} shifted by +-1/8 per 32 or per 8).\n"
     "                     TQ2_0, TQ1_0: ternary levels, one f16 scale per 256 (for models\n"
     "                     trained ternary; any other model loses most of its accuracy)\n"
     "  --method M         rtn: round to nearest with the best block scales, weighted by\n"
@@ -84,7 +85,7 @@ static int parse_type(const char *cmd, const char *flag, const char *v, int *out
     if (!ok) {
         char msg[256];
         snprintf(msg, sizeof msg, "%s '%%s': expected one of Q8_0 Q6_K Q5_K Q4_K Q3_K Q2_K Q5_1 Q5_0 Q4_1 Q4_0 "
-                                  "IQ4_NL IQ4_XS IQ3_S IQ3_XXS IQ2_S IQ2_XS IQ2_XXS TQ2_0 TQ1_0 F16 BF16 F32", flag);
+                                  "IQ4_NL IQ4_XS IQ3_S IQ3_XXS IQ2_S IQ2_XS IQ2_XXS IQ1_M IQ1_S TQ2_0 TQ1_0 F16 BF16 F32", flag);
         return usage_fail(cmd, msg, v ? v : "");
     }
     *out = t;

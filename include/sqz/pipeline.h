@@ -176,7 +176,9 @@ typedef struct sqz_compress_opts {
     double damp, shrink;      /* GPTQ's dampening and shrinkage (sqz_qmodel_opts) */
     double prune_max;         /* < 0: no pruning; else the largest fraction of a block's heads or
                                  channels removed, chosen jointly with the types */
-    int prune_auto;           /* with prune_max: 0.5 when the budget leaves 5% room at it, else 0.75 */
+    int prune_auto;           /* with prune_max: none when quantization alone leaves 5% room in
+                                 the budget (keep_pruned is then not written), else 0.5 when
+                                 the budget leaves 5% room at it, else 0.75 */
     const char *keep_pruned;  /* with pruning: keep the pruned unquantized model there (F32 GGUF), or NULL */
     const char *sensitivity;  /* round 1 from a 'sqz sensitivity --json' file, or NULL (sqz_sens_load) */
     int measure;              /* after the last round, measure this many chosen tensors alone */
@@ -236,6 +238,7 @@ typedef struct sqz_compress_report {
     sqz_compress_round *rounds; /* [opts.rounds] (owned) */
     int best_round;          /* 1-based; its file became the output */
     double prune_max;        /* the fraction used (auto resolved); < 0 without pruning */
+    int prune_skipped;       /* 1: prune_auto resolved to no pruning (types alone fit) */
     int ffn_step;
     int64_t params_after;    /* weights after pruning (n_params without) */
     int n_layer;

@@ -92,24 +92,28 @@ int sqz_quantize_row(int type, const float *x, void *dst, int64_t n, const float
  * (a copy), F16 and BF16 (the table's from_float: round to nearest even, as ggml converts;
  * no value is rejected, |x| >= 65520 becomes an F16 inf) and every sqz_quant_supported
  * type (sqz_quantize_row, with the weights), and the codebook i-quants (the type table's
- * codebook field: IQ3_S, IQ3_XXS, the IQ2 types, TQ2_0, TQ1_0; sqz_iquant_row). n must be a multiple
- * of the type's block size; dst holds sqz_type_row_bytes bytes. Fails for a type sqz cannot write (e.g. Q8_K, IQ1_S)
+ * codebook field: IQ3_S, IQ3_XXS, the IQ2 and IQ1 types, TQ2_0, TQ1_0; sqz_iquant_row). n must be a multiple
+ * of the type's block size; dst holds sqz_type_row_bytes bytes. Fails for a type sqz cannot write (e.g. Q8_K)
  * or as sqz_quantize_row does. */
 int sqz_convert_row(int type, const float *x, void *dst, int64_t n, const float *weights, sqz_err *err);
 
 /* One row into a codebook i-quant (src/quant/iquant.c: IQ3_S, IQ3_XXS, IQ2_S, IQ2_XS,
- * IQ2_XXS; and the ternary levels of TQ2_0, TQ1_0): each group's grid point and each scale by a search in the weights' metric (weights: n importances >= 0, or
- * NULL for uniform); n a multiple of 256. Errors name the type and the value. */
+ * IQ2_XXS, IQ1_M, IQ1_S; and the ternary levels of TQ2_0, TQ1_0): each group's grid point
+ * and each scale by a search in the weights' metric (weights: n importances >= 0, or NULL
+ * for uniform); n a multiple of 256. Errors name the type and the value. */
 int sqz_iquant_row(int type, const float *x, void *dst, int64_t n, const float *weights, sqz_err *err);
 
 /* GPTQ into a codebook i-quant, whose grid points cover groups of G values (the type's
- * codebook field: 4 for IQ3_S and IQ3_XXS, 8 for the IQ2 types, 1 for TQ2_0 and TQ1_0):
+ * codebook field: 4 for IQ3_S and IQ3_XXS, 8 for the IQ2 and IQ1 types, 1 for TQ2_0 and TQ1_0):
  * the block's scales from its current values (sqz_qparams: d, sc[j] the 4-bit scale,
  * scale[j] = f16(d)·(1 + 2·sc[j]) the step of 32-value sub-block j); the grid point of the
  * G values x starting at value `first` of the block (w: their importances or NULL), as
  * levels ±(grid value) and the values q they dequantize to (IQ3_XXS, IQ2_XXS, IQ2_XS: called in
  * order within a row, lev[-(first % 8) .. -1] holding the earlier levels of the 8-span, so
- * that each 8's signs keep their even parity); the block's bytes from its levels. sqz_gptq_supported says which types GPTQ takes. */
+ * that each 8's signs keep their even parity; IQ1_S and IQ1_M: levels 8g ± 1, the value in
+ * units of step/8 - grid value g of {-1, 0, 1} and the shift ±1/8, which IQ1_S keeps per
+ * 32 values in m[j] = ±1 and IQ1_M chooses per group); the block's bytes from its levels.
+ * sqz_gptq_supported says which types GPTQ takes. */
 int sqz_iquant_block_params(int type, const float *x, const float *w, sqz_qparams *p, sqz_err *err);
 void sqz_iquant_round_group(const sqz_qparams *p, int first, const float *x, const float *w, int8_t *lev, float *q);
 void sqz_iquant_pack_block(const sqz_qparams *p, const int8_t *levels, void *dst);

@@ -35,10 +35,12 @@ typedef enum sqz_type {
     SQZ_TYPE_IQ2_XXS = 16,
     SQZ_TYPE_IQ2_XS = 17,
     SQZ_TYPE_IQ3_XXS = 18,
+    SQZ_TYPE_IQ1_S = 19,
     SQZ_TYPE_IQ4_NL = 20,
     SQZ_TYPE_IQ3_S = 21,
     SQZ_TYPE_IQ2_S = 22,
     SQZ_TYPE_IQ4_XS = 23,
+    SQZ_TYPE_IQ1_M = 29,
     SQZ_TYPE_BF16 = 30,
     SQZ_TYPE_TQ1_0 = 34,
     SQZ_TYPE_TQ2_0 = 35,
@@ -66,7 +68,7 @@ typedef struct sqz_type_traits {
                                (sqz_quant_supported, sqz_quant_block_params, GPTQ); else 0 */
     int codebook;           /* a codebook i-quant sqz writes by its grid search (sqz_convert_row,
                                sqz_iquant_*; GPTQ a group of columns at a time): the values per
-                               grid point (4: IQ3_S, IQ3_XXS; 8: IQ2_XXS, IQ2_XS, IQ2_S; 1: TQ2_0,
+                               grid point (4: IQ3_S, IQ3_XXS; 8: IQ2_XXS, IQ2_XS, IQ2_S, IQ1_S, IQ1_M; 1: TQ2_0,
                                TQ1_0, whose ternary levels take one value each); else 0 */
 } sqz_type_traits;
 

@@ -36,5 +36,9 @@ extern const uint16_t sqz_iq2xs_cell[6562];
 extern const uint16_t sqz_iq2xs_near[];
 extern const uint16_t sqz_iq2s_cell[6562];
 extern const uint16_t sqz_iq2s_near[];
+/* IQ1_S's and IQ1_M's (one grid): level k = v + 1 of {-1, 0, 1}, cell Σ k_j·3^j; only the
+ * points at the nearest's distance (no + 1) */
+extern const uint16_t sqz_iq1s_cell[6562];
+extern const uint16_t sqz_iq1s_near[];
 
 #endif

@@ -58,7 +58,9 @@ int sqz_qmodel_fallback_type(int type, int64_t ncols) {
     case SQZ_TYPE_IQ3_XXS:
     case SQZ_TYPE_IQ2_XXS:
     case SQZ_TYPE_IQ2_XS:
-    case SQZ_TYPE_IQ2_S: fb = SQZ_TYPE_IQ4_NL; break;
+    case SQZ_TYPE_IQ2_S:
+    case SQZ_TYPE_IQ1_S:
+    case SQZ_TYPE_IQ1_M: fb = SQZ_TYPE_IQ4_NL; break;
     default: fb = SQZ_TYPE_F16; break;
     }
     if (ncols % sqz_type_get(fb)->block_size != 0) fb = SQZ_TYPE_F16;
@@ -84,6 +86,14 @@ static int ftype_of(int type) {
     case SQZ_TYPE_IQ4_NL: return 25;
     case SQZ_TYPE_IQ4_XS: return 30;
     case SQZ_TYPE_IQ3_S: return 26;
+    case SQZ_TYPE_IQ3_XXS: return 23;
+    case SQZ_TYPE_IQ2_S: return 28;
+    case SQZ_TYPE_IQ2_XS: return 20;
+    case SQZ_TYPE_IQ2_XXS: return 19;
+    case SQZ_TYPE_IQ1_M: return 31;
+    case SQZ_TYPE_IQ1_S: return 24;
+    case SQZ_TYPE_TQ2_0: return 37;
+    case SQZ_TYPE_TQ1_0: return 36;
     case SQZ_TYPE_BF16: return 32;
     default: return 1024; /* "guessed" */
     }

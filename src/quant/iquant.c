@@ -45,18 +45,19 @@ typedef struct book {
     float smul;                        /* 0: step d·(1 + 2s); else d·(0.5 + s)·smul (the dequantizer's order) */
     int parity;                        /* signs in 8s with an even count of minus signs */
     int sub;                           /* values per 4-bit scale: 32, or 16 (IQ2_XS, IQ2_S) */
+    int int8;                          /* grid values are int8 (IQ1's {-1, 0, 1}), else uint8 */
 } book;
 
 static const book kIQ3S = {SQZ_TYPE_IQ3_S, 110, 4, 8, sqz_iq3s_grid, NULL, sqz_iq3s_cell, sqz_iq3s_near,
-                           1.0f, 0.5f, 15.0f, 1.0f, 1.0f, 0.0f, 0, 32};
+                           1.0f, 0.5f, 15.0f, 1.0f, 1.0f, 0.0f, 0, 32, 0};
 static const book kIQ3XXS = {SQZ_TYPE_IQ3_XXS, 98, 4, 8, sqz_iq3xxs_grid, NULL, sqz_iq3xxs_cell, sqz_iq3xxs_near,
-                             4.0f, 0.125f, 62.0f, 4.0f, 0.25f, 0.5f, 1, 32};
+                             4.0f, 0.125f, 62.0f, 4.0f, 0.25f, 0.5f, 1, 32, 0};
 static const book kIQ2XXS = {SQZ_TYPE_IQ2_XXS, 66, 8, 3, NULL, sqz_iq2xxs_grid, sqz_iq2xxs_cell, sqz_iq2xxs_near,
-                             8.0f, 1.0f / 17.5f, 43.0f, 4.0f, 0.125f, 0.25f, 1, 32};
+                             8.0f, 1.0f / 17.5f, 43.0f, 4.0f, 0.125f, 0.25f, 1, 32, 0};
 static const book kIQ2XS = {SQZ_TYPE_IQ2_XS, 74, 8, 3, NULL, sqz_iq2xs_grid, sqz_iq2xs_cell, sqz_iq2xs_near,
-                            8.0f, 1.0f / 17.5f, 43.0f, 4.0f, 0.125f, 0.25f, 1, 16};
+                            8.0f, 1.0f / 17.5f, 43.0f, 4.0f, 0.125f, 0.25f, 1, 16, 0};
 static const book kIQ2S = {SQZ_TYPE_IQ2_S, 82, 8, 3, NULL, sqz_iq2s_grid, sqz_iq2s_cell, sqz_iq2s_near,
-                           8.0f, 1.0f / 17.5f, 43.0f, 4.0f, 0.125f, 0.25f, 0, 16};
+                           8.0f, 1.0f / 17.5f, 43.0f, 4.0f, 0.125f, 0.25f, 0, 16, 0};
 
 static const book *book_of(int type) {
     return type == SQZ_TYPE_IQ3_S     ? &kIQ3S
@@ -73,7 +74,8 @@ static float step_of(const book *b, float d, int s) {
 }
 
 static float grid_value(const book *b, unsigned point, int j) {
-    return (float)(uint8_t)(b->grid8 ? b->grid8[point] >> (8 * j) : b->grid4[point] >> (8 * j));
+    const uint8_t byte = (uint8_t)(b->grid8 ? b->grid8[point] >> (8 * j) : b->grid4[point] >> (8 * j));
+    return b->int8 ? (float)(int8_t)byte : (float)byte;
 }
 
 /* The level of target t (in grid values) or of a grid value: its cell coordinate. */
@@ -487,32 +489,294 @@ static void tq2_block(int type, const float *x, const float *wi, uint8_t *out) {
 
 static int is_ternary(int type) { return type == SQZ_TYPE_TQ2_0 || type == SQZ_TYPE_TQ1_0; }
 
+/* ---------------------------------------------------------------- IQ1_S, IQ1_M */
+
+/* IQ1_S (1.5625 bits per weight): a 256-value block has an f16 d; each sub-block of 32 a
+ * 3-bit scale s (step d·(2s + 1)) and a shift δ = ±1/8; each group of 8 one of 2048 grid
+ * points of {-1, 0, 1}⁸; value step·(g + δ). IQ1_M (1.75): a 3-bit scale per 16 values,
+ * δ's sign per group of 8, and d's f16 bits in the top nibbles of the four u16 scale
+ * words. No sign bits: the targets are x/step − δ, searched among the neighbours of their
+ * cell of rounded levels like the codebooks above. Per scale span its best step over
+ * candidates below max|x|/(1 + 1/8) (most values of a ternary grid sit at 0 and ±1, so the
+ * best step is well below the largest value), each refined by least squares for its
+ * points; then the block's d over candidates around the largest step/15, each span's
+ * integer scale the better of the two either side of its ideal; d refitted once. The
+ * shift is chosen with the points: per 32 values (IQ1_S) or per group (IQ1_M), the better
+ * sign. A value's level is 8g ± 1, the value in units of step/8 (g and δ's sign in one). */
+#define IQ1_SHIFT 0.125f
+#define IQ1S_BYTES 50
+#define IQ1M_BYTES 56
+
+static const book kIQ1 = {SQZ_TYPE_IQ1_S, IQ1S_BYTES, 8, 3, NULL, sqz_iq1s_grid, sqz_iq1s_cell, sqz_iq1s_near,
+                          -1.0f, 1.0f, 1.0f, 0.0f, 1.0f, 0.0f, 0, 32, 1};
+
+static int iq1_scale_span(int type) { return type == SQZ_TYPE_IQ1_S ? 32 : 16; }
+static int iq1_shift_span(int type) { return type == SQZ_TYPE_IQ1_S ? 32 : 8; }
+
+/* One shift span (n values, n/8 groups) at a step: each group's point for either shift
+ * sign, the better sign (neg: δ = −1/8) and points kept; the error returned. */
+static double iq1_shift_points(const float *x, const float *w, int n, float step, unsigned *pt, int *neg) {
+    double best = INFINITY;
+    for (int sgn = 0; sgn < 2; sgn++) {
+        const float shift = step * (sgn ? -IQ1_SHIFT : IQ1_SHIFT);
+        unsigned tp[4];
+        double total = 0.0;
+        for (int g = 0; g < n / 8; g++) {
+            float a[8];
+            double e;
+            for (int j = 0; j < 8; j++) a[j] = x[8 * g + j] - shift;
+            tp[g] = nearest(&kIQ1, a, w + 8 * g, step, &e);
+            total += e;
+        }
+        if (total < best) best = total, *neg = sgn, memcpy(pt, tp, (size_t)(n / 8) * sizeof *pt);
+    }
+    return best;
+}
+
+/* A scale span's points and shifts at a step (pt: span/8 points; neg: one per shift span). */
+static double iq1_span_points(int type, const float *x, const float *w, float step, unsigned *pt, int *neg) {
+    const int span = iq1_scale_span(type), sh = iq1_shift_span(type);
+    double total = 0.0;
+    for (int k = 0; k < span / sh; k++) total += iq1_shift_points(x + sh * k, w + sh * k, sh, step, pt + sh / 8 * k, neg + k);
+    return total;
+}
+
+/* Value i of a span as its points and shifts give it, in units of the step: g + δ. */
+static float iq1_unit(int type, const unsigned *pt, const int *neg, int i) {
+    return grid_value(&kIQ1, pt[i / 8], i % 8) + (neg[i / iq1_shift_span(type)] ? -IQ1_SHIFT : IQ1_SHIFT);
+}
+
+/* A span's best step (its ideal before the block's d quantizes it). */
+static float iq1_span_step(int type, const float *x, const float *w) {
+    const int span = iq1_scale_span(type);
+    float amax = 0.0f;
+    for (int i = 0; i < span; i++) amax = fmaxf(amax, fabsf(x[i]));
+    if (amax == 0.0f) return 0.0f;
+    static const float f[8] = {1.0f, 0.85f, 0.72f, 0.62f, 0.53f, 0.45f, 0.38f, 0.32f};
+    unsigned pt[4];
+    int neg[4];
+    double best = INFINITY;
+    float bs = amax / (1.0f + IQ1_SHIFT);
+    for (int c = 0; c < 8; c++) {
+        float s = f[c] * amax / (1.0f + IQ1_SHIFT);
+        for (int it = 0; it < 2; it++) {
+            const double e = iq1_span_points(type, x, w, s, pt, neg);
+            if (e < best) best = e, bs = s;
+            double sxv = 0.0, svv = 0.0; /* least squares for these points */
+            for (int i = 0; i < span; i++) {
+                const double v = iq1_unit(type, pt, neg, i);
+                sxv += (double)w[i] * x[i] * v, svv += (double)w[i] * v * v;
+            }
+            const float r = svv > 0.0 ? (float)(sxv / svv) : 0.0f;
+            if (!(r > 0.0f) || r == s) break;
+            s = r;
+        }
+    }
+    return bs;
+}
+
+/* For the block's d: each span's scale (the two integers either side of its ideal), points
+ * and shifts; the total error. */
+static double iq1_eval_d(int type, const float *x, const float *w, const float *steps, float d, int *sc, unsigned *pt,
+                         int *neg) {
+    const int span = iq1_scale_span(type), nsh = span / iq1_shift_span(type);
+    double total = 0.0;
+    for (int ib = 0; ib < QK_BLOCK / span; ib++) {
+        const float r = d > 0.0f ? (steps[ib] / d - 1.0f) * 0.5f : 0.0f;
+        int lo = (int)floorf(r);
+        lo = lo < 0 ? 0 : (lo > 7 ? 7 : lo);
+        const int hi = lo < 7 ? lo + 1 : lo;
+        double best = INFINITY;
+        for (int s = lo; s <= hi; s++) {
+            unsigned tp[4];
+            int tn[4];
+            const double e = iq1_span_points(type, x + span * ib, w + span * ib, d * (float)(2 * s + 1), tp, tn);
+            if (e < best) {
+                best = e, sc[ib] = s;
+                memcpy(pt + span / 8 * ib, tp, (size_t)(span / 8) * sizeof *tp);
+                memcpy(neg + nsh * ib, tn, (size_t)nsh * sizeof *tn);
+            }
+        }
+        total += best;
+    }
+    return total;
+}
+
+/* A block's d, scales and (IQ1_S) shifts from its current values; the points and shifts
+ * chosen for them in pt/neg when not NULL. */
+static void iq1_params(int type, const float *x, const float *wi, sqz_qparams *p, unsigned *pt_out, int *neg_out) {
+    const int span = iq1_scale_span(type), nspan = QK_BLOCK / span, nsh = span / iq1_shift_span(type);
+    float w[QK_BLOCK], steps[16];
+    block_weights(wi, w);
+    float smax = 0.0f;
+    for (int ib = 0; ib < nspan; ib++) {
+        steps[ib] = iq1_span_step(type, x + span * ib, w + span * ib);
+        smax = fmaxf(smax, steps[ib]);
+    }
+    int sc[16] = {0}, tsc[16], neg[32] = {0}, tneg[32];
+    unsigned pt[32] = {0}, tpt[32];
+    float bd = 0.0f;
+    double best = INFINITY;
+    if (smax > 0.0f) {
+        static const float f[7] = {15.0f, 14.0f, 13.0f, 16.0f, 12.0f, 11.0f, 10.0f};
+        for (int c = 0; c < 7; c++) {
+            const float d = f16_round(smax / f[c]);
+            if (!(d > 0.0f)) continue;
+            const double e = iq1_eval_d(type, x, w, steps, d, tsc, tpt, tneg);
+            if (e < best) {
+                best = e, bd = d;
+                memcpy(sc, tsc, sizeof sc), memcpy(pt, tpt, sizeof pt), memcpy(neg, tneg, sizeof neg);
+            }
+        }
+        /* d refitted once for the chosen scales, points and shifts */
+        double sxv = 0.0, svv = 0.0;
+        for (int i = 0; i < QK_BLOCK; i++) {
+            const int ib = i / span;
+            const double v = (2 * sc[ib] + 1) * (double)iq1_unit(type, pt + span / 8 * ib, neg + nsh * ib, i % span);
+            sxv += (double)w[i] * x[i] * v, svv += (double)w[i] * v * v;
+        }
+        const float d = svv > 0.0 ? f16_round((float)(sxv / svv)) : 0.0f;
+        if (d > 0.0f && d != bd) {
+            const double e = iq1_eval_d(type, x, w, steps, d, tsc, tpt, tneg);
+            if (e < best) {
+                best = e, bd = d;
+                memcpy(sc, tsc, sizeof sc), memcpy(pt, tpt, sizeof pt), memcpy(neg, tneg, sizeof neg);
+            }
+        }
+    }
+    memset(p, 0, sizeof *p);
+    p->type = type;
+    p->block_size = QK_BLOCK;
+    p->sub_size = span;
+    p->n_sub = nspan;
+    p->d = sqz_f32_to_f16(bd);
+    const float d16 = sqz_f16_to_f32(p->d);
+    for (int ib = 0; ib < nspan; ib++) {
+        p->sc[ib] = (int16_t)sc[ib], p->scale[ib] = d16 * (float)(2 * sc[ib] + 1);
+        /* IQ1_S's shift is the span's (m: -1 for −1/8, else +1); IQ1_M's is each group's */
+        if (type == SQZ_TYPE_IQ1_S) p->m[ib] = (int16_t)(neg[ib] ? -1 : 1), p->min[ib] = p->scale[ib] * (neg[ib] ? -IQ1_SHIFT : IQ1_SHIFT);
+    }
+    if (pt_out) memcpy(pt_out, pt, sizeof pt);
+    if (neg_out) memcpy(neg_out, neg, sizeof neg);
+}
+
+/* The 8 values x of group `first / 8` at its span's step: the grid point (and, for IQ1_M,
+ * the shift) nearest in the importances' metric; levels 8g ± 1 and the values they give,
+ * as the dequantizer computes them: step · (g + δ). */
+static void iq1_round_group(const sqz_qparams *p, int first, const float *x, const float *w, int8_t *lev, float *q) {
+    const int ib = first / p->sub_size;
+    const float step = p->scale[ib];
+    float wg[8];
+    for (int j = 0; j < 8; j++) wg[j] = w ? w[j] : 1.0f;
+    unsigned pt;
+    int neg;
+    if (p->type == SQZ_TYPE_IQ1_S) {
+        neg = p->m[ib] < 0;
+        float a[8];
+        double e;
+        for (int j = 0; j < 8; j++) a[j] = x[j] - step * (neg ? -IQ1_SHIFT : IQ1_SHIFT);
+        pt = nearest(&kIQ1, a, wg, step, &e);
+    } else {
+        iq1_shift_points(x, wg, 8, step, &pt, &neg);
+    }
+    const float shift = neg ? -IQ1_SHIFT : IQ1_SHIFT;
+    for (int j = 0; j < 8; j++) {
+        const int g = (int)grid_value(&kIQ1, pt, j);
+        lev[j] = (int8_t)(8 * g + (neg ? -1 : 1));
+        q[j] = step * ((float)g + shift);
+    }
+}
+
+/* A group's grid index and shift sign from its levels 8g ± 1. */
+static unsigned iq1_point(const int8_t *lev, int *neg) {
+    int cell = 0;
+    for (int j = 0, m = 1; j < 8; j++, m *= 3) cell += ((lev[j] + (lev[j] > 0 ? 4 : -4)) / 8 + 1) * m;
+    *neg = lev[0] - 8 * ((lev[0] + (lev[0] > 0 ? 4 : -4)) / 8) < 0;
+    return kIQ1.near[kIQ1.cell[cell]]; /* a grid point's cell lists only itself */
+}
+
+static void iq1_pack(const sqz_qparams *p, const int8_t *lev, uint8_t *out) {
+    if (p->type == SQZ_TYPE_IQ1_S) { /* f16 d; qs[32]; u16 qh[8]: 3 high bits per group, scale, shift sign */
+        memset(out, 0, IQ1S_BYTES);
+        out[0] = (uint8_t)(p->d & 0xFF);
+        out[1] = (uint8_t)(p->d >> 8);
+        for (int ib = 0; ib < 8; ib++) {
+            unsigned qh = (unsigned)p->sc[ib] << 12;
+            int neg = 0;
+            for (int l = 0; l < 4; l++) {
+                const unsigned pt = iq1_point(lev + 32 * ib + 8 * l, &neg);
+                out[2 + 4 * ib + l] = (uint8_t)(pt & 0xFF);
+                qh |= (pt >> 8) << (3 * l);
+            }
+            qh |= (unsigned)(p->m[ib] < 0) << 15;
+            out[34 + 2 * ib] = (uint8_t)(qh & 0xFF);
+            out[34 + 2 * ib + 1] = (uint8_t)(qh >> 8);
+        }
+        return;
+    }
+    /* IQ1_M: qs[32]; qh[16] (a nibble per group: 3 high bits, shift sign); u16 scales[4] */
+    memset(out, 0, IQ1M_BYTES);
+    unsigned sc[4] = {0};
+    for (int k = 0; k < 32; k++) {
+        int neg;
+        const unsigned pt = iq1_point(lev + 8 * k, &neg);
+        out[k] = (uint8_t)(pt & 0xFF);
+        out[32 + k / 2] |= (uint8_t)(((pt >> 8) | (unsigned)neg << 3) << (4 * (k % 2)));
+    }
+    for (int j = 0; j < 16; j++) sc[j / 4] |= (unsigned)p->sc[j] << (3 * (j % 4));
+    for (int k = 0; k < 4; k++) {
+        sc[k] |= ((unsigned)p->d >> (4 * k) & 0xF) << 12;
+        out[48 + 2 * k] = (uint8_t)(sc[k] & 0xFF);
+        out[48 + 2 * k + 1] = (uint8_t)(sc[k] >> 8);
+    }
+}
+
+static void iq1_block(int type, const float *x, const float *wi, uint8_t *out) {
+    sqz_qparams p;
+    unsigned pt[32];
+    int neg[32];
+    int8_t lev[QK_BLOCK];
+    iq1_params(type, x, wi, &p, pt, neg);
+    const int span = iq1_scale_span(type), nsh = span / iq1_shift_span(type);
+    for (int i = 0; i < QK_BLOCK; i++) {
+        const int ib = i / span, k = i % span;
+        const int g = (int)grid_value(&kIQ1, pt[span / 8 * ib + k / 8], k % 8);
+        lev[i] = (int8_t)(8 * g + (neg[nsh * ib + k / iq1_shift_span(type)] ? -1 : 1));
+    }
+    iq1_pack(&p, lev, out);
+}
+
+static int is_iq1(int type) { return type == SQZ_TYPE_IQ1_S || type == SQZ_TYPE_IQ1_M; }
+
 /* ---------------------------------------------------------------- for GPTQ (quant.h) */
 
 int sqz_iquant_block_params(int type, const float *x, const float *w, sqz_qparams *p, sqz_err *err) {
     const book *b = book_of(type);
-    if (!b && !is_ternary(type)) return sqz_fail(err, "quantize: no codebook writer for type id %d", type);
+    if (!b && !is_ternary(type) && !is_iq1(type)) return sqz_fail(err, "quantize: no codebook writer for type id %d", type);
     for (int i = 0; i < QK_BLOCK; i++)
         if (!isfinite(x[i]))
             return sqz_fail(err, "quantize %s: value %d of the block is not finite", sqz_type_get(type)->name, i);
     if (b) block_params(b, x, w, p);
+    else if (is_iq1(type)) iq1_params(type, x, w, p, NULL, NULL);
     else tq2_params(type, x, w, p);
     return SQZ_OK;
 }
 
 void sqz_iquant_round_group(const sqz_qparams *p, int first, const float *x, const float *w, int8_t *lev, float *q) {
     if (is_ternary(p->type)) q[0] = tq2_level(x[0], p->scale[0], &lev[0]);
+    else if (is_iq1(p->type)) iq1_round_group(p, first, x, w, lev, q);
     else round_group(book_of(p->type), p, first, x, w, lev, q);
 }
 
 void sqz_iquant_pack_block(const sqz_qparams *p, const int8_t *levels, void *dst) {
     if (is_ternary(p->type)) ternary_pack(p, levels, dst);
+    else if (is_iq1(p->type)) iq1_pack(p, levels, dst);
     else pack(book_of(p->type), p, levels, dst);
 }
 
 int sqz_iquant_row(int type, const float *x, void *dst, int64_t n, const float *weights, sqz_err *err) {
     const book *b = book_of(type);
-    if (!b && !is_ternary(type)) return sqz_fail(err, "quantize: no codebook writer for type id %d", type);
+    if (!b && !is_ternary(type) && !is_iq1(type)) return sqz_fail(err, "quantize: no codebook writer for type id %d", type);
     const char *name = sqz_type_get(type)->name;
     if (n < 0 || n % QK_BLOCK)
         return sqz_fail(err, "quantize %s: row length %lld is not a multiple of %d", name, (long long)n, QK_BLOCK);
@@ -527,6 +791,7 @@ int sqz_iquant_row(int type, const float *x, void *dst, int64_t n, const float *
     for (int64_t k = 0; k < n / QK_BLOCK; k++) {
         const float *wk = weights ? weights + k * QK_BLOCK : NULL;
         if (b) quantize_block(b, x + k * QK_BLOCK, wk, out + k * b->block_bytes);
+        else if (is_iq1(type)) iq1_block(type, x + k * QK_BLOCK, wk, out + k * (type == SQZ_TYPE_IQ1_S ? IQ1S_BYTES : IQ1M_BYTES));
         else tq2_block(type, x + k * QK_BLOCK, wk, out + k * (type == SQZ_TYPE_TQ1_0 ? TQ1_BYTES : TQ2_BYTES));
     }
     return SQZ_OK;

@@ -9,8 +9,9 @@ The grids are part of the formats' definition (ggml-common.h; gguf-py carries th
 points): IQ2_XXS 256 × 8 values from {8, 25, 43}, IQ2_XS 512 × 8 and IQ2_S 1024 × 8 from
 the same set, IQ3_XXS 256 × 4 from {4, 12, ..., 62}, IQ3_S 512 × 4 from {1, 3, ..., 15},
 IQ1_S/IQ1_M 2048 × 8 from {-1, 0, 1}; and ksigns, the 128 sign patterns of 7 bits with
-an 8th making the count of minus signs even. Derived from them for the IQ3_S, IQ3_XXS and
-IQ2 quantizers: each cell of the 8⁴ level-index tuples with its nearest grid points. Each
+an 8th making the count of minus signs even. Derived from them for the IQ3_S, IQ3_XXS, IQ2
+and IQ1 quantizers: each cell of the level-index tuples (8⁴ or 3⁸) with its nearest grid
+points. Each
 point is written as ggml writes it:
 one byte per value, the first value in the lowest byte (int8 two's complement for IQ1).
 """
@@ -51,13 +52,15 @@ def table(name, ctype, values, per_line):
     return "\n".join(lines) + "\n"
 
 
-def neighbours(qtype, name, v0, dv, levels=8):
+def neighbours(qtype, name, v0, dv, levels=8, slack=1):
     """For the codebook quantizers: each cell of level indices (level k of grid value v =
     round((v - v0) / dv): IQ3_S's {1, 3, ..., 15} and IQ3_XXS's {4, 12, ..., 52, 62} each
-    give 0..7, 8⁴ cells of 4 values; IQ2_XXS's {8, 25, 43} 0..2, 3⁸ cells of 8 values; cell
-    Σ k_j · levels^j) lists the grid points within squared index distance dmin² + 1 of it
-    (dmin: the nearest point's), nearest first (ties by index); a cell that is a grid point
-    lists only itself."""
+    give 0..7, 8⁴ cells of 4 values; IQ2_XXS's {8, 25, 43} and IQ1_S's {-1, 0, 1} 0..2, 3⁸
+    cells of 8 values; cell
+    Σ k_j · levels^j) lists the grid points within squared index distance dmin² + slack of
+    it (dmin: the nearest point's; slack 1, or 0 for IQ1_S, whose 2048 points of 3⁸ would
+    otherwise list 84,416, past the offsets' uint16), nearest first (ties by index); a cell
+    that is a grid point lists only itself."""
     g = grid_values(qtype)
     k = np.floor((g - v0) / dv + 0.5).astype(int)
     n, G = g.shape
@@ -67,7 +70,7 @@ def neighbours(qtype, name, v0, dv, levels=8):
     start, items = [0], []
     for c in range(ncell):
         m = d2[c].min()
-        near = [i for i in range(n) if d2[c, i] <= (m if m == 0 else m + 1)]
+        near = [i for i in range(n) if d2[c, i] <= (m if m == 0 else m + slack)]
         near.sort(key=lambda i: (d2[c, i], i))
         items += near
         start.append(len(items))
@@ -102,6 +105,7 @@ def render():
     out.append(neighbours(q.IQ2_XXS, "iq2xxs", 8, 17.5, levels=3))
     out.append(neighbours(q.IQ2_XS, "iq2xs", 8, 17.5, levels=3))
     out.append(neighbours(q.IQ2_S, "iq2s", 8, 17.5, levels=3))
+    out.append(neighbours(q.IQ1_S, "iq1s", -1, 1, levels=3, slack=0))
     return "\n".join(out) + "\n"
 
 
@@ -127,7 +131,7 @@ def main():
         else:
             print(f"iq_grids: FAIL: {path} has {len(a)} lines, gguf-py's tables give {len(b)}")
         return 1
-    print(f"iq_grids: {path} equals gguf-py's tables (ksigns, IQ2_XXS/XS/S, IQ3_XXS/S, IQ1_S grids; IQ3_S, IQ3_XXS, IQ2_XXS, IQ2_XS and IQ2_S cells)")
+    print(f"iq_grids: {path} equals gguf-py's tables (ksigns, IQ2_XXS/XS/S, IQ3_XXS/S, IQ1_S grids; IQ3_S, IQ3_XXS, IQ2_XXS, IQ2_XS, IQ2_S and IQ1_S cells)")
     return 0
 
 
