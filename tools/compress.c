@@ -381,7 +381,9 @@ const char HELP_COMPRESS[] =
     "                     Q4_1,Q5_0,Q5_1,IQ4_NL,F16,IQ3_S,IQ4_XS; a tensor keeps the ones\n"
     "                     its rows fit, and on rows a k-quant fits Q4_0 Q4_1 Q5_0 Q5_1\n"
     "                     IQ4_NL yield to it: llama.cpp writes the k-quant there, and\n"
-    "                     each costs scoring)\n"
+    "                     each costs scoring). Below 3 bpw (and without --sensitivity)\n"
+    "                     the default is Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0,Q4_0,Q4_1,Q5_0,\n"
+    "                     IQ4_NL,IQ4_XS,IQ3_S,IQ3_XXS,IQ2_S,IQ2_XS,IQ2_XXS\n"
     "  --all-types        every listed type its rows fit on every tensor\n"
     "  --eval TEXT        also perplexity on TEXT after each round (GPTQ protocol,\n"
     "                     --eval-ctx 512, --eval-chunks 8 windows)\n"
@@ -544,6 +546,7 @@ static cJSON *compress_json(const sqz_compress_report *rep, const char *model, c
 
 int cmd_compress(args *a) {
     const char *model = NULL, *out = NULL, *json = NULL, *html = NULL, *types_arg = SQZ_COMPRESS_DEFAULT_TYPES;
+    int types_given = 0; /* --types: else the default list, by the target (SQZ_COMPRESS_LOWBIT_BPW) */
     const char *eval = NULL;
     const char *keep_pruned = NULL;
     const char *size_arg = NULL, *bpw_arg = NULL, *sens_in = NULL;
@@ -581,6 +584,7 @@ int cmd_compress(args *a) {
             all_types = 1;
         } else if (!strcmp(s, "--types")) {
             if (!(types_arg = opt_value(a))) return usage_fail(a->cmd, "%s needs a list", s);
+            types_given = 1;
         } else if (!strcmp(s, "--prune")) {
             const char *pv = opt_value(a);
             char *end = NULL;
@@ -655,6 +659,11 @@ int cmd_compress(args *a) {
     memset(&rep, 0, sizeof rep);
     int64_t n_params = sqz_model_n_params(&m);
     uint64_t budget = bpw_arg ? (uint64_t)floor(target_bpw * (double)n_params / 8.0) : (uint64_t)target_size;
+    /* below 3 bpw the default candidates reach down with the 2-bit i-quants (a saved
+     * estimate keeps the types it was made with) */
+    int lowbit = !types_given && !sens_in && n_params > 0 &&
+                 8.0 * (double)budget / (double)n_params < SQZ_COMPRESS_LOWBIT_BPW;
+    if (lowbit && (rc = parse_types(a->cmd, SQZ_COMPRESS_LOWBIT_TYPES, types, &n_types))) goto done;
 
     if ((rc = calib_load(&cs, &m))) goto done;
     if (eval) {

@@ -156,6 +156,12 @@ int sqz_sensitivity_run(sqz_model *m, sqz_pool *pool, const sqz_sens_run_opts *o
  * 1.5B model's Q3_K_S-size file went from 0.68 to 0.43 of llama.cpp's perplexity
  * increase (bench/RESULTS.md). */
 #define SQZ_COMPRESS_DEFAULT_TYPES "Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0,Q4_0,Q4_1,Q5_0,Q5_1,IQ4_NL,F16,IQ3_S,IQ4_XS"
+/* compress's candidates below SQZ_COMPRESS_LOWBIT_BPW (without --types and a saved
+ * estimate): the 2-3-bit i-quants in, F16 and Q5_1 out (no tensor takes them there; the
+ * 32-value types stay for rows that fit no 256-value block) */
+#define SQZ_COMPRESS_LOWBIT_TYPES \
+    "Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0,Q4_0,Q4_1,Q5_0,IQ4_NL,IQ4_XS,IQ3_S,IQ3_XXS,IQ2_S,IQ2_XS,IQ2_XXS"
+#define SQZ_COMPRESS_LOWBIT_BPW 3.0
 
 /* What sqz_compress is told to do. Token arrays stay the caller's. */
 typedef struct sqz_compress_opts {
