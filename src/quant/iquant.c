@@ -94,13 +94,26 @@ static unsigned nearest(const book *b, const float *a, const float *w, float ste
     for (int j = 0, m = 1; j < b->G; j++, m *= b->levels) cell += level_of(b, a[j] * inv) * m;
     unsigned best = b->near[b->cell[cell]];
     double be = INFINITY;
-    for (int i = b->cell[cell]; i < b->cell[cell + 1]; i++) {
+    /* the innermost loop of every writer here: each point's bytes read once, the
+     * type's branches out of the loop (the same doubles as grid_value's) */
+    double ad[8], wd[8];
+    const double st = step;
+    for (int j = 0; j < b->G; j++) ad[j] = a[j], wd[j] = w[j];
+    const int first = b->cell[cell], last = b->cell[cell + 1];
+    for (int i = first; i < last; i++) {
         const unsigned p = b->near[i];
+        const uint64_t bits = b->grid8 ? b->grid8[p] : b->grid4[p];
         double err = 0.0;
-        for (int j = 0; j < b->G; j++) {
-            const double d = (double)a[j] - (double)step * grid_value(b, p, j);
-            err += (double)w[j] * d * d;
-        }
+        if (b->int8)
+            for (int j = 0; j < b->G; j++) {
+                const double d = ad[j] - st * (double)(int8_t)(uint8_t)(bits >> (8 * j));
+                err += wd[j] * d * d;
+            }
+        else
+            for (int j = 0; j < b->G; j++) {
+                const double d = ad[j] - st * (double)(uint8_t)(bits >> (8 * j));
+                err += wd[j] * d * d;
+            }
         if (err < be) be = err, best = p;
     }
     *e = be;
@@ -114,6 +127,15 @@ static unsigned nearest_turned(const book *b, const float *a, const float *w, fl
     memcpy(t, a, (size_t)b->G * sizeof(float));
     t[j] = -t[j];
     return nearest(b, t, w, step, e);
+}
+
+/* A lower bound of nearest_turned's error for a value of magnitude a, weight w: its own
+ * term alone, at the smallest grid value (v0 of these unsigned grids), computed as
+ * nearest() computes that term, so a value whose bound reaches the best turn so far is
+ * skipped without changing the choice. */
+static double turned_bound(const book *b, float a, float w, float step) {
+    const double d = (double)-a - (double)step * (double)b->v0;
+    return (double)w * d * d;
 }
 
 /* The groups of a sub-block (b->sub values x, weights w) at a step: points into pt
@@ -138,6 +160,7 @@ static double sub_points(const book *b, const float *x, const float *w, float st
         unsigned bp = 0;
         for (int i = 0; i < 8; i++) {
             const int v = 8 * h + i, g = v / G;
+            if (turned_bound(b, a[v], w[v], step) - e[g] >= best) continue; /* cannot win */
             double et;
             const unsigned p = nearest_turned(b, a + G * g, w + G * g, step, v % G, &et);
             if (et - e[g] < best) best = et - e[g], bp = p, turn[h] = i;
@@ -297,6 +320,7 @@ static void round_group(const book *b, const sqz_qparams *p, int first, const fl
         if (neg & 1) {
             double best = INFINITY;
             for (int j = 0; j < G; j++) {
+                if (turned_bound(b, a[j], wg[j], step) >= best) continue; /* cannot win */
                 double et;
                 const unsigned pj = nearest_turned(b, a, wg, step, j, &et);
                 if (et < best) best = et, pt = pj, turn = j;
