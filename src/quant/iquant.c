@@ -537,19 +537,25 @@ static const book kIQ1 = {SQZ_TYPE_IQ1_S, IQ1S_BYTES, 8, 3, NULL, sqz_iq1s_grid,
 static int iq1_scale_span(int type) { return type == SQZ_TYPE_IQ1_S ? 32 : 16; }
 static int iq1_shift_span(int type) { return type == SQZ_TYPE_IQ1_S ? 32 : 8; }
 
+/* The grid point nearest to 8 values x (weights w) at a step with the shift's sign neg
+ * (δ = −1/8 when set): the targets x − step·δ; its error in *e. */
+static unsigned iq1_group_point(const float *x, const float *w, float step, int neg, double *e) {
+    const float shift = step * (neg ? -IQ1_SHIFT : IQ1_SHIFT);
+    float a[8];
+    for (int j = 0; j < 8; j++) a[j] = x[j] - shift;
+    return nearest(&kIQ1, a, w, step, e);
+}
+
 /* One shift span (n values, n/8 groups) at a step: each group's point for either shift
  * sign, the better sign (neg: δ = −1/8) and points kept; the error returned. */
 static double iq1_shift_points(const float *x, const float *w, int n, float step, unsigned *pt, int *neg) {
     double best = INFINITY;
     for (int sgn = 0; sgn < 2; sgn++) {
-        const float shift = step * (sgn ? -IQ1_SHIFT : IQ1_SHIFT);
         unsigned tp[4];
         double total = 0.0;
         for (int g = 0; g < n / 8; g++) {
-            float a[8];
             double e;
-            for (int j = 0; j < 8; j++) a[j] = x[8 * g + j] - shift;
-            tp[g] = nearest(&kIQ1, a, w + 8 * g, step, &e);
+            tp[g] = iq1_group_point(x + 8 * g, w + 8 * g, step, sgn, &e);
             total += e;
         }
         if (total < best) best = total, *neg = sgn, memcpy(pt, tp, (size_t)(n / 8) * sizeof *pt);
@@ -695,11 +701,9 @@ static void iq1_round_group(const sqz_qparams *p, int first, const float *x, con
     unsigned pt;
     int neg;
     if (p->type == SQZ_TYPE_IQ1_S) {
-        neg = p->m[ib] < 0;
-        float a[8];
         double e;
-        for (int j = 0; j < 8; j++) a[j] = x[j] - step * (neg ? -IQ1_SHIFT : IQ1_SHIFT);
-        pt = nearest(&kIQ1, a, wg, step, &e);
+        neg = p->m[ib] < 0;
+        pt = iq1_group_point(x, wg, step, neg, &e);
     } else {
         iq1_shift_points(x, wg, 8, step, &pt, &neg);
     }
@@ -711,11 +715,14 @@ static void iq1_round_group(const sqz_qparams *p, int first, const float *x, con
     }
 }
 
+/* The grid value g of a level 8g ± 1 (rounded toward the nearest multiple of 8). */
+static int iq1_grid_of(int lev) { return (lev + (lev > 0 ? 4 : -4)) / 8; }
+
 /* A group's grid index and shift sign from its levels 8g ± 1. */
 static unsigned iq1_point(const int8_t *lev, int *neg) {
     int cell = 0;
-    for (int j = 0, m = 1; j < 8; j++, m *= 3) cell += ((lev[j] + (lev[j] > 0 ? 4 : -4)) / 8 + 1) * m;
-    *neg = lev[0] - 8 * ((lev[0] + (lev[0] > 0 ? 4 : -4)) / 8) < 0;
+    for (int j = 0, m = 1; j < 8; j++, m *= 3) cell += (iq1_grid_of(lev[j]) + 1) * m;
+    *neg = lev[0] - 8 * iq1_grid_of(lev[0]) < 0;
     return kIQ1.near[kIQ1.cell[cell]]; /* a grid point's cell lists only itself */
 }
 
