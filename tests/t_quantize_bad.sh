@@ -83,6 +83,9 @@ expect_error 2 "--damp|'2'" "${Q[@]}" "$model" -o "$OUT" --type Q4_K --calib "$c
 expect_error 2 "--shrink|'1.5'" "${Q[@]}" "$model" -o "$OUT" --type Q4_K --calib "$calib" --shrink 1.5
 expect_error 2 "--shrink|'x'" "${Q[@]}" "$model" -o "$OUT" --type Q4_K --calib "$calib" --shrink x
 expect_error 2 "--shrink|--calib" "${Q[@]}" "$model" -o "$OUT" --type Q4_K --shrink 0.5
+expect_error 2 "--rescale|'1.5'" "${Q[@]}" "$model" -o "$OUT" --type Q4_K --rescale 1.5
+expect_error 2 "--rescale|'half'" "${Q[@]}" "$model" -o "$OUT" --type Q4_K --rescale half
+expect_error 2 "--rescale|needs" "${Q[@]}" "$model" -o "$OUT" --type Q4_K --rescale
 expect_error 2 "--threads|'0'" "${Q[@]}" "$model" -o "$OUT" --type Q4_K --threads 0
 expect_error 2 "--method|gptx" "${Q[@]}" "$model" -o "$OUT" --type Q4_K --method gptx
 expect_error 2 "--frob" "${Q[@]}" "$model" -o "$OUT" --type Q4_K --frob

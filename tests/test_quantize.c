@@ -570,6 +570,73 @@ static int emit(const char *path) {
     return 0;
 }
 
+/* Block rescaling (sqz_rescale_row): only the scale fields change, every value of a block
+ * is multiplied by one factor (so the fields are the ones the dequantizer is linear in),
+ * and with power 1 each block's projection on its source equals the source's energy;
+ * power 0 and types without such fields leave the bytes alone. */
+static void test_rescale(void) {
+    enum { N = 512 };
+    float x[N], qa[N], qb[N];
+    uint8_t a[4 * N], b[4 * N];
+    sqz_err err = {{0}};
+    int n_scaled = 0;
+    for (int t = 0; t < SQZ_TYPE_COUNT; t++) {
+        const sqz_type_traits *tt = sqz_type_get(t);
+        if (!tt || !(tt->quantize || tt->codebook)) continue;
+        size_t rb;
+        fill(x, N, 1);
+        CHECK(sqz_type_row_bytes(t, N, &rb, &err) == SQZ_OK && sqz_convert_row(t, x, a, N, NULL, &err) == SQZ_OK,
+              "%s: %s", tt->name, err.msg);
+        memcpy(b, a, rb);
+        CHECK(sqz_rescale_row(t, x, b, N, 0.0, &err) == SQZ_OK && memcmp(a, b, rb) == 0, "%s: power 0 changed bytes",
+              tt->name);
+        for (int k = 0; k < 2; k++) {
+            const double power = k ? 0.5 : 1.0;
+            memcpy(b, a, rb);
+            CHECK(sqz_rescale_row(t, x, b, N, power, &err) == SQZ_OK, "%s: %s", tt->name, err.msg);
+            if (!tt->n_scales) {
+                CHECK(memcmp(a, b, rb) == 0, "%s: no scale fields, yet bytes changed", tt->name);
+                continue;
+            }
+            int other = 0, prop = 0, target = 0, moved = 0;
+            double maxdev = 0.0; /* the largest |f - 1|: below f16's step no field moves */
+            tt->dequantize(a, qa, N);
+            tt->dequantize(b, qb, N);
+            for (int64_t blk = 0; blk < N / tt->block_size; blk++) {
+                const uint8_t *pa = a + blk * tt->block_bytes, *pb = b + blk * tt->block_bytes;
+                for (size_t i = 0; i < tt->block_bytes; i++) {
+                    int field = 0;
+                    for (int f = 0; f < tt->n_scales; f++) field |= i == (size_t)tt->scale_at[f] || i == (size_t)tt->scale_at[f] + 1;
+                    other += !field && pa[i] != pb[i];
+                    moved += field && pa[i] != pb[i];
+                }
+                double sxx = 0, sxa = 0, sxb = 0, amax = 0;
+                const int64_t i0 = blk * tt->block_size;
+                const int64_t g0 = i0 / SQZ_RESCALE_GROUP * SQZ_RESCALE_GROUP; /* the factor's group */
+                for (int64_t i = g0; i < g0 + SQZ_RESCALE_GROUP; i++) {
+                    sxx += (double)x[i] * x[i], sxa += (double)x[i] * qa[i], sxb += (double)x[i] * qb[i];
+                    amax = fabs(qa[i]) > amax ? fabs(qa[i]) : amax;
+                }
+                const double f = pow(sxx / sxa, power);
+                maxdev = fabs(f - 1.0) > maxdev ? fabs(f - 1.0) : maxdev;
+                for (int64_t i = i0; i < i0 + tt->block_size; i++) prop += fabs(qb[i] - f * qa[i]) > 2e-3 * amax;
+                if (i0 != g0) continue; /* one target check per group */
+                /* the f16 fields' rounding: 2^-11 relative each */
+                target += fabs(sxb / (sxa * f) - 1.0) > 2e-3;
+            }
+            CHECK(other == 0, "%s: rescaling changed %d bytes outside the scale fields", tt->name, other);
+            CHECK(moved > 0 || maxdev < 2e-3, "%s: no scale field changed (factors up to 1 +- %g)", tt->name, maxdev);
+            CHECK(prop == 0, "%s (power %g): %d values not scaled by their block's factor", tt->name, power, prop);
+            CHECK(target == 0, "%s (power %g): %d blocks off the target projection", tt->name, power, target);
+            n_scaled += k == 0;
+        }
+    }
+    CHECK(n_scaled >= 20, "only %d types rescaled", n_scaled);
+    CHECK(sqz_rescale_row(SQZ_TYPE_Q4_K, x, b, 100, 1.0, &err) == SQZ_ERR && strstr(err.msg, "multiple"),
+          "row of 100 for Q4_K: %s", err.msg);
+    CHECK(sqz_rescale_row(4, x, b, 32, 1.0, &err) == SQZ_ERR, "type id 4 is unknown");
+}
+
 int main(int argc, char **argv) {
     load_types();
     if (argc == 3 && strcmp(argv[1], "--emit") == 0) return emit(argv[2]);
@@ -579,5 +646,6 @@ int main(int argc, char **argv) {
     test_affine();
     test_convert();
     test_fixed_params();
+    test_rescale();
     return tu_done("test_quantize");
 }

@@ -61,6 +61,20 @@ int gptq_flag(args *a, double *damp, double *shrink, int *rc) {
     return 0;
 }
 
+int rescale_flag(args *a, double *power, int *rc) {
+    const char *s = a->argv[a->i], *v;
+    char *end;
+    if (strcmp(s, "--rescale")) return 0;
+    v = opt_value(a);
+    if (!v || !*v) *rc = usage_fail(a->cmd, "%s", "--rescale needs off, energy, unbiased or a power in [0, 1]");
+    else if (!strcmp(v, "off")) *power = 0.0;
+    else if (!strcmp(v, "energy")) *power = 0.5;
+    else if (!strcmp(v, "unbiased")) *power = 1.0;
+    else if ((*power = strtod(v, &end), *end) || !(*power >= 0 && *power <= 1))
+        *rc = usage_fail(a->cmd, "--rescale '%s': expected off, energy, unbiased or a power in [0, 1]", v);
+    return 1;
+}
+
 /* --resume, --checkpoint-every S: 1 when it was one of them (then *rc is 0 or the usage
  * error). */
 int resume_flag(args *a, int *resume, double *every, int *rc) {

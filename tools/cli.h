@@ -33,6 +33,9 @@ int parse_pos_int(const char *s, long long max, long long *out);
  * was one of them (*rc set to a usage error's exit code when its value is bad), else 0. */
 int gptq_flag(args *a, double *damp, double *shrink, int *rc);
 int resume_flag(args *a, int *resume, double *every, int *rc);
+/* --rescale off|energy|unbiased|P into *power (0, 0.5, 1, P; sqz_rescale_row): 1 when it was
+ * that flag (then *rc is 0 or the usage error). */
+int rescale_flag(args *a, double *power, int *rc);
 int device_flag(args *a, sqz_device *device, int *rc);
 /* Writes root as JSON to path (atomically); returns 0 or an exit code. */
 int write_json(const char *path, cJSON *root);

@@ -348,7 +348,7 @@ const char HELP_COMPRESS[] =
     "                    [--eval-chunks K] [--measure K] [--proxy grad|gradtw|diag] [--damp F] [--shrink F]\n"
     "                    [--prune auto|none|max=F] [--keep-pruned F32.gguf] [--device cpu|cuda]\n"
     "                    [--threads N] [--resume] [--checkpoint-every S] [--gptq-double]\n"
-    "                    [--quiet] [--json REPORT]\n"
+    "                    [--rescale off|energy|unbiased|P] [--quiet] [--json REPORT]\n"
     "                    [--html REPORT.html]\n"
     "\n"
     "Mixed precision under an exact size budget. Each round: estimate every (tensor,\n"
@@ -424,6 +424,11 @@ const char HELP_COMPRESS[] =
     "                     run leaves nothing\n"
     "  --gptq-double      GPTQ's factor and sweep in double precision (default single,\n"
     "                     as GPTQ's reference; the estimate stays single)\n"
+    "  --rescale R        the chosen tensors of types below 4 bits per weight: after\n"
+    "                     quantizing, each 256 values' scales times (sum x^2 / sum\n"
+    "                     x*q)^P, the codes kept: unbiased (P = 1, default), energy\n"
+    "                     (0.5), off (0) or P in [0, 1] (sqz help quantize; the\n"
+    "                     estimate predicts the unrescaled values)\n"
     "  --checkpoint-every S  seconds between the quantization's checkpoints, taken\n"
     "                     after a layer (default 60; 0: after every layer); implies\n"
     "                     checkpoints\n";
@@ -492,6 +497,7 @@ static cJSON *compress_json(const sqz_compress_report *rep, const char *model, c
     cJSON_AddStringToObject(root, "proxy", sqz_proxy_name(o->proxy));
     cJSON_AddNumberToObject(root, "damp", o->damp);
     cJSON_AddNumberToObject(root, "shrink", o->shrink);
+    cJSON_AddNumberToObject(root, "rescale", o->rescale);
     cJSON_AddItemToObject(root, "base_heldout_ppl", num_or_null(rep->base_heldout_ppl));
     cJSON_AddItemToObject(root, "base_eval_ppl", num_or_null(rep->base_eval_ppl));
     cJSON *rs = cJSON_AddArrayToObject(root, "rounds");
@@ -557,6 +563,7 @@ int cmd_compress(args *a) {
     int prune_auto = 0;      /* --prune auto: 0.5 when the budget leaves room at it, else 0.75 */
     sqz_device device = SQZ_DEVICE_CPU;
     double damp = 0.01, shrink = 0.75, ckpt_every = -1.0; /* -1: not given */
+    double rescale = -1.0; /* -1: the library's default (sqz_compress_opts_default) */
     int resume = 0, gptq_double = 0;
     for (a->i = 0; a->i < a->argc; a->i++) {
         const char *s = a->argv[a->i], *v;
@@ -612,6 +619,8 @@ int cmd_compress(args *a) {
         } else if (device_flag(a, &device, &rc)) {
             if (rc) return rc;
         } else if (resume_flag(a, &resume, &ckpt_every, &rc)) {
+            if (rc) return rc;
+        } else if (rescale_flag(a, &rescale, &rc)) {
             if (rc) return rc;
         } else if (!strcmp(s, "--gptq-double")) {
             gptq_double = 1;
@@ -715,6 +724,7 @@ int cmd_compress(args *a) {
     co.proxy = form;
     co.damp = damp;
     co.shrink = shrink;
+    if (rescale >= 0) co.rescale = rescale;
     co.prune_max = prune_max;
     co.prune_auto = prune_auto;
     co.keep_pruned = keep_pruned;

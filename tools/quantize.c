@@ -17,7 +17,7 @@ const char HELP_QUANTIZE[] =
     "                    [--calib TEXT_FILE] [--nsamples N] [--seqlen L] [--seed S]\n"
     "                    [--no-sequential | --target-original] [--act-order] [--gptq-double]\n"
     "                    [--damp F]\n"
-    "                    [--shrink F]\n"
+    "                    [--shrink F] [--rescale off|energy|unbiased|P]\n"
     "                    [--output-type T | --keep-output-type] [--embd-type T]\n"
     "                    [--device cpu|cuda] [--threads N] [--quiet] [--json REPORT]\n"
     "                    [--resume] [--checkpoint-every S]\n"
@@ -59,6 +59,14 @@ const char HELP_QUANTIZE[] =
     "  --shrink F         GPTQ: scale H's off-diagonal entries by 1-F before the sweep,\n"
     "                     so a small calibration set is not overfitted (0: plain GPTQ,\n"
     "                     1: no error feedback; default 0.75)\n"
+    "  --rescale R        for types below 4 bits per weight: after quantizing, the\n"
+    "                     scales of each 256 values times (sum x^2 / sum x*q)^P, the\n"
+    "                     codes kept (x the weights they were made from, q as written):\n"
+    "                     unbiased (P = 1, default: the written values' projection on\n"
+    "                     the original equals its norm), energy (P = 0.5), off (P = 0),\n"
+    "                     or P in [0, 1]. Least-squares scales shrink low-bit blocks\n"
+    "                     by ~10%, and the shortfall adds up through the layers\n"
+    "                     (docs/architecture.md, 'Rescaling')\n"
     "  --output-type T    type of the output head (default: T); with a tied embedding\n"
     "                     this is the embedding's type too\n"
     "  --keep-output-type the output head keeps its source type and bytes\n"
@@ -105,6 +113,7 @@ static cJSON *report_json(const char *model, const char *out, const sqz_qmodel_o
     cJSON_AddBoolToObject(root, "target_original", o->windows && o->sequential && o->target_original);
     cJSON_AddBoolToObject(root, "act_order", o->act_order);
     cJSON_AddBoolToObject(root, "gptq_double", o->gptq_double);
+    cJSON_AddNumberToObject(root, "rescale", o->rescale);
     cJSON_AddNumberToObject(root, "damp", o->percdamp);
     cJSON_AddNumberToObject(root, "shrink", o->shrink);
     cJSON_AddNumberToObject(root, "threads", threads);
@@ -183,7 +192,7 @@ int cmd_quantize(args *a) {
     int type = -1, output_type = -1, embd_type = -1, keep = 0, seq = 1, act = 0, quiet = 0, tgt = 0, rc = 0;
     long long nsamples = 0, seqlen = 0, seed = 0, threads = 0;
     int seed_set = 0, resume = 0, gptq_double = 0;
-    double damp = 0.01, shrink = 0.75, ckpt_every = -1.0; /* -1: not given */
+    double damp = 0.01, shrink = 0.75, ckpt_every = -1.0, rescale = 1.0; /* -1: not given */
     sqz_device device = SQZ_DEVICE_CPU;
     for (a->i = 0; a->i < a->argc; a->i++) {
         const char *s = a->argv[a->i], *v;
@@ -220,6 +229,8 @@ int cmd_quantize(args *a) {
         } else if (gptq_flag(a, &damp, &shrink, &rc)) {
             if (rc) return rc;
         } else if (device_flag(a, &device, &rc)) {
+            if (rc) return rc;
+        } else if (rescale_flag(a, &rescale, &rc)) {
             if (rc) return rc;
         } else if (!strcmp(s, "--threads")) {
             v = opt_value(a);
@@ -275,6 +286,7 @@ int cmd_quantize(args *a) {
     o.gptq_double = gptq_double;
     o.percdamp = damp;
     o.shrink = shrink;
+    o.rescale = rescale;
     o.nsamples = nsamples ? (int)nsamples : 128;
     o.seqlen = seqlen ? (int)seqlen : 512;
     o.progress = !quiet;

@@ -180,6 +180,7 @@ typedef struct sqz_compress_opts {
     int all_types;            /* sqz_sens_options' all_types */
     int proxy;                /* sqz_proxy: GRAD, GRADTW or DIAG (only that form is computed) */
     double damp, shrink;      /* GPTQ's dampening and shrinkage (sqz_qmodel_opts) */
+    double rescale;           /* block rescaling after quantization (sqz_qmodel_opts.rescale) */
     double prune_max;         /* < 0: no pruning; else the largest fraction of a block's heads or
                                  channels removed, chosen jointly with the types */
     int prune_auto;           /* with prune_max: none when quantization alone leaves 5% room in

@@ -70,6 +70,12 @@ typedef struct sqz_type_traits {
                                sqz_iquant_*; GPTQ a group of columns at a time): the values per
                                grid point (4: IQ3_S, IQ3_XXS; 8: IQ2_XXS, IQ2_XS, IQ2_S, IQ1_S, IQ1_M; 1: TQ2_0,
                                TQ1_0, whose ternary levels take one value each); else 0 */
+    /* The block's f16 fields every value is linear in (d; and dmin or m where the block
+     * subtracts a scaled minimum): n_scales of them at byte offsets scale_at[]. Scaling
+     * them all by f scales every value of the block by f (sqz_rescale_row). 0 for the
+     * float types and for IQ1_M, whose d is spread over its sub-block scales' top bits. */
+    int n_scales;
+    int scale_at[2];
 } sqz_type_traits;
 
 /* The traits of a type id, or NULL for an id sqz does not know. */

@@ -487,29 +487,33 @@ static void dq_tq2_0(const void *src, float *dst, int64_t n) {
  * readable when it has a dequantizer, writable when it has from_float (the float types) or
  * quantize set (the block types quant quantizes into by the scale search and GPTQ;
  * sqz_quant_supported reads that flag). */
+/* The linear f16 fields of a block (sqz_type_traits.scale_at): d at its offset, or d and
+ * the scaled minimum (ggml's block structs) */
+#define S1(a) .n_scales = 1, .scale_at = {a, 0}
+#define S2(a, b) .n_scales = 2, .scale_at = {a, b}
 static const sqz_type_traits type_table[SQZ_TYPE_COUNT] = {
     [SQZ_TYPE_F32] = {.name = "F32", .block_size = 1, .block_bytes = 4, .dequantize = dq_f32, .from_float = wr_float},
     [SQZ_TYPE_F16] = {.name = "F16", .block_size = 1, .block_bytes = 2, .dequantize = dq_f16, .from_float = wr_float},
-    [SQZ_TYPE_Q4_0] = {.name = "Q4_0", .block_size = 32, .block_bytes = 18, .dequantize = dq_q4_0, QUANT},
-    [SQZ_TYPE_Q4_1] = {.name = "Q4_1", .block_size = 32, .block_bytes = 20, .dequantize = dq_q4_1, QUANT},
-    [SQZ_TYPE_Q5_0] = {.name = "Q5_0", .block_size = 32, .block_bytes = 22, .dequantize = dq_q5_0, QUANT},
-    [SQZ_TYPE_Q5_1] = {.name = "Q5_1", .block_size = 32, .block_bytes = 24, .dequantize = dq_q5_1, QUANT},
-    [SQZ_TYPE_Q8_0] = {.name = "Q8_0", .block_size = 32, .block_bytes = 34, .dequantize = dq_q8_0, QUANT},
+    [SQZ_TYPE_Q4_0] = {.name = "Q4_0", .block_size = 32, .block_bytes = 18, .dequantize = dq_q4_0, QUANT, S1(0)},
+    [SQZ_TYPE_Q4_1] = {.name = "Q4_1", .block_size = 32, .block_bytes = 20, .dequantize = dq_q4_1, QUANT, S2(0, 2)},
+    [SQZ_TYPE_Q5_0] = {.name = "Q5_0", .block_size = 32, .block_bytes = 22, .dequantize = dq_q5_0, QUANT, S1(0)},
+    [SQZ_TYPE_Q5_1] = {.name = "Q5_1", .block_size = 32, .block_bytes = 24, .dequantize = dq_q5_1, QUANT, S2(0, 2)},
+    [SQZ_TYPE_Q8_0] = {.name = "Q8_0", .block_size = 32, .block_bytes = 34, .dequantize = dq_q8_0, QUANT, S1(0)},
     [SQZ_TYPE_Q8_1] = {.name = "Q8_1", .block_size = 32, .block_bytes = 36, .dequantize = NULL},
-    [SQZ_TYPE_Q2_K] = {.name = "Q2_K", .block_size = QK_K, .block_bytes = 84, .dequantize = dq_q2_k, QUANT},
-    [SQZ_TYPE_Q3_K] = {.name = "Q3_K", .block_size = QK_K, .block_bytes = 110, .dequantize = dq_q3_k, QUANT},
-    [SQZ_TYPE_Q4_K] = {.name = "Q4_K", .block_size = QK_K, .block_bytes = 144, .dequantize = dq_q4_k, QUANT},
-    [SQZ_TYPE_Q5_K] = {.name = "Q5_K", .block_size = QK_K, .block_bytes = 176, .dequantize = dq_q5_k, QUANT},
-    [SQZ_TYPE_Q6_K] = {.name = "Q6_K", .block_size = QK_K, .block_bytes = 210, .dequantize = dq_q6_k, QUANT},
+    [SQZ_TYPE_Q2_K] = {.name = "Q2_K", .block_size = QK_K, .block_bytes = 84, .dequantize = dq_q2_k, QUANT, S2(80, 82)},
+    [SQZ_TYPE_Q3_K] = {.name = "Q3_K", .block_size = QK_K, .block_bytes = 110, .dequantize = dq_q3_k, QUANT, S1(108)},
+    [SQZ_TYPE_Q4_K] = {.name = "Q4_K", .block_size = QK_K, .block_bytes = 144, .dequantize = dq_q4_k, QUANT, S2(0, 2)},
+    [SQZ_TYPE_Q5_K] = {.name = "Q5_K", .block_size = QK_K, .block_bytes = 176, .dequantize = dq_q5_k, QUANT, S2(0, 2)},
+    [SQZ_TYPE_Q6_K] = {.name = "Q6_K", .block_size = QK_K, .block_bytes = 210, .dequantize = dq_q6_k, QUANT, S1(208)},
     [SQZ_TYPE_Q8_K] = {.name = "Q8_K", .block_size = QK_K, .block_bytes = 292, .dequantize = dq_q8_k},
-    [SQZ_TYPE_IQ2_XXS] = {.name = "IQ2_XXS", .block_size = QK_K, .block_bytes = 66, .dequantize = dq_iq2_xxs, .codebook = 8},
-    [SQZ_TYPE_IQ2_XS] = {.name = "IQ2_XS", .block_size = QK_K, .block_bytes = 74, .dequantize = dq_iq2_xs, .codebook = 8},
-    [SQZ_TYPE_IQ3_XXS] = {.name = "IQ3_XXS", .block_size = QK_K, .block_bytes = 98, .dequantize = dq_iq3_xxs, .codebook = 4},
-    [SQZ_TYPE_IQ1_S] = {.name = "IQ1_S", .block_size = QK_K, .block_bytes = 50, .dequantize = dq_iq1_s, .codebook = 8},
-    [SQZ_TYPE_IQ4_NL] = {.name = "IQ4_NL", .block_size = 32, .block_bytes = 18, .dequantize = dq_iq4_nl, QUANT},
-    [SQZ_TYPE_IQ3_S] = {.name = "IQ3_S", .block_size = QK_K, .block_bytes = 110, .dequantize = dq_iq3_s, .codebook = 4},
-    [SQZ_TYPE_IQ2_S] = {.name = "IQ2_S", .block_size = QK_K, .block_bytes = 82, .dequantize = dq_iq2_s, .codebook = 8},
-    [SQZ_TYPE_IQ4_XS] = {.name = "IQ4_XS", .block_size = QK_K, .block_bytes = 136, .dequantize = dq_iq4_xs, QUANT},
+    [SQZ_TYPE_IQ2_XXS] = {.name = "IQ2_XXS", .block_size = QK_K, .block_bytes = 66, .dequantize = dq_iq2_xxs, .codebook = 8, S1(0)},
+    [SQZ_TYPE_IQ2_XS] = {.name = "IQ2_XS", .block_size = QK_K, .block_bytes = 74, .dequantize = dq_iq2_xs, .codebook = 8, S1(0)},
+    [SQZ_TYPE_IQ3_XXS] = {.name = "IQ3_XXS", .block_size = QK_K, .block_bytes = 98, .dequantize = dq_iq3_xxs, .codebook = 4, S1(0)},
+    [SQZ_TYPE_IQ1_S] = {.name = "IQ1_S", .block_size = QK_K, .block_bytes = 50, .dequantize = dq_iq1_s, .codebook = 8, S1(0)},
+    [SQZ_TYPE_IQ4_NL] = {.name = "IQ4_NL", .block_size = 32, .block_bytes = 18, .dequantize = dq_iq4_nl, QUANT, S1(0)},
+    [SQZ_TYPE_IQ3_S] = {.name = "IQ3_S", .block_size = QK_K, .block_bytes = 110, .dequantize = dq_iq3_s, .codebook = 4, S1(0)},
+    [SQZ_TYPE_IQ2_S] = {.name = "IQ2_S", .block_size = QK_K, .block_bytes = 82, .dequantize = dq_iq2_s, .codebook = 8, S1(0)},
+    [SQZ_TYPE_IQ4_XS] = {.name = "IQ4_XS", .block_size = QK_K, .block_bytes = 136, .dequantize = dq_iq4_xs, QUANT, S1(0)},
     [24] = {.name = "I8", .block_size = 1, .block_bytes = 1},
     [25] = {.name = "I16", .block_size = 1, .block_bytes = 2},
     [26] = {.name = "I32", .block_size = 1, .block_bytes = 4},
@@ -518,11 +522,13 @@ static const sqz_type_traits type_table[SQZ_TYPE_COUNT] = {
     [SQZ_TYPE_IQ1_M] = {.name = "IQ1_M", .block_size = QK_K, .block_bytes = 56, .dequantize = dq_iq1_m, .codebook = 8},
     [SQZ_TYPE_BF16] = {.name = "BF16", .block_size = 1, .block_bytes = 2, .dequantize = dq_bf16,
                        .from_float = wr_float},
-    [SQZ_TYPE_TQ1_0] = {.name = "TQ1_0", .block_size = QK_K, .block_bytes = 54, .dequantize = dq_tq1_0, .codebook = 1},
-    [SQZ_TYPE_TQ2_0] = {.name = "TQ2_0", .block_size = QK_K, .block_bytes = 66, .dequantize = dq_tq2_0, .codebook = 1},
+    [SQZ_TYPE_TQ1_0] = {.name = "TQ1_0", .block_size = QK_K, .block_bytes = 54, .dequantize = dq_tq1_0, .codebook = 1, S1(52)},
+    [SQZ_TYPE_TQ2_0] = {.name = "TQ2_0", .block_size = QK_K, .block_bytes = 66, .dequantize = dq_tq2_0, .codebook = 1, S1(64)},
     [39] = {.name = "MXFP4", .block_size = 32, .block_bytes = 17},
 };
 #undef QUANT
+#undef S1
+#undef S2
 
 const sqz_type_traits *sqz_type_get(int type) {
     if (type < 0 || type >= SQZ_TYPE_COUNT || !type_table[type].name) return NULL;

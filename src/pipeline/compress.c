@@ -430,6 +430,7 @@ void sqz_compress_opts_default(sqz_compress_opts *o) {
     o->proxy = SQZ_PROXY_GRADTW;
     o->damp = 0.01;
     o->shrink = 0.75;
+    o->rescale = 1.0;
     o->prune_max = -1.0;
     o->eval_ctx = 512;
     o->eval_chunks = 8;
@@ -778,6 +779,7 @@ int sqz_compress(sqz_model *m, const char *out, const sqz_compress_opts *o, sqz_
             qo.seqlen = o->seqlen;
             qo.percdamp = o->damp;
             qo.shrink = o->shrink;
+            qo.rescale = o->rescale;
             qo.progress = o->progress;
             qo.tensor_types = plan;
             qo.backend = o->backend;

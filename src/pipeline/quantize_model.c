@@ -292,6 +292,7 @@ typedef struct rows_job {
     const float *imp; /* per-column importance or NULL */
     uint8_t *dst;
     size_t row_bytes;
+    double rescale;   /* sqz_qmodel_opts.rescale */
     int failed;
     sqz_err err;      /* the first failure (written once, under `failed`) */
 } rows_job;
@@ -301,7 +302,39 @@ static void rtn_task(void *vctx, int64_t b, int64_t e, int thread) {
     rows_job *j = vctx;
     for (int64_t r = b; r < e; r++) {
         sqz_err e1;
-        if (sqz_convert_row(j->type, j->W + r * j->cols, j->dst + (size_t)r * j->row_bytes, j->cols, j->imp, &e1)) {
+        const float *w = j->W + r * j->cols;
+        uint8_t *d = j->dst + (size_t)r * j->row_bytes;
+        if (sqz_convert_row(j->type, w, d, j->cols, j->imp, &e1) ||
+            sqz_rescale_row(j->type, w, d, j->cols, j->rescale, &e1)) {
+            if (!__atomic_exchange_n(&j->failed, 1, __ATOMIC_SEQ_CST)) j->err = e1;
+            return;
+        }
+    }
+}
+
+/* The rescaling power for a tensor of `type`: the option's below SQZ_RESCALE_BELOW_BPW,
+ * else 0 (see include/sqz/quantize_model.h). */
+static double rescale_of(const sqz_qmodel_opts *o, int type) {
+    return sqz_type_bpw(type) < SQZ_RESCALE_BELOW_BPW ? o->rescale : 0.0;
+}
+
+typedef struct rescale_job {
+    int type;
+    const float *W;
+    int64_t cols;
+    uint8_t *dst;
+    size_t row_bytes;
+    double power;
+    int failed;
+    sqz_err err;
+} rescale_job;
+
+static void rescale_task(void *vctx, int64_t b, int64_t e, int thread) {
+    (void)thread;
+    rescale_job *j = vctx;
+    for (int64_t r = b; r < e; r++) {
+        sqz_err e1;
+        if (sqz_rescale_row(j->type, j->W + r * j->cols, j->dst + (size_t)r * j->row_bytes, j->cols, j->power, &e1)) {
             if (!__atomic_exchange_n(&j->failed, 1, __ATOMIC_SEQ_CST)) j->err = e1;
             return;
         }
@@ -337,6 +370,7 @@ typedef struct {
     size_t row_bytes;
     float *scratch;    /* per thread: 2 · RTN_ROWS · cols */
     double *num, *den; /* per row: ‖w − ŵ‖², ‖w‖² */
+    double rescale;    /* sqz_qmodel_opts.rescale */
     int failed;
     sqz_err err;
 } rtn_src_job;
@@ -356,7 +390,7 @@ static void rtn_src_task(void *vctx, int64_t b, int64_t e, int thread) {
         for (int64_t r = 0; r < n; r++) {
             uint8_t *d = j->dst + (size_t)(r0 + r) * j->row_bytes;
             const float *w = W + r * cols;
-            if (sqz_convert_row(j->type, w, d, cols, NULL, &e1)) {
+            if (sqz_convert_row(j->type, w, d, cols, NULL, &e1) || sqz_rescale_row(j->type, w, d, cols, j->rescale, &e1)) {
                 if (!__atomic_exchange_n(&j->failed, 1, __ATOMIC_SEQ_CST)) j->err = e1;
                 return;
             }
@@ -380,7 +414,8 @@ static int rtn_rows(qm *q, int idx, int64_t row0, int64_t n, uint8_t *dst, doubl
     const plan_tensor *p = &q->plan[idx];
     const sqz_qtensor_report *t = &q->rep->tensors[idx];
     int nt = sqz_pool_threads(q->pool);
-    rtn_src_job j = {t->type, p->src, row0, p->cols, dst, p->row_bytes, NULL, NULL, NULL, 0, {{0}}};
+    rtn_src_job j = {t->type, p->src, row0, p->cols, dst, p->row_bytes, NULL, NULL, NULL, rescale_of(q->o, t->type),
+                     0, {{0}}};
     j.scratch = malloc((size_t)(nt > 0 ? nt : 1) * 2 * RTN_ROWS * (size_t)p->cols * sizeof(float));
     j.num = malloc((size_t)n * 2 * sizeof(double));
     if (!j.scratch || !j.num) {
@@ -435,13 +470,18 @@ static int quantize_matrix(qm *q, int idx, const float *W, const double *H, sqz_
         flops += 4.0 * (double)st.stats_rows * (double)cols * (double)cols; /* the statistics' DSYMM */
         t->rel_weight_err = st.rel_weight_err;
         t->rel_output_err = st.rel_output_err;
+        if (rescale_of(q->o, t->type) != 0.0) { /* the sweep's codes kept, each group's scales refitted */
+            rescale_job rj = {t->type, W, cols, dst, p->row_bytes, rescale_of(q->o, t->type), 0, {{0}}};
+            sqz_pool_for(q->pool, rows, 16, rescale_task, &rj);
+            if (rj.failed) return sqz_fail(err, "%s: %s", t->name, rj.err.msg);
+        }
     } else {
         float *imp = NULL;
         if (sqz_gptq_supported(t->type)) { /* the block types weigh their search by diag(H) */
             if (!(imp = malloc((size_t)cols * sizeof(float)))) return sqz_fail(err, "quantize: out of memory");
             for (int64_t i = 0; i < cols; i++) imp[i] = (float)H[i * cols + i];
         }
-        rows_job j = {t->type, W, cols, imp, dst, p->row_bytes, 0, {{0}}};
+        rows_job j = {t->type, W, cols, imp, dst, p->row_bytes, rescale_of(q->o, t->type), 0, {{0}}};
         sqz_pool_for(q->pool, rows, 16, rtn_task, &j);
         free(imp);
         if (j.failed) return sqz_fail(err, "%s: %s", t->name, j.err.msg);
@@ -914,7 +954,7 @@ static int do_embedding(qm *q, sqz_err *err) {
             continue;
         }
         if (sqz_tensor_rows_f32(p->src, r0, nr, W, err)) goto done;
-        rows_job j = {t->type, W, p->cols, NULL, dst, p->row_bytes, 0, {{0}}};
+        rows_job j = {t->type, W, p->cols, NULL, dst, p->row_bytes, rescale_of(q->o, t->type), 0, {{0}}};
         sqz_pool_for(q->pool, nr, 16, rtn_task, &j);
         if (j.failed) {
             sqz_fail(err, "%s: %s", t->name, j.err.msg);
@@ -990,6 +1030,7 @@ static uint64_t key_opts(const qm *q) {
     uint64_t h = sqz_hash64(SQZ_HASH64_SEED, v, sizeof v);
     h = sqz_hash64(h, &o->percdamp, sizeof o->percdamp);
     h = sqz_hash64(h, &o->shrink, sizeof o->shrink);
+    h = sqz_hash64(h, &o->rescale, sizeof o->rescale);
     for (int i = 0; i < q->rep->n_tensors; i++) h = sqz_hash64(h, &q->rep->tensors[i].type, sizeof(int));
     return h;
 }
@@ -1084,6 +1125,7 @@ void sqz_qmodel_opts_default(sqz_qmodel_opts *o) {
     o->sequential = 1;
     o->percdamp = 0.01;
     o->shrink = 0.75;
+    o->rescale = 1.0;
 }
 
 void sqz_qmodel_report_free(sqz_qmodel_report *r) {
@@ -1111,6 +1153,8 @@ static int check_opts(const sqz_model *m, const sqz_qmodel_opts *o, sqz_err *err
         return sqz_fail(err, "quantize: GPTQ needs calibration text (--calib)");
     if (!(o->shrink >= 0 && o->shrink <= 1))
         return sqz_fail(err, "quantize: shrink %g: expected a value in [0, 1]", o->shrink);
+    if (!(o->rescale >= 0 && o->rescale <= 1))
+        return sqz_fail(err, "quantize: rescale power %g: expected a value in [0, 1]", o->rescale);
     if (o->windows && (o->nsamples <= 0 || o->seqlen <= 0))
         return sqz_fail(err, "quantize: nsamples %d and seqlen %d must both be >= 1", o->nsamples, o->seqlen);
     if (o->windows && o->seqlen > m->cfg.n_ctx_train && m->cfg.n_ctx_train > 0)

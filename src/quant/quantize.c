@@ -1237,3 +1237,42 @@ int sqz_convert_row(int type, const float *x, void *dst, int64_t n, const float 
     if (tt->codebook) return sqz_iquant_row(type, x, dst, n, weights, err);
     return tt->from_float(type, x, dst, n, weights, err);
 }
+
+/* ---------------------------------------------------------------- block rescaling */
+
+int sqz_rescale_row(int type, const float *x, void *row, int64_t n, double power, sqz_err *err) {
+    const sqz_type_traits *tt = sqz_type_get(type);
+    if (!tt || !tt->dequantize) return sqz_fail(err, "rescale: unknown or unreadable type id %d", type);
+    if (n < 0 || n % tt->block_size != 0)
+        return sqz_fail(err, "rescale %s: row length %lld is not a multiple of the block size %lld", tt->name,
+                        (long long)n, (long long)tt->block_size);
+    if (!tt->n_scales || power == 0.0) return SQZ_OK; /* nothing the format lets us scale */
+    if (tt->block_size > SQZ_RESCALE_GROUP)
+        return sqz_fail(err, "rescale %s: blocks of %lld values", tt->name, (long long)tt->block_size);
+    float q[SQZ_RESCALE_GROUP];
+    uint8_t *b = row;
+    for (int64_t g0 = 0; g0 < n; g0 += SQZ_RESCALE_GROUP) {
+        const int64_t len = n - g0 < SQZ_RESCALE_GROUP ? n - g0 : SQZ_RESCALE_GROUP;
+        const int64_t nb = len / tt->block_size;
+        tt->dequantize(b, q, len);
+        double sxx = 0.0, sxq = 0.0;
+        for (int64_t i = 0; i < len; i++) {
+            sxx += (double)x[g0 + i] * x[g0 + i];
+            sxq += (double)x[g0 + i] * q[i];
+        }
+        if (sxq > 0.0 && sxx > 0.0) { /* else an empty group, or codes against its signs: left alone */
+            double f = pow(sxx / sxq, power);
+            f = f < SQZ_RESCALE_MIN ? SQZ_RESCALE_MIN : f > SQZ_RESCALE_MAX ? SQZ_RESCALE_MAX : f;
+            for (int64_t k = 0; k < nb; k++)
+                for (int s = 0; s < tt->n_scales; s++) {
+                    uint8_t *p = b + k * (int64_t)tt->block_bytes + tt->scale_at[s];
+                    float v = sqz_f16_to_f32((uint16_t)(p[0] | (p[1] << 8)));
+                    uint16_t h = sqz_f32_to_f16((float)(v * f));
+                    p[0] = (uint8_t)(h & 0xff);
+                    p[1] = (uint8_t)(h >> 8);
+                }
+        }
+        b += nb * (int64_t)tt->block_bytes;
+    }
+    return SQZ_OK;
+}
