@@ -61,7 +61,7 @@ typedef struct sqz_qmodel_opts {
      * the original's energy; 0: off. The quantized stream of a sequential run sees the
      * rescaled weights; the report's GPTQ errors are the sweep's, before it. Measured
      * (Qwen2.5-1.5B, WikiText-2, KL to F32): GPTQ IQ2_XXS perplexity 76.7 -> 63.0, KL
-     * 1.56 -> 1.36; compress mixes at 2.7 and 3.5 bpw KL -15% and -13%; at 4 bits and
+     * 1.56 -> 1.36; compress at 2.8 and 3.5 bpw KL -16% and -14%; at 4 bits and
      * above no gain (SmolLM2 Q4_0: +0.5..1.6% perplexity), hence the bound. */
     double rescale;
     const int32_t *windows; /* nsamples × seqlen calibration tokens, or NULL (RTN without importance) */
