@@ -340,23 +340,13 @@ static double rescale_of(const sqz_qmodel_opts *o, int type) {
     return sqz_type_bpw(type) < SQZ_RESCALE_BELOW_BPW ? o->rescale : 0.0;
 }
 
-typedef struct rescale_job {
-    int type;
-    const float *W;
-    int64_t cols;
-    uint8_t *dst;
-    size_t row_bytes;
-    double power;
-    int failed;
-    sqz_err err;
-} rescale_job;
-
+/* Rows already in dst (GPTQ's sweep) rescaled against W: rtn_task without the rounding. */
 static void rescale_task(void *vctx, int64_t b, int64_t e, int thread) {
     (void)thread;
-    rescale_job *j = vctx;
+    rows_job *j = vctx;
     for (int64_t r = b; r < e; r++) {
         sqz_err e1;
-        if (sqz_rescale_row(j->type, j->W + r * j->cols, j->dst + (size_t)r * j->row_bytes, j->cols, j->power, &e1)) {
+        if (sqz_rescale_row(j->type, j->W + r * j->cols, j->dst + (size_t)r * j->row_bytes, j->cols, j->rescale, &e1)) {
             if (!__atomic_exchange_n(&j->failed, 1, __ATOMIC_SEQ_CST)) j->err = e1;
             return;
         }
@@ -492,8 +482,8 @@ static int quantize_matrix(qm *q, int idx, const float *W, const double *H, sqz_
         flops += 4.0 * (double)st.stats_rows * (double)cols * (double)cols; /* the statistics' DSYMM */
         t->rel_weight_err = st.rel_weight_err;
         t->rel_output_err = st.rel_output_err;
-        if (rescale_of(q->o, t->type) != 0.0) { /* the sweep's codes kept, each group's scales refitted */
-            rescale_job rj = {t->type, W, cols, dst, p->row_bytes, rescale_of(q->o, t->type), 0, {{0}}};
+        rows_job rj = {t->type, W, cols, NULL, dst, p->row_bytes, rescale_of(q->o, t->type), 0, {{0}}};
+        if (rj.rescale != 0.0) { /* the sweep's codes kept, each group's scales refitted */
             sqz_pool_for(q->pool, rows, 16, rescale_task, &rj);
             if (rj.failed) return sqz_fail(err, "%s: %s", t->name, rj.err.msg);
         }
