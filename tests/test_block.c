@@ -13,13 +13,16 @@
  *    do not compound. Two windows of different lengths per block: a shorter window than
  *    the pass holds must work as well. And the calibration stepper (sqz_calib_begin/step)
  *    on the GPU backend, which runs its layers through the block pass: every layer's
- *    plain and token-weighted Grams within 1e-3 of the CPU stepper's.
+ *    plain and token-weighted Grams within 1e-3 of the CPU stepper's. And the backward
+ *    pass (sqz_grad_windows) on the GPU against the CPU's: loss, every linear's input and
+ *    output gradient, and the gradient statistics s_j and w_t (compare_grad).
  * A CUDA build on a machine without a GPU exits 77 (skipped) after the CPU checks. */
 #include <math.h>
 #include <string.h>
 
 #include "sqz/backend.h"
 #include "sqz/calib.h"
+#include "sqz/grad.h"
 #include "sqz/model.h"
 #include "testutil.h"
 
@@ -233,6 +236,143 @@ static void compare_stepper(sqz_backend *gpu, sqz_pool *pool, const char *path) 
     sqz_model_free(&m);
 }
 
+/* ---------------------------------------------------------------- the backward pass */
+
+/* What the CPU's backward handed each hook (per window, layer and kind), for the GPU's
+ * to be compared with: x and g element by element, and the statistics sensitivity.c
+ * forms from them, s_j = Σ_t g_tj² (per output) and w_t = Σ_j g_tj² (per token). */
+#define G_KINDS SQZ_LIN_COUNT
+typedef struct {
+    const sqz_model *m;
+    int64_t T;
+    int nsamples, gpu;
+    float **x, **g;   /* [window][slot] copies (CPU run) */
+    double **s[2];    /* [slot] Σ_t g² per output, per device */
+    double **tw[2];   /* [slot][window·T + t] Σ_j g² per token, per device */
+    double worst_g, worst_x;
+    int n_sites[2];
+    int failed;
+} grad_cap;
+
+static int slot_of(const grad_cap *c, int layer, int kind) {
+    return layer < 0 ? c->m->cfg.n_layer * G_KINDS + kind : layer * G_KINDS + kind;
+}
+
+static int grad_cap_hook(void *vctx, const sqz_grad_site *st, sqz_err *err) {
+    (void)err;
+    grad_cap *c = vctx;
+    const int nslots = (c->m->cfg.n_layer + 1) * G_KINDS, slot = slot_of(c, st->layer, st->kind);
+    const int64_t in = st->kind == SQZ_LIN_EMBD ? 0 : st->in, out = st->out, T = c->T;
+    const int dev = c->gpu;
+    float **xs = &c->x[(int64_t)st->window * nslots + slot], **gs = &c->g[(int64_t)st->window * nslots + slot];
+    if (!c->s[dev][slot]) {
+        c->s[dev][slot] = calloc((size_t)out, sizeof(double));
+        c->tw[dev][slot] = calloc((size_t)(c->nsamples * T), sizeof(double));
+    }
+    if (!dev && !*gs) {
+        *gs = calloc((size_t)(T * out), sizeof(float));
+        *xs = in ? calloc((size_t)(T * in), sizeof(float)) : NULL;
+    }
+    c->n_sites[dev]++;
+    double gmax = 0, gd = 0, xmax = 0, xd = 0;
+    for (int64_t t = 0; t < st->n; t++) {
+        const float *g = st->g + t * out, *x = in ? st->x + t * in : NULL;
+        float *gr = *gs + (st->row0 + t) * out, *xr = in ? *xs + (st->row0 + t) * in : NULL;
+        double q = 0;
+        for (int64_t j = 0; j < out; j++) {
+            q += (double)g[j] * g[j];
+            c->s[dev][slot][j] += (double)g[j] * g[j];
+            if (dev) gmax = fmax(gmax, fabs(gr[j])), gd = fmax(gd, fabs(gr[j] - g[j]));
+            else gr[j] = g[j];
+        }
+        c->tw[dev][slot][(int64_t)st->window * T + st->row0 + t] = q;
+        for (int64_t i = 0; i < in; i++) {
+            if (dev) xmax = fmax(xmax, fabs(xr[i])), xd = fmax(xd, fabs(xr[i] - x[i]));
+            else xr[i] = x[i];
+        }
+    }
+    if (dev && gmax > 0) {
+        CHECK(gd <= 1e-3 * gmax, "window %d layer %d %s: gradient max |gpu - cpu| %.3e, largest %.3e", st->window,
+              st->layer, sqz_linear_kind_name(st->kind), gd, gmax);
+        c->worst_g = fmax(c->worst_g, gd / gmax);
+    }
+    if (dev && xmax > 0) {
+        CHECK(xd <= 1e-3 * xmax, "window %d layer %d %s: input max |gpu - cpu| %.3e, largest %.3e", st->window,
+              st->layer, sqz_linear_kind_name(st->kind), xd, xmax);
+        c->worst_x = fmax(c->worst_x, xd / xmax);
+    }
+    return SQZ_OK;
+}
+
+/* Relative max difference of two arrays (to the larger array's largest entry). */
+static double rel_diff(const double *a, const double *b, int64_t n) {
+    double mx = 0, d = 0;
+    for (int64_t i = 0; i < n; i++) mx = fmax(mx, fmax(fabs(a[i]), fabs(b[i]))), d = fmax(d, fabs(a[i] - b[i]));
+    return mx > 0 ? d / mx : 0;
+}
+
+/* sqz_grad_windows on the GPU (a group of windows layer by layer) against the CPU (window
+ * after window): the loss within 1e-5, every hook's input and gradient within 1e-3 of
+ * that site's largest entry, and s_j, w_t within 1e-3. */
+static void compare_grad(sqz_backend *gpu, sqz_pool *pool, const char *path) {
+    sqz_model m;
+    sqz_err err;
+    if (sqz_model_load(&m, path, 0, &err)) {
+        CHECK(0, "%s: %s", path, err.msg);
+        return;
+    }
+    const int nsamples = 3;
+    const int64_t T = 40;
+    int32_t *tok = malloc((size_t)(nsamples * T) * sizeof(int32_t));
+    tu_rng r = {13};
+    for (int64_t i = 0; i < nsamples * T; i++) tok[i] = (int32_t)(tu_urand(&r) * (m.cfg.n_vocab - 1));
+    const int nslots = (m.cfg.n_layer + 1) * G_KINDS;
+    grad_cap c = {&m, T, nsamples, 0, calloc((size_t)(nsamples * nslots), sizeof(float *)),
+                  calloc((size_t)(nsamples * nslots), sizeof(float *)), {calloc((size_t)nslots, sizeof(double *)),
+                  calloc((size_t)nslots, sizeof(double *))}, {calloc((size_t)nslots, sizeof(double *)),
+                  calloc((size_t)nslots, sizeof(double *))}, 0, 0, {0, 0}, 0};
+    double loss[2] = {0, 0};
+    for (int dev = 0; dev < 2; dev++) {
+        sqz_grad *g = NULL;
+        c.gpu = dev;
+        int ok = sqz_grad_create_on(&g, &m, pool, dev ? gpu : NULL, T, &err) == 0 &&
+                 sqz_grad_windows(g, tok, nsamples, T, 1.0 / (double)(T - 1), grad_cap_hook, &c, &loss[dev], NULL,
+                                  &err) == 0;
+        CHECK(ok, "%s: backward on the %s: %s", path, dev ? "GPU" : "CPU", err.msg);
+        sqz_grad_free(g);
+    }
+    CHECK(c.n_sites[0] == c.n_sites[1], "%s: %d hooked sites on the CPU, %d on the GPU", path, c.n_sites[0],
+          c.n_sites[1]);
+    double dl = fabs(loss[1] - loss[0]) / fabs(loss[0]), ws = 0, wt = 0;
+    CHECK(dl <= 1e-5, "%s: loss %.8f on the GPU, %.8f on the CPU", path, loss[1], loss[0]);
+    for (int i = 0; i < nslots; i++) {
+        if (!c.s[0][i] || !c.s[1][i]) {
+            CHECK(!c.s[0][i] && !c.s[1][i], "%s: site %d hooked on one device only", path, i);
+            continue;
+        }
+        int kind = i % G_KINDS, layer = i / G_KINDS;
+        const sqz_tensor *t = sqz_linear_tensor(&m, layer < m.cfg.n_layer ? layer : -1, kind);
+        int64_t out = kind == SQZ_LIN_EMBD ? m.cfg.dim : kind == SQZ_LIN_OUTPUT ? m.cfg.n_vocab : t->ne[1];
+        double a = rel_diff(c.s[0][i], c.s[1][i], out), b = rel_diff(c.tw[0][i], c.tw[1][i], nsamples * T);
+        CHECK(a <= 1e-3 && b <= 1e-3, "%s: layer %d %s: s_j within %.2e, w_t within %.2e", path, layer,
+              sqz_linear_kind_name(kind), a, b);
+        ws = fmax(ws, a), wt = fmax(wt, b);
+    }
+    printf("test_block: %s: backward, %d windows × %lld: loss within %.1e, gradients within %.2e, inputs within "
+           "%.2e, s_j within %.2e, w_t within %.2e (relative) of the CPU's\n",
+           path, nsamples, (long long)T, dl, c.worst_g, c.worst_x, ws, wt);
+    for (int i = 0; i < nsamples * nslots; i++) free(c.x[i]), free(c.g[i]);
+    for (int d = 0; d < 2; d++) {
+        for (int i = 0; i < nslots; i++) free(c.s[d][i]), free(c.tw[d][i]);
+        free(c.s[d]);
+        free(c.tw[d]);
+    }
+    free(c.x);
+    free(c.g);
+    free(tok);
+    sqz_model_free(&m);
+}
+
 int main(void) {
     const char *fx[] = {"arch/llama3.gguf", "arch/qwen2.gguf", "arch/qwen3.gguf"};
     char *paths[5] = {0};
@@ -255,6 +395,7 @@ int main(void) {
             if (def) paths[n++] = def;
             for (int i = 0; i < n; i++) compare_model(gpu, pool, paths[i]);
             for (int i = 0; i < n; i++) compare_stepper(gpu, pool, paths[i]);
+            for (int i = 0; i < n; i++) compare_grad(gpu, pool, paths[i]);
             printf("test_block: %s, peak %.1f MiB\n", sqz_backend_describe(gpu),
                    (double)sqz_backend_peak_bytes(gpu) / 1048576.0);
             sqz_backend_free(gpu);

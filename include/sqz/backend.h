@@ -10,10 +10,12 @@
  *              (the GPU keeps the sum resident and returns it once per layer);
  *   GPTQ factor  the upper Cholesky factor of the dampened H⁻¹ (sqz_gptq_factor).
  *   blocks     a decoder block's forward pass over a window, its Gram inputs summed on
- *              the device (sqz_block_pass; CUDA only: not yet called by the pipeline).
+ *              the device, and its backward pass (sqz_block_pass; CUDA only: the CPU
+ *              runs src/model/forward.c and grad.c), used by the calibration passes and
+ *              the gradient pass (sqz_grad_create_on).
  * Still on the CPU whatever the backend (the seam's next steps, docs/architecture.md):
- * the pipeline's layer passes, the backward pass, the option scoring, GPTQ's sweep,
- * pruning. */
+ * the output head's logits and loss, the gradient statistics (from the hook's host
+ * arrays), the option scoring, GPTQ's sweep, pruning. */
 #ifndef SQZ_BACKEND_H
 #define SQZ_BACKEND_H
 
@@ -146,6 +148,18 @@ typedef struct sqz_block_io {
  * that receive the block's inputs, straight from the device (accumulators of this
  * backend, sqz_gram_open). */
 int sqz_block_pass_run(sqz_block_pass *p, float *x, int64_t T, const sqz_block_io *io, sqz_err *err);
+
+/* What the backward pass hands on per linear layer: kind as sqz_linear_kind (sqz/grad.h:
+ * 0..6 = q, k, v, o, gate, up, down), x [T, in] its input and g [T, out] the gradient of
+ * its output, host arrays valid during the call. */
+typedef int (*sqz_block_grad_hook)(void *ctx, int kind, const float *x, const float *g, int64_t in, int64_t out,
+                                   sqz_err *err);
+/* The loaded block's backward over one window, as src/model/grad.c's layer_bwd: x_in
+ * [T, dim] the block's input (host), dx [T, dim] dL/d(its output) on entry and dL/d(its
+ * input) on return. The forward is recomputed from x_in on the device (f32 products, no
+ * TF32); each linear reaches hook in grad.c's order: down, gate, up, o, q, k, v. */
+int sqz_block_pass_backward(sqz_block_pass *p, const float *x_in, float *dx, int64_t T, sqz_block_grad_hook hook,
+                            void *ctx, sqz_err *err);
 void sqz_block_pass_close(sqz_block_pass *p);
 
 #ifdef __cplusplus

@@ -56,6 +56,7 @@ typedef struct sqz_grad_site {
     const float *g;        /* [n, out] gradient of scale · loss_sum with respect to its output */
     const int32_t *tokens; /* [n] the window's tokens at these rows */
     int64_t row0, n, in, out;
+    int window;            /* which window of sqz_grad_windows (0 for sqz_grad_window) */
 } sqz_grad_site;
 
 /* Called on the calling thread (the pool is idle); returns SQZ_OK or SQZ_ERR (err set). */
@@ -71,6 +72,20 @@ void sqz_grad_free(sqz_grad *g);
  * skipped). */
 int sqz_grad_window(sqz_grad *g, const int32_t *tokens, int64_t n_tokens, double scale, sqz_grad_hook hook,
                     void *hook_ctx, double *loss_sum, sqz_err *err);
+/* The same on a backend: a CUDA one runs the decoder layers' forward and backward on its
+ * GPU (sqz_block_pass; the output head, the loss and the hooks stay on the CPU); the CPU
+ * backend or NULL is sqz_grad_create. */
+int sqz_grad_create_on(sqz_grad **out, const sqz_model *m, sqz_pool *pool, sqz_backend *backend,
+                       int64_t max_tokens, sqz_err *err);
+/* Forward and backward over nsamples windows of T tokens each (windows: row after row):
+ * what sqz_grad_window does to each, with sqz_grad_site.window naming it. On the CPU,
+ * window after window (the same hooks in the same order); on a GPU, a group of windows at
+ * a time, layer by layer, so each layer's weights cross once per group and direction (the
+ * hooks of one layer come for every window of the group before the next layer's).
+ * loss_sum (may be NULL): Σ over the windows, summed in window order. prog (may be
+ * NULL): updated with the windows done. */
+int sqz_grad_windows(sqz_grad *g, const int32_t *windows, int nsamples, int64_t T, double scale, sqz_grad_hook hook,
+                     void *hook_ctx, double *loss_sum, sqz_progress *prog, sqz_err *err);
 /* Adds the forward and backward time and arithmetic of every window so far to out. */
 void sqz_grad_times(const sqz_grad *g, sqz_stage_times *out);
 

@@ -274,6 +274,21 @@ int sqz_block_pass_run(sqz_block_pass *p, float *x, int64_t T, const sqz_block_i
 #endif
 }
 
+int sqz_block_pass_backward(sqz_block_pass *p, const float *x_in, float *dx, int64_t T, sqz_block_grad_hook hook,
+                            void *ctx, sqz_err *err) {
+#ifdef SQZ_HAVE_CUDA
+    return sqz_cuda_block_backward(p->cuda, x_in, dx, T, hook, ctx, err);
+#else
+    (void)p;
+    (void)x_in;
+    (void)dx;
+    (void)T;
+    (void)hook;
+    (void)ctx;
+    return sqz_fail(err, "block pass: not in this build");
+#endif
+}
+
 void sqz_block_pass_close(sqz_block_pass *p) {
     if (!p) return;
 #ifdef SQZ_HAVE_CUDA

@@ -37,10 +37,17 @@ struct sqz_cuda_block {
     float *saved[SQZ_BLOCK_SITES]; /* [max_T, site width]: inputs kept by a run with save (made then) */
     int64_t saved_T;            /* the tokens of the saved window (0: none) */
     const sqz_cuda_block_io *io;   /* this run's Grams */
+    /* the backward pass's (made by its first call): kept activations, gradients, and the
+     * host arrays a hook reads */
+    int grad_ready;
+    float *xm, *nb_f, *act, *q_pre, *k_pre; /* x after attention, FFN's normed input, SiLU(gate)·up */
+    float *dxd, *dn, *dgate, *dup, *datt, *dq, *dk, *dv, *dtmp, *dscores;
+    float *hx, *hg;             /* pinned host, [max_T, widest of dim, q width, ffn] each */
+    size_t host_bytes;
     double rope_theta;          /* what the tables were made for (NaN: none yet) */
     const float *rope_freqs_of; /* host pointer the tables were made from */
     /* every allocation with its size, for freeing */
-    struct alloc { void **p; size_t bytes; } allocs[40];
+    struct alloc { void **p; size_t bytes; } allocs[64];
     int n_allocs;
 };
 
@@ -91,8 +98,9 @@ static __global__ void k_add_bias(float *y, const float *b, int64_t rows, int64_
 }
 
 /* One token per block: its n_heads heads rotated by the token's angles. */
+/* sign 1 rotates by +angle; -1 by -angle (the transpose, on gradients). */
 static __global__ void k_rope(float *v, int64_t width, int n_heads, int head_dim, const float *cosv,
-                              const float *sinv, int rope_half) {
+                              const float *sinv, int rope_half, float sign) {
     const int half = head_dim / 2;
     float *row = v + (int64_t)blockIdx.x * width;
     const float *cs = cosv + (int64_t)blockIdx.x * half, *sn = sinv + (int64_t)blockIdx.x * half;
@@ -100,9 +108,9 @@ static __global__ void k_rope(float *v, int64_t width, int n_heads, int head_dim
         int h = k / half, i = k % half;
         int a = rope_half ? i : 2 * i, b = rope_half ? i + half : 2 * i + 1;
         float *hv = row + (int64_t)h * head_dim;
-        float x0 = hv[a], x1 = hv[b];
-        hv[a] = __fsub_rn(__fmul_rn(x0, cs[i]), __fmul_rn(x1, sn[i]));
-        hv[b] = __fadd_rn(__fmul_rn(x1, cs[i]), __fmul_rn(x0, sn[i]));
+        float x0 = hv[a], x1 = hv[b], s = sign * sn[i];
+        hv[a] = __fsub_rn(__fmul_rn(x0, cs[i]), __fmul_rn(x1, s));
+        hv[b] = __fadd_rn(__fmul_rn(x1, cs[i]), __fmul_rn(x0, s));
     }
 }
 
@@ -128,13 +136,58 @@ static __global__ void k_softmax_causal(float *scores, int64_t T) {
     for (int64_t j = threadIdx.x; j < T; j += THREADS) row[j] = j < seen ? row[j] * inv : 0.0f;
 }
 
-/* hb = silu(hb) · hb2, elementwise. */
-static __global__ void k_swiglu(float *hb, const float *hb2, int64_t n) {
+/* out = silu(gate) · up, elementwise (out may be gate). */
+static __global__ void k_swiglu(float *out, const float *gate, const float *up, int64_t n) {
     int64_t i = (int64_t)blockIdx.x * THREADS + threadIdx.x;
     if (i < n) {
-        float g = hb[i];
-        hb[i] = __fmul_rn(g / (1.0f + expf(-g)), hb2[i]);
+        float g = gate[i];
+        out[i] = __fmul_rn(g / (1.0f + expf(-g)), up[i]);
     }
+}
+
+/* The SwiGLU's backward, as grad.c's: with s = σ(g), d up = d act · g·s and
+ * d gate = d act · up · s · (1 + g·(1 − s)); dgate may be dact. */
+static __global__ void k_swiglu_bwd(float *dgate, float *dup, const float *dact, const float *gate, const float *up,
+                                    int64_t n) {
+    int64_t i = (int64_t)blockIdx.x * THREADS + threadIdx.x;
+    if (i < n) {
+        float g = gate[i], s = 1.0f / (1.0f + expf(-g)), da = dact[i];
+        dup[i] = da * (g * s);
+        dgate[i] = da * up[i] * s * (1.0f + g * (1.0f - s));
+    }
+}
+
+/* One row of n per block: dx += ∂(x·r·w)/∂x applied to dy, r·u − r³·x·(u·x)/n with
+ * u = dy ⊙ w, the sums in double (grad.c's rmsnorm_rows_bwd). */
+static __global__ void k_rmsnorm_bwd(float *dx, const float *x, const float *w, const float *dy, int64_t n,
+                                     float eps) {
+    __shared__ double sh[THREADS];
+    const int64_t r = blockIdx.x;
+    const float *xr = x + r * n, *dyr = dy + r * n;
+    float *dxr = dx + r * n;
+    double ss = 0.0, ux = 0.0;
+    for (int64_t i = threadIdx.x; i < n; i += THREADS) {
+        ss += (double)xr[i] * xr[i];
+        ux += (double)dyr[i] * w[i] * xr[i];
+    }
+    ss = block_sum(ss, sh);
+    ux = block_sum(ux, sh);
+    const double rs = 1.0 / sqrt(ss / (double)n + (double)eps);
+    const float a = (float)rs, b = (float)(rs * rs * rs * ux / (double)n);
+    for (int64_t i = threadIdx.x; i < n; i += THREADS) dxr[i] += a * dyr[i] * w[i] - b * xr[i];
+}
+
+/* Row i of head h (grid: T rows × n_head): dS = P ⊙ (dP − Σ_j P·dP) over keys 0..i, in
+ * place of dP; keys after i 0. */
+static __global__ void k_softmax_bwd(float *dscores, const float *scores, int64_t T) {
+    __shared__ double sh[THREADS];
+    const int64_t i = blockIdx.x;
+    const float *p = scores + ((int64_t)blockIdx.y * T + i) * T;
+    float *dp = dscores + ((int64_t)blockIdx.y * T + i) * T;
+    double d = 0.0;
+    for (int64_t j = threadIdx.x; j <= i; j += THREADS) d += (double)p[j] * dp[j];
+    const float df = (float)block_sum(d, sh);
+    for (int64_t j = threadIdx.x; j < T; j += THREADS) dp[j] = j <= i ? p[j] * (dp[j] - df) : 0.0f;
 }
 
 /* x += y, elementwise. */
@@ -170,6 +223,8 @@ static int palloc(sqz_cuda_block *p, float **ptr, int64_t n_floats, const char *
 void sqz_cuda_block_close(sqz_cuda_block *p) {
     if (!p) return;
     for (int i = 0; i < p->n_allocs; i++) sqz_cu_free(p->c, *p->allocs[i].p, p->allocs[i].bytes);
+    if (p->hx) cudaFreeHost(p->hx);
+    if (p->hg) cudaFreeHost(p->hg);
     free(p);
 }
 
@@ -436,9 +491,10 @@ int sqz_cuda_block_run(sqz_cuda_block *p, float *x, int64_t T, const sqz_cuda_bl
             k_rmsnorm<<<(unsigned)(T * d->n_head_kv), THREADS, 0, st>>>(p->k, p->k, p->k_norm, hd, d->norm_eps);
             if (launched("q/k norms", err)) return SQZ_ERR;
         }
-        k_rope<<<(unsigned)T, THREADS, 0, st>>>(p->q, qw, d->n_head, (int)hd, p->rope_cos, p->rope_sin, d->rope_half);
+        k_rope<<<(unsigned)T, THREADS, 0, st>>>(p->q, qw, d->n_head, (int)hd, p->rope_cos, p->rope_sin, d->rope_half,
+                                               1.0f);
         k_rope<<<(unsigned)T, THREADS, 0, st>>>(p->k, kvw, d->n_head_kv, (int)hd, p->rope_cos, p->rope_sin,
-                                               d->rope_half);
+                                               d->rope_half, 1.0f);
         if (launched("RoPE", err) || attention(p, T, err) || site(p, 1, p->att, T, qw, err) ||
             linear(p, p->xb, p->att, p->wo, T, qw, dim, "attn_output", err))
             return SQZ_ERR;
@@ -451,7 +507,7 @@ int sqz_cuda_block_run(sqz_cuda_block *p, float *x, int64_t T, const sqz_cuda_bl
             linear(p, p->hb, p->xb, p->w_gate, T, dim, ff, "ffn_gate", err) ||
             linear(p, p->hb2, p->xb, p->w_up, T, dim, ff, "ffn_up", err))
             return SQZ_ERR;
-        k_swiglu<<<blocks_for(T * ff), THREADS, 0, st>>>(p->hb, p->hb2, T * ff);
+        k_swiglu<<<blocks_for(T * ff), THREADS, 0, st>>>(p->hb, p->hb, p->hb2, T * ff);
         if (launched("SwiGLU", err) || site(p, 3, p->hb, T, ff, err)) return SQZ_ERR;
         if (io->stop_at_down_in) return finish_run(p, T, err);
         if (linear(p, p->xb, p->hb, p->w_down, T, ff, dim, "ffn_down", err)) return SQZ_ERR;
@@ -463,5 +519,248 @@ int sqz_cuda_block_run(sqz_cuda_block *p, float *x, int64_t T, const sqz_cuda_bl
     if (e == cudaSuccess) e = cudaStreamSynchronize(st);
     if (e != cudaSuccess) return sqz_cu_fail(err, "block pass: the window's pass", e);
     p->saved_T = io->save ? T : p->saved_T;
+    return SQZ_OK;
+}
+
+/* ---------------------------------------------------------------- backward */
+
+/* The backward's buffers, made by its first call: about 3·T·(dim + ffn) + 4·T·q + n_head·T²
+ * floats more than the forward's. */
+static int grad_alloc(sqz_cuda_block *p, sqz_err *err) {
+    if (p->grad_ready) return SQZ_OK;
+    const sqz_block_desc *w = &p->widest;
+    const int64_t T = p->max_T, dim = w->dim, ff = w->n_ff, hd = w->head_dim;
+    const int64_t qw = (int64_t)w->n_head * hd, kvw = (int64_t)w->n_head_kv * hd;
+    const int qk_norm = 1; /* a later block may have q/k norms: q_pre, k_pre are small */
+    char what[160];
+    snprintf(what, sizeof what, "the backward's activations and gradients (%lld tokens, dim %lld, ffn %lld, %d heads)",
+             (long long)T, (long long)dim, (long long)ff, w->n_head);
+    if (palloc(p, &p->xm, T * dim, what, err) || palloc(p, &p->nb_f, T * dim, what, err) ||
+        palloc(p, &p->act, T * ff, what, err) || palloc(p, &p->q_pre, qk_norm ? T * qw : 0, what, err) ||
+        palloc(p, &p->k_pre, qk_norm ? T * kvw : 0, what, err) || palloc(p, &p->dxd, T * dim, what, err) ||
+        palloc(p, &p->dn, T * dim, what, err) || palloc(p, &p->dgate, T * ff, what, err) ||
+        palloc(p, &p->dup, T * ff, what, err) || palloc(p, &p->datt, T * qw, what, err) ||
+        palloc(p, &p->dq, T * qw, what, err) || palloc(p, &p->dk, T * kvw, what, err) ||
+        palloc(p, &p->dv, T * kvw, what, err) || palloc(p, &p->dtmp, T * qw, what, err) ||
+        palloc(p, &p->dscores, (int64_t)w->n_head * T * T, what, err))
+        return SQZ_ERR;
+    int64_t wide = dim > qw ? dim : qw;
+    if (ff > wide) wide = ff;
+    p->host_bytes = (size_t)(T * wide) * sizeof(float);
+    cudaError_t e = cudaMallocHost((void **)&p->hx, p->host_bytes);
+    if (e == cudaSuccess) e = cudaMallocHost((void **)&p->hg, p->host_bytes);
+    if (e != cudaSuccess) {
+        char stage[128];
+        snprintf(stage, sizeof stage, "backward: pinned host arrays for the hooks (2 × %.1f MiB)",
+                 (double)p->host_bytes / 1048576.0);
+        return sqz_cu_fail(err, stage, e);
+    }
+    p->grad_ready = 1;
+    return SQZ_OK;
+}
+
+/* A generic product on the device, column-major as cuBLAS sees it, with the stage named. */
+static int gemm(sqz_cuda_block *p, cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n, int64_t k,
+                float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                int64_t ldc, const char *what, sqz_err *err) {
+    cublasStatus_t s = cublasSgemm(p->c->blas, ta, tb, (int)m, (int)n, (int)k, &alpha, A, (int)lda, B, (int)ldb, &beta,
+                                   C, (int)ldc);
+    if (s != CUBLAS_STATUS_SUCCESS) {
+        char stage[128];
+        snprintf(stage, sizeof stage, "backward: %s (%lld × %lld by %lld)", what, (long long)m, (long long)n,
+                 (long long)k);
+        return sqz_cu_blas_fail(err, stage, s);
+    }
+    return SQZ_OK;
+}
+
+/* dx[T, in] (+)= dy[T, out] · W, W row-major [out, in]: dxᶜ(in × T) = Wᶜ(in × out) · dyᶜ. */
+static int linear_bwd(sqz_cuda_block *p, float *dx, const float *dy, const float *W, int64_t T, int64_t in, int64_t out,
+                      int accumulate, const char *what, sqz_err *err) {
+    return gemm(p, CUBLAS_OP_N, CUBLAS_OP_N, in, T, out, 1.0f, W, in, dy, out, accumulate ? 1.0f : 0.0f, dx, in, what,
+                err);
+}
+
+/* The loaded block's forward from p->x, keeping what the backward reads: the attention's
+ * normed input (xb), q/k before their norms, the rotated q, k and v, every head's
+ * probabilities (scores), att, the stream after attention (xm), the FFN's normed input
+ * (nb_f), gate (hb), up (hb2) and their product (act). The block's output is not formed. */
+static int forward_keep(sqz_cuda_block *p, int64_t T, sqz_err *err) {
+    const sqz_block_desc *d = &p->cur;
+    cudaStream_t st = p->c->stream;
+    const int64_t dim = d->dim, hd = d->head_dim, ff = d->n_ff;
+    const int64_t qw = (int64_t)d->n_head * hd, kvw = (int64_t)d->n_head_kv * hd;
+    cudaError_t e;
+    if (qw > 0) {
+        k_rmsnorm<<<(unsigned)T, THREADS, 0, st>>>(p->xb, p->x, p->attn_norm, dim, d->norm_eps);
+        if (launched("attn_norm", err) || linear(p, p->q, p->xb, p->wq, T, dim, qw, "attn_q", err) ||
+            linear(p, p->k, p->xb, p->wk, T, dim, kvw, "attn_k", err) ||
+            linear(p, p->v, p->xb, p->wv, T, dim, kvw, "attn_v", err))
+            return SQZ_ERR;
+        if (p->has_bias) {
+            k_add_bias<<<blocks_for(T * qw), THREADS, 0, st>>>(p->q, p->bq, T, qw);
+            k_add_bias<<<blocks_for(T * kvw), THREADS, 0, st>>>(p->k, p->bk, T, kvw);
+            k_add_bias<<<blocks_for(T * kvw), THREADS, 0, st>>>(p->v, p->bv, T, kvw);
+            if (launched("q/k/v biases", err)) return SQZ_ERR;
+        }
+        if (p->has_qk_norm) {
+            e = cudaMemcpyAsync(p->q_pre, p->q, (size_t)(T * qw) * sizeof(float), cudaMemcpyDeviceToDevice, st);
+            if (e == cudaSuccess)
+                e = cudaMemcpyAsync(p->k_pre, p->k, (size_t)(T * kvw) * sizeof(float), cudaMemcpyDeviceToDevice, st);
+            if (e != cudaSuccess) return sqz_cu_fail(err, "backward: keeping q and k", e);
+            k_rmsnorm<<<(unsigned)(T * d->n_head), THREADS, 0, st>>>(p->q, p->q_pre, p->q_norm, hd, d->norm_eps);
+            k_rmsnorm<<<(unsigned)(T * d->n_head_kv), THREADS, 0, st>>>(p->k, p->k_pre, p->k_norm, hd, d->norm_eps);
+            if (launched("q/k norms", err)) return SQZ_ERR;
+        }
+        k_rope<<<(unsigned)T, THREADS, 0, st>>>(p->q, qw, d->n_head, (int)hd, p->rope_cos, p->rope_sin, d->rope_half,
+                                               1.0f);
+        k_rope<<<(unsigned)T, THREADS, 0, st>>>(p->k, kvw, d->n_head_kv, (int)hd, p->rope_cos, p->rope_sin,
+                                               d->rope_half, 1.0f);
+        if (launched("RoPE", err) || attention(p, T, err) ||
+            linear(p, p->dn, p->att, p->wo, T, qw, dim, "attn_output", err))
+            return SQZ_ERR;
+        e = cudaMemcpyAsync(p->xm, p->x, (size_t)(T * dim) * sizeof(float), cudaMemcpyDeviceToDevice, st);
+        if (e != cudaSuccess) return sqz_cu_fail(err, "backward: the stream after attention", e);
+        k_add<<<blocks_for(T * dim), THREADS, 0, st>>>(p->xm, p->dn, T * dim);
+        if (launched("attention residual", err)) return SQZ_ERR;
+    } else {
+        e = cudaMemcpyAsync(p->xm, p->x, (size_t)(T * dim) * sizeof(float), cudaMemcpyDeviceToDevice, st);
+        if (e != cudaSuccess) return sqz_cu_fail(err, "backward: the stream after attention", e);
+    }
+    if (ff > 0) {
+        k_rmsnorm<<<(unsigned)T, THREADS, 0, st>>>(p->nb_f, p->xm, p->ffn_norm, dim, d->norm_eps);
+        if (launched("ffn_norm", err) || linear(p, p->hb, p->nb_f, p->w_gate, T, dim, ff, "ffn_gate", err) ||
+            linear(p, p->hb2, p->nb_f, p->w_up, T, dim, ff, "ffn_up", err))
+            return SQZ_ERR;
+        k_swiglu<<<blocks_for(T * ff), THREADS, 0, st>>>(p->act, p->hb, p->hb2, T * ff);
+        if (launched("SwiGLU", err)) return SQZ_ERR;
+    }
+    return SQZ_OK;
+}
+
+/* A linear's input x [T, in] and output gradient g [T, out] to the host, then the hook. */
+static int hook_site(sqz_cuda_block *p, sqz_block_grad_hook hook, void *ctx, int kind, const float *x, const float *g,
+                     int64_t T, int64_t in, int64_t out, sqz_err *err) {
+    if (!hook) return SQZ_OK;
+    cudaStream_t st = p->c->stream;
+    cudaError_t e = cudaMemcpyAsync(p->hx, x, (size_t)(T * in) * sizeof(float), cudaMemcpyDeviceToHost, st);
+    if (e == cudaSuccess) e = cudaMemcpyAsync(p->hg, g, (size_t)(T * out) * sizeof(float), cudaMemcpyDeviceToHost, st);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(st);
+    if (e != cudaSuccess) {
+        char stage[128];
+        snprintf(stage, sizeof stage, "backward: a linear's input and gradient to the host (%lld tokens, %lld → %lld)",
+                 (long long)T, (long long)in, (long long)out);
+        return sqz_cu_fail(err, stage, e);
+    }
+    return hook(ctx, kind, p->hx, p->hg, in, out, err);
+}
+
+/* Attention's backward from datt (dL/d att) into dq, dk, dv (before RoPE's transpose):
+ *   dV = Pᵀ dO, dP = dO Vᵀ, dS = P ⊙ (dP − rowsum(P ⊙ dP)), dQ = s·dS K, dK = s·dSᵀ Q,
+ * dK and dV summed over each GQA group (β = 1 after its first member). */
+static int attention_bwd(sqz_cuda_block *p, int64_t T, sqz_err *err) {
+    const sqz_block_desc *d = &p->cur;
+    const int hd = d->head_dim, nh = d->n_head, nkv = d->n_head_kv, group = nh / nkv;
+    const int64_t qw = (int64_t)nh * hd, kvw = (int64_t)nkv * hd, TT = T * T;
+    const float scale = 1.0f / sqrtf((float)hd), one = 1.0f, zero = 0.0f;
+    cublasHandle_t h = p->c->blas;
+    cublasStatus_t s = CUBLAS_STATUS_SUCCESS;
+    for (int g = 0; g < group && s == CUBLAS_STATUS_SUCCESS; g++) {
+        const float beta = g ? 1.0f : 0.0f;
+        /* dVᶜ(d, j) += Σ_i dOᶜ(d, i) Sᶜ(j, i) */
+        s = cublasSgemmStridedBatched(h, CUBLAS_OP_N, CUBLAS_OP_T, hd, (int)T, (int)T, &one, p->datt + (int64_t)g * hd,
+                                      (int)qw, (long long)group * hd, p->scores + (int64_t)g * TT, (int)T,
+                                      (long long)group * TT, &beta, p->dv, (int)kvw, (long long)hd, nkv);
+        /* dPᶜ(j, i) = Σ_d Vᶜ(d, j) dOᶜ(d, i) */
+        if (s == CUBLAS_STATUS_SUCCESS)
+            s = cublasSgemmStridedBatched(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)T, (int)T, hd, &one, p->v, (int)kvw,
+                                          (long long)hd, p->datt + (int64_t)g * hd, (int)qw, (long long)group * hd,
+                                          &zero, p->dscores + (int64_t)g * TT, (int)T, (long long)group * TT, nkv);
+    }
+    if (s != CUBLAS_STATUS_SUCCESS) return sqz_cu_blas_fail(err, "backward: attention's dV and dP", s);
+    dim3 grid((unsigned)T, (unsigned)nh);
+    k_softmax_bwd<<<grid, THREADS, 0, p->c->stream>>>(p->dscores, p->scores, T);
+    if (launched("softmax backward", err)) return SQZ_ERR;
+    for (int g = 0; g < group && s == CUBLAS_STATUS_SUCCESS; g++) {
+        const float beta = g ? 1.0f : 0.0f;
+        /* dQᶜ(d, i) = s Σ_j Kᶜ(d, j) dSᶜ(j, i) */
+        s = cublasSgemmStridedBatched(h, CUBLAS_OP_N, CUBLAS_OP_N, hd, (int)T, (int)T, &scale, p->k, (int)kvw,
+                                      (long long)hd, p->dscores + (int64_t)g * TT, (int)T, (long long)group * TT,
+                                      &zero, p->dq + (int64_t)g * hd, (int)qw, (long long)group * hd, nkv);
+        /* dKᶜ(d, j) += s Σ_i Qᶜ(d, i) dSᶜ(j, i) */
+        if (s == CUBLAS_STATUS_SUCCESS)
+            s = cublasSgemmStridedBatched(h, CUBLAS_OP_N, CUBLAS_OP_T, hd, (int)T, (int)T, &scale,
+                                          p->q + (int64_t)g * hd, (int)qw, (long long)group * hd,
+                                          p->dscores + (int64_t)g * TT, (int)T, (long long)group * TT, &beta, p->dk,
+                                          (int)kvw, (long long)hd, nkv);
+    }
+    if (s != CUBLAS_STATUS_SUCCESS) return sqz_cu_blas_fail(err, "backward: attention's dQ and dK", s);
+    return SQZ_OK;
+}
+
+int sqz_cuda_block_backward(sqz_cuda_block *p, const float *x_in, float *dx, int64_t T, sqz_block_grad_hook hook,
+                            void *ctx, sqz_err *err) {
+    if (!p->loaded) return sqz_fail(err, "cuda: backward before a block was loaded");
+    if (T <= 0 || T > p->max_T)
+        return sqz_fail(err, "cuda: backward: a window of %lld tokens (the pass holds %lld)", (long long)T,
+                        (long long)p->max_T);
+    if (grad_alloc(p, err)) return SQZ_ERR;
+    const sqz_block_desc *d = &p->cur;
+    cudaStream_t st = p->c->stream;
+    const int64_t dim = d->dim, hd = d->head_dim, ff = d->n_ff;
+    const int64_t qw = (int64_t)d->n_head * hd, kvw = (int64_t)d->n_head_kv * hd;
+    cudaError_t e = cudaMemcpyAsync(p->x, x_in, (size_t)(T * dim) * sizeof(float), cudaMemcpyHostToDevice, st);
+    if (e == cudaSuccess)
+        e = cudaMemcpyAsync(p->dxd, dx, (size_t)(T * dim) * sizeof(float), cudaMemcpyHostToDevice, st);
+    if (e != cudaSuccess) return sqz_cu_fail(err, "backward: copying the window and its gradient to the GPU", e);
+    if (forward_keep(p, T, err)) return SQZ_ERR;
+    if (ff > 0) {
+        if (hook_site(p, hook, ctx, 6, p->act, p->dxd, T, ff, dim, err) ||
+            linear_bwd(p, p->dgate, p->dxd, p->w_down, T, ff, dim, 0, "ffn_down", err))
+            return SQZ_ERR;
+        k_swiglu_bwd<<<blocks_for(T * ff), THREADS, 0, st>>>(p->dgate, p->dup, p->dgate, p->hb, p->hb2, T * ff);
+        if (launched("SwiGLU backward", err) || hook_site(p, hook, ctx, 4, p->nb_f, p->dgate, T, dim, ff, err) ||
+            hook_site(p, hook, ctx, 5, p->nb_f, p->dup, T, dim, ff, err) ||
+            linear_bwd(p, p->dn, p->dgate, p->w_gate, T, dim, ff, 0, "ffn_gate", err) ||
+            linear_bwd(p, p->dn, p->dup, p->w_up, T, dim, ff, 1, "ffn_up", err))
+            return SQZ_ERR;
+        k_rmsnorm_bwd<<<(unsigned)T, THREADS, 0, st>>>(p->dxd, p->xm, p->ffn_norm, p->dn, dim, d->norm_eps);
+        if (launched("ffn_norm backward", err)) return SQZ_ERR;
+    }
+    if (qw > 0) {
+        if (hook_site(p, hook, ctx, 3, p->att, p->dxd, T, qw, dim, err) ||
+            linear_bwd(p, p->datt, p->dxd, p->wo, T, qw, dim, 0, "attn_output", err) || attention_bwd(p, T, err))
+            return SQZ_ERR;
+        k_rope<<<(unsigned)T, THREADS, 0, st>>>(p->dq, qw, d->n_head, (int)hd, p->rope_cos, p->rope_sin,
+                                               d->rope_half, -1.0f);
+        k_rope<<<(unsigned)T, THREADS, 0, st>>>(p->dk, kvw, d->n_head_kv, (int)hd, p->rope_cos, p->rope_sin,
+                                               d->rope_half, -1.0f);
+        if (launched("RoPE backward", err)) return SQZ_ERR;
+        if (p->has_qk_norm) { /* through the per-head norms: dtmp holds the incoming gradient */
+            float *pairs[2][3] = {{p->dq, p->q_pre, p->q_norm}, {p->dk, p->k_pre, p->k_norm}};
+            const int64_t rows[2] = {T * d->n_head, T * d->n_head_kv};
+            for (int i = 0; i < 2; i++) {
+                size_t bytes = (size_t)(rows[i] * hd) * sizeof(float);
+                e = cudaMemcpyAsync(p->dtmp, pairs[i][0], bytes, cudaMemcpyDeviceToDevice, st);
+                if (e == cudaSuccess) e = cudaMemsetAsync(pairs[i][0], 0, bytes, st);
+                if (e != cudaSuccess) return sqz_cu_fail(err, "backward: q/k norms", e);
+                k_rmsnorm_bwd<<<(unsigned)rows[i], THREADS, 0, st>>>(pairs[i][0], pairs[i][1], pairs[i][2], p->dtmp,
+                                                                     hd, d->norm_eps);
+                if (launched("q/k norms backward", err)) return SQZ_ERR;
+            }
+        }
+        if (hook_site(p, hook, ctx, 0, p->xb, p->dq, T, dim, qw, err) ||
+            hook_site(p, hook, ctx, 1, p->xb, p->dk, T, dim, kvw, err) ||
+            hook_site(p, hook, ctx, 2, p->xb, p->dv, T, dim, kvw, err) ||
+            linear_bwd(p, p->dn, p->dq, p->wq, T, dim, qw, 0, "attn_q", err) ||
+            linear_bwd(p, p->dn, p->dk, p->wk, T, dim, kvw, 1, "attn_k", err) ||
+            linear_bwd(p, p->dn, p->dv, p->wv, T, dim, kvw, 1, "attn_v", err))
+            return SQZ_ERR;
+        k_rmsnorm_bwd<<<(unsigned)T, THREADS, 0, st>>>(p->dxd, p->x, p->attn_norm, p->dn, dim, d->norm_eps);
+        if (launched("attn_norm backward", err)) return SQZ_ERR;
+    }
+    e = cudaMemcpyAsync(dx, p->dxd, (size_t)(T * dim) * sizeof(float), cudaMemcpyDeviceToHost, st);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(st);
+    if (e != cudaSuccess) return sqz_cu_fail(err, "backward: the input gradient to the host", e);
     return SQZ_OK;
 }

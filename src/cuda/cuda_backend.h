@@ -55,6 +55,9 @@ typedef struct sqz_cuda_block_io {
     int save, stop_at_down_in;
 } sqz_cuda_block_io;
 int sqz_cuda_block_run(sqz_cuda_block *p, float *x, int64_t T, const sqz_cuda_block_io *io, sqz_err *err);
+/* sqz_block_pass_backward's work on the device. */
+int sqz_cuda_block_backward(sqz_cuda_block *p, const float *x_in, float *dx, int64_t T, sqz_block_grad_hook hook,
+                            void *ctx, sqz_err *err);
 void sqz_cuda_block_close(sqz_cuda_block *p);
 
 #ifdef __cplusplus

@@ -12,6 +12,8 @@
  * count; sums of squares and softmax normalizers are in double. */
 #include "sqz/grad.h"
 
+#include "sqz/backend.h"
+
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
@@ -23,6 +25,9 @@
 /* The most the kept FFN activations may take: all 28 layers of a 1.5B model at 512
  * tokens per window (1.03 GB), 23 of 32 for a 7B one. */
 #define SQZ_GRAD_KEEP_BYTES ((size_t)1280 << 20)
+/* Host memory for a GPU group's kept streams (n_layer + 2 per window): 8 windows of 2048
+ * tokens of a 7B model. */
+#define SQZ_GRAD_GROUP_BYTES ((size_t)9 << 30)
 
 const char *sqz_linear_kind_name(int kind) {
     static const char *const names[SQZ_LIN_COUNT] = {"attn_q", "attn_k",  "attn_v", "attn_output", "ffn_gate",
@@ -72,6 +77,13 @@ struct sqz_grad {
     float **kept;
     int n_kept;
     int blas_threads;
+    int window;              /* the window the hooks are told of (sqz_grad_site.window) */
+    /* On a GPU backend (sqz_grad_create_on): the layers run in a block pass, a group of
+     * windows at a time, each layer's weights loaded once per group and direction. */
+    sqz_block_pass *bp;
+    float *gresid;           /* [group][n_layer + 1][T][dim] every layer's input per window */
+    float *gdx;              /* [group][T][dim] each window's stream gradient */
+    int64_t group;           /* windows per group (0: not yet sized) */
     sqz_stage_times times;   /* forward (with the head's loss) and backward (with the hooks) */
 };
 
@@ -98,6 +110,9 @@ void sqz_grad_free(sqz_grad *g) {
     for (int i = 0; i < SQZ_LIN_PER_LAYER; i++) free(g->w[i]);
     for (int i = 0; i < g->n_kept; i++) free(g->kept[i]);
     free(g->kept);
+    sqz_block_pass_close(g->bp);
+    free(g->gresid);
+    free(g->gdx);
     free(g);
 }
 
@@ -449,9 +464,10 @@ static int layer_fwd(sqz_grad *g, int l, const float *x_in, float *x_out, int64_
     return SQZ_OK;
 }
 
-static int call_hook(sqz_grad_hook hook, void *ctx, int layer, int kind, const float *x, const float *gr,
-                     const int32_t *tokens, int64_t row0, int64_t n, int64_t in, int64_t out, sqz_err *err) {
-    sqz_grad_site s = {layer, kind, x, gr, tokens, row0, n, in, out};
+static int call_hook(const sqz_grad *g, sqz_grad_hook hook, void *ctx, int layer, int kind, const float *x,
+                     const float *gr, const int32_t *tokens, int64_t row0, int64_t n, int64_t in, int64_t out,
+                     sqz_err *err) {
+    sqz_grad_site s = {layer, kind, x, gr, tokens, row0, n, in, out, g->window};
     return hook(ctx, &s, err);
 }
 
@@ -465,7 +481,7 @@ static int layer_bwd(sqz_grad *g, int l, const float *x_in, const int32_t *token
     int64_t nff = c->layer_n_ff[l], qw = nh * hd, kvw = nkv * hd;
     const float *w;
     if (nff > 0) {
-        if (call_hook(hook, hctx, l, SQZ_LIN_DOWN, g->act, g->dx, tokens, 0, T, nff, dim, err)) return SQZ_ERR;
+        if (call_hook(g, hook, hctx, l, SQZ_LIN_DOWN, g->act, g->dx, tokens, 0, T, nff, dim, err)) return SQZ_ERR;
         float *dact = g->dbig;
         linear_bwd(g->pool, dact, g->dx, g->wl[SQZ_LIN_DOWN], T, nff, dim, 0);
         for (int64_t i = 0; i < T * nff; i++) {
@@ -473,8 +489,8 @@ static int layer_bwd(sqz_grad *g, int l, const float *x_in, const int32_t *token
             g->dup[i] = dact[i] * silu;
             g->dgate[i] = dact[i] * g->up[i] * s * (1.0f + g->gate[i] * (1.0f - s));
         }
-        if (call_hook(hook, hctx, l, SQZ_LIN_GATE, g->nb_f, g->dgate, tokens, 0, T, dim, nff, err) ||
-            call_hook(hook, hctx, l, SQZ_LIN_UP, g->nb_f, g->dup, tokens, 0, T, dim, nff, err))
+        if (call_hook(g, hook, hctx, l, SQZ_LIN_GATE, g->nb_f, g->dgate, tokens, 0, T, dim, nff, err) ||
+            call_hook(g, hook, hctx, l, SQZ_LIN_UP, g->nb_f, g->dup, tokens, 0, T, dim, nff, err))
             return SQZ_ERR;
         linear_bwd(g->pool, g->dn, g->dgate, g->wl[SQZ_LIN_GATE], T, dim, nff, 0);
         linear_bwd(g->pool, g->dn, g->dup, g->wl[SQZ_LIN_UP], T, dim, nff, 1);
@@ -482,7 +498,7 @@ static int layer_bwd(sqz_grad *g, int l, const float *x_in, const int32_t *token
         rmsnorm_rows_bwd(g->dx, g->x_mid, w, g->dn, T, dim, c->norm_eps);
     }
     if (nh > 0) {
-        if (call_hook(hook, hctx, l, SQZ_LIN_O, g->att, g->dx, tokens, 0, T, qw, dim, err)) return SQZ_ERR;
+        if (call_hook(g, hook, hctx, l, SQZ_LIN_O, g->att, g->dx, tokens, 0, T, qw, dim, err)) return SQZ_ERR;
         linear_bwd(g->pool, g->dbig, g->dx, g->wl[SQZ_LIN_O], T, qw, dim, 0); /* dbig = d att, [T, qw] */
         att_ctx ac = {g, T, (int)nh, (int)nkv, (int)hd, 1};
         sqz_pool_for(g->pool, nh, 1, att_task, &ac);
@@ -510,9 +526,9 @@ static int layer_bwd(sqz_grad *g, int l, const float *x_in, const int32_t *token
             rmsnorm_rows_bwd(g->dq, g->q_pre, nw[0], g->dk_h, T * nh, hd, c->norm_eps);
             rmsnorm_rows_bwd(g->dk, g->k_pre, nw[1], g->dv_h, T * nkv, hd, c->norm_eps);
         }
-        if (call_hook(hook, hctx, l, SQZ_LIN_Q, g->nb_a, g->dq, tokens, 0, T, dim, qw, err) ||
-            call_hook(hook, hctx, l, SQZ_LIN_K, g->nb_a, g->dk, tokens, 0, T, dim, kvw, err) ||
-            call_hook(hook, hctx, l, SQZ_LIN_V, g->nb_a, g->dv, tokens, 0, T, dim, kvw, err))
+        if (call_hook(g, hook, hctx, l, SQZ_LIN_Q, g->nb_a, g->dq, tokens, 0, T, dim, qw, err) ||
+            call_hook(g, hook, hctx, l, SQZ_LIN_K, g->nb_a, g->dk, tokens, 0, T, dim, kvw, err) ||
+            call_hook(g, hook, hctx, l, SQZ_LIN_V, g->nb_a, g->dv, tokens, 0, T, dim, kvw, err))
             return SQZ_ERR;
         linear_bwd(g->pool, g->dn, g->dq, g->wl[SQZ_LIN_Q], T, dim, qw, 0);
         linear_bwd(g->pool, g->dn, g->dk, g->wl[SQZ_LIN_K], T, dim, kvw, 1);
@@ -527,11 +543,10 @@ static int layer_bwd(sqz_grad *g, int l, const float *x_in, const int32_t *token
 
 /* Final norm, logits in chunks of rows, the loss, and (with a hook) dL/d(final stream)
  * into g->dx. */
-static int head_pass(sqz_grad *g, const int32_t *tokens, int64_t T, double scale, sqz_grad_hook hook, void *hctx,
-                     double *loss_sum, sqz_err *err) {
+static int head_pass(sqz_grad *g, const float *xL, const int32_t *tokens, int64_t T, double scale, sqz_grad_hook hook,
+                     void *hctx, double *loss_sum, sqz_err *err) {
     const sqz_llama_config *c = &g->m->cfg;
     int64_t dim = c->dim, V = c->n_vocab;
-    const float *xL = g->resid + (int64_t)c->n_layer * T * dim;
     const float *w = norm_f32(g, g->m->out_norm, err);
     if (!w) return SQZ_ERR;
     memcpy(g->nb_f, w, (size_t)dim * sizeof(float)); /* keep the norm weights: normw is reused */
@@ -557,7 +572,7 @@ static int head_pass(sqz_grad *g, const int32_t *tokens, int64_t T, double scale
             z[tokens[t + 1]] -= (float)scale;
         }
         if (!hook) continue;
-        if (call_hook(hook, hctx, -1, SQZ_LIN_OUTPUT, g->nb_a + r0 * dim, g->logits, tokens + r0, r0, n, dim, V, err))
+        if (call_hook(g, hook, hctx, -1, SQZ_LIN_OUTPUT, g->nb_a + r0 * dim, g->logits, tokens + r0, r0, n, dim, V, err))
             return SQZ_ERR;
         linear_bwd(g->pool, g->dn + r0 * dim, g->logits, g->head, n, dim, V, 0);
     }
@@ -608,7 +623,8 @@ int sqz_grad_window(sqz_grad *g, const int32_t *tokens, int64_t T, double scale,
         }
         fl += sqz_forward_flops(m, l, T);
     }
-    if (head_pass(g, tokens, T, scale, hook, hctx, loss_sum, err)) return SQZ_ERR;
+    if (head_pass(g, g->resid + (int64_t)c->n_layer * T * dim, tokens, T, scale, hook, hctx, loss_sum, err))
+        return SQZ_ERR;
     double t1 = sqz_now();
     sqz_stage_add(&g->times, SQZ_STAGE_FORWARD, t1 - t0, fl);
     if (!hook) return SQZ_OK;
@@ -622,9 +638,140 @@ int sqz_grad_window(sqz_grad *g, const int32_t *tokens, int64_t T, double scale,
         if (layer_bwd(g, l, x_in, tokens, T, hook, hctx, err)) return SQZ_ERR;
         fl += 2.0 * sqz_forward_flops(m, l, T) - (kept ? 6.0 * (double)T * dim * (double)c->layer_n_ff[l] : 0.0);
     }
-    int rc = call_hook(hook, hctx, -1, SQZ_LIN_EMBD, NULL, g->dx, tokens, 0, T, c->n_vocab, dim, err);
+    int rc = call_hook(g, hook, hctx, -1, SQZ_LIN_EMBD, NULL, g->dx, tokens, 0, T, c->n_vocab, dim, err);
     sqz_stage_add(&g->times, SQZ_STAGE_BACKWARD, sqz_now() - t1, fl);
     return rc;
 }
 
 void sqz_grad_times(const sqz_grad *g, sqz_stage_times *out) { sqz_stage_merge(out, &g->times); }
+
+/* ---------------------------------------------------------------- on a backend */
+
+int sqz_grad_create_on(sqz_grad **out, const sqz_model *m, sqz_pool *pool, sqz_backend *backend, int64_t max_T,
+                       sqz_err *err) {
+    if (sqz_grad_create(out, m, pool, max_T, err)) return SQZ_ERR;
+    if (!backend || sqz_backend_device(backend) != SQZ_DEVICE_CUDA) return SQZ_OK;
+    sqz_block_desc widest;
+    sqz_block_desc_widest(m, &widest);
+    if (sqz_block_pass_open(backend, max_T, &widest, &(*out)->bp, err)) {
+        sqz_grad_free(*out);
+        *out = NULL;
+        return SQZ_ERR;
+    }
+    return SQZ_OK;
+}
+
+typedef struct {
+    sqz_grad *g;
+    sqz_grad_hook hook;
+    void *hctx;
+    int layer;
+    const int32_t *tokens;
+    int64_t T;
+} block_hook_ctx;
+
+static int block_hook(void *vctx, int kind, const float *x, const float *gr, int64_t in, int64_t out, sqz_err *err) {
+    block_hook_ctx *c = vctx;
+    return call_hook(c->g, c->hook, c->hctx, c->layer, kind, x, gr, c->tokens, 0, c->T, in, out, err);
+}
+
+/* The windows per group: as many as SQZ_GRAD_GROUP_BYTES of kept streams hold, at least 1. */
+static int group_alloc(sqz_grad *g, int64_t T, int nsamples, sqz_err *err) {
+    const sqz_llama_config *c = &g->m->cfg;
+    size_t per = (size_t)(c->n_layer + 2) * (size_t)T * (size_t)c->dim * sizeof(float);
+    int64_t want = (int64_t)(SQZ_GRAD_GROUP_BYTES / per);
+    if (want < 1) want = 1;
+    if (want > nsamples) want = nsamples;
+    if (g->group >= want) return SQZ_OK;
+    free(g->gresid);
+    free(g->gdx);
+    g->gresid = falloc(want * (c->n_layer + 1) * T, c->dim);
+    g->gdx = falloc(want * T, c->dim);
+    if (!g->gresid || !g->gdx) {
+        g->group = 0;
+        return sqz_fail(err, "%s: backward: out of memory for %lld windows' streams (%.1f GiB)", g->m->path,
+                        (long long)want, (double)(want * per) / 1073741824.0);
+    }
+    g->group = want;
+    return SQZ_OK;
+}
+
+/* Windows w0 .. w0+n-1 on the block pass: every layer forward over all of them, the head
+ * (on the CPU), then every layer backward over all of them. */
+static int gpu_group(sqz_grad *g, const int32_t *windows, int w0, int n, int64_t T, double scale, sqz_grad_hook hook,
+                     void *hctx, double *loss_sum, sqz_err *err) {
+    const sqz_model *m = g->m;
+    const sqz_llama_config *c = &m->cfg;
+    const int64_t dim = c->dim, per = (int64_t)(c->n_layer + 1) * T * dim;
+    double t0 = sqz_now(), fl = 0.0;
+    for (int i = 0; i < n; i++)
+        if (sqz_forward_embed(m, windows + (int64_t)(w0 + i) * T, T, g->gresid + i * per, err)) return SQZ_ERR;
+    for (int l = 0; l < c->n_layer; l++) {
+        if (sqz_block_load_layer(g->bp, m, l, err)) return SQZ_ERR;
+        for (int i = 0; i < n; i++) {
+            float *x = g->gresid + i * per + (int64_t)(l + 1) * T * dim;
+            memcpy(x, x - T * dim, (size_t)(T * dim) * sizeof(float));
+            if (sqz_block_pass_run(g->bp, x, T, NULL, err)) return SQZ_ERR;
+        }
+        fl += n * sqz_forward_flops(m, l, T);
+    }
+    for (int i = 0; i < n; i++) {
+        const int32_t *tokens = windows + (int64_t)(w0 + i) * T;
+        double l = 0.0;
+        g->window = w0 + i;
+        if (head_pass(g, g->gresid + i * per + (int64_t)c->n_layer * T * dim, tokens, T, scale, hook, hctx, &l, err))
+            return SQZ_ERR;
+        *loss_sum += l;
+        if (hook) memcpy(g->gdx + i * T * dim, g->dx, (size_t)(T * dim) * sizeof(float));
+        fl += (hook ? 2.0 : 1.0) * sqz_forward_flops(m, -1, T);
+    }
+    double t1 = sqz_now();
+    sqz_stage_add(&g->times, SQZ_STAGE_FORWARD, t1 - t0, fl);
+    if (!hook) return SQZ_OK;
+    fl = 0.0;
+    for (int l = c->n_layer - 1; l >= 0; l--) {
+        if (sqz_block_load_layer(g->bp, m, l, err)) return SQZ_ERR;
+        for (int i = 0; i < n; i++) {
+            g->window = w0 + i;
+            block_hook_ctx bc = {g, hook, hctx, l, windows + (int64_t)(w0 + i) * T, T};
+            if (sqz_block_pass_backward(g->bp, g->gresid + i * per + (int64_t)l * T * dim, g->gdx + i * T * dim, T,
+                                        block_hook, &bc, err))
+                return SQZ_ERR;
+        }
+        fl += n * 3.0 * sqz_forward_flops(m, l, T); /* the forward again, then twice its products */
+    }
+    for (int i = 0; i < n; i++) {
+        g->window = w0 + i;
+        if (call_hook(g, hook, hctx, -1, SQZ_LIN_EMBD, NULL, g->gdx + i * T * dim, windows + (int64_t)(w0 + i) * T, 0,
+                      T, c->n_vocab, dim, err))
+            return SQZ_ERR;
+    }
+    sqz_stage_add(&g->times, SQZ_STAGE_BACKWARD, sqz_now() - t1, fl);
+    return SQZ_OK;
+}
+
+int sqz_grad_windows(sqz_grad *g, const int32_t *windows, int nsamples, int64_t T, double scale, sqz_grad_hook hook,
+                     void *hctx, double *loss_sum, sqz_progress *prog, sqz_err *err) {
+    double total = 0.0;
+    if (!g->bp) {
+        for (int w = 0; w < nsamples; w++) {
+            double l = 0.0;
+            g->window = w;
+            if (sqz_grad_window(g, windows + (int64_t)w * T, T, scale, hook, hctx, &l, err)) return SQZ_ERR;
+            total += l;
+            if (prog) sqz_progress_update(prog, w + 1, NULL);
+        }
+    } else {
+        if (T < 2 || T > g->max_T)
+            return sqz_fail(err, "%s: backward: window of %lld tokens (expected 2 .. %lld)", g->m->path, (long long)T,
+                            (long long)g->max_T);
+        if (group_alloc(g, T, nsamples, err)) return SQZ_ERR;
+        for (int w0 = 0; w0 < nsamples; w0 += (int)g->group) {
+            int n = nsamples - w0 < g->group ? nsamples - w0 : (int)g->group;
+            if (gpu_group(g, windows, w0, n, T, scale, hook, hctx, &total, err)) return SQZ_ERR;
+            if (prog) sqz_progress_update(prog, w0 + n, NULL);
+        }
+    }
+    if (loss_sum) *loss_sum = total;
+    return SQZ_OK;
+}

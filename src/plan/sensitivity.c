@@ -44,7 +44,7 @@ typedef struct {
     double *H_out;   /* [dim × dim] Σ of the head's inputs x xᵀ */
     double *H_outw;  /* [dim × dim] Σ_t w_t x_t x_tᵀ, w_t = Σ_v g_tv² (the head's token weights) */
     float **tw;      /* [n_layer·7][T] token weights w_t = Σ_j g_tj² of every per-layer linear */
-    int64_t tok0;    /* the current window's first token in tw */
+    int64_t seqlen;  /* tokens per window: window w's first token in tw is w · seqlen */
     float *tmp;      /* scratch */
     size_t tmp_n;
     int64_t n_rows_out; /* tokens seen by the head */
@@ -77,7 +77,7 @@ static int stats_hook(void *vctx, const sqz_grad_site *s, sqz_err *err) {
     }
     int idx = sqz_sens_index(st->m, s->layer, s->kind);
     double *sj = st->s[idx];
-    float *tw = s->kind == SQZ_LIN_OUTPUT ? NULL : st->tw[idx] + st->tok0 + s->row0;
+    float *tw = s->kind == SQZ_LIN_OUTPUT ? NULL : st->tw[idx] + (int64_t)s->window * st->seqlen + s->row0;
     if (s->kind == SQZ_LIN_OUTPUT && grow(st, (size_t)(s->in * s->in + n * s->in + n), err)) return SQZ_ERR;
     if (s->kind == SQZ_LIN_OUTPUT) tw = st->tmp + s->in * s->in + n * s->in;
     for (int64_t t = 0; t < n; t++) {
@@ -164,19 +164,13 @@ static int stats_collect(stats *st, const sqz_model *m, sqz_pool *pool, const sq
     if (o->diag_fisher && !(st->Fe = calloc((size_t)(V * dim), sizeof(float))))
         return sqz_fail(err, "sensitivity: out of memory");
     sqz_grad *g = NULL;
-    if (sqz_grad_create(&g, m, pool, o->seqlen, err)) return SQZ_ERR;
+    if (sqz_grad_create_on(&g, m, pool, o->backend, o->seqlen, err)) return SQZ_ERR;
     sqz_progress prog;
     sqz_progress_begin(&prog, "gradients", o->nsamples, "windows", 0);
     if (!o->progress) prog.out = NULL;
     double total = 0.0;
-    int rc = SQZ_OK;
-    for (int w = 0; w < o->nsamples && rc == SQZ_OK; w++) {
-        double l = 0.0;
-        st->tok0 = (int64_t)w * o->seqlen;
-        rc = sqz_grad_window(g, o->windows + (int64_t)w * o->seqlen, o->seqlen, 1.0, stats_hook, st, &l, err);
-        total += l;
-        sqz_progress_update(&prog, w + 1, NULL);
-    }
+    st->seqlen = o->seqlen;
+    int rc = sqz_grad_windows(g, o->windows, o->nsamples, o->seqlen, 1.0, stats_hook, st, &total, &prog, err);
     sqz_progress_end(&prog);
     sqz_grad_times(g, times);
     sqz_grad_free(g);
