@@ -62,7 +62,7 @@ static void check_desc(const char *path) {
     for (int l = 0; l < m.cfg.n_layer; l++) {
         sqz_block_desc d;
         float *buf = NULL;
-        if (sqz_block_desc_f32(&m, l, &d, &buf, &err)) {
+        if (sqz_block_desc_f32(&m, l, NULL, &d, &buf, &err)) {
             CHECK(0, "%s block %d: %s", path, l, err.msg);
             continue;
         }
@@ -135,7 +135,7 @@ static void compare_model(sqz_backend *gpu, sqz_pool *pool, const char *path) {
             ok = ok && sqz_gram_open(NULL, pool, n, Gc[s], &hc.acc[s], &err) == 0 &&
                  sqz_gram_open(gpu, pool, n, Gg[s], &ga[s], &err) == 0;
         }
-        ok = ok && sqz_block_load_layer(p, &m, l, &err) == 0;
+        ok = ok && sqz_block_load_layer(p, &m, l, pool, &err) == 0;
         memcpy(y, x, (size_t)(T_all * dim) * sizeof(float));
         for (int w = 0, off = 0; ok && w < 2; off += (int)Ts[w], w++) {
             ok = sqz_forward_layer(&m, pool, l, x + off * dim, Ts[w], gram_hook, &hc, &err) == 0 &&

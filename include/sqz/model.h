@@ -169,11 +169,12 @@ int sqz_forward_layer_ws(sqz_fwd_ws *ws, const sqz_model *m, int layer, float *x
 
 /* Block `layer` of m as a backend's block descriptor (sqz/backend.h, sqz_block_pass):
  * shapes from the config, every weight an f32 copy in one buffer *buf (malloc'd, the
- * caller's; free it once the block is loaded). */
-int sqz_block_desc_f32(const sqz_model *m, int layer, sqz_block_desc *d, float **buf, sqz_err *err);
+ * caller's; free it once the block is loaded), dequantized on pool's threads (NULL: the
+ * caller's; the same bytes either way). */
+int sqz_block_desc_f32(const sqz_model *m, int layer, sqz_pool *pool, sqz_block_desc *d, float **buf, sqz_err *err);
 /* Block `layer` of m loaded into a block pass (sqz_block_desc_f32, then
  * sqz_block_pass_load; the f32 copies freed once they are on the device). */
-int sqz_block_load_layer(sqz_block_pass *p, const sqz_model *m, int layer, sqz_err *err);
+int sqz_block_load_layer(sqz_block_pass *p, const sqz_model *m, int layer, sqz_pool *pool, sqz_err *err);
 /* The shapes of m's widest block (most heads, kv heads, FFN width over its layers; no
  * weights): what a block pass that runs every layer of m is opened with. */
 void sqz_block_desc_widest(const sqz_model *m, sqz_block_desc *w);

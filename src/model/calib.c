@@ -229,7 +229,7 @@ static int gpu_layer(sqz_calib_stepper *st, int l, double *gram_flops, sqz_err *
     const sqz_model *m = st->m;
     acc_ctx *a = &st->a;
     const int64_t dim = m->cfg.dim, seqlen = st->seqlen;
-    if (sqz_block_load_layer(st->bp, m, l, err)) return SQZ_ERR;
+    if (sqz_block_load_layer(st->bp, m, l, st->a.pool, err)) return SQZ_ERR;
     double fl = 0;
     for (int s = 0; s < SQZ_SITE_COUNT; s++)
         if (a->acc[s]) fl += st->nsamples * sqz_gram_flops(seqlen, a->g.n[s]);

@@ -753,10 +753,10 @@ double sqz_forward_flops(const sqz_model *m, int layer, int64_t T) {
 
 /* ---------------------------------------------------------------- a block for a backend */
 
-int sqz_block_load_layer(sqz_block_pass *p, const sqz_model *m, int layer, sqz_err *err) {
+int sqz_block_load_layer(sqz_block_pass *p, const sqz_model *m, int layer, sqz_pool *pool, sqz_err *err) {
     sqz_block_desc d;
     float *buf = NULL;
-    int rc = sqz_block_desc_f32(m, layer, &d, &buf, err) || sqz_block_pass_load(p, &d, err);
+    int rc = sqz_block_desc_f32(m, layer, pool, &d, &buf, err) || sqz_block_pass_load(p, &d, err);
     free(buf);
     return rc ? SQZ_ERR : SQZ_OK;
 }
@@ -772,7 +772,21 @@ void sqz_block_desc_widest(const sqz_model *m, sqz_block_desc *w) {
     }
 }
 
-int sqz_block_desc_f32(const sqz_model *m, int layer, sqz_block_desc *d, float **buf, sqz_err *err) {
+/* Rows [b, e) of one tensor into its f32 copy, on a pool thread. */
+typedef struct {
+    const sqz_tensor *t;
+    float *dst;
+    int failed;
+} desc_rows_job;
+
+static void desc_rows_task(void *vctx, int64_t b, int64_t e, int thread) {
+    (void)thread;
+    desc_rows_job *j = vctx;
+    sqz_err err;
+    if (sqz_tensor_rows_f32(j->t, b, e - b, j->dst + b * j->t->ne[0], &err)) j->failed = 1;
+}
+
+int sqz_block_desc_f32(const sqz_model *m, int layer, sqz_pool *pool, sqz_block_desc *d, float **buf, sqz_err *err) {
     *buf = NULL;
     memset(d, 0, sizeof *d);
     if (layer < 0 || layer >= m->cfg.n_layer)
@@ -812,9 +826,12 @@ int sqz_block_desc_f32(const sqz_model *m, int layer, sqz_block_desc *d, float *
     int64_t off = 0;
     for (int i = 0; i < n; i++) {
         int64_t rows = sqz_tensor_nelements(src[i]) / src[i]->ne[0];
-        if (sqz_tensor_rows_f32(src[i], 0, rows, b + off, err)) {
+        desc_rows_job j = {src[i], b + off, 0};
+        sqz_pool_for(pool, rows, 64, desc_rows_task, &j);
+        if (j.failed) {
             free(b);
-            return SQZ_ERR;
+            return sqz_fail(err, "%s: block %d: cannot dequantize tensor '%s' (type %d)", m->path, layer, src[i]->name,
+                            src[i]->type);
         }
         *dst[i] = b + off;
         off += sqz_tensor_nelements(src[i]);

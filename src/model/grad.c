@@ -707,7 +707,7 @@ static int gpu_group(sqz_grad *g, const int32_t *windows, int w0, int n, int64_t
     for (int i = 0; i < n; i++)
         if (sqz_forward_embed(m, windows + (int64_t)(w0 + i) * T, T, g->gresid + i * per, err)) return SQZ_ERR;
     for (int l = 0; l < c->n_layer; l++) {
-        if (sqz_block_load_layer(g->bp, m, l, err)) return SQZ_ERR;
+        if (sqz_block_load_layer(g->bp, m, l, g->pool, err)) return SQZ_ERR;
         for (int i = 0; i < n; i++) {
             float *x = g->gresid + i * per + (int64_t)(l + 1) * T * dim;
             memcpy(x, x - T * dim, (size_t)(T * dim) * sizeof(float));
@@ -730,7 +730,7 @@ static int gpu_group(sqz_grad *g, const int32_t *windows, int w0, int n, int64_t
     if (!hook) return SQZ_OK;
     fl = 0.0;
     for (int l = c->n_layer - 1; l >= 0; l--) {
-        if (sqz_block_load_layer(g->bp, m, l, err)) return SQZ_ERR;
+        if (sqz_block_load_layer(g->bp, m, l, g->pool, err)) return SQZ_ERR;
         for (int i = 0; i < n; i++) {
             g->window = w0 + i;
             block_hook_ctx bc = {g, hook, hctx, l, windows + (int64_t)(w0 + i) * T, T};

@@ -613,7 +613,7 @@ static int collect_layer_gpu(qm *q, int l, sqz_err *err) {
     const sqz_llama_config *c = &q->m->cfg;
     const int64_t L = q->o->seqlen, dim = c->dim;
     double t0 = sqz_now(), flops = 0.0;
-    if (sqz_block_load_layer(q->bp, q->m, l, err)) return SQZ_ERR;
+    if (sqz_block_load_layer(q->bp, q->m, l, q->pool, err)) return SQZ_ERR;
     for (int s = 0; s < q->o->nsamples; s++) {
         float *xo = q->xo + (int64_t)s * L * dim, *xq = q->xq ? q->xq + (int64_t)s * L * dim : NULL;
         if (!q->seq) {
@@ -702,7 +702,7 @@ static int advance_quantized(qm *q, int l, sqz_err *err) {
     double t0 = sqz_now();
     int64_t L = q->o->seqlen, dim = q->m->cfg.dim;
     /* the view: layer l's quantized tensors swapped in */
-    if (q->bp && sqz_block_load_layer(q->bp, &q->view, l, err)) return SQZ_ERR;
+    if (q->bp && sqz_block_load_layer(q->bp, &q->view, l, q->pool, err)) return SQZ_ERR;
     for (int s = 0; s < q->o->nsamples; s++)
         if (q->bp ? sqz_block_pass_run(q->bp, q->xq + (int64_t)s * L * dim, L, NULL, err)
                   : sqz_forward_layer_ws(q->ws, &q->view, l, q->xq + (int64_t)s * L * dim, L, NULL, NULL, err))
