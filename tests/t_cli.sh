@@ -39,6 +39,15 @@ expect_rc 0 "$SQZ_BIN" ppl --help
 grep -q -- "--protocol" "$T/out" && ok || bad "ppl --help does not document --protocol"
 expect_rc 2 "$SQZ_BIN"
 expect_rc 2 "$SQZ_BIN" frobnicate
+expect_rc 0 "$SQZ_BIN" tune --help
+grep -q -- "--tune-steps" "$T/out" && ok || bad "tune --help does not document --tune-steps"
+expect_rc 2 "$SQZ_BIN" tune "$STORIES_GGUF"
+grep -q "QUANTIZED" "$T/err" && ok || bad "tune without its second model: $(cat "$T/err")"
+expect_rc 2 "$SQZ_BIN" tune "$STORIES_GGUF" "$STORIES_GGUF" -o "$T/x.gguf" --calib "$WIKI" --lr 5
+grep -q -- "--lr '5'" "$T/err" && ok || bad "tune --lr 5: $(cat "$T/err")"
+echo "[$(seq -s, 1 300)]" > "$T/ids.json"
+expect_rc 1 "$SQZ_BIN" tune "$STORIES_GGUF" "$T/missing.gguf" -o "$T/x.gguf" --calib "$T/ids.json" --nsamples 2 --seqlen 16 --heldout 1
+grep -q "missing.gguf" "$T/err" && [ "$(wc -l < "$T/err")" -eq 1 ] && [ ! -e "$T/x.gguf" ] && ok || bad "tune on a missing file: $(cat "$T/err")"
 expect_rc 2 "$SQZ_BIN" help frobnicate
 
 # ---- info: compare with gguf-py's view of the same file

@@ -60,6 +60,8 @@ int cmd_compress(args *a);
 extern const char HELP_COMPRESS[];
 int cmd_prune(args *a);
 extern const char HELP_PRUNE[];
+int cmd_tune(args *a);
+extern const char HELP_TUNE[];
 /* The kept widths of a pruned model as a JSON array, one object per layer (n_head,
  * n_head_kv, n_ff, heads): the same in prune's and compress's reports. */
 struct sqz_layer_keep;

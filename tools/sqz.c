@@ -420,6 +420,7 @@ static const command COMMANDS[] = {
     {"compress", cmd_compress, "mixed precision under a size budget from gradient sensitivities", HELP_COMPRESS},
     {"prune", cmd_prune, "remove attention heads and FFN channels, with least-squares compensation", HELP_PRUNE},
     {"sensitivity", cmd_sensitivity, "predicted loss change of every (tensor, type) option; --validate", HELP_SENSITIVITY},
+    {"tune", cmd_tune, "tune a quantized file's row scales end to end (KL to its reference)", HELP_TUNE},
 };
 #define N_COMMANDS ((int)(sizeof COMMANDS / sizeof COMMANDS[0]))
 

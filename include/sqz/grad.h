@@ -86,6 +86,12 @@ int sqz_grad_create_on(sqz_grad **out, const sqz_model *m, sqz_pool *pool, sqz_b
  * NULL): updated with the windows done. */
 int sqz_grad_windows(sqz_grad *g, const int32_t *windows, int nsamples, int64_t T, double scale, sqz_grad_hook hook,
                      void *hook_ctx, double *loss_sum, sqz_progress *prog, sqz_err *err);
+/* Distillation instead of next-token cross-entropy: probs [windows][T][n_vocab] (window
+ * w of sqz_grad_windows at probs + w·T·n_vocab; sqz_grad_window reads window 0), a
+ * reference model's next-token probabilities at every position. Each scored position t
+ * (0..T-2) then adds KL(p_t ‖ softmax z_t) to the loss and scale·(softmax z_t − p_t) to
+ * the logits' gradient. NULL: back to cross-entropy. The caller keeps probs alive. */
+void sqz_grad_set_targets(sqz_grad *g, const float *probs);
 /* Adds the forward and backward time and arithmetic of every window so far to out. */
 void sqz_grad_times(const sqz_grad *g, sqz_stage_times *out);
 

@@ -116,6 +116,11 @@ int sqz_convert_row(int type, const float *x, void *dst, int64_t n, const float 
 #define SQZ_RESCALE_MIN 0.5
 #define SQZ_RESCALE_MAX 2.0
 int sqz_rescale_row(int type, const float *x, void *row, int64_t n, double power, sqz_err *err);
+/* The blocks of a quantized run of values (nb blocks of `type`) times factor: each
+ * block's linear f16 scale fields (the type table's scale_at) multiplied and rounded to
+ * f16, codes unchanged, so every value moves by the factor up to that rounding. Returns
+ * 0 when the type has no such fields (nothing changes), else 1. */
+int sqz_scale_blocks(int type, void *blocks, int64_t nb, double factor);
 
 /* One row into a codebook i-quant (src/quant/iquant.c: IQ3_S, IQ3_XXS, IQ2_S, IQ2_XS,
  * IQ2_XXS, IQ1_M, IQ1_S; and the ternary levels of TQ2_0, TQ1_0): each group's grid point

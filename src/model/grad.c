@@ -78,6 +78,7 @@ struct sqz_grad {
     int n_kept;
     int blas_threads;
     int window;              /* the window the hooks are told of (sqz_grad_site.window) */
+    const float *targets;    /* [windows][T][n_vocab] target probabilities (sqz_grad_set_targets), or NULL */
     /* On a GPU backend (sqz_grad_create_on): the layers run in a block pass, a group of
      * windows at a time, each layer's weights loaded once per group and direction. */
     sqz_block_pass *bp;
@@ -566,8 +567,18 @@ static int head_pass(sqz_grad *g, const float *xL, const int32_t *tokens, int64_
             for (int64_t j = 1; j < V; j++) mx = z[j] > mx ? z[j] : mx;
             double sum = 0.0;
             for (int64_t j = 0; j < V; j++) sum += exp((double)z[j] - mx);
-            loss += log(sum) + mx - z[tokens[t + 1]];
+            const double lse = log(sum) + mx;
             double inv = scale / sum;
+            if (g->targets) { /* KL(p ‖ softmax z) = Σ p (log p − z + lse); its gradient softmax z − p */
+                const float *p = g->targets + ((int64_t)g->window * T + t) * V;
+                double kl = 0.0;
+                for (int64_t j = 0; j < V; j++)
+                    if (p[j] > 0.0f) kl += (double)p[j] * (log((double)p[j]) - z[j] + lse);
+                loss += kl;
+                for (int64_t j = 0; j < V; j++) z[j] = (float)(exp((double)z[j] - mx) * inv - scale * p[j]);
+                continue;
+            }
+            loss += lse - z[tokens[t + 1]];
             for (int64_t j = 0; j < V; j++) z[j] = (float)(exp((double)z[j] - mx) * inv);
             z[tokens[t + 1]] -= (float)scale;
         }
@@ -644,6 +655,8 @@ int sqz_grad_window(sqz_grad *g, const int32_t *tokens, int64_t T, double scale,
 }
 
 void sqz_grad_times(const sqz_grad *g, sqz_stage_times *out) { sqz_stage_merge(out, &g->times); }
+
+void sqz_grad_set_targets(sqz_grad *g, const float *probs) { g->targets = probs; }
 
 /* ---------------------------------------------------------------- on a backend */
 

@@ -1240,6 +1240,21 @@ int sqz_convert_row(int type, const float *x, void *dst, int64_t n, const float 
 
 /* ---------------------------------------------------------------- block rescaling */
 
+int sqz_scale_blocks(int type, void *blocks, int64_t nb, double factor) {
+    const sqz_type_traits *tt = sqz_type_get(type);
+    if (!tt || !tt->n_scales) return 0;
+    uint8_t *b = blocks;
+    for (int64_t k = 0; k < nb; k++)
+        for (int s = 0; s < tt->n_scales; s++) {
+            uint8_t *p = b + k * (int64_t)tt->block_bytes + tt->scale_at[s];
+            float v = sqz_f16_to_f32((uint16_t)(p[0] | (p[1] << 8)));
+            uint16_t h = sqz_f32_to_f16((float)(v * factor));
+            p[0] = (uint8_t)(h & 0xff);
+            p[1] = (uint8_t)(h >> 8);
+        }
+    return 1;
+}
+
 int sqz_rescale_row(int type, const float *x, void *row, int64_t n, double power, sqz_err *err) {
     const sqz_type_traits *tt = sqz_type_get(type);
     if (!tt || !tt->dequantize) return sqz_fail(err, "rescale: unknown or unreadable type id %d", type);
@@ -1263,14 +1278,7 @@ int sqz_rescale_row(int type, const float *x, void *row, int64_t n, double power
         if (sxq > 0.0 && sxx > 0.0) { /* else an empty group, or codes against its signs: left alone */
             double f = pow(sxx / sxq, power);
             f = f < SQZ_RESCALE_MIN ? SQZ_RESCALE_MIN : f > SQZ_RESCALE_MAX ? SQZ_RESCALE_MAX : f;
-            for (int64_t k = 0; k < nb; k++)
-                for (int s = 0; s < tt->n_scales; s++) {
-                    uint8_t *p = b + k * (int64_t)tt->block_bytes + tt->scale_at[s];
-                    float v = sqz_f16_to_f32((uint16_t)(p[0] | (p[1] << 8)));
-                    uint16_t h = sqz_f32_to_f16((float)(v * f));
-                    p[0] = (uint8_t)(h & 0xff);
-                    p[1] = (uint8_t)(h >> 8);
-                }
+            sqz_scale_blocks(type, b, nb, f);
         }
         b += nb * (int64_t)tt->block_bytes;
     }
