@@ -57,5 +57,35 @@ st=$?
 python3 -c 'import json,sys; o={x["type"] for t in json.load(open(sys.argv[1]))["tensors"] for x in t["options"]}; sys.exit(1 if o & {"IQ3_XXS","IQ2_S","IQ2_XS","IQ2_XXS"} else 0)' "$T/c.json" ||
     bad "at 4 bpw the default options include a 2-bit i-quant"
 
+# the same compress, its file tuned end to end (--tune-steps): the same size and types,
+# gguf-py reads every tensor, the held-out KL written is at most the untuned file's
+"$sqz" compress "$T/m.gguf" -o "$T/d.gguf" --target-bpw 2.5 "${c[@]}" --tune-steps 3 --json "$T/d.json" >"$T/d.log" 2>&1 ||
+    bad "compress --tune-steps 3 failed: $(tail -n 2 "$T/d.log")"
+python3 - "$T/a.gguf" "$T/d.gguf" "$T/d.json" <<'PY' || bad "the tuned 2.5-bpw file (above)"
+import json, sys
+import numpy as np
+import gguf
+from gguf import GGUFReader
+a, d, rep = GGUFReader(sys.argv[1]), GGUFReader(sys.argv[2]), json.load(open(sys.argv[3]))
+ok = True
+tune = rep.get("tune")
+if not tune: print("FAIL: no 'tune' in the report"); sys.exit(1)
+st = tune["steps"]
+best = st[tune["best_step"]]["heldout_kl"]
+print(f"  tuned: {tune['tensors']} tensors, {tune['factors']} factors, held-out KL {st[0]['heldout_kl']:.6f} -> {best:.6f} (step {tune['best_step']})")
+if best > st[0]["heldout_kl"]: print("FAIL: the tuned file's held-out KL is above the input's"); ok = False
+if len(open(sys.argv[1], "rb").read()) != len(open(sys.argv[2], "rb").read()): print("FAIL: sizes differ"); ok = False
+ta = {t.name: t for t in a.tensors}
+changed = 0
+for t in d.tensors:
+    u = ta[t.name]
+    if u.tensor_type != t.tensor_type: print(f"FAIL: {t.name}: type {t.tensor_type.name}, untuned {u.tensor_type.name}"); ok = False
+    v = gguf.quants.dequantize(t.data, t.tensor_type)
+    if not np.all(np.isfinite(v)): print(f"FAIL: {t.name}: non-finite values"); ok = False
+    changed += not np.array_equal(np.asarray(t.data), np.asarray(u.data))
+if tune["best_step"] > 0 and changed == 0: print("FAIL: a best step > 0 but no tensor changed"); ok = False
+sys.exit(0 if ok else 1)
+PY
+
 if [[ $fails -gt 0 ]]; then echo "t_lowbit: $fails failure(s)"; exit 1; fi
 echo "t_lowbit: OK"

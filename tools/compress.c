@@ -349,7 +349,8 @@ const char HELP_COMPRESS[] =
     "                    [--eval-chunks K] [--measure K] [--proxy grad|gradtw|diag] [--damp F] [--shrink F]\n"
     "                    [--prune auto|none|max=F] [--keep-pruned F32.gguf] [--device cpu|cuda]\n"
     "                    [--threads N] [--resume] [--checkpoint-every S] [--gptq-double]\n"
-    "                    [--rescale off|energy|unbiased|P] [--quiet] [--json REPORT]\n"
+    "                    [--rescale off|energy|unbiased|P] [--tune-steps N] [--tune-lr F]\n"
+    "                    [--quiet] [--json REPORT]\n"
     "                    [--html REPORT.html]\n"
     "\n"
     "Mixed precision under an exact size budget. Each round: estimate every (tensor,\n"
@@ -426,6 +427,11 @@ const char HELP_COMPRESS[] =
     "                     run leaves nothing\n"
     "  --gptq-double      GPTQ's factor and sweep in double precision (default single,\n"
     "                     as GPTQ's reference; the estimate stays single)\n"
+    "  --tune-steps N     then tune the written file end to end, at most N steps (sqz\n"
+    "                     help tune: one factor per row, codes fixed, KL to MODEL over\n"
+    "                     the calibration windows, held-out KL picking the step; each\n"
+    "                     step is a forward and backward pass over every window)\n"
+    "  --tune-lr F        the tuning's Adam step (default 0.002)\n"
     "  --rescale R        the chosen tensors of types below 4 bits per weight: after\n"
     "                     quantizing, each 256 values' scales times (sum x^2 / sum\n"
     "                     x*q)^P, the codes kept: unbiased (P = 1, default), energy\n"
@@ -517,6 +523,20 @@ static cJSON *compress_json(const sqz_compress_report *rep, const char *model, c
         cJSON_AddItemToArray(rs, oj);
     }
     cJSON_AddNumberToObject(root, "best_round", rep->best_round);
+    if (rep->tuned) {
+        cJSON *tj = cJSON_AddObjectToObject(root, "tune"), *st = cJSON_AddArrayToObject(tj, "steps");
+        cJSON_AddNumberToObject(tj, "tensors", rep->tune.n_tensors);
+        cJSON_AddNumberToObject(tj, "factors", (double)rep->tune.n_params);
+        cJSON_AddNumberToObject(tj, "best_step", rep->tune.best_step);
+        cJSON_AddNumberToObject(tj, "seconds", rep->tune.seconds);
+        for (int s = 0; s <= rep->tune.n_steps; s++) {
+            cJSON *e = cJSON_CreateObject();
+            cJSON_AddNumberToObject(e, "step", s);
+            cJSON_AddNumberToObject(e, "calib_kl", rep->tune.train_kl[s]);
+            cJSON_AddNumberToObject(e, "heldout_kl", rep->tune.held_kl[s]);
+            cJSON_AddItemToArray(st, e);
+        }
+    }
     cJSON_AddItemToObject(root, "stages", stages_json(&rep->times, o->gptq_double, sgemm, dgemm, threads, total));
     if (rep->prune_skipped) cJSON_AddStringToObject(root, "prune_auto", "none: the types alone fit in 95% of the budget");
     if (rep->prune_max >= 0) {
@@ -567,10 +587,22 @@ int cmd_compress(args *a) {
     double damp = 0.01, shrink = 0.75, ckpt_every = -1.0; /* -1: not given */
     double rescale = -1.0; /* -1: the library's default (sqz_compress_opts_default) */
     int resume = 0, gptq_double = 0;
+    long long tune_steps = 0;
+    double tune_lr = 0.0;
     for (a->i = 0; a->i < a->argc; a->i++) {
         const char *s = a->argv[a->i], *v;
         if (calib_flag(a, &cs, &rc)) {
             if (rc) return rc;
+        } else if (!strcmp(s, "--tune-steps")) {
+            v = opt_value(a);
+            if (parse_pos_int(v, 100000, &tune_steps))
+                return usage_fail(a->cmd, "--tune-steps '%s': expected 1 to 100000", v ? v : "");
+        } else if (!strcmp(s, "--tune-lr")) {
+            v = opt_value(a);
+            char *end = NULL;
+            tune_lr = v ? strtod(v, &end) : 0.0;
+            if (!v || end == v || *end || !(tune_lr > 0.0 && tune_lr < 1.0))
+                return usage_fail(a->cmd, "--tune-lr '%s': expected a number in (0, 1)", v ? v : "");
         } else if (!strcmp(s, "-o") || !strcmp(s, "--output")) {
             if (!(out = opt_value(a))) return usage_fail(a->cmd, "%s needs a file name", s);
         } else if (!strcmp(s, "--json")) {
@@ -738,6 +770,8 @@ int cmd_compress(args *a) {
     co.checkpoint = resume || ckpt_every >= 0; /* OUT.estimate.json, OUT.round<r>.part/.state */
     co.resume = resume;
     co.gptq_double = gptq_double;
+    co.tune_steps = (int)tune_steps;
+    co.tune_lr = tune_lr;
     co.checkpoint_every_s = ckpt_every >= 0 ? ckpt_every : 60.0;
     co.temp_file = note_temp;
     co.notify = print_progress;
@@ -750,6 +784,10 @@ int cmd_compress(args *a) {
     printf("wrote %s: round %d, %llu bytes, %.4f bits per weight, held-out perplexity %.4f (model %.4f)\n", out,
            best + 1, (unsigned long long)rep.rounds[best].file_bytes, rep.rounds[best].bpw,
            rep.rounds[best].heldout_ppl, rep.base_heldout_ppl);
+    if (rep.tuned)
+        printf("tuned: %d tensors, %lld row factors, held-out KL to the model %.5f -> %.5f (step %d of %d)\n",
+               rep.tune.n_tensors, (long long)rep.tune.n_params, rep.tune.held_kl[0],
+               rep.tune.held_kl[rep.tune.best_step], rep.tune.best_step, rep.tune.n_steps);
     if (rep.prune_skipped)
         printf("--prune auto: no pruning, the types alone fit in 95%% of the budget%s\n",
                keep_pruned ? " (--keep-pruned: nothing written)" : "");

@@ -21,6 +21,7 @@
 #include "sqz/prune.h"
 #include "sqz/quantize_model.h"
 #include "sqz/sensitivity.h"
+#include "sqz/tune.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -202,6 +203,11 @@ typedef struct sqz_compress_opts {
     int checkpoint, resume;
     double checkpoint_every_s;
     int gptq_double;          /* GPTQ's factor and sweep in double (sqz_qmodel_opts.gptq_double) */
+    /* > 0: the best round's file tuned end to end before it becomes OUT (sqz_tune: row
+     * scales against m, at most tune_steps steps over the calibration windows, the
+     * held-out windows choosing the step; tune_lr <= 0: SQZ_TUNE_LR). */
+    int tune_steps;
+    double tune_lr;
     /* Called with each temporary file's path before it is created (a round's file, the
      * pruned model, and sqz_out's "<path>.tmp.<pid>" of each), e.g. to remove them on a
      * signal; nonzero refuses it and fails the run. May be NULL. */
@@ -255,6 +261,8 @@ typedef struct sqz_compress_report {
     sqz_stage_times times;   /* every stage of every round */
     int resumed_estimate;    /* 1: round 1's estimate was read back from the checkpoint */
     int resumed_layer;       /* > 0: a round's quantization went on from this layer (the last such round) */
+    int tuned;               /* 1: OUT is the best round's file tuned (opts.tune_steps) */
+    sqz_tune_report tune;    /* that tuning (owned) */
 } sqz_compress_report;
 
 void sqz_compress_report_free(sqz_compress_report *r);

@@ -442,6 +442,7 @@ void sqz_compress_report_free(sqz_compress_report *r) {
     free(r->keep);
     free(r->rounds);
     free(r->tensors);
+    sqz_tune_report_free(&r->tune);
     memset(r, 0, sizeof *r);
 }
 
@@ -953,8 +954,18 @@ int sqz_compress(sqz_model *m, const char *out, const sqz_compress_opts *o, sqz_
         }
         free(order);
     }
-    /* the best round becomes OUT */
-    if (rename(paths[best], out)) {
+    /* the best round becomes OUT, tuned end to end first when asked */
+    if (o->tune_steps > 0) {
+        sqz_tune_opts to = {o->windows, o->nsamples, o->seqlen, o->held, o->heldout, o->tune_steps, o->tune_lr, 0,
+                            o->progress, o->backend};
+        if (temp_file(o, out, err) || sqz_tune(m, paths[best], out, &to, pool, &rep->tune, err)) {
+            rc = SQZ_ERR;
+            goto done;
+        }
+        sqz_stage_merge(&rep->times, &rep->tune.times);
+        rep->tuned = 1;
+        unlink(paths[best]);
+    } else if (rename(paths[best], out)) {
         rc = sqz_fail(err, "%s: cannot rename %s into place", out, paths[best]);
         goto done;
     }
