@@ -261,7 +261,9 @@ static int slot_of(const grad_cap *c, int layer, int kind) {
 static int grad_cap_hook(void *vctx, const sqz_grad_site *st, sqz_err *err) {
     (void)err;
     grad_cap *c = vctx;
-    const int nslots = (c->m->cfg.n_layer + 1) * G_KINDS, slot = slot_of(c, st->layer, st->kind);
+    /* the RMSNorms' sites (sqz_grad_set_norm_hook) in a layer's unused slots 7 and 8 */
+    const int kind = st->kind >= SQZ_GRAD_NORM_ATTN ? st->kind - SQZ_GRAD_NORM_ATTN + 7 : st->kind;
+    const int nslots = (c->m->cfg.n_layer + 1) * G_KINDS, slot = slot_of(c, st->layer, kind);
     const int64_t in = st->kind == SQZ_LIN_EMBD ? 0 : st->in, out = st->out, T = c->T;
     const int dev = c->gpu;
     float **xs = &c->x[(int64_t)st->window * nslots + slot], **gs = &c->g[(int64_t)st->window * nslots + slot];
@@ -293,12 +295,12 @@ static int grad_cap_hook(void *vctx, const sqz_grad_site *st, sqz_err *err) {
     }
     if (dev && gmax > 0) {
         CHECK(gd <= 1e-3 * gmax, "window %d layer %d %s: gradient max |gpu - cpu| %.3e, largest %.3e", st->window,
-              st->layer, sqz_linear_kind_name(st->kind), gd, gmax);
+              st->layer, kind >= 7 && st->layer >= 0 ? "norm" : sqz_linear_kind_name(kind), gd, gmax);
         c->worst_g = fmax(c->worst_g, gd / gmax);
     }
     if (dev && xmax > 0) {
         CHECK(xd <= 1e-3 * xmax, "window %d layer %d %s: input max |gpu - cpu| %.3e, largest %.3e", st->window,
-              st->layer, sqz_linear_kind_name(st->kind), xd, xmax);
+              st->layer, kind >= 7 && st->layer >= 0 ? "norm" : sqz_linear_kind_name(kind), xd, xmax);
         c->worst_x = fmax(c->worst_x, xd / xmax);
     }
     return SQZ_OK;
@@ -335,8 +337,9 @@ static void compare_grad(sqz_backend *gpu, sqz_pool *pool, const char *path) {
     for (int dev = 0; dev < 2; dev++) {
         sqz_grad *g = NULL;
         c.gpu = dev;
-        int ok = sqz_grad_create_on(&g, &m, pool, dev ? gpu : NULL, T, &err) == 0 &&
-                 sqz_grad_windows(g, tok, nsamples, T, 1.0 / (double)(T - 1), grad_cap_hook, &c, &loss[dev], NULL,
+        int ok = sqz_grad_create_on(&g, &m, pool, dev ? gpu : NULL, T, &err) == 0;
+        if (ok) sqz_grad_set_norm_hook(g, grad_cap_hook, &c);
+        ok = ok && sqz_grad_windows(g, tok, nsamples, T, 1.0 / (double)(T - 1), grad_cap_hook, &c, &loss[dev], NULL,
                                   &err) == 0;
         CHECK(ok, "%s: backward on the %s: %s", path, dev ? "GPU" : "CPU", err.msg);
         sqz_grad_free(g);
@@ -351,11 +354,12 @@ static void compare_grad(sqz_backend *gpu, sqz_pool *pool, const char *path) {
             continue;
         }
         int kind = i % G_KINDS, layer = i / G_KINDS;
-        const sqz_tensor *t = sqz_linear_tensor(&m, layer < m.cfg.n_layer ? layer : -1, kind);
-        int64_t out = kind == SQZ_LIN_EMBD ? m.cfg.dim : kind == SQZ_LIN_OUTPUT ? m.cfg.n_vocab : t->ne[1];
+        int is_norm = layer < m.cfg.n_layer && kind >= 7;
+        const sqz_tensor *t = is_norm ? NULL : sqz_linear_tensor(&m, layer < m.cfg.n_layer ? layer : -1, kind);
+        int64_t out = is_norm || kind == SQZ_LIN_EMBD ? m.cfg.dim : kind == SQZ_LIN_OUTPUT ? m.cfg.n_vocab : t->ne[1];
         double a = rel_diff(c.s[0][i], c.s[1][i], out), b = rel_diff(c.tw[0][i], c.tw[1][i], nsamples * T);
         CHECK(a <= 1e-3 && b <= 1e-3, "%s: layer %d %s: s_j within %.2e, w_t within %.2e", path, layer,
-              sqz_linear_kind_name(kind), a, b);
+              is_norm ? (kind == 7 ? "attn_norm" : "ffn_norm") : sqz_linear_kind_name(kind), a, b);
         ws = fmax(ws, a), wt = fmax(wt, b);
     }
     printf("test_block: %s: backward, %d windows × %lld: loss within %.1e, gradients within %.2e, inputs within "

@@ -8,7 +8,8 @@
  *    On the F32 model (its rows scale exactly; the f16 scale fields of a quantized one
  *    round a small move away), against the Q4_0 model's probabilities (against its own
  *    the KL and its gradient are 0). Checks grad.c's KL targets (loss and logit
- *    gradient) and the formula tune.c's hook uses.
+ *    gradient) and the formula tune.c's hook uses. The same for two RMSNorm gain vectors
+ *    through the norm hook (Σ_t g_ti x_ti, x the norm's output).
  * 2. sqz_tune: the calibration KL falls over the steps; the held-out KL written is at most
  *    the input's; the file has the input's size and differs from it only inside the scale
  *    fields of the tuned tensors' blocks; loading the written file and measuring its
@@ -92,6 +93,13 @@ static sqz_tensor *entry(sqz_model *m, int layer, int kind) {
     return NULL;
 }
 
+/* A hook that takes nothing (the backward runs in full only with one). */
+static int null_hook(void *ctx, const sqz_grad_site *s, sqz_err *err) {
+    (void)ctx, (void)s, (void)err;
+    return SQZ_OK;
+}
+#define NULL_HOOK null_hook
+
 /* On the F32 model m (its rows scale exactly: Σ_j ∂L/∂θ_j is the derivative of the loss
  * along every row of the tensor times e^δ), the targets another model's probabilities. */
 static double kl_scaled(sqz_model *m, sqz_tensor *t, double delta, const int32_t *tok, const float *p) {
@@ -105,6 +113,47 @@ static double kl_scaled(sqz_model *m, sqz_tensor *t, double delta, const int32_t
     t->data = orig;
     free(buf);
     return L;
+}
+
+typedef struct {
+    int layer, kind;
+    double sum; /* Σ_t Σ_i g_ti x_ti at the norm's site */
+} norm_ctx;
+
+static int norm_dir_hook(void *vctx, const sqz_grad_site *s, sqz_err *err) {
+    (void)err;
+    norm_ctx *c = vctx;
+    if (s->layer != c->layer || s->kind != c->kind) return SQZ_OK;
+    for (int64_t i = 0; i < s->n * s->in; i++) c->sum += (double)s->g[i] * s->x[i];
+    return SQZ_OK;
+}
+
+/* The same for an RMSNorm's gain vector (every element times e^δ). */
+static void check_norm_gradient(sqz_model *m, const int32_t *tok, const float *p, int layer, int ffn) {
+    sqz_err err;
+    const sqz_layer *L = &m->layers[layer];
+    sqz_tensor *t = NULL;
+    for (int64_t k = 0; k < m->gguf.n_tensors; k++)
+        if (&m->gguf.tensors[k] == (ffn ? L->ffn_norm : L->attn_norm)) t = &m->gguf.tensors[k];
+    CHECK(t && t->type == SQZ_TYPE_F32, "layer %d: an F32 norm", layer);
+    if (!t) return;
+    norm_ctx d = {layer, ffn ? SQZ_GRAD_NORM_FFN : SQZ_GRAD_NORM_ATTN, 0};
+    sqz_grad *g = NULL;
+    double total = 0;
+    CHECK(sqz_grad_create(&g, m, NULL, T, &err) == 0, "%s", err.msg);
+    if (!g) return;
+    sqz_grad_set_targets(g, p);
+    sqz_grad_set_norm_hook(g, norm_dir_hook, &d);
+    CHECK(sqz_grad_windows(g, tok, N_CAL, T, 1.0 / (N_CAL * (T - 1)), NULL_HOOK, NULL, &total, NULL, &err) == 0, "%s",
+          err.msg);
+    sqz_grad_free(g);
+    const double delta = 2e-3;
+    double d1 = (kl_scaled(m, t, delta, tok, p) - kl_scaled(m, t, -delta, tok, p)) / (2 * delta);
+    double d2 = (kl_scaled(m, t, delta / 2, tok, p) - kl_scaled(m, t, -delta / 2, tok, p)) / delta;
+    double fd = (4 * d2 - d1) / 3;
+    CHECK(fabs(fd - d.sum) <= 1e-2 * fabs(fd) && fabs(fd) > 0,
+          "%s: directional derivative %.6e from the norm hook, %.6e by central difference", t->name, d.sum, fd);
+    printf("test_tune: %s: dKL/dlog(gains) %.6e (norm hook) vs %.6e (central difference)\n", t->name, d.sum, fd);
 }
 
 static void check_gradient(sqz_model *m, const int32_t *tok, const float *p) {
@@ -152,6 +201,7 @@ static void check_only_scales(const char *a_path, const char *b_path, int *n_cha
         if (!memcmp(ta->data, tb->data, ta->nbytes)) continue;
         (*n_changed)++;
         const sqz_type_traits *tr = sqz_type_get(ta->type);
+        if (ta->type == SQZ_TYPE_F32 && ta->n_dims == 1 && strstr(ta->name, "_norm.")) continue; /* a tuned gain */
         const uint8_t *pa = ta->data, *pb = tb->data;
         int bad = !tr->n_scales;
         for (size_t i = 0; i < ta->nbytes && !bad; i++) {
@@ -190,13 +240,15 @@ int main(void) {
     if (sqz_model_load(&qm, q, 0, &err) == 0) {
         float *p_q = probs_of(&qm, tok, N_CAL);
         check_gradient(&ref, tok, p_q);
+        check_norm_gradient(&ref, tok, p_q, 0, 0);
+        check_norm_gradient(&ref, tok, p_q, 1, 1);
         free(p_q);
         sqz_model_free(&qm);
     } else {
         CHECK(0, "%s", err.msg);
     }
 
-    sqz_tune_opts o = {tok, N_CAL, T, held, N_HELD, 6, 0.01, 3, 0, NULL};
+    sqz_tune_opts o = {tok, N_CAL, T, held, N_HELD, 6, 0.01, 3, 0, NULL, 1};
     sqz_tune_report rep;
     int rc = sqz_tune(&ref, q, o1, &o, NULL, &rep, &err);
     CHECK(rc == 0, "tune: %s", err.msg);
@@ -206,7 +258,8 @@ int main(void) {
         printf("; held-out");
         for (int s = 0; s <= rep.n_steps; s++) printf(" %.5f", rep.held_kl[s]);
         printf("; best step %d\n", rep.best_step);
-        CHECK(rep.n_tensors == 2 * 7 && rep.n_steps >= 1, "tuned %d tensors in %d steps", rep.n_tensors, rep.n_steps);
+        CHECK(rep.n_tensors == 2 * 7 && rep.n_norms == 2 * 2 && rep.n_steps >= 1, "tuned %d tensors, %d norms in %d steps",
+              rep.n_tensors, rep.n_norms, rep.n_steps);
         CHECK(rep.train_kl[1] < rep.train_kl[0] && rep.train_kl[rep.n_steps] < rep.train_kl[0],
               "calibration KL %.6f -> %.6f (step 1) -> %.6f", rep.train_kl[0], rep.train_kl[1],
               rep.train_kl[rep.n_steps]);

@@ -526,6 +526,7 @@ static cJSON *compress_json(const sqz_compress_report *rep, const char *model, c
     if (rep->tuned) {
         cJSON *tj = cJSON_AddObjectToObject(root, "tune"), *st = cJSON_AddArrayToObject(tj, "steps");
         cJSON_AddNumberToObject(tj, "tensors", rep->tune.n_tensors);
+        cJSON_AddNumberToObject(tj, "norms", rep->tune.n_norms);
         cJSON_AddNumberToObject(tj, "factors", (double)rep->tune.n_params);
         cJSON_AddNumberToObject(tj, "best_step", rep->tune.best_step);
         cJSON_AddNumberToObject(tj, "seconds", rep->tune.seconds);
@@ -785,8 +786,8 @@ int cmd_compress(args *a) {
            best + 1, (unsigned long long)rep.rounds[best].file_bytes, rep.rounds[best].bpw,
            rep.rounds[best].heldout_ppl, rep.base_heldout_ppl);
     if (rep.tuned)
-        printf("tuned: %d tensors, %lld row factors, held-out KL to the model %.5f -> %.5f (step %d of %d)\n",
-               rep.tune.n_tensors, (long long)rep.tune.n_params, rep.tune.held_kl[0],
+        printf("tuned: %d tensors and %d norms, %lld factors, held-out KL to the model %.5f -> %.5f (step %d of %d)\n",
+               rep.tune.n_tensors, rep.tune.n_norms, (long long)rep.tune.n_params, rep.tune.held_kl[0],
                rep.tune.held_kl[rep.tune.best_step], rep.tune.best_step, rep.tune.n_steps);
     if (rep.prune_skipped)
         printf("--prune auto: no pruning, the types alone fit in 95%% of the budget%s\n",

@@ -12,7 +12,8 @@ const char HELP_TUNE[] =
     "usage: sqz tune REFERENCE QUANTIZED.gguf -o OUT.gguf --calib FILE [options]\n"
     "\n"
     "Tunes one factor per row of every linear weight of QUANTIZED whose type has f16\n"
-    "scale fields (k-quants, i-quants, Q4_0 ...), with the integer codes fixed, so that\n"
+    "scale fields (k-quants, i-quants, Q4_0 ...) and the RMSNorm gains, with the\n"
+    "integer codes fixed, so that\n"
     "the model's next-token distributions come closer to REFERENCE's (the model it was\n"
     "made from): Adam on the log-factors, minimizing the mean KL(reference || quantized)\n"
     "over the calibration windows with sqz's backward pass; after each step the mean KL\n"
@@ -30,6 +31,8 @@ const char HELP_TUNE[] =
     "                     pass over every calibration window\n"
     "  --lr F             Adam's step on the log-factors (default 0.002)\n"
     "  --patience N       stop after N steps without a held-out improvement (default 2)\n"
+    "  --no-norms         leave the RMSNorm gains as they are (by default each layer's\n"
+    "                     F32 norm gains are tuned too, one factor per element)\n"
     "  --device D         cpu (default) or cuda: where the decoder layers' forward and\n"
     "                     backward run\n"
     "  --threads N        worker threads (default: all CPUs)\n"
@@ -45,7 +48,7 @@ int cmd_tune(args *a) {
     calib_set cs = {NULL, 8, 256, 0, 2, NULL, 0, NULL, NULL};
     long long steps = 10, threads = 0, patience = 2;
     double lr = SQZ_TUNE_LR;
-    int quiet = 0, rc = 0;
+    int quiet = 0, rc = 0, norms = 1;
     sqz_device device = SQZ_DEVICE_CPU;
     for (a->i = 0; a->i < a->argc; a->i++) {
         const char *s = a->argv[a->i], *v;
@@ -74,6 +77,8 @@ int cmd_tune(args *a) {
             if (rc) return rc;
         } else if (!strcmp(s, "--quiet")) {
             quiet = 1;
+        } else if (!strcmp(s, "--no-norms")) {
+            norms = 0;
         } else if (s[0] == '-' && s[1]) {
             return usage_fail(a->cmd, "unknown option '%s'", s);
         } else if (!ref_path) {
@@ -101,14 +106,14 @@ int cmd_tune(args *a) {
         goto done;
     }
     sqz_tune_opts o = {cs.windows, (int)cs.nsamples, (int)cs.seqlen, cs.held, (int)cs.heldout, (int)steps, lr,
-                       (int)patience, !quiet, backend};
+                       (int)patience, !quiet, backend, norms};
     if (sqz_tune(&ref, in_path, out, &o, pool, &rep, &err)) {
         rc = fail(err.msg);
         goto done;
     }
-    printf("tuned %s: %d tensors, %lld row factors; held-out KL %.5f -> %.5f (best of %d steps: %d), calibration "
+    printf("tuned %s: %d tensors and %d norms, %lld factors; held-out KL %.5f -> %.5f (best of %d steps: %d), calibration "
            "KL %.5f -> %.5f, %.1f s; wrote %s\n",
-           in_path, rep.n_tensors, (long long)rep.n_params, rep.held_kl[0], rep.held_kl[rep.best_step], rep.n_steps,
+           in_path, rep.n_tensors, rep.n_norms, (long long)rep.n_params, rep.held_kl[0], rep.held_kl[rep.best_step], rep.n_steps,
            rep.best_step, rep.train_kl[0], rep.train_kl[rep.n_steps], rep.seconds, out);
     if (json) {
         cJSON *root = cJSON_CreateObject(), *st = cJSON_AddArrayToObject(root, "steps");
@@ -116,6 +121,7 @@ int cmd_tune(args *a) {
         cJSON_AddStringToObject(root, "input", in_path);
         cJSON_AddStringToObject(root, "output", out);
         cJSON_AddNumberToObject(root, "tensors", rep.n_tensors);
+        cJSON_AddNumberToObject(root, "norms", rep.n_norms);
         cJSON_AddNumberToObject(root, "factors", (double)rep.n_params);
         cJSON_AddNumberToObject(root, "lr", lr);
         cJSON_AddNumberToObject(root, "best_step", rep.best_step);

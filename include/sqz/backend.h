@@ -151,13 +151,17 @@ int sqz_block_pass_run(sqz_block_pass *p, float *x, int64_t T, const sqz_block_i
 
 /* What the backward pass hands on per linear layer: kind as sqz_linear_kind (sqz/grad.h:
  * 0..6 = q, k, v, o, gate, up, down), x [T, in] its input and g [T, out] the gradient of
- * its output, host arrays valid during the call. */
+ * its output, host arrays valid during the call; and per RMSNorm (kinds
+ * SQZ_BLOCK_NORM_ATTN / _FFN) x its output and g the gradient with respect to it. */
+#define SQZ_BLOCK_NORM_ATTN 7
+#define SQZ_BLOCK_NORM_FFN 8
 typedef int (*sqz_block_grad_hook)(void *ctx, int kind, const float *x, const float *g, int64_t in, int64_t out,
                                    sqz_err *err);
 /* The loaded block's backward over one window, as src/model/grad.c's layer_bwd: x_in
  * [T, dim] the block's input (host), dx [T, dim] dL/d(its output) on entry and dL/d(its
  * input) on return. The forward is recomputed from x_in on the device (f32 products, no
- * TF32); each linear reaches hook in grad.c's order: down, gate, up, o, q, k, v. */
+ * TF32); each linear reaches hook in grad.c's order: down, gate, up, ffn norm, o, q, k, v,
+ * attention norm. */
 int sqz_block_pass_backward(sqz_block_pass *p, const float *x_in, float *dx, int64_t T, sqz_block_grad_hook hook,
                             void *ctx, sqz_err *err);
 void sqz_block_pass_close(sqz_block_pass *p);

@@ -92,6 +92,14 @@ int sqz_grad_windows(sqz_grad *g, const int32_t *windows, int nsamples, int64_t 
  * (0..T-2) then adds KL(p_t ‖ softmax z_t) to the loss and scale·(softmax z_t − p_t) to
  * the logits' gradient. NULL: back to cross-entropy. The caller keeps probs alive. */
 void sqz_grad_set_targets(sqz_grad *g, const float *probs);
+/* A second hook for the decoder's RMSNorms (NULL: none): per layer and window, site.kind
+ * SQZ_GRAD_NORM_ATTN or SQZ_GRAD_NORM_FFN, x [T, dim] the norm's output (x̂·w) and g
+ * [T, dim] the gradient of the loss with respect to it; Σ_t g_ti x_ti is then ∂L/∂log w_i
+ * of the norm's gain w. Called after the linears that read the norm (and, for the
+ * attention's, after their hooks). */
+#define SQZ_GRAD_NORM_ATTN 16
+#define SQZ_GRAD_NORM_FFN 17
+void sqz_grad_set_norm_hook(sqz_grad *g, sqz_grad_hook hook, void *ctx);
 /* Adds the forward and backward time and arithmetic of every window so far to out. */
 void sqz_grad_times(const sqz_grad *g, sqz_stage_times *out);
 

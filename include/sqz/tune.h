@@ -18,7 +18,10 @@
  * Why rows: a factor per row is what the format can carry without new bytes and few
  * enough parameters (one per 1,536–8,960 weights on a 1.5B model) for a few thousand
  * calibration tokens not to overfit them; per-256 groups (rescaling's granularity) would
- * be 6–35 times as many. RMSNorm gains and biases are not tuned yet. */
+ * be 6–35 times as many. With opts.norms the RMSNorms' gains move too (F32 in the file:
+ * w_i·e^θ_i exactly; ∂L/∂θ_i = Σ_t g_ti x̂w_ti from the backward pass's norm hook), a
+ * factor per input column of q/k/v and gate/up to go with the rows'. Biases are not
+ * tuned yet. */
 #ifndef SQZ_TUNE_H
 #define SQZ_TUNE_H
 
@@ -42,6 +45,7 @@ typedef struct sqz_tune_opts {
     int patience;           /* steps without a held-out improvement before stopping (<= 0: 2) */
     int progress;           /* 1: a progress line on a terminal (step, KL, held-out KL, ETA) */
     sqz_backend *backend;   /* where the decoder layers' forward and backward run; NULL: CPU */
+    int norms;              /* 1: also every layer's RMSNorm gains (F32 in the file), one factor each */
 } sqz_tune_opts;
 
 #define SQZ_TUNE_LR 0.002
@@ -49,8 +53,9 @@ typedef struct sqz_tune_opts {
 #define SQZ_TUNE_MAX_TARGET_BYTES ((uint64_t)8 << 30)
 
 typedef struct sqz_tune_report {
-    int n_tensors;        /* tensors tuned */
-    int64_t n_params;     /* factors (rows) */
+    int n_tensors;        /* weight tensors tuned (row factors) */
+    int n_norms;          /* RMSNorm gain vectors tuned (one factor per element) */
+    int64_t n_params;     /* factors: rows and gains */
     int n_steps;          /* steps run */
     int best_step;        /* 0: no step improved the held-out KL (the input's scales written) */
     double *train_kl;     /* [n_steps + 1] mean KL on the calibration windows before step s (owned) */

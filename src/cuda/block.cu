@@ -722,7 +722,8 @@ int sqz_cuda_block_backward(sqz_cuda_block *p, const float *x_in, float *dx, int
         if (launched("SwiGLU backward", err) || hook_site(p, hook, ctx, 4, p->nb_f, p->dgate, T, dim, ff, err) ||
             hook_site(p, hook, ctx, 5, p->nb_f, p->dup, T, dim, ff, err) ||
             linear_bwd(p, p->dn, p->dgate, p->w_gate, T, dim, ff, 0, "ffn_gate", err) ||
-            linear_bwd(p, p->dn, p->dup, p->w_up, T, dim, ff, 1, "ffn_up", err))
+            linear_bwd(p, p->dn, p->dup, p->w_up, T, dim, ff, 1, "ffn_up", err) ||
+            hook_site(p, hook, ctx, SQZ_BLOCK_NORM_FFN, p->nb_f, p->dn, T, dim, dim, err))
             return SQZ_ERR;
         k_rmsnorm_bwd<<<(unsigned)T, THREADS, 0, st>>>(p->dxd, p->xm, p->ffn_norm, p->dn, dim, d->norm_eps);
         if (launched("ffn_norm backward", err)) return SQZ_ERR;
@@ -754,7 +755,8 @@ int sqz_cuda_block_backward(sqz_cuda_block *p, const float *x_in, float *dx, int
             hook_site(p, hook, ctx, 2, p->xb, p->dv, T, dim, kvw, err) ||
             linear_bwd(p, p->dn, p->dq, p->wq, T, dim, qw, 0, "attn_q", err) ||
             linear_bwd(p, p->dn, p->dk, p->wk, T, dim, kvw, 1, "attn_k", err) ||
-            linear_bwd(p, p->dn, p->dv, p->wv, T, dim, kvw, 1, "attn_v", err))
+            linear_bwd(p, p->dn, p->dv, p->wv, T, dim, kvw, 1, "attn_v", err) ||
+            hook_site(p, hook, ctx, SQZ_BLOCK_NORM_ATTN, p->xb, p->dn, T, dim, dim, err))
             return SQZ_ERR;
         k_rmsnorm_bwd<<<(unsigned)T, THREADS, 0, st>>>(p->dxd, p->x, p->attn_norm, p->dn, dim, d->norm_eps);
         if (launched("attn_norm backward", err)) return SQZ_ERR;

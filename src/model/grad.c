@@ -79,6 +79,8 @@ struct sqz_grad {
     int blas_threads;
     int window;              /* the window the hooks are told of (sqz_grad_site.window) */
     const float *targets;    /* [windows][T][n_vocab] target probabilities (sqz_grad_set_targets), or NULL */
+    sqz_grad_hook norm_hook; /* the RMSNorms' sites (sqz_grad_set_norm_hook), or NULL */
+    void *norm_ctx;
     /* On a GPU backend (sqz_grad_create_on): the layers run in a block pass, a group of
      * windows at a time, each layer's weights loaded once per group and direction. */
     sqz_block_pass *bp;
@@ -496,6 +498,9 @@ static int layer_bwd(sqz_grad *g, int l, const float *x_in, const int32_t *token
         linear_bwd(g->pool, g->dn, g->dgate, g->wl[SQZ_LIN_GATE], T, dim, nff, 0);
         linear_bwd(g->pool, g->dn, g->dup, g->wl[SQZ_LIN_UP], T, dim, nff, 1);
         if (!(w = norm_f32(g, L->ffn_norm, err))) return SQZ_ERR;
+        if (g->norm_hook && call_hook(g, g->norm_hook, g->norm_ctx, l, SQZ_GRAD_NORM_FFN, g->nb_f, g->dn, tokens, 0, T,
+                                      dim, dim, err))
+            return SQZ_ERR;
         rmsnorm_rows_bwd(g->dx, g->x_mid, w, g->dn, T, dim, c->norm_eps);
     }
     if (nh > 0) {
@@ -535,6 +540,9 @@ static int layer_bwd(sqz_grad *g, int l, const float *x_in, const int32_t *token
         linear_bwd(g->pool, g->dn, g->dk, g->wl[SQZ_LIN_K], T, dim, kvw, 1);
         linear_bwd(g->pool, g->dn, g->dv, g->wl[SQZ_LIN_V], T, dim, kvw, 1);
         if (!(w = norm_f32(g, L->attn_norm, err))) return SQZ_ERR;
+        if (g->norm_hook && call_hook(g, g->norm_hook, g->norm_ctx, l, SQZ_GRAD_NORM_ATTN, g->nb_a, g->dn, tokens, 0, T,
+                                      dim, dim, err))
+            return SQZ_ERR;
         rmsnorm_rows_bwd(g->dx, x_in, w, g->dn, T, dim, c->norm_eps);
     }
     return SQZ_OK;
@@ -658,6 +666,11 @@ void sqz_grad_times(const sqz_grad *g, sqz_stage_times *out) { sqz_stage_merge(o
 
 void sqz_grad_set_targets(sqz_grad *g, const float *probs) { g->targets = probs; }
 
+void sqz_grad_set_norm_hook(sqz_grad *g, sqz_grad_hook hook, void *ctx) {
+    g->norm_hook = hook;
+    g->norm_ctx = ctx;
+}
+
 /* ---------------------------------------------------------------- on a backend */
 
 int sqz_grad_create_on(sqz_grad **out, const sqz_model *m, sqz_pool *pool, sqz_backend *backend, int64_t max_T,
@@ -685,6 +698,12 @@ typedef struct {
 
 static int block_hook(void *vctx, int kind, const float *x, const float *gr, int64_t in, int64_t out, sqz_err *err) {
     block_hook_ctx *c = vctx;
+    if (kind == SQZ_BLOCK_NORM_ATTN || kind == SQZ_BLOCK_NORM_FFN) {
+        if (!c->g->norm_hook) return SQZ_OK;
+        return call_hook(c->g, c->g->norm_hook, c->g->norm_ctx, c->layer,
+                         kind == SQZ_BLOCK_NORM_ATTN ? SQZ_GRAD_NORM_ATTN : SQZ_GRAD_NORM_FFN, x, gr, c->tokens, 0,
+                         c->T, in, out, err);
+    }
     return call_hook(c->g, c->hook, c->hctx, c->layer, kind, x, gr, c->tokens, 0, c->T, in, out, err);
 }
 

@@ -15,6 +15,7 @@
  * the model reads (work = orig with each row's scales times exp(theta)), and Adam's state. */
 typedef struct {
     sqz_tensor *t;
+    int is_norm;      /* an RMSNorm's F32 gain vector: one θ per element (w_i·e^θ_i) */
     const uint8_t *orig;
     uint8_t *work;
     int64_t rows, cols;
@@ -29,6 +30,7 @@ typedef struct {
     tuned *tt;
     int n_tt;
     int *index;   /* [n_layer · 7]: the tuned tensor of (layer, kind), or -1 */
+    int *norm_index; /* [n_layer · 2]: the tuned attention / FFN norm of a layer, or -1 */
     sqz_pool *pool;
     int n_threads;
     float *wbuf, *ybuf; /* per thread: TILE_ROWS × widest row, seqlen × TILE_ROWS */
@@ -75,8 +77,26 @@ static int tune_hook(void *vctx, const sqz_grad_site *s, sqz_err *err) {
     return SQZ_OK;
 }
 
-/* work ← orig with row j's scales times exp(theta_j). */
+/* The norms' sites: x the norm's output, g its gradient; ∂L/∂θ_i = Σ_t g_ti x_ti. */
+static int norm_hook(void *vctx, const sqz_grad_site *s, sqz_err *err) {
+    (void)err;
+    tune_ctx *c = vctx;
+    int i = c->norm_index[s->layer * 2 + (s->kind == SQZ_GRAD_NORM_FFN)];
+    if (i < 0) return SQZ_OK;
+    tuned *u = &c->tt[i];
+    for (int64_t t = 0; t < s->n; t++)
+        for (int64_t k = 0; k < u->rows; k++) u->grad[k] += (double)s->g[t * s->out + k] * s->x[t * s->in + k];
+    return SQZ_OK;
+}
+
+/* work ← orig with row j's scales times exp(theta_j) (a norm: element j). */
 static void apply(tuned *u, const double *theta) {
+    if (u->is_norm) {
+        const float *o = (const float *)u->orig;
+        float *w = (float *)u->work;
+        for (int64_t j = 0; j < u->rows; j++) w[j] = theta[j] != 0.0 ? (float)((double)o[j] * exp(theta[j])) : o[j];
+        return;
+    }
     memcpy(u->work, u->orig, u->t->nbytes);
     for (int64_t j = 0; j < u->rows; j++)
         if (theta[j] != 0.0) sqz_scale_blocks(u->t->type, u->work + j * u->row_bytes, u->blocks_per_row, exp(theta[j]));
@@ -118,47 +138,68 @@ static void ctx_free(tune_ctx *c) {
     }
     free(c->tt);
     free(c->index);
+    free(c->norm_index);
     free(c->wbuf);
     free(c->ybuf);
     if (c->have_q) sqz_model_free(&c->q);
 }
 
-/* The tensors to tune: every per-layer linear whose type has linear scale fields. */
-static int select_tensors(tune_ctx *c, sqz_err *err) {
+/* The model's own (mutable) entry of one of its tensors. */
+static sqz_tensor *entry_of(sqz_model *q, const sqz_tensor *ct) {
+    for (int64_t k = 0; ct && k < q->gguf.n_tensors; k++)
+        if (&q->gguf.tensors[k] == ct) return &q->gguf.tensors[k];
+    return NULL;
+}
+
+static int add_tuned(tune_ctx *c, sqz_tensor *t, int is_norm, sqz_err *err) {
+    tuned *u = &c->tt[c->n_tt];
+    u->t = t;
+    u->is_norm = is_norm;
+    u->orig = t->data;
+    u->rows = is_norm ? t->ne[0] : t->ne[1], u->cols = is_norm ? 1 : t->ne[0];
+    u->row_bytes = t->nbytes / (size_t)u->rows;
+    u->blocks_per_row = is_norm ? 1 : u->cols / sqz_type_get(t->type)->block_size;
+    u->work = malloc(t->nbytes);
+    u->theta = calloc((size_t)u->rows, sizeof(double));
+    u->best = calloc((size_t)u->rows, sizeof(double));
+    u->grad = calloc((size_t)u->rows, sizeof(double));
+    u->m = calloc((size_t)u->rows, sizeof(double));
+    u->v = calloc((size_t)u->rows, sizeof(double));
+    if (!u->work || !u->theta || !u->best || !u->grad || !u->m || !u->v)
+        return sqz_fail(err, "tune: out of memory for tensor '%s'", t->name);
+    memcpy(u->work, u->orig, t->nbytes);
+    t->data = u->work;
+    if (u->cols > c->wide) c->wide = u->cols;
+    return c->n_tt++;
+}
+
+/* The tensors to tune: every per-layer linear whose type has linear scale fields, and
+ * (norms) every layer's F32 RMSNorm gains. */
+static int select_tensors(tune_ctx *c, int norms, sqz_err *err) {
     sqz_model *q = &c->q;
     const int n = q->cfg.n_layer * SQZ_LIN_PER_LAYER;
     c->index = malloc((size_t)n * sizeof(int));
-    c->tt = calloc((size_t)n, sizeof(tuned));
-    if (!c->index || !c->tt) return sqz_fail(err, "tune: out of memory");
+    c->norm_index = malloc((size_t)q->cfg.n_layer * 2 * sizeof(int));
+    c->tt = calloc((size_t)(n + 2 * q->cfg.n_layer), sizeof(tuned));
+    if (!c->index || !c->norm_index || !c->tt) return sqz_fail(err, "tune: out of memory");
+    for (int l = 0; l < q->cfg.n_layer; l++) {
+        const sqz_tensor *nt[2] = {q->layers[l].attn_norm, q->layers[l].ffn_norm};
+        for (int k = 0; k < 2; k++) {
+            c->norm_index[l * 2 + k] = -1;
+            sqz_tensor *t = norms && nt[k] && nt[k]->type == SQZ_TYPE_F32 ? entry_of(q, nt[k]) : NULL;
+            if (t && (c->norm_index[l * 2 + k] = add_tuned(c, t, 1, err)) < 0) return SQZ_ERR;
+        }
+    }
+    const int n_norms = c->n_tt;
     for (int i = 0; i < n; i++) {
         c->index[i] = -1;
         const sqz_tensor *ct = sqz_linear_tensor(q, i / SQZ_LIN_PER_LAYER, i % SQZ_LIN_PER_LAYER);
         const sqz_type_traits *tr = ct ? sqz_type_get(ct->type) : NULL;
         if (!tr || !tr->n_scales || ct->n_dims != 2) continue;
-        sqz_tensor *t = NULL; /* the model's own (mutable) entry */
-        for (int64_t k = 0; k < q->gguf.n_tensors && !t; k++)
-            if (&q->gguf.tensors[k] == ct) t = &q->gguf.tensors[k];
-        if (!t) continue;
-        tuned *u = &c->tt[c->n_tt];
-        u->t = t;
-        u->orig = t->data;
-        u->rows = t->ne[1], u->cols = t->ne[0];
-        u->row_bytes = t->nbytes / (size_t)u->rows;
-        u->blocks_per_row = u->cols / tr->block_size;
-        u->work = malloc(t->nbytes);
-        u->theta = calloc((size_t)u->rows, sizeof(double));
-        u->best = calloc((size_t)u->rows, sizeof(double));
-        u->grad = calloc((size_t)u->rows, sizeof(double));
-        u->m = calloc((size_t)u->rows, sizeof(double));
-        u->v = calloc((size_t)u->rows, sizeof(double));
-        if (!u->work || !u->theta || !u->best || !u->grad || !u->m || !u->v)
-            return sqz_fail(err, "tune: out of memory for tensor '%s'", t->name);
-        memcpy(u->work, u->orig, t->nbytes);
-        t->data = u->work;
-        if (u->cols > c->wide) c->wide = u->cols;
-        c->index[i] = c->n_tt++;
+        sqz_tensor *t = entry_of(q, ct);
+        if (t && (c->index[i] = add_tuned(c, t, 0, err)) < 0) return SQZ_ERR;
     }
-    if (!c->n_tt)
+    if (c->n_tt == n_norms)
         return sqz_fail(err, "%s: tune: no linear weight has a type with scale fields (k-quants, i-quants, Q4_0 …)",
                         q->path);
     return SQZ_OK;
@@ -228,7 +269,7 @@ int sqz_tune(const sqz_model *ref, const char *in_path, const char *out_path, co
                       "%lld vocabulary floats; at most %.0f GiB): use fewer or shorter windows",
                       (double)target_bytes / 1073741824.0, o->nsamples, o->n_held, (long long)T, (long long)V,
                       (double)SQZ_TUNE_MAX_TARGET_BYTES / 1073741824.0);
-    if (rc == SQZ_OK) rc = select_tensors(&c, err);
+    if (rc == SQZ_OK) rc = select_tensors(&c, o->norms, err);
     float *p_cal = NULL, *p_held = NULL;
     if (rc == SQZ_OK) {
         p_cal = malloc((size_t)o->nsamples * (size_t)T * (size_t)V * sizeof(float));
@@ -250,8 +291,12 @@ int sqz_tune(const sqz_model *ref, const char *in_path, const char *out_path, co
                   (ref->cfg.n_layer > 0 ? ref->cfg.n_layer * sqz_forward_flops(ref, 0, T) : 0.0)));
     sqz_grad *g = NULL;
     if (rc == SQZ_OK) rc = sqz_grad_create_on(&g, &c.q, pool, o->backend, T, err);
-    for (int i = 0; rc == SQZ_OK && i < c.n_tt; i++) rep->n_params += c.tt[i].rows;
-    rep->n_tensors = c.n_tt;
+    if (rc == SQZ_OK) sqz_grad_set_norm_hook(g, norm_hook, &c);
+    for (int i = 0; rc == SQZ_OK && i < c.n_tt; i++) {
+        rep->n_params += c.tt[i].rows;
+        rep->n_norms += c.tt[i].is_norm;
+    }
+    rep->n_tensors = c.n_tt - rep->n_norms;
     double best = 0.0;
     if (rc == SQZ_OK) rc = mean_kl(g, o->held, o->n_held, T, p_held, &best, err);
     if (rc == SQZ_OK) rep->held_kl[0] = best;
