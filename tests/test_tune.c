@@ -128,9 +128,37 @@ static int norm_dir_hook(void *vctx, const sqz_grad_site *s, sqz_err *err) {
     return SQZ_OK;
 }
 
+/* One backward pass of the KL with the given hooks (lin for the linears, norm for the
+ * RMSNorms; the backward runs in full only with a linear hook). */
+static void hooked_pass(sqz_model *m, const int32_t *tok, const float *p, sqz_grad_hook lin, sqz_grad_hook norm,
+                        void *ctx) {
+    sqz_err err;
+    sqz_grad *g = NULL;
+    double total = 0;
+    CHECK(sqz_grad_create(&g, m, NULL, T, &err) == 0, "%s", err.msg);
+    if (!g) return;
+    sqz_grad_set_targets(g, p);
+    if (norm) sqz_grad_set_norm_hook(g, norm, ctx);
+    CHECK(sqz_grad_windows(g, tok, N_CAL, T, 1.0 / (N_CAL * (T - 1)), lin, norm ? NULL : ctx, &total, NULL, &err) == 0,
+          "%s", err.msg);
+    sqz_grad_free(g);
+}
+
+/* The derivative of the KL along t's values times e^δ: central differences at δ and δ/2,
+ * combined by Richardson extrapolation, against the hook's value. */
+static void compare_derivative(sqz_model *m, sqz_tensor *t, const int32_t *tok, const float *p, double hooked,
+                               const char *what) {
+    const double delta = 2e-3;
+    double d1 = (kl_scaled(m, t, delta, tok, p) - kl_scaled(m, t, -delta, tok, p)) / (2 * delta);
+    double d2 = (kl_scaled(m, t, delta / 2, tok, p) - kl_scaled(m, t, -delta / 2, tok, p)) / delta;
+    double fd = (4 * d2 - d1) / 3;
+    CHECK(fabs(fd - hooked) <= 1e-2 * fabs(fd) && fabs(fd) > 0,
+          "%s: directional derivative %.6e from the %s, %.6e by central difference", t->name, hooked, what, fd);
+    printf("test_tune: %s: dKL/dlog(scale) %.6e (%s) vs %.6e (central difference)\n", t->name, hooked, what, fd);
+}
+
 /* The same for an RMSNorm's gain vector (every element times e^δ). */
 static void check_norm_gradient(sqz_model *m, const int32_t *tok, const float *p, int layer, int ffn) {
-    sqz_err err;
     const sqz_layer *L = &m->layers[layer];
     sqz_tensor *t = NULL;
     for (int64_t k = 0; k < m->gguf.n_tensors; k++)
@@ -138,48 +166,19 @@ static void check_norm_gradient(sqz_model *m, const int32_t *tok, const float *p
     CHECK(t && t->type == SQZ_TYPE_F32, "layer %d: an F32 norm", layer);
     if (!t) return;
     norm_ctx d = {layer, ffn ? SQZ_GRAD_NORM_FFN : SQZ_GRAD_NORM_ATTN, 0};
-    sqz_grad *g = NULL;
-    double total = 0;
-    CHECK(sqz_grad_create(&g, m, NULL, T, &err) == 0, "%s", err.msg);
-    if (!g) return;
-    sqz_grad_set_targets(g, p);
-    sqz_grad_set_norm_hook(g, norm_dir_hook, &d);
-    CHECK(sqz_grad_windows(g, tok, N_CAL, T, 1.0 / (N_CAL * (T - 1)), NULL_HOOK, NULL, &total, NULL, &err) == 0, "%s",
-          err.msg);
-    sqz_grad_free(g);
-    const double delta = 2e-3;
-    double d1 = (kl_scaled(m, t, delta, tok, p) - kl_scaled(m, t, -delta, tok, p)) / (2 * delta);
-    double d2 = (kl_scaled(m, t, delta / 2, tok, p) - kl_scaled(m, t, -delta / 2, tok, p)) / delta;
-    double fd = (4 * d2 - d1) / 3;
-    CHECK(fabs(fd - d.sum) <= 1e-2 * fabs(fd) && fabs(fd) > 0,
-          "%s: directional derivative %.6e from the norm hook, %.6e by central difference", t->name, d.sum, fd);
-    printf("test_tune: %s: dKL/dlog(gains) %.6e (norm hook) vs %.6e (central difference)\n", t->name, d.sum, fd);
+    hooked_pass(m, tok, p, NULL_HOOK, norm_dir_hook, &d);
+    compare_derivative(m, t, tok, p, d.sum, "norm hook");
 }
 
 static void check_gradient(sqz_model *m, const int32_t *tok, const float *p) {
-    sqz_err err;
     const int cases[3][2] = {{0, SQZ_LIN_Q}, {1, SQZ_LIN_DOWN}, {1, SQZ_LIN_V}};
     for (int c = 0; c < 3; c++) {
         sqz_tensor *t = entry(m, cases[c][0], cases[c][1]);
         CHECK(t && t->type == SQZ_TYPE_F32, "layer %d kind %d: an F32 tensor", cases[c][0], cases[c][1]);
         if (!t || t->type != SQZ_TYPE_F32) continue;
         dir_ctx d = {t, cases[c][0], cases[c][1], 0};
-        sqz_grad *g = NULL;
-        double total = 0;
-        CHECK(sqz_grad_create(&g, m, NULL, T, &err) == 0, "%s", err.msg);
-        if (!g) continue;
-        sqz_grad_set_targets(g, p);
-        CHECK(sqz_grad_windows(g, tok, N_CAL, T, 1.0 / (N_CAL * (T - 1)), dir_hook, &d, &total, NULL, &err) == 0,
-              "%s", err.msg);
-        sqz_grad_free(g);
-        /* central differences at δ and δ/2, combined by Richardson extrapolation */
-        const double delta = 2e-3;
-        double d1 = (kl_scaled(m, t, delta, tok, p) - kl_scaled(m, t, -delta, tok, p)) / (2 * delta);
-        double d2 = (kl_scaled(m, t, delta / 2, tok, p) - kl_scaled(m, t, -delta / 2, tok, p)) / delta;
-        double fd = (4 * d2 - d1) / 3;
-        CHECK(fabs(fd - d.sum) <= 1e-2 * fabs(fd) && fabs(fd) > 0,
-              "%s: directional derivative %.6e from the hook, %.6e by central difference", t->name, d.sum, fd);
-        printf("test_tune: %s: dKL/dlog(row scale) %.6e (hook) vs %.6e (central difference)\n", t->name, d.sum, fd);
+        hooked_pass(m, tok, p, dir_hook, NULL, &d);
+        compare_derivative(m, t, tok, p, d.sum, "hook");
     }
 }
 

@@ -172,6 +172,9 @@ int sqz_forward_layer_ws(sqz_fwd_ws *ws, const sqz_model *m, int layer, float *x
  * caller's; free it once the block is loaded), dequantized on pool's threads (NULL: the
  * caller's; the same bytes either way). */
 int sqz_block_desc_f32(const sqz_model *m, int layer, sqz_pool *pool, sqz_block_desc *d, float **buf, sqz_err *err);
+/* Every row of t as f32 into dst (nelements floats), rows spread over pool's threads
+ * (NULL: the caller's); the same bytes as sqz_tensor_rows_f32 of the whole tensor. */
+int sqz_tensor_f32_pool(sqz_pool *pool, const sqz_tensor *t, float *dst, sqz_err *err);
 /* Block `layer` of m loaded into a block pass (sqz_block_desc_f32, then
  * sqz_block_pass_load; the f32 copies freed once they are on the device). */
 int sqz_block_load_layer(sqz_block_pass *p, const sqz_model *m, int layer, sqz_pool *pool, sqz_err *err);

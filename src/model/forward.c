@@ -786,6 +786,14 @@ static void desc_rows_task(void *vctx, int64_t b, int64_t e, int thread) {
     if (sqz_tensor_rows_f32(j->t, b, e - b, j->dst + b * j->t->ne[0], &err)) j->failed = 1;
 }
 
+int sqz_tensor_f32_pool(sqz_pool *pool, const sqz_tensor *t, float *dst, sqz_err *err) {
+    int64_t rows = sqz_tensor_nelements(t) / t->ne[0];
+    desc_rows_job j = {t, dst, 0};
+    sqz_pool_for(pool, rows, 16, desc_rows_task, &j);
+    if (j.failed) return sqz_fail(err, "tensor '%s': cannot dequantize type %d", t->name, t->type);
+    return SQZ_OK;
+}
+
 int sqz_block_desc_f32(const sqz_model *m, int layer, sqz_pool *pool, sqz_block_desc *d, float **buf, sqz_err *err) {
     *buf = NULL;
     memset(d, 0, sizeof *d);
@@ -825,13 +833,9 @@ int sqz_block_desc_f32(const sqz_model *m, int layer, sqz_pool *pool, sqz_block_
                             (long long)total);
     int64_t off = 0;
     for (int i = 0; i < n; i++) {
-        int64_t rows = sqz_tensor_nelements(src[i]) / src[i]->ne[0];
-        desc_rows_job j = {src[i], b + off, 0};
-        sqz_pool_for(pool, rows, 64, desc_rows_task, &j);
-        if (j.failed) {
+        if (sqz_tensor_f32_pool(pool, src[i], b + off, err)) {
             free(b);
-            return sqz_fail(err, "%s: block %d: cannot dequantize tensor '%s' (type %d)", m->path, layer, src[i]->name,
-                            src[i]->type);
+            return SQZ_ERR;
         }
         *dst[i] = b + off;
         off += sqz_tensor_nelements(src[i]);

@@ -121,29 +121,10 @@ void sqz_grad_free(sqz_grad *g) {
 
 /* ---------------------------------------------------------------- dequantization */
 
-typedef struct {
-    const sqz_tensor *t;
-    float *dst;
-    int failed;
-} deq_ctx;
-
-static void deq_task(void *vctx, int64_t b, int64_t e, int thread) {
-    (void)thread;
-    deq_ctx *c = vctx;
-    sqz_err err;
-    if (sqz_tensor_rows_f32(c->t, b, e - b, c->dst + b * c->t->ne[0], &err)) c->failed = 1;
-}
-
 /* The whole of t as f32: in place, or dequantized into buf. */
 static const float *tensor_f32(sqz_pool *pool, const sqz_tensor *t, float *buf, sqz_err *err) {
     if (in_place(t)) return t->data;
-    deq_ctx c = {t, buf, 0};
-    sqz_pool_for(pool, t->ne[1], 16, deq_task, &c);
-    if (c.failed) {
-        sqz_fail(err, "tensor '%s': cannot dequantize type %d", t->name, t->type);
-        return NULL;
-    }
-    return buf;
+    return sqz_tensor_f32_pool(pool, t, buf, err) ? NULL : buf;
 }
 
 int sqz_grad_create(sqz_grad **out, const sqz_model *m, sqz_pool *pool, int64_t max_T, sqz_err *err) {
