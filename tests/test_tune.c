@@ -9,7 +9,8 @@
  *    round a small move away), against the Q4_0 model's probabilities (against its own
  *    the KL and its gradient are 0). Checks grad.c's KL targets (loss and logit
  *    gradient) and the formula tune.c's hook uses. The same for two RMSNorm gain vectors
- *    through the norm hook (Σ_t g_ti x_ti, x the norm's output).
+ *    through the norm hook (Σ_t g_ti x_ti, x the norm's output), and the output head's and
+ *    the (untied) token embedding's rows.
  * 2. sqz_tune: the calibration KL falls over the steps; the held-out KL written is at most
  *    the input's; the file has the input's size and differs from it only inside the scale
  *    fields of the tuned tensors' blocks; loading the written file and measuring its
@@ -75,6 +76,12 @@ static int dir_hook(void *vctx, const sqz_grad_site *s, sqz_err *err) {
     float *W = malloc((size_t)(rows * cols) * sizeof(float));
     sqz_err e2;
     CHECK(sqz_tensor_rows_f32(c->t, 0, rows, W, &e2) == 0, "%s", e2.msg);
+    if (s->kind == SQZ_LIN_EMBD) { /* Σ_t g_t · e_{tok_t}: the stream's input moves with the rows */
+        for (int64_t t = 0; t < s->n; t++)
+            for (int64_t i = 0; i < cols; i++) c->sum += (double)s->g[t * s->out + i] * W[s->tokens[t] * cols + i];
+        free(W);
+        return SQZ_OK;
+    }
     for (int64_t t = 0; t < s->n; t++)
         for (int64_t j = 0; j < rows; j++) {
             double y = 0;
@@ -171,8 +178,8 @@ static void check_norm_gradient(sqz_model *m, const int32_t *tok, const float *p
 }
 
 static void check_gradient(sqz_model *m, const int32_t *tok, const float *p) {
-    const int cases[3][2] = {{0, SQZ_LIN_Q}, {1, SQZ_LIN_DOWN}, {1, SQZ_LIN_V}};
-    for (int c = 0; c < 3; c++) {
+    const int cases[5][2] = {{0, SQZ_LIN_Q}, {1, SQZ_LIN_DOWN}, {1, SQZ_LIN_V}, {-1, SQZ_LIN_OUTPUT}, {-1, SQZ_LIN_EMBD}};
+    for (int c = 0; c < 5; c++) {
         sqz_tensor *t = entry(m, cases[c][0], cases[c][1]);
         CHECK(t && t->type == SQZ_TYPE_F32, "layer %d kind %d: an F32 tensor", cases[c][0], cases[c][1]);
         if (!t || t->type != SQZ_TYPE_F32) continue;
@@ -247,7 +254,7 @@ int main(void) {
         CHECK(0, "%s", err.msg);
     }
 
-    sqz_tune_opts o = {tok, N_CAL, T, held, N_HELD, 6, 0.01, 3, 0, NULL, 1};
+    sqz_tune_opts o = {tok, N_CAL, T, held, N_HELD, 6, 0.01, 3, 0, NULL, 1, 1};
     sqz_tune_report rep;
     int rc = sqz_tune(&ref, q, o1, &o, NULL, &rep, &err);
     CHECK(rc == 0, "tune: %s", err.msg);
@@ -257,7 +264,7 @@ int main(void) {
         printf("; held-out");
         for (int s = 0; s <= rep.n_steps; s++) printf(" %.5f", rep.held_kl[s]);
         printf("; best step %d\n", rep.best_step);
-        CHECK(rep.n_tensors == 2 * 7 && rep.n_norms == 2 * 2 && rep.n_steps >= 1, "tuned %d tensors, %d norms in %d steps",
+        CHECK(rep.n_tensors == 2 * 7 + 2 && rep.n_norms == 2 * 2 && rep.n_steps >= 1, "tuned %d tensors, %d norms in %d steps",
               rep.n_tensors, rep.n_norms, rep.n_steps);
         CHECK(rep.train_kl[1] < rep.train_kl[0] && rep.train_kl[rep.n_steps] < rep.train_kl[0],
               "calibration KL %.6f -> %.6f (step 1) -> %.6f", rep.train_kl[0], rep.train_kl[1],

@@ -33,6 +33,9 @@ const char HELP_TUNE[] =
     "  --patience N       stop after N steps without a held-out improvement (default 2)\n"
     "  --no-norms         leave the RMSNorm gains as they are (by default each layer's\n"
     "                     F32 norm gains are tuned too, one factor per element)\n"
+    "  --no-head          leave the output head and the token embedding as they are (by\n"
+    "                     default their rows get factors too, when their types have\n"
+    "                     scale fields)\n"
     "  --device D         cpu (default) or cuda: where the decoder layers' forward and\n"
     "                     backward run\n"
     "  --threads N        worker threads (default: all CPUs)\n"
@@ -48,7 +51,7 @@ int cmd_tune(args *a) {
     calib_set cs = {NULL, 8, 256, 0, 2, NULL, 0, NULL, NULL};
     long long steps = 10, threads = 0, patience = 2;
     double lr = SQZ_TUNE_LR;
-    int quiet = 0, rc = 0, norms = 1;
+    int quiet = 0, rc = 0, norms = 1, head = 1;
     sqz_device device = SQZ_DEVICE_CPU;
     for (a->i = 0; a->i < a->argc; a->i++) {
         const char *s = a->argv[a->i], *v;
@@ -79,6 +82,8 @@ int cmd_tune(args *a) {
             quiet = 1;
         } else if (!strcmp(s, "--no-norms")) {
             norms = 0;
+        } else if (!strcmp(s, "--no-head")) {
+            head = 0;
         } else if (s[0] == '-' && s[1]) {
             return usage_fail(a->cmd, "unknown option '%s'", s);
         } else if (!ref_path) {
@@ -106,7 +111,7 @@ int cmd_tune(args *a) {
         goto done;
     }
     sqz_tune_opts o = {cs.windows, (int)cs.nsamples, (int)cs.seqlen, cs.held, (int)cs.heldout, (int)steps, lr,
-                       (int)patience, !quiet, backend, norms};
+                       (int)patience, !quiet, backend, norms, head};
     if (sqz_tune(&ref, in_path, out, &o, pool, &rep, &err)) {
         rc = fail(err.msg);
         goto done;

@@ -92,6 +92,9 @@ int sqz_grad_windows(sqz_grad *g, const int32_t *windows, int nsamples, int64_t 
  * (0..T-2) then adds KL(p_t ‖ softmax z_t) to the loss and scale·(softmax z_t − p_t) to
  * the logits' gradient. NULL: back to cross-entropy. The caller keeps probs alive. */
 void sqz_grad_set_targets(sqz_grad *g, const float *probs);
+/* The output head is read once, at create; after its values change (its tensor's data
+ * replaced or rewritten) this reads it again. */
+int sqz_grad_reload_head(sqz_grad *g, sqz_err *err);
 /* A second hook for the decoder's RMSNorms (NULL: none): per layer and window, site.kind
  * SQZ_GRAD_NORM_ATTN or SQZ_GRAD_NORM_FFN, x [T, dim] the norm's output (x̂·w) and g
  * [T, dim] the gradient of the loss with respect to it; Σ_t g_ti x_ti is then ∂L/∂log w_i

@@ -21,7 +21,10 @@
  * be 6–35 times as many. With opts.norms the RMSNorms' gains move too (F32 in the file:
  * w_i·e^θ_i exactly; ∂L/∂θ_i = Σ_t g_ti x̂w_ti from the backward pass's norm hook), a
  * factor per input column of q/k/v and gate/up to go with the rows'. Biases are not
- * tuned yet. */
+ * tuned yet. With opts.head the output head's rows (∂L/∂θ_v = Σ_t g_tv·(ŵ_v·x_t), g the
+ * logits' gradient) and the token embedding's (Σ over the positions holding token v of
+ * g_t·ê_v, g the gradient of the stream's input) move as well; a tied embedding is one
+ * tensor, both parts of its gradient summed. */
 #ifndef SQZ_TUNE_H
 #define SQZ_TUNE_H
 
@@ -46,6 +49,8 @@ typedef struct sqz_tune_opts {
     int progress;           /* 1: a progress line on a terminal (step, KL, held-out KL, ETA) */
     sqz_backend *backend;   /* where the decoder layers' forward and backward run; NULL: CPU */
     int norms;              /* 1: also every layer's RMSNorm gains (F32 in the file), one factor each */
+    int head;               /* 1: also the output head's rows and the token embedding's (one
+                               tensor when tied), when their types have scale fields */
 } sqz_tune_opts;
 
 #define SQZ_TUNE_LR 0.002

@@ -647,6 +647,13 @@ void sqz_grad_times(const sqz_grad *g, sqz_stage_times *out) { sqz_stage_merge(o
 
 void sqz_grad_set_targets(sqz_grad *g, const float *probs) { g->targets = probs; }
 
+int sqz_grad_reload_head(sqz_grad *g, sqz_err *err) {
+    const float *h = tensor_f32(g->pool, g->m->output, g->head_w, err);
+    if (!h) return SQZ_ERR;
+    g->head = h;
+    return SQZ_OK;
+}
+
 void sqz_grad_set_norm_hook(sqz_grad *g, sqz_grad_hook hook, void *ctx) {
     g->norm_hook = hook;
     g->norm_ctx = ctx;

@@ -957,7 +957,7 @@ int sqz_compress(sqz_model *m, const char *out, const sqz_compress_opts *o, sqz_
     /* the best round becomes OUT, tuned end to end first when asked */
     if (o->tune_steps > 0) {
         sqz_tune_opts to = {o->windows, o->nsamples, o->seqlen, o->held, o->heldout, o->tune_steps, o->tune_lr, 0,
-                            o->progress, o->backend, 1};
+                            o->progress, o->backend, 1, 1};
         if (temp_file(o, out, err) || sqz_tune(m, paths[best], out, &to, pool, &rep->tune, err)) {
             rc = SQZ_ERR;
             goto done;

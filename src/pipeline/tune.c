@@ -31,6 +31,8 @@ typedef struct {
     int n_tt;
     int *index;   /* [n_layer · 7]: the tuned tensor of (layer, kind), or -1 */
     int *norm_index; /* [n_layer · 2]: the tuned attention / FFN norm of a layer, or -1 */
+    int out_index, embd_index; /* the tuned output head and token embedding (the same one when tied), or -1 */
+    float *erow;  /* [dim]: an embedding row */
     sqz_pool *pool;
     int n_threads;
     float *wbuf, *ybuf; /* per thread: TILE_ROWS × widest row, seqlen × TILE_ROWS */
@@ -66,8 +68,20 @@ static void grad_task(void *vctx, int64_t b, int64_t e, int thread) {
 
 static int tune_hook(void *vctx, const sqz_grad_site *s, sqz_err *err) {
     tune_ctx *c = vctx;
-    if (s->layer < 0 || s->kind >= SQZ_LIN_PER_LAYER) return SQZ_OK;
-    int i = c->index[s->layer * SQZ_LIN_PER_LAYER + s->kind];
+    if (s->kind == SQZ_LIN_EMBD) { /* row v moves the stream's input wherever token v stands */
+        if (c->embd_index < 0) return SQZ_OK;
+        tuned *u = &c->tt[c->embd_index];
+        for (int64_t t = 0; t < s->n; t++) {
+            int64_t v = s->tokens[t];
+            if (sqz_tensor_rows_f32(u->t, v, 1, c->erow, err)) return SQZ_ERR;
+            double acc = 0.0;
+            for (int64_t i = 0; i < s->out; i++) acc += (double)s->g[t * s->out + i] * c->erow[i];
+            u->grad[v] += acc;
+        }
+        return SQZ_OK;
+    }
+    int i = s->kind == SQZ_LIN_OUTPUT ? c->out_index
+            : s->layer >= 0 && s->kind < SQZ_LIN_PER_LAYER ? c->index[s->layer * SQZ_LIN_PER_LAYER + s->kind] : -1;
     if (i < 0) return SQZ_OK;
     c->site = s;
     c->cur = &c->tt[i];
@@ -139,6 +153,7 @@ static void ctx_free(tune_ctx *c) {
     free(c->tt);
     free(c->index);
     free(c->norm_index);
+    free(c->erow);
     free(c->wbuf);
     free(c->ybuf);
     if (c->have_q) sqz_model_free(&c->q);
@@ -173,15 +188,29 @@ static int add_tuned(tune_ctx *c, sqz_tensor *t, int is_norm, sqz_err *err) {
     return c->n_tt++;
 }
 
-/* The tensors to tune: every per-layer linear whose type has linear scale fields, and
- * (norms) every layer's F32 RMSNorm gains. */
-static int select_tensors(tune_ctx *c, int norms, sqz_err *err) {
+static int has_scales(const sqz_tensor *t) {
+    const sqz_type_traits *tr = t ? sqz_type_get(t->type) : NULL;
+    return tr && tr->n_scales && t->n_dims == 2;
+}
+
+/* The tensors to tune: every per-layer linear whose type has linear scale fields, (norms)
+ * every layer's F32 RMSNorm gains, (head) the output head's and the token embedding's
+ * rows when their types have scale fields. */
+static int select_tensors(tune_ctx *c, int norms, int head, sqz_err *err) {
     sqz_model *q = &c->q;
     const int n = q->cfg.n_layer * SQZ_LIN_PER_LAYER;
     c->index = malloc((size_t)n * sizeof(int));
     c->norm_index = malloc((size_t)q->cfg.n_layer * 2 * sizeof(int));
-    c->tt = calloc((size_t)(n + 2 * q->cfg.n_layer), sizeof(tuned));
-    if (!c->index || !c->norm_index || !c->tt) return sqz_fail(err, "tune: out of memory");
+    c->tt = calloc((size_t)(n + 2 * q->cfg.n_layer + 2), sizeof(tuned));
+    c->erow = malloc((size_t)q->cfg.dim * sizeof(float));
+    c->out_index = c->embd_index = -1;
+    if (!c->index || !c->norm_index || !c->tt || !c->erow) return sqz_fail(err, "tune: out of memory");
+    if (head && has_scales(q->output) && (c->out_index = add_tuned(c, entry_of(q, q->output), 0, err)) < 0)
+        return SQZ_ERR;
+    if (head && q->tok_embd == q->output) c->embd_index = c->out_index;
+    else if (head && has_scales(q->tok_embd) && (c->embd_index = add_tuned(c, entry_of(q, q->tok_embd), 0, err)) < 0)
+        return SQZ_ERR;
+    const int n_head = c->n_tt;
     for (int l = 0; l < q->cfg.n_layer; l++) {
         const sqz_tensor *nt[2] = {q->layers[l].attn_norm, q->layers[l].ffn_norm};
         for (int k = 0; k < 2; k++) {
@@ -190,16 +219,15 @@ static int select_tensors(tune_ctx *c, int norms, sqz_err *err) {
             if (t && (c->norm_index[l * 2 + k] = add_tuned(c, t, 1, err)) < 0) return SQZ_ERR;
         }
     }
-    const int n_norms = c->n_tt;
+    const int n_norms = c->n_tt - n_head;
     for (int i = 0; i < n; i++) {
         c->index[i] = -1;
         const sqz_tensor *ct = sqz_linear_tensor(q, i / SQZ_LIN_PER_LAYER, i % SQZ_LIN_PER_LAYER);
-        const sqz_type_traits *tr = ct ? sqz_type_get(ct->type) : NULL;
-        if (!tr || !tr->n_scales || ct->n_dims != 2) continue;
+        if (!has_scales(ct)) continue;
         sqz_tensor *t = entry_of(q, ct);
         if (t && (c->index[i] = add_tuned(c, t, 0, err)) < 0) return SQZ_ERR;
     }
-    if (c->n_tt == n_norms)
+    if (c->n_tt == n_head + n_norms)
         return sqz_fail(err, "%s: tune: no linear weight has a type with scale fields (k-quants, i-quants, Q4_0 …)",
                         q->path);
     return SQZ_OK;
@@ -269,7 +297,7 @@ int sqz_tune(const sqz_model *ref, const char *in_path, const char *out_path, co
                       "%lld vocabulary floats; at most %.0f GiB): use fewer or shorter windows",
                       (double)target_bytes / 1073741824.0, o->nsamples, o->n_held, (long long)T, (long long)V,
                       (double)SQZ_TUNE_MAX_TARGET_BYTES / 1073741824.0);
-    if (rc == SQZ_OK) rc = select_tensors(&c, o->norms, err);
+    if (rc == SQZ_OK) rc = select_tensors(&c, o->norms, o->head, err);
     float *p_cal = NULL, *p_held = NULL;
     if (rc == SQZ_OK) {
         p_cal = malloc((size_t)o->nsamples * (size_t)T * (size_t)V * sizeof(float));
@@ -324,6 +352,7 @@ int sqz_tune(const sqz_model *ref, const char *in_path, const char *out_path, co
             }
             apply(u, u->theta);
         }
+        if (c.out_index >= 0 && (rc = sqz_grad_reload_head(g, err))) break;
         double held = 0.0;
         rc = mean_kl(g, o->held, o->n_held, T, p_held, &held, err);
         rep->held_kl[s] = held;
