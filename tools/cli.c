@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "sqz/core.h"
+#include "sqz/tune.h"
 
 int fail(const char *msg) {
     fprintf(stderr, "sqz: error: %s\n", msg);
@@ -91,6 +92,42 @@ int resume_flag(args *a, int *resume, double *every, int *rc) {
         return 1;
     }
     return 0;
+}
+
+int tune_flag(args *a, const char *lr_flag, long long *steps, double *lr, int *rc) {
+    const char *s = a->argv[a->i], *v;
+    char *end = NULL;
+    if (!strcmp(s, "--tune-steps")) {
+        v = opt_value(a);
+        if (parse_pos_int(v, 100000, steps))
+            *rc = usage_fail(a->cmd, "--tune-steps '%s': expected 1 to 100000", v ? v : "");
+        return 1;
+    }
+    if (strcmp(s, lr_flag)) return 0;
+    v = opt_value(a);
+    *lr = v ? strtod(v, &end) : 0.0;
+    if (!v || end == v || *end || !(*lr > 0.0 && *lr < 1.0)) {
+        char fmt[64];
+        snprintf(fmt, sizeof fmt, "%s '%%s': expected a number in (0, 1)", lr_flag);
+        *rc = usage_fail(a->cmd, fmt, v ? v : "");
+    }
+    return 1;
+}
+
+void tune_json(cJSON *o, const sqz_tune_report *rep) {
+    cJSON_AddNumberToObject(o, "tensors", rep->n_tensors);
+    cJSON_AddNumberToObject(o, "norms", rep->n_norms);
+    cJSON_AddNumberToObject(o, "factors", (double)rep->n_params);
+    cJSON_AddNumberToObject(o, "best_step", rep->best_step);
+    cJSON_AddNumberToObject(o, "seconds", rep->seconds);
+    cJSON *st = cJSON_AddArrayToObject(o, "steps");
+    for (int s = 0; s <= rep->n_steps; s++) {
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddNumberToObject(e, "step", s);
+        cJSON_AddNumberToObject(e, "calib_kl", rep->train_kl[s]);
+        cJSON_AddNumberToObject(e, "heldout_kl", rep->held_kl[s]);
+        cJSON_AddItemToArray(st, e);
+    }
 }
 
 /* --device cpu|cuda: 1 when it was this flag (then *rc is 0 or the usage error). */

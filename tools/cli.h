@@ -37,6 +37,14 @@ int resume_flag(args *a, int *resume, double *every, int *rc);
  * that flag (then *rc is 0 or the usage error). */
 int rescale_flag(args *a, double *power, int *rc);
 int device_flag(args *a, sqz_device *device, int *rc);
+/* --tune-steps N and the tuning's Adam step (lr_flag: "--lr" in sqz tune, "--tune-lr" in
+ * compress, a number in (0, 1)): 1 when it was one of them (then *rc is 0 or the usage
+ * error). */
+int tune_flag(args *a, const char *lr_flag, long long *steps, double *lr, int *rc);
+/* A tuning report's counts and steps (KL on the calibration windows before each step,
+ * held-out KL after it) added to o: what sqz tune and compress --tune-steps write. */
+struct sqz_tune_report;
+void tune_json(cJSON *o, const struct sqz_tune_report *rep);
 /* Writes root as JSON to path (atomically); returns 0 or an exit code. */
 int write_json(const char *path, cJSON *root);
 /* Reads a text file and checks it is non-empty, non-binary UTF-8; *text is malloc'd.

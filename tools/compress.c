@@ -524,19 +524,7 @@ static cJSON *compress_json(const sqz_compress_report *rep, const char *model, c
     }
     cJSON_AddNumberToObject(root, "best_round", rep->best_round);
     if (rep->tuned) {
-        cJSON *tj = cJSON_AddObjectToObject(root, "tune"), *st = cJSON_AddArrayToObject(tj, "steps");
-        cJSON_AddNumberToObject(tj, "tensors", rep->tune.n_tensors);
-        cJSON_AddNumberToObject(tj, "norms", rep->tune.n_norms);
-        cJSON_AddNumberToObject(tj, "factors", (double)rep->tune.n_params);
-        cJSON_AddNumberToObject(tj, "best_step", rep->tune.best_step);
-        cJSON_AddNumberToObject(tj, "seconds", rep->tune.seconds);
-        for (int s = 0; s <= rep->tune.n_steps; s++) {
-            cJSON *e = cJSON_CreateObject();
-            cJSON_AddNumberToObject(e, "step", s);
-            cJSON_AddNumberToObject(e, "calib_kl", rep->tune.train_kl[s]);
-            cJSON_AddNumberToObject(e, "heldout_kl", rep->tune.held_kl[s]);
-            cJSON_AddItemToArray(st, e);
-        }
+        tune_json(cJSON_AddObjectToObject(root, "tune"), &rep->tune);
     }
     cJSON_AddItemToObject(root, "stages", stages_json(&rep->times, o->gptq_double, sgemm, dgemm, threads, total));
     if (rep->prune_skipped) cJSON_AddStringToObject(root, "prune_auto", "none: the types alone fit in 95% of the budget");
@@ -594,16 +582,8 @@ int cmd_compress(args *a) {
         const char *s = a->argv[a->i], *v;
         if (calib_flag(a, &cs, &rc)) {
             if (rc) return rc;
-        } else if (!strcmp(s, "--tune-steps")) {
-            v = opt_value(a);
-            if (parse_pos_int(v, 100000, &tune_steps))
-                return usage_fail(a->cmd, "--tune-steps '%s': expected 1 to 100000", v ? v : "");
-        } else if (!strcmp(s, "--tune-lr")) {
-            v = opt_value(a);
-            char *end = NULL;
-            tune_lr = v ? strtod(v, &end) : 0.0;
-            if (!v || end == v || *end || !(tune_lr > 0.0 && tune_lr < 1.0))
-                return usage_fail(a->cmd, "--tune-lr '%s': expected a number in (0, 1)", v ? v : "");
+        } else if (tune_flag(a, "--tune-lr", &tune_steps, &tune_lr, &rc)) {
+            if (rc) return rc;
         } else if (!strcmp(s, "-o") || !strcmp(s, "--output")) {
             if (!(out = opt_value(a))) return usage_fail(a->cmd, "%s needs a file name", s);
         } else if (!strcmp(s, "--json")) {

@@ -61,18 +61,11 @@ int cmd_tune(args *a) {
             if (!(out = opt_value(a))) return usage_fail(a->cmd, "%s needs a file name", s);
         } else if (!strcmp(s, "--json")) {
             if (!(json = opt_value(a))) return usage_fail(a->cmd, "%s needs a file name", s);
-        } else if (!strcmp(s, "--tune-steps")) {
-            v = opt_value(a);
-            if (parse_pos_int(v, 100000, &steps)) return usage_fail(a->cmd, "--tune-steps '%s': expected 1 to 100000", v ? v : "");
+        } else if (tune_flag(a, "--lr", &steps, &lr, &rc)) {
+            if (rc) return rc;
         } else if (!strcmp(s, "--patience")) {
             v = opt_value(a);
             if (parse_pos_int(v, 100000, &patience)) return usage_fail(a->cmd, "--patience '%s': expected a positive count", v ? v : "");
-        } else if (!strcmp(s, "--lr")) {
-            v = opt_value(a);
-            char *end = NULL;
-            lr = v ? strtod(v, &end) : 0.0;
-            if (!v || end == v || *end || !(lr > 0.0 && lr < 1.0))
-                return usage_fail(a->cmd, "--lr '%s': expected a number in (0, 1)", v ? v : "");
         } else if (!strcmp(s, "--threads")) {
             v = opt_value(a);
             if (parse_pos_int(v, 1024, &threads)) return usage_fail(a->cmd, "--threads '%s': expected 1 to 1024", v ? v : "");
@@ -121,24 +114,13 @@ int cmd_tune(args *a) {
            in_path, rep.n_tensors, rep.n_norms, (long long)rep.n_params, rep.held_kl[0], rep.held_kl[rep.best_step], rep.n_steps,
            rep.best_step, rep.train_kl[0], rep.train_kl[rep.n_steps], rep.seconds, out);
     if (json) {
-        cJSON *root = cJSON_CreateObject(), *st = cJSON_AddArrayToObject(root, "steps");
+        cJSON *root = cJSON_CreateObject();
         cJSON_AddStringToObject(root, "reference", ref_path);
         cJSON_AddStringToObject(root, "input", in_path);
         cJSON_AddStringToObject(root, "output", out);
-        cJSON_AddNumberToObject(root, "tensors", rep.n_tensors);
-        cJSON_AddNumberToObject(root, "norms", rep.n_norms);
-        cJSON_AddNumberToObject(root, "factors", (double)rep.n_params);
         cJSON_AddNumberToObject(root, "lr", lr);
-        cJSON_AddNumberToObject(root, "best_step", rep.best_step);
-        cJSON_AddNumberToObject(root, "seconds", rep.seconds);
         cJSON_AddStringToObject(root, "device", sqz_backend_describe(backend));
-        for (int s = 0; s <= rep.n_steps; s++) {
-            cJSON *e = cJSON_CreateObject();
-            cJSON_AddNumberToObject(e, "step", s);
-            cJSON_AddNumberToObject(e, "calib_kl", rep.train_kl[s]);
-            cJSON_AddNumberToObject(e, "heldout_kl", rep.held_kl[s]);
-            cJSON_AddItemToArray(st, e);
-        }
+        tune_json(root, &rep);
         rc = write_json(json, root);
         cJSON_Delete(root);
     }

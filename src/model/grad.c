@@ -600,14 +600,19 @@ static int keep_alloc(sqz_grad *g, sqz_err *err) {
     return SQZ_OK;
 }
 
+/* A window's length against the buffers made at create. */
+static int check_window(const sqz_grad *g, int64_t T, sqz_err *err) {
+    if (T >= 2 && T <= g->max_T) return SQZ_OK;
+    return sqz_fail(err, "%s: backward: window of %lld tokens (expected 2 .. %lld)", g->m->path, (long long)T,
+                    (long long)g->max_T);
+}
+
 int sqz_grad_window(sqz_grad *g, const int32_t *tokens, int64_t T, double scale, sqz_grad_hook hook, void *hctx,
                     double *loss_sum, sqz_err *err) {
     const sqz_model *m = g->m;
     const sqz_llama_config *c = &m->cfg;
     int64_t dim = c->dim;
-    if (T < 2 || T > g->max_T)
-        return sqz_fail(err, "%s: backward: window of %lld tokens (expected 2 .. %lld)", m->path, (long long)T,
-                        (long long)g->max_T);
+    if (check_window(g, T, err)) return SQZ_ERR;
     /* the head pass is counted here whole: its logits and, with a hook, their input gradient */
     double t0 = sqz_now(), fl = (hook ? 2.0 : 1.0) * sqz_forward_flops(m, -1, T);
     if (sqz_forward_embed(m, tokens, T, g->resid, err)) return SQZ_ERR;
@@ -782,9 +787,7 @@ int sqz_grad_windows(sqz_grad *g, const int32_t *windows, int nsamples, int64_t 
             if (prog) sqz_progress_update(prog, w + 1, NULL);
         }
     } else {
-        if (T < 2 || T > g->max_T)
-            return sqz_fail(err, "%s: backward: window of %lld tokens (expected 2 .. %lld)", g->m->path, (long long)T,
-                            (long long)g->max_T);
+        if (check_window(g, T, err)) return SQZ_ERR;
         if (group_alloc(g, T, nsamples, err)) return SQZ_ERR;
         for (int w0 = 0; w0 < nsamples; w0 += (int)g->group) {
             int n = nsamples - w0 < g->group ? nsamples - w0 : (int)g->group;

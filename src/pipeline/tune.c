@@ -314,9 +314,9 @@ int sqz_tune(const sqz_model *ref, const char *in_path, const char *out_path, co
     if (rc == SQZ_OK)
         rc = ref_probs(ref, pool, o->windows, o->nsamples, T, p_cal, err) ||
              ref_probs(ref, pool, o->held, o->n_held, T, p_held, err);
-    sqz_stage_add(&rep->times, SQZ_STAGE_FORWARD, sqz_now() - t0,
-                  (double)(o->nsamples + o->n_held) * (sqz_forward_flops(ref, -1, T) +
-                  (ref->cfg.n_layer > 0 ? ref->cfg.n_layer * sqz_forward_flops(ref, 0, T) : 0.0)));
+    double ref_flops = sqz_forward_flops(ref, -1, T); /* a window's: the head and every layer (a pruned one's own) */
+    for (int l = 0; l < ref->cfg.n_layer; l++) ref_flops += sqz_forward_flops(ref, l, T);
+    sqz_stage_add(&rep->times, SQZ_STAGE_FORWARD, sqz_now() - t0, (double)(o->nsamples + o->n_held) * ref_flops);
     sqz_grad *g = NULL;
     if (rc == SQZ_OK) rc = sqz_grad_create_on(&g, &c.q, pool, o->backend, T, err);
     if (rc == SQZ_OK) sqz_grad_set_norm_hook(g, norm_hook, &c);

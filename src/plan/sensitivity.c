@@ -809,12 +809,7 @@ int sqz_mean_loss(const sqz_model *m, sqz_pool *pool, const int32_t *windows, in
     sqz_grad *g = NULL;
     if (sqz_grad_create(&g, m, pool, seqlen, err)) return SQZ_ERR;
     double total = 0.0;
-    int rc = SQZ_OK;
-    for (int w = 0; w < nsamples && rc == SQZ_OK; w++) {
-        double l = 0.0;
-        rc = sqz_grad_window(g, windows + (int64_t)w * seqlen, seqlen, 1.0, NULL, NULL, &l, err);
-        total += l;
-    }
+    int rc = sqz_grad_windows(g, windows, nsamples, seqlen, 1.0, NULL, NULL, &total, NULL, err);
     sqz_grad_free(g);
     *loss = total / ((double)nsamples * (seqlen - 1));
     return rc;
